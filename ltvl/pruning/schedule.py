@@ -1,0 +1,80 @@
+"""Pruning schedules: the sparsity each IMP round prunes to.
+
+* geometric: prune ``rate`` of the remaining weights each round, so sparsity after
+  round k is 1 - (1 - rate)^k (SPEC §2, Algorithm 1 with rate 0.1);
+* linear: sparsity after round k is k * step of the *original* weights (10%, 20%, …),
+  as reported in the paper's tables (BERT-ticket code: prune 1/(10-k) of the rest).
+
+Either stops at ``target_sparsity`` (the last round reaches at least it) or after
+``rounds`` rounds. Sparsities are turned into exact counts by the pruner.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from ltvl.errors import LtvlError
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: Literal["geometric", "linear"] = "geometric"
+    rate: float = 0.2  # geometric: fraction of remaining; linear: step of the original
+    target_sparsity: float | None = 0.9
+    rounds: int | None = None
+
+    def validate(self, where: str = "schedule") -> None:
+        if self.kind not in ("geometric", "linear"):
+            raise LtvlError(f"unknown schedule kind {self.kind!r}", where=f"{where}.kind",
+                            fix="use 'geometric' or 'linear'")
+        if not (0.0 < self.rate < 1.0):
+            raise LtvlError(f"pruning rate {self.rate} is outside (0, 1)", where=f"{where}.rate",
+                            fix="e.g. 0.2 (geometric: 20% of the remaining weights per round)")
+        if (self.target_sparsity is None) == (self.rounds is None):
+            raise LtvlError("give exactly one of target_sparsity and rounds",
+                            where=f"{where}.target_sparsity/{where}.rounds", fix="set one, leave the other unset")
+        if self.target_sparsity is not None and not (0.0 < self.target_sparsity < 1.0):
+            raise LtvlError(f"target sparsity {self.target_sparsity} is outside (0, 1)",
+                            where=f"{where}.target_sparsity", fix="e.g. 0.9")
+        if self.rounds is not None and self.rounds < 1:
+            raise LtvlError(f"rounds must be >= 1, got {self.rounds}", where=f"{where}.rounds")
+        if self.kind == "linear":
+            if self.rounds is not None and self.rounds * self.rate >= 1.0 - _EPS:
+                raise LtvlError(f"a linear schedule with step {self.rate} reaches sparsity "
+                                f"{self.rounds * self.rate:.3f} >= 1 after {self.rounds} rounds",
+                                where=f"{where}.rounds", fix="use fewer rounds or a smaller step")
+            if self.target_sparsity is not None:
+                k = math.ceil(self.target_sparsity / self.rate - _EPS)
+                if k * self.rate >= 1.0 - _EPS:
+                    raise LtvlError(f"target sparsity {self.target_sparsity} is unreachable with linear step "
+                                    f"{self.rate}: the round that reaches it would prune {k * self.rate:.2f} >= 1",
+                                    where=f"{where}.target_sparsity", fix="lower the target or pick a step that divides it")
+
+    def sparsities(self) -> list[float]:
+        """Sparsity after each pruning round: round k prunes to ``sparsities()[k-1]``."""
+        self.validate()
+        out: list[float] = []
+        k = 0
+        while True:
+            k += 1
+            s = 1.0 - (1.0 - self.rate) ** k if self.kind == "geometric" else k * self.rate
+            out.append(s)
+            if self.rounds is not None and k >= self.rounds:
+                return out
+            if self.target_sparsity is not None and s >= self.target_sparsity - _EPS:
+                return out
+            if k > 10_000:  # unreachable in practice: rates are validated above
+                raise LtvlError("schedule does not terminate", where="schedule")
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.sparsities())
+
+
+def rounds_needed(rate: float, target: float) -> int:
+    """Geometric rounds to reach ``target``: ceil(log(1-target) / log(1-rate))."""
+    return max(1, math.ceil(math.log(1.0 - target) / math.log(1.0 - rate) - _EPS))
