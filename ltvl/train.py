@@ -167,7 +167,9 @@ class Trainer:
         step0 = 0
         if start is not None:
             model.load_state_dict(start.model)
-            opt.load_state_dict(start.optimizer)
+            # load_state_dict aliases same-device tensors: without the copy, training would
+            # mutate θi's Adam moments in place and corrupt every later rewind to it.
+            opt.load_state_dict(_cpu(start.optimizer))
             sched.load_state_dict(start.scheduler)
             if scaler is not None and start.scaler:
                 scaler.load_state_dict(start.scaler)

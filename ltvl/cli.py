@@ -1,0 +1,152 @@
+"""The ``ltvl`` command. Every subcommand validates its input before doing work and
+turns :class:`LtvlError` into a one-paragraph message and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ltvl.errors import LtvlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Lottery tickets for vision-and-language transformers.")
+mask_app = typer.Typer(no_args_is_help=True, help="Inspect, compare and export mask files.")
+app.add_typer(mask_app, name="mask")
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="model weights (.safetensors)")],
+    sparsity: Annotated[float, typer.Option(help="fraction of prunable weights to prune, in [0, 1)")] = 0.5,
+    out: Annotated[Optional[Path], typer.Option(help="where to write the mask")] = None,
+    include: Annotated[Optional[list[str]], typer.Option(help="regex of parameters to prune (repeatable)")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="regex of parameters to keep dense (repeatable)")] = None,
+    all_params: Annotated[bool, typer.Option("--all-params", help="also allow non-Linear (non 2-D) tensors")] = False,
+    layerwise: Annotated[bool, typer.Option(help="prune each tensor to the sparsity instead of globally")] = False,
+    random: Annotated[bool, typer.Option("--random", help="random pruning (RP baseline)")] = False,
+    high_magnitude: Annotated[bool, typer.Option("--high-magnitude", help="prune the largest weights instead")] = False,
+    seed: Annotated[int, typer.Option(help="seed for --random")] = 0,
+    list_only: Annotated[bool, typer.Option("--list", help="only print the selected prunable tensors")] = False,
+) -> None:
+    """One-shot pruning of a checkpoint (global magnitude by default)."""
+    from ltvl.checkpoint import load_safetensors
+    from ltvl.pruning import Method, PrunableSpec, Scope, describe, prune_to_sparsity, save_mask, select_from_state
+
+    if random and high_magnitude:
+        raise LtvlError("--random and --high-magnitude exclude each other", where="options")
+    if not list_only and out is None:
+        raise LtvlError("missing --out", where="--out", fix="give the mask file to write, e.g. --out mask.safetensors")
+    if not (0.0 <= sparsity < 1.0):
+        raise LtvlError(f"sparsity {sparsity} is outside [0, 1)", where="--sparsity", fix="e.g. --sparsity 0.7")
+    state = load_safetensors(checkpoint, where=str(checkpoint))
+    weights = select_from_state(state, PrunableSpec.of(include, exclude, linear_only=not all_params))
+    if list_only:
+        console.print(describe(weights))
+        return
+    method = Method.RANDOM if random else Method.HIGH_MAGNITUDE if high_magnitude else Method.MAGNITUDE
+    mask = prune_to_sparsity(weights, None, sparsity, method=method,
+                             scope=Scope.LAYERWISE if layerwise else Scope.GLOBAL,
+                             seed=seed if random else None, metadata={"source": str(checkpoint)})
+    save_mask(mask, out)
+    console.print(f"wrote {out}: {mask.n_pruned:,} of {mask.numel:,} weights pruned "
+                  f"(sparsity {mask.sparsity:.4f}), sha256 {mask.sha256}")
+
+
+@mask_app.command("info")
+def mask_info(path: Path, as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Global and per-tensor sparsity, hash, model fingerprint and parent of a mask."""
+    from ltvl.pruning import load_mask
+
+    mask = load_mask(path)
+    s = mask.summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    console.print(f"[bold]{path}[/bold]\n sha256      {s['sha256']}\n fingerprint {s['fingerprint']}\n"
+                  f" parent      {s['parent'] or '-'}\n sparsity    {s['sparsity']:.4f} "
+                  f"({s['pruned']:,} of {s['numel']:,} pruned)")
+    t = Table("tensor", "shape", "weights", "sparsity")
+    for name, d in s["per_tensor"].items():
+        t.add_row(name, str(d["shape"]), f"{d['numel']:,}", f"{d['sparsity']:.4f}")
+    console.print(t)
+    if s["metadata"]:
+        console.print(" metadata   ", json.dumps(s["metadata"], sort_keys=True))
+
+
+@mask_app.command("iou")
+def mask_iou(a: Path, b: Path) -> None:
+    """Intersection over union of the kept weights of two masks of the same model."""
+    from ltvl.pruning import load_mask
+
+    ma, mb = load_mask(a), load_mask(b)
+    print(f"{ma.iou(mb):.6f}")
+
+
+@mask_app.command("export")
+def mask_export(path: Path, out: Annotated[Path, typer.Option(help="the .safetensors file to write")]) -> None:
+    """Unpacked uint8 0/1 tensors per parameter, e.g. for torch.nn.utils.prune.custom_from_mask."""
+    import torch
+    from safetensors.torch import save
+
+    from ltvl.atomic import atomic_write_bytes
+    from ltvl.pruning import load_mask
+
+    mask = load_mask(path)
+    data = save({n: t.to(torch.uint8).contiguous() for n, t in mask.tensors.items()},
+                metadata={"sha256": mask.sha256, "fingerprint": mask.fingerprint})
+    atomic_write_bytes(out, data)
+    console.print(f"wrote {out} ({len(mask.tensors)} tensors)")
+
+
+@app.command()
+def imp(
+    root: Annotated[Path, typer.Option(help="chain state directory")] = Path("runs/imp"),
+    steps: Annotated[int, typer.Option(help="training steps t per round")] = 200,
+    rewind_step: Annotated[int, typer.Option(help="rewind step i (0 = θ0)")] = 0,
+    rate: Annotated[float, typer.Option(help="pruning rate per round")] = 0.2,
+    schedule: Annotated[str, typer.Option(help="geometric | linear")] = "geometric",
+    target: Annotated[float, typer.Option(help="target sparsity")] = 0.8,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    random: Annotated[bool, typer.Option("--random", help="random pruning instead of magnitude")] = False,
+) -> None:
+    """Run one local IMP chain on the built-in toy task (resumable: re-run to continue)."""
+    from ltvl.imp import ChainSpec, run_chain_with_trainer
+    from ltvl.pruning import Method, Schedule
+    from ltvl.toy import ToyTask, make_toy_model
+    from ltvl.train import Trainer, TrainConfig
+
+    spec = ChainSpec(train=TrainConfig(steps=steps, lr=lr, seed=seed), rewind_step=rewind_step,
+                     schedule=Schedule(schedule, rate, target), method=Method.RANDOM if random else Method.MAGNITUDE,
+                     context=(("task", "toy"), ("backbone", "toy-bert")))
+    spec.validate()
+    console.print(f"chain {spec.short_hash} → {root / spec.short_hash}")
+    table = Table("round", "sparsity", "metric", "train loss", "mask", "s")
+
+    def show(r):
+        console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}"
+                      f"{'  (resumed)' if r.replayed else ''}")
+        table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
+                      r.mask_sha256[:12], f"{r.wall_s:.1f}")
+    run_chain_with_trainer(spec, lambda: make_toy_model(seed), Trainer(ToyTask(), spec.train), root, show)
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except LtvlError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

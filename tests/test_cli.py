@@ -1,0 +1,140 @@
+"""The ltvl command end to end, as a user runs it (subprocesses, real files)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ltvl.pruning import load_mask
+
+
+def ltvl(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ltvl.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def ckpt(tmp_path, tiny_bert):
+    p = tmp_path / "bert.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_bert.state_dict().items()}, str(p))
+    return p
+
+
+def test_prune_info_iou_export(tmp_path, ckpt):
+    m, r = tmp_path / "m.mask", tmp_path / "r.mask"
+    res = ltvl("prune", ckpt, "--sparsity", "0.6", "--out", m)
+    assert res.returncode == 0, res.stderr
+    mask = load_mask(m)
+    assert mask.sparsity == pytest.approx(0.6, abs=1e-4) and mask.sha256 in res.stdout
+    assert ltvl("prune", ckpt, "--sparsity", "0.6", "--random", "--seed", "1", "--out", r).returncode == 0
+    info = json.loads(ltvl("mask", "info", m, "--json").stdout)
+    assert info["sha256"] == mask.sha256 and info["fingerprint"] == mask.fingerprint
+    assert set(info["per_tensor"]) == set(mask.names)
+    human = ltvl("mask", "info", m).stdout
+    assert mask.sha256 in human and "encoder.layer.0.attention.self.query.weight" in human
+    iou = float(ltvl("mask", "iou", m, r).stdout)
+    assert iou == pytest.approx(load_mask(m).iou(load_mask(r)))
+    assert 0.1 < iou < 0.5  # random vs magnitude at 60%: far from identical
+    out = tmp_path / "export.safetensors"
+    assert ltvl("mask", "export", m, "--out", out).returncode == 0
+    exported = load_file(str(out))
+    assert set(exported) == set(mask.names)
+    assert all(exported[n].dtype == torch.uint8 and torch.equal(exported[n].bool(), mask.tensors[n]) for n in exported)
+
+
+def test_exported_mask_works_with_torch_prune(tmp_path, ckpt, tiny_bert):
+    import torch.nn.utils.prune as tprune
+    m, out = tmp_path / "m.mask", tmp_path / "e.safetensors"
+    ltvl("prune", ckpt, "--sparsity", "0.3", "--out", m)
+    ltvl("mask", "export", m, "--out", out)
+    exported = load_file(str(out))
+    name = "encoder.layer.0.attention.self.query.weight"
+    mod = tiny_bert.encoder.layer[0].attention.self.query
+    tprune.custom_from_mask(mod, "weight", exported[name])
+    assert (mod.weight[exported[name] == 0] == 0).all()
+
+
+def test_layerwise_and_patterns(tmp_path, ckpt):
+    m = tmp_path / "m.mask"
+    res = ltvl("prune", ckpt, "--sparsity", "0.5", "--layerwise", "--include", r"attention\.self", "--out", m)
+    assert res.returncode == 0, res.stderr
+    mask = load_mask(m)
+    assert all("attention.self" in n for n in mask.names)
+    assert all(abs(s - 0.5) < 1e-3 for s in mask.per_tensor_sparsity().values())
+    listing = ltvl("prune", ckpt, "--list", "--include", "pooler")
+    assert "pooler.dense.weight" in listing.stdout and "1 tensors" in listing.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--sparsity", "1.0"], "outside [0, 1)"),
+    (["--sparsity", "-0.2"], "outside [0, 1)"),
+    (["--include", "decoder"], "selects no parameter"),
+    (["--exclude", "nothing_matches"], "matches none"),
+])
+def test_bad_prune_input_fails_and_writes_nothing(tmp_path, ckpt, args, msg):
+    out = tmp_path / "never.mask"
+    res = ltvl("prune", ckpt, *args, "--out", out)
+    assert res.returncode != 0 and msg in res.stderr.replace("\n", " ")
+    assert not out.exists()
+
+
+def test_bad_checkpoints(tmp_path, tiny_bert):
+    out = tmp_path / "never.mask"
+    missing = ltvl("prune", tmp_path / "nope.safetensors", "--out", out)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    pickled = tmp_path / "model.bin"
+    torch.save(tiny_bert.state_dict(), pickled)
+    res = ltvl("prune", pickled, "--out", out)
+    assert res.returncode == 2 and "not a safetensors file" in res.stderr
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    res = ltvl("prune", garbage, "--out", out)
+    assert res.returncode == 2 and "not a readable safetensors" in res.stderr
+    state = {k: v.clone().contiguous() for k, v in tiny_bert.state_dict().items()}
+    state["encoder.layer.1.output.dense.weight"][0, 0] = float("nan")
+    nan = tmp_path / "nan.safetensors"
+    save_file(state, str(nan))
+    res = ltvl("prune", nan, "--out", out)
+    assert res.returncode == 2 and "encoder.layer.1.output.dense.weight" in res.stderr and "NaN" in res.stderr
+    assert not out.exists()
+
+
+def test_damaged_mask_files(tmp_path, ckpt):
+    m = tmp_path / "m.mask"
+    ltvl("prune", ckpt, "--sparsity", "0.5", "--out", m)
+    data = m.read_bytes()
+    (tmp_path / "trunc.mask").write_bytes(data[: len(data) // 2])
+    res = ltvl("mask", "info", tmp_path / "trunc.mask")
+    assert res.returncode == 2 and "truncated or corrupt" in res.stderr
+
+
+def test_mask_for_another_model_names_first_mismatch(tmp_path, ckpt):
+    from transformers import BertConfig, BertModel
+    from ltvl.pruning import MaskEnforcer
+    from ltvl.errors import LtvlError
+    m = tmp_path / "m.mask"
+    ltvl("prune", ckpt, "--sparsity", "0.5", "--out", m)
+    other = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=48, max_position_embeddings=20))
+    with pytest.raises(LtvlError, match=r"shape mismatch for 'encoder\.layer\.0\.intermediate\.dense\.weight'"):
+        MaskEnforcer(other, load_mask(m))
+
+
+def test_imp_command_runs_and_resumes(tmp_path):
+    args = ["imp", "--root", tmp_path, "--steps", "10", "--rate", "0.5", "--target", "0.7"]
+    first = ltvl(*args)
+    assert first.returncode == 0, first.stderr
+    assert "round 2: sparsity 0.750" in first.stdout
+    second = ltvl(*args)
+    assert second.stdout.count("(resumed)") == 3
+    bad = ltvl("imp", "--root", tmp_path, "--steps", "10", "--rewind-step", "10")
+    assert bad.returncode == 2 and "rewind step 10" in bad.stderr
+
+
+def test_core_imports_neither_ray_nor_mlflow():
+    code = ("import sys, ltvl.imp, ltvl.train, ltvl.ticket, ltvl.pruning, ltvl.toy; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]; print(bad); sys.exit(bool(bad))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
