@@ -1,10 +1,11 @@
 """Exact masked training: pruned weights stay exactly 0 and never receive gradient.
 
-Two hooks do it. A tensor hook zeroes the pruned entries of every gradient before
-it is accumulated (so DDP all-reduces, clipping and AMP unscaling all see zeros),
-and an optimizer step post-hook re-zeroes the pruned weights after each step, so
-nothing an optimizer does (AdamW's decoupled weight decay, momentum carried over
-from before the prune, a bf16 round-off) can revive them.
+Two hooks do it. A post-accumulate-grad hook zeroes the pruned entries of ``p.grad``
+in place as soon as it is accumulated (so clipping and AMP unscaling see zeros, and
+no gradient-sized tensor is allocated per step), and an optimizer step post-hook
+re-zeroes the pruned weights after each step, so nothing an optimizer does
+(AdamW's decoupled weight decay, momentum carried over from before the prune, a
+bf16 round-off) can revive them. Measured cost: see bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ class MaskEnforcer:
         mask.check_compatible({n: tuple(params[n].shape) for n in mask.names if n in params})
         self.mask = mask
         self.params = {n: params[n] for n in mask.names}
-        # Store what is *pruned*: masked_fill_ wants True where we write zeros.
-        self.pruned = {n: (~mask.tensors[n]).to(p.device) for n, p in self.params.items()}
-        self._handles = [p.register_hook(self._grad_hook(n)) for n, p in self.params.items()]
+        # 0/1 in the parameter's dtype: mul_ is ~8x faster than masked_fill_ with a bool
+        # mask on CPU (bench/RESULTS.md), at the cost of one param-sized buffer per tensor.
+        self.keep = {n: mask.tensors[n].to(device=p.device, dtype=p.dtype) for n, p in self.params.items()}
+        self.pruned = {n: ~mask.tensors[n].to(p.device) for n, p in self.params.items()}
+        self._plist = list(self.params.values())
+        self._klist = [self.keep[n] for n in self.params]
+        self._handles = [p.register_post_accumulate_grad_hook(self._grad_hook(n)) for n, p in self.params.items()]
         self._opt_handles: list = []
         self.apply_()
 
     def _grad_hook(self, name: str):
-        pruned = self.pruned[name]
-        return lambda g: g.masked_fill(pruned, 0)
+        keep = self.keep[name]
+
+        def zero_pruned_grad(p: torch.Tensor) -> None:
+            p.grad.mul_(keep)
+        return zero_pruned_grad
 
     @torch.no_grad()
     def apply_(self) -> None:
         """Zero the pruned weights now."""
-        for n, p in self.params.items():
-            p.masked_fill_(self.pruned[n], 0)
+        torch._foreach_mul_(self._plist, self._klist)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Re-zero after every ``optimizer.step()`` and clear stale momentum at pruned entries."""

@@ -37,12 +37,14 @@ class _Streamer:
 
     Large fresh allocations cost page faults on every pass (they dominated the
     runtime); reusing three buffers sized for the largest tensor avoids that.
+    Scores known to be >= 0 (magnitudes) skip the sign flip: their bits already sort.
     """
 
     def __init__(self, shapes: Mapping[str, torch.Size], score_fn: ScoreFn,
                  alive: Mapping[str, torch.Tensor] | None, device: torch.device):
         biggest = max((s.numel() for s in shapes.values()), default=0)
         self.shapes, self.score_fn, self.alive = shapes, score_fn, alive
+        self.nonnegative = bool(getattr(score_fn, "nonnegative", False))
         self.f32 = torch.empty(biggest, dtype=torch.float32, device=device)
         self.tmp = torch.empty(biggest, dtype=torch.int32, device=device)
         self.flag = torch.empty(biggest, dtype=torch.bool, device=device)
@@ -54,10 +56,11 @@ class _Streamer:
         if scores.data_ptr() != out.data_ptr():
             out.copy_(scores)
         keys = self.f32[:n].view(torch.int32)
-        tmp = self.tmp[:n]
-        torch.bitwise_right_shift(keys, 31, out=tmp)
-        tmp.bitwise_and_(0x7FFFFFFF)
-        keys.bitwise_xor_(tmp)
+        if not self.nonnegative:
+            tmp = self.tmp[:n]
+            torch.bitwise_right_shift(keys, 31, out=tmp)
+            tmp.bitwise_and_(0x7FFFFFFF)
+            keys.bitwise_xor_(tmp)
         if self.alive is not None:
             dead = torch.logical_not(self.alive[name].reshape(-1).to(keys.device), out=self.flag[:n])
             keys.masked_fill_(dead, _DEAD)
@@ -80,20 +83,25 @@ def _searchsorted(hist: torch.Tensor, k: int) -> tuple[int, int]:
     return b, int(cum[b - 1]) if b else 0
 
 
-def _kth_key(st: _Streamer, names: Sequence[str], k: int) -> int:
-    """The int32 key of the k-th smallest (1-based) live score across all tensors."""
-    hist = torch.zeros(_BINS, dtype=torch.int64, device=st.f32.device)
+def _kth_key(st: _Streamer, names: Sequence[str], k: int) -> tuple[int, int, dict[str, int]]:
+    """(int32 key of the k-th smallest live score, how many live keys are below it,
+    how many keys equal it in each tensor) — two streaming passes, no third for ties."""
+    dev = st.f32.device
+    hist = torch.zeros(_BINS, dtype=torch.int64, device=dev)
     for n in names:
         hist += torch.bincount(st.high(st.keys(n)), minlength=_BINS)
-    hi, below = _searchsorted(hist.cpu(), k)
-    low = torch.zeros(_BINS, dtype=torch.int64, device=st.f32.device)
+    hi, below_hi = _searchsorted(hist.cpu(), k)
+    low = torch.zeros(_BINS, dtype=torch.int64, device=dev)
+    bucket_lows: dict[str, torch.Tensor] = {}
     for n in names:
         keys = st.keys(n)
         in_bucket = keys[st.where(torch.eq, st.high(keys), hi)]
         if in_bucket.numel():
-            low += torch.bincount(in_bucket.bitwise_and_(0xFFFF), minlength=_BINS)
-    lo, _ = _searchsorted(low.cpu(), k - below)
-    return ((hi - 32768) << 16) | lo
+            bucket_lows[n] = in_bucket.bitwise_and_(0xFFFF)
+            low += torch.bincount(bucket_lows[n], minlength=_BINS)
+    lo, below_lo = _searchsorted(low.cpu(), k - below_hi)
+    ties = {n: int((v == lo).sum()) for n, v in bucket_lows.items()}
+    return ((hi - 32768) << 16) | lo, below_hi + below_lo, ties
 
 
 def select_smallest(shapes: Mapping[str, torch.Size], score_fn: ScoreFn,
@@ -112,22 +120,14 @@ def select_smallest(shapes: Mapping[str, torch.Size], score_fn: ScoreFn,
     if k > live:
         raise ValueError(f"cannot select {k} of {live} live elements")
     st = _Streamer(shapes, score_fn, alive, torch.device(device))
-    thr = _kth_key(st, names, k)
-    out: dict[str, torch.Tensor] = {}
-    tie_counts: dict[str, int] = {}
-    n_below = 0
-    for n in names:
-        keys = st.keys(n)
-        below = torch.lt(keys, thr)
-        out[n] = below.view(shapes[n]).cpu()
-        n_below += int(below.sum())
-        tie_counts[n] = int(st.where(torch.eq, keys, thr).sum())
-    need = k - n_below
-    for n in names:  # fill the remainder from ties, in global order
+    thr, n_below, ties = _kth_key(st, names, k)
+    out = {n: torch.lt(st.keys(n), thr).view(shapes[n]).cpu() for n in names}
+    need = k - n_below  # >= 1: the threshold element itself, plus any further ties
+    for n in names:  # take ties in global order
         if need <= 0:
             break
-        if tie_counts[n]:
-            ties = torch.nonzero(st.where(torch.eq, st.keys(n), thr)).flatten()[:need].cpu()
-            out[n].view(-1)[ties] = True
-            need -= ties.numel()
+        if ties.get(n):
+            idx = torch.nonzero(st.where(torch.eq, st.keys(n), thr)).flatten()[:need].cpu()
+            out[n].view(-1)[idx] = True
+            need -= idx.numel()
     return out

@@ -60,6 +60,7 @@ def score_fn(weights: Mapping[str, torch.Tensor], method: Method, seed: int | No
         w = weights[name].detach()
         torch.abs(w, out=out) if w.dtype == torch.float32 else out.copy_(w).abs_()
         return out.mul_(sign) if sign < 0 else out
+    magnitude.nonnegative = sign > 0  # lets the selector skip the sign-flip pass
     return magnitude
 
 
