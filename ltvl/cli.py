@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Lottery tickets for vision-and-language transformers.")
 mask_app = typer.Typer(no_args_is_help=True, help="Inspect, compare and export mask files.")
 app.add_typer(mask_app, name="mask")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets in ltvl's Arrow/Parquet format.")
+app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -138,6 +140,54 @@ def imp(
                       r.mask_sha256[:12], f"{r.wall_s:.1f}")
     run_chain_with_trainer(spec, lambda: make_toy_model(seed), Trainer(ToyTask(), spec.train), root, show)
     console.print(table)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="dataset to import: easy-vqa")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    grid: Annotated[int, typer.Option(help="patch grid per side for region features (easy-vqa)")] = 4,
+    limit: Annotated[Optional[int], typer.Option(help="only the first N questions per split")] = None,
+) -> None:
+    """Import a real dataset (easy-VQA from its PyPI package) into DIR."""
+    if name != "easy-vqa":
+        raise LtvlError(f"unknown dataset {name!r}", where="NAME", fix="the importable dataset is 'easy-vqa'; "
+                        "for your own features see README 'Bring your own features'")
+    from ltvl.data.easy_vqa import prepare_easy_vqa
+    info = prepare_easy_vqa(out, grid, limit)
+    console.print(f"wrote {out}: task {info.task}, {info.num_regions} regions x {info.feat_dim}-d, "
+                  f"{len(info.answers)} answers, pixels {info.image_size}x{info.image_size}")
+
+
+@data_app.command("synth")
+def data_synth(
+    task: Annotated[str, typer.Argument(help="task name (see `ltvl list`)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    n_train: Annotated[int, typer.Option()] = 1024,
+    n_test: Annotated[int, typer.Option()] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic dataset for TASK whose labels depend on both image and text."""
+    from ltvl.data.synthetic import make_synthetic
+    from ltvl.tasks import get_task
+    get_task(task)
+    info = make_synthetic(task, out, n_train, n_test, seed)
+    console.print(f"wrote {out}: synthetic {info.task}, {n_train} train / {n_test} test")
+
+
+@app.command("list")
+def list_registered() -> None:
+    """Registered backbone presets and tasks."""
+    from ltvl.models.presets import PRESETS
+    from ltvl.tasks import TASK_DESCRIPTIONS
+    t = Table("preset", "backbone", "description", "weights", title="backbone presets")
+    for p in PRESETS.values():
+        t.add_row(p.name, p.kind, p.description, p.weights)
+    console.print(t)
+    t = Table("task", "description", title="tasks")
+    for name, desc in TASK_DESCRIPTIONS.items():
+        t.add_row(name, desc)
+    console.print(t)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""VL backbones (UNITER-style, LXMERT, ViLT) behind one interface, and their presets."""
