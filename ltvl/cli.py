@@ -110,35 +110,59 @@ def mask_export(path: Path, out: Annotated[Path, typer.Option(help="the .safeten
 
 @app.command()
 def imp(
-    root: Annotated[Path, typer.Option(help="chain state directory")] = Path("runs/imp"),
-    steps: Annotated[int, typer.Option(help="training steps t per round")] = 200,
+    task: Annotated[str, typer.Option(help="VL task (see `ltvl list`), or 'toy' for the built-in text task")] = "vqa",
+    data: Annotated[str, typer.Option(help="dataset directory, or 'easy-vqa' (prepared under $LTVL_HOME on first use)")] = "easy-vqa",
+    preset: Annotated[str, typer.Option(help="backbone preset (see `ltvl list`)")] = "minilm",
+    layers: Annotated[Optional[int], typer.Option(help="keep only the first N encoder layers (CPU speed)")] = 2,
+    checkpoint: Annotated[Optional[str], typer.Option(help="backbone weights for base presets")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")] = None,
+    steps: Annotated[int, typer.Option(help="training steps t per round")] = 150,
+    batch_size: Annotated[int, typer.Option()] = 32,
     rewind_step: Annotated[int, typer.Option(help="rewind step i (0 = θ0)")] = 0,
-    rate: Annotated[float, typer.Option(help="pruning rate per round")] = 0.2,
+    rate: Annotated[float, typer.Option(help="pruning rate per round")] = 0.5,
     schedule: Annotated[str, typer.Option(help="geometric | linear")] = "geometric",
-    target: Annotated[float, typer.Option(help="target sparsity")] = 0.8,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    target: Annotated[float, typer.Option(help="target sparsity")] = 0.9,
+    lr: Annotated[float, typer.Option()] = 2e-4,
     seed: Annotated[int, typer.Option()] = 0,
+    eval_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test examples")] = 2000,
     random: Annotated[bool, typer.Option("--random", help="random pruning instead of magnitude")] = False,
 ) -> None:
-    """Run one local IMP chain on the built-in toy task (resumable: re-run to continue)."""
+    """Run one local IMP chain (resumable: re-run the same command to continue).
+
+    Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
+    """
     from ltvl.imp import ChainSpec, run_chain_with_trainer
-    from ltvl.pruning import Method, Schedule
-    from ltvl.toy import ToyTask, make_toy_model
+    from ltvl.paths import home, resolve_dataset
+    from ltvl.pruning import Method, PrunableSpec, Schedule
     from ltvl.train import Trainer, TrainConfig
 
-    spec = ChainSpec(train=TrainConfig(steps=steps, lr=lr, seed=seed), rewind_step=rewind_step,
-                     schedule=Schedule(schedule, rate, target), method=Method.RANDOM if random else Method.MAGNITUDE,
-                     context=(("task", "toy"), ("backbone", "toy-bert")))
+    train_cfg = TrainConfig(steps=steps, lr=lr, seed=seed, batch_size=batch_size)
+    if task == "toy":
+        from ltvl.toy import ToyTask, make_toy_model
+        factory, train_task, prunable = (lambda: make_toy_model(seed)), ToyTask(), PrunableSpec()
+        context = (("task", "toy"), ("backbone", "toy-bert"))
+    else:
+        from ltvl.models.presets import BackboneSpec
+        from ltvl.vl import VLSpec, build_vl
+        data_path = resolve_dataset(data)
+        setup = build_vl(VLSpec(task=task, data=str(data_path), max_len=16, eval_limit=eval_limit,
+                                backbone=BackboneSpec(preset, checkpoint, layers, seed)))
+        factory, train_task, prunable = setup.model_factory, setup.data, setup.prunable
+        context = (("task", task), ("data", str(data_path)), ("backbone", preset), ("layers", str(layers)),
+                   ("checkpoint", checkpoint or ""), ("eval_limit", str(eval_limit)))
+    spec = ChainSpec(train=train_cfg, rewind_step=rewind_step, schedule=Schedule(schedule, rate, target),
+                     method=Method.RANDOM if random else Method.MAGNITUDE, prunable=prunable, context=context)
     spec.validate()
-    console.print(f"chain {spec.short_hash} → {root / spec.short_hash}")
+    root = root or home() / "chains"
+    console.print(f"chain {spec.short_hash} ({task}, {'random' if random else 'magnitude'} pruning) → {root / spec.short_hash}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")
 
     def show(r):
         console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}"
-                      f"{'  (resumed)' if r.replayed else ''}")
+                      f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}")
         table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
                       r.mask_sha256[:12], f"{r.wall_s:.1f}")
-    run_chain_with_trainer(spec, lambda: make_toy_model(seed), Trainer(ToyTask(), spec.train), root, show)
+    run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)
     console.print(table)
 
 

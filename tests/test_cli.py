@@ -123,13 +123,13 @@ def test_mask_for_another_model_names_first_mismatch(tmp_path, ckpt):
 
 
 def test_imp_command_runs_and_resumes(tmp_path):
-    args = ["imp", "--root", tmp_path, "--steps", "10", "--rate", "0.5", "--target", "0.7"]
+    args = ["imp", "--task", "toy", "--root", tmp_path, "--steps", "10", "--rate", "0.5", "--target", "0.7"]
     first = ltvl(*args)
     assert first.returncode == 0, first.stderr
     assert "round 2: sparsity 0.750" in first.stdout
     second = ltvl(*args)
     assert second.stdout.count("(resumed)") == 3
-    bad = ltvl("imp", "--root", tmp_path, "--steps", "10", "--rewind-step", "10")
+    bad = ltvl("imp", "--task", "toy", "--root", tmp_path, "--steps", "10", "--rewind-step", "10")
     assert bad.returncode == 2 and "rewind step 10" in bad.stderr
 
 
@@ -138,3 +138,29 @@ def test_core_imports_neither_ray_nor_mlflow():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]; print(bad); sys.exit(bool(bad))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_list_and_data_commands(tmp_path):
+    listing = ltvl("list")
+    assert listing.returncode == 0
+    for name in ("minilm", "uniter-base", "lxmert-base", "vilt-base", "tiny", "vqa", "refcoco_plus", "pretrain"):
+        assert name in listing.stdout
+    res = ltvl("data", "synth", "nlvr2", "--out", tmp_path / "syn", "--n-train", "16", "--n-test", "8")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "syn" / "train" / "examples.parquet").exists()
+    res = ltvl("data", "prepare", "easy-vqa", "--out", tmp_path / "evqa", "--limit", "50")
+    assert res.returncode == 0, res.stderr and "13 answers" in res.stdout
+    bad = ltvl("data", "prepare", "coco", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "unknown dataset 'coco'" in bad.stderr
+    bad = ltvl("data", "synth", "vqaa", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "did you mean 'vqa'" in bad.stderr
+
+
+def test_imp_on_real_easy_vqa_tiny_budget(tmp_path):
+    """The IMP chain on real data end to end (real MiniLM, 1 layer, a few steps)."""
+    data = tmp_path / "evqa"
+    assert ltvl("data", "prepare", "easy-vqa", "--out", data, "--limit", "400").returncode == 0
+    res = ltvl("imp", "--data", data, "--layers", "1", "--steps", "4", "--batch-size", "8", "--rate", "0.5",
+               "--target", "0.7", "--eval-limit", "64", "--root", tmp_path / "chains")
+    assert res.returncode == 0, res.stderr
+    assert "round 2: sparsity 0.750" in res.stdout

@@ -109,7 +109,7 @@ def test_base_presets_have_the_real_shapes(tmp_path):
     (dict(backbone=BackboneSpec("uniter-base", checkpoint="/nonexistent/dir")), "does not exist"),
 ])
 def test_bad_backbone_or_task(datasets, spec, msg):
-    args = dict(task="vqa", data=datasets["vqa"], **spec)
+    args = {"task": "vqa", "data": datasets["vqa"], **spec}
     with pytest.raises(LtvlError, match=msg):
         build_vl(VLSpec(**args)).model_factory()
 

@@ -53,7 +53,8 @@ def convert_uniter_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def load_uniter_checkpoint(backbone, path: str | Path) -> InitReport:
     """Load an official UNITER checkpoint strictly: every backbone tensor must be present and fit."""
-    sd = convert_uniter_state_dict(read_checkpoint(path))
+    raw = read_checkpoint(path)
+    sd = convert_uniter_state_dict(raw)
     own = backbone.state_dict()
     rep = InitReport()
     for name, t in own.items():
@@ -67,5 +68,5 @@ def load_uniter_checkpoint(backbone, path: str | Path) -> InitReport:
                             where=str(path), fix="region features must match the checkpoint's img_dim (2048 for UNITER)")
         rep.loaded.append(name)
     backbone.load_state_dict({k: sd[k] for k in rep.loaded}, strict=False)
-    rep.unused = [k for k in sd if k not in own]
+    rep.unused = [k for k in raw if not (k.startswith(PREFIX) and k[len(PREFIX):] in own)]  # task heads, MRM embedding
     return rep
