@@ -126,17 +126,29 @@ def imp(
     seed: Annotated[int, typer.Option()] = 0,
     eval_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test examples")] = 2000,
     random: Annotated[bool, typer.Option("--random", help="random pruning instead of magnitude")] = False,
+    adv_imp: Annotated[bool, typer.Option("--adv-imp", help="AT-IMP: every training phase adversarial")] = False,
+    adv_finetune: Annotated[bool, typer.Option("--adv-finetune", help="also AT-fine-tune each round's ticket")] = False,
+    adv_modality: Annotated[str, typer.Option(help="text | image | both")] = "both",
+    adv_epsilon: Annotated[float, typer.Option(help="Frobenius radius per example (0 = unbounded)")] = 0.0,
+    adv_step_size: Annotated[float, typer.Option(help="PGD step size η")] = 1e-3,
+    adv_steps: Annotated[int, typer.Option(help="PGD steps K")] = 3,
+    adv_kl: Annotated[float, typer.Option(help="KL weight α")] = 1.5,
 ) -> None:
     """Run one local IMP chain (resumable: re-run the same command to continue).
 
     Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
     """
+    from ltvl.adversarial import AdvConfig
     from ltvl.imp import ChainSpec, run_chain_with_trainer
     from ltvl.paths import home, resolve_dataset
     from ltvl.pruning import Method, PrunableSpec, Schedule
     from ltvl.train import Trainer, TrainConfig
 
-    train_cfg = TrainConfig(steps=steps, lr=lr, seed=seed, batch_size=batch_size)
+    adv = AdvConfig(enabled=True, modality=adv_modality, epsilon=adv_epsilon, step_size=adv_step_size,
+                    steps=adv_steps, kl_weight=adv_kl)
+    adv.validate("--adv-*")
+    train_cfg = TrainConfig(steps=steps, lr=lr, seed=seed, batch_size=batch_size,
+                            adversarial=adv if adv_imp else AdvConfig())
     if task == "toy":
         from ltvl.toy import ToyTask, make_toy_model
         factory, train_task, prunable = (lambda: make_toy_model(seed)), ToyTask(), PrunableSpec()
@@ -151,14 +163,16 @@ def imp(
         context = (("task", task), ("data", str(data_path)), ("backbone", preset), ("layers", str(layers)),
                    ("checkpoint", checkpoint or ""), ("eval_limit", str(eval_limit)))
     spec = ChainSpec(train=train_cfg, rewind_step=rewind_step, schedule=Schedule(schedule, rate, target),
-                     method=Method.RANDOM if random else Method.MAGNITUDE, prunable=prunable, context=context)
+                     method=Method.RANDOM if random else Method.MAGNITUDE, prunable=prunable, context=context,
+                     finetune_adversarial=adv if adv_finetune else AdvConfig())
     spec.validate()
     root = root or home() / "chains"
     console.print(f"chain {spec.short_hash} ({task}, {'random' if random else 'magnitude'} pruning) → {root / spec.short_hash}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")
 
     def show(r):
-        console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}"
+        at = f"  AT-finetuned {r.finetune_metrics['metric']:.4f}" if r.finetune_metrics else ""
+        console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}{at}"
                       f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}")
         table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
                       r.mask_sha256[:12], f"{r.wall_s:.1f}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from ltvl.adversarial import AdvConfig
 from ltvl.atomic import atomic_write_text
 from ltvl.errors import LtvlError, require
 from ltvl.pruning.enforce import MaskEnforcer
@@ -47,9 +48,14 @@ class ChainSpec:
     scope: Scope = Scope.GLOBAL
     prunable: PrunableSpec = PrunableSpec()
     context: tuple[tuple[str, str], ...] = ()  # task, backbone preset, …: whatever else defines the run
+    # AT uses (SPEC §4): train.adversarial makes every training phase adversarial (AT-IMP);
+    # finetune_adversarial additionally re-trains each round's ticket m ⊙ θi adversarially and
+    # reports its metrics as ``finetune_metrics`` (the paper's "AT on tickets").
+    finetune_adversarial: AdvConfig = AdvConfig()
 
     def validate(self) -> None:
         self.train.validate("train")
+        self.finetune_adversarial.validate("finetune_adversarial")
         self.schedule.validate("schedule")
         require(0 <= self.rewind_step < self.train.steps,
                 f"rewind step {self.rewind_step} is not in [0, train.steps={self.train.steps})",
@@ -83,6 +89,7 @@ class RoundResult:
     wall_s: float
     next_mask_sha256: str | None
     mask_path: str
+    finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
     replayed: bool = False  # True when read back from disk on resume rather than computed now
 
     def record(self) -> dict[str, Any]:
@@ -165,9 +172,16 @@ class ChainStore:
 
 
 def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
-              root: str | Path, reporter: Reporter | None = None) -> ChainResult:
-    """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically."""
+              root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None) -> ChainResult:
+    """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
+
+    ``finetune_fn`` (needed when ``spec.finetune_adversarial`` is enabled) trains a copy of each
+    round's ticket adversarially from θi; its evaluation becomes ``finetune_metrics``.
+    """
     spec.validate()
+    if spec.finetune_adversarial.active and finetune_fn is None:
+        raise LtvlError("finetune_adversarial is enabled but no finetune_fn was given", where="run_chain",
+                        fix="use run_chain_with_trainer, which builds it")
     sparsities = [0.0] + spec.schedule.sparsities()
     store = ChainStore(root, spec)
     store.open()
@@ -210,10 +224,18 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
             store.put_mask(next_mask)
         if enforcer is not None:
             enforcer.remove()
+        finetuned = None
+        if spec.finetune_adversarial.active and r > 0:
+            ticket = model_factory()
+            ticket_enforcer = MaskEnforcer(ticket, mask)
+            finetune_fn(ticket, enforcer=ticket_enforcer, start=theta_i, capture_at=[])
+            finetuned = eval_fn(ticket)
+            ticket_enforcer.remove()
         res = RoundResult(chain=spec.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
-                          next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path))
+                          next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
+                          finetune_metrics=finetuned)
         store.put_round(res)
         result.rounds.append(res)
         report(res)
@@ -226,4 +248,8 @@ def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Modul
     """Convenience: the chain driven by an :class:`ltvl.train.Trainer` (train + evaluate)."""
     require(trainer.cfg == spec.train, "the trainer's TrainConfig differs from the chain spec's",
             where="trainer", fix="build the Trainer from spec.train")
-    return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter)
+    finetune = None
+    if spec.finetune_adversarial.active:
+        finetune = Trainer(trainer.task, dataclasses.replace(spec.train, adversarial=spec.finetune_adversarial),
+                           trainer.device).train
+    return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune)

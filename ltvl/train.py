@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from ltvl.adversarial import AdvConfig, adversarial_backward
 from ltvl.atomic import atomic_write_bytes, sha256_bytes
 from ltvl.errors import LtvlError, require
 from ltvl.pruning.enforce import MaskEnforcer
@@ -37,6 +38,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     amp: Literal["off", "bf16", "fp16"] = "off"
     seed: int = 0
+    adversarial: AdvConfig = AdvConfig()  # VILLA-style AT for every step of this training
 
     def validate(self, where: str = "train") -> None:
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}", where=f"{where}.steps")
@@ -47,6 +49,7 @@ class TrainConfig:
         require(self.grad_accum >= 1, f"grad_accum must be >= 1", where=f"{where}.grad_accum")
         require(self.amp in ("off", "bf16", "fp16"), f"unknown amp mode {self.amp!r}",
                 where=f"{where}.amp", fix="use off, bf16 or fp16")
+        self.adversarial.validate(f"{where}.adversarial")
 
 
 class TrainTask(Protocol):
@@ -139,6 +142,9 @@ class Trainer:
     def __init__(self, task: TrainTask, cfg: TrainConfig, device: str | torch.device = "cpu",
                  on_step: Callable[[int, float], None] | None = None):
         cfg.validate()
+        if cfg.adversarial.active and not hasattr(task, "adversarial_parts"):
+            raise LtvlError(f"{type(task).__name__} does not support adversarial training", where="train.adversarial",
+                            fix="use a VL task (ltvl.vl.build_vl), or set adversarial.enabled=false")
         self.task, self.cfg, self.device, self.on_step = task, cfg, torch.device(device), on_step
 
     def _optim(self, model: nn.Module):
@@ -196,6 +202,9 @@ class Trainer:
             total = 0.0
             for micro in range(cfg.grad_accum):
                 batch = to_device(self.task.batch(step * cfg.grad_accum + micro, cfg.batch_size, cfg.seed), self.device)
+                if cfg.adversarial.active:
+                    total += self._adversarial_micro_step(model, batch, scaler, step, micro)
+                    continue
                 with self._autocast():
                     loss = self.task.loss(model, batch) / cfg.grad_accum
                 (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -221,6 +230,21 @@ class Trainer:
             enforcer.remove_optimizer_hooks()
         n = len(losses)
         return TrainOutcome(n, sum(losses) / n if n else float("nan"), losses[-1] if n else float("nan"), captured)
+
+    def _adversarial_micro_step(self, model: nn.Module, batch: Any, scaler, step: int, micro: int) -> float:
+        forward, criterion, kl_view = self.task.adversarial_parts(model, batch)
+
+        def fwd(**deltas):
+            with self._autocast():
+                return forward(**deltas)
+
+        def crit(out):
+            with self._autocast():
+                return criterion(out)
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "adv", step, micro))
+        stats = adversarial_backward(fwd, crit, self.cfg.adversarial, 1.0 / self.cfg.grad_accum, gen, kl_view,
+                                     backward=(lambda t: scaler.scale(t).backward()) if scaler else torch.Tensor.backward)
+        return stats["loss"] / self.cfg.grad_accum
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -102,3 +102,12 @@ def test_summary_is_json_serialisable(tiny_bert):
     m = prune_to_sparsity(w, None, 0.3)
     s = json.loads(json.dumps(m.summary()))
     assert s["sha256"] == m.sha256 and set(s["per_tensor"]) == set(w)
+
+
+def test_atomic_writes_respect_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_mask(_mask(), tmp_path / "m")
+        assert (os.stat(tmp_path / "m").st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)

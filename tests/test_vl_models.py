@@ -7,7 +7,7 @@ import torch
 from ltvl.data.synthetic import make_synthetic
 from ltvl.errors import LtvlError
 from ltvl.models.presets import BackboneSpec
-from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
+from ltvl.pruning import MaskEnforcer, load_mask, prune_to_sparsity, save_mask, select_prunable
 from ltvl.train import Trainer, TrainConfig
 from ltvl.vl import VLSpec, build_vl
 
@@ -27,7 +27,7 @@ def datasets(tmp_path_factory):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_pair_trains_masked_and_evaluates(datasets, task, backbone):
+def test_every_pair_trains_masked_and_evaluates(datasets, task, backbone, tmp_path):
     if task == "refcoco_plus" and backbone == "tiny-vilt":
         pytest.skip("per-region task on a patch backbone is rejected (tested below)")
     setup = build_vl(VLSpec(task=task, data=datasets[task], backbone=BackboneSpec(backbone), max_len=12))
@@ -35,7 +35,8 @@ def test_every_pair_trains_masked_and_evaluates(datasets, task, backbone):
     prunable = select_prunable(model, setup.prunable)
     assert prunable and all(".encoder." in n or ".pooler." in n for n in prunable)
     assert not any("embeddings" in n or "head" in n or "visn_fc" in n for n in prunable)
-    mask = prune_to_sparsity({n: p.detach() for n, p in prunable.items()}, None, 0.5)
+    save_mask(prune_to_sparsity({n: p.detach() for n, p in prunable.items()}, None, 0.5), tmp_path / "m.mask")
+    mask = load_mask(tmp_path / "m.mask")  # through a mask file, as the IMP core stores them
     trainer = Trainer(setup.data, TrainConfig(steps=2, batch_size=4, lr=1e-3))
     out = trainer.train(model, enforcer=MaskEnforcer(model, mask))
     assert torch.isfinite(torch.tensor(out.mean_loss))

@@ -37,6 +37,14 @@ class VLBackbone(nn.Module):
         raise NotImplementedError
 
 
+def add_delta(x: torch.Tensor, delta, kind: str) -> torch.Tensor:
+    """x + δ, where δ is a tensor, None, or a provider called as ``delta(kind, x)`` (ltvl.adversarial)."""
+    if delta is None:
+        return x
+    d = delta(kind, x) if callable(delta) else delta
+    return x if d is None else x + d
+
+
 def bert_init_(module: nn.Module, std: float) -> None:
     """BERT's initialisation for freshly added layers (image embeddings, heads)."""
     for m in module.modules():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import LxmertConfig, LxmertModel
 
-from ltvl.models.base import VLBackbone, VLOutput
+from ltvl.models.base import VLBackbone, VLOutput, add_delta
 
 
 class LxmertBackbone(VLBackbone):
@@ -30,12 +30,8 @@ class LxmertBackbone(VLBackbone):
 
     def forward(self, batch: dict, text_delta: torch.Tensor | None = None,
                 image_delta: torch.Tensor | None = None) -> VLOutput:
-        words = self.word_embeddings()(batch["input_ids"])
-        if text_delta is not None:
-            words = words + text_delta
-        feats = batch["features"].to(words.dtype)
-        if image_delta is not None:
-            feats = feats + image_delta
+        words = add_delta(self.word_embeddings()(batch["input_ids"]), text_delta, "text")
+        feats = add_delta(batch["features"].to(words.dtype), image_delta, "image")
         out = self.lxmert(inputs_embeds=words, attention_mask=batch["attention_mask"], visual_feats=feats,
                           visual_pos=batch["boxes"][..., :4].to(words.dtype),
                           visual_attention_mask=batch["image_mask"], return_dict=True)

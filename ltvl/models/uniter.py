@@ -18,7 +18,7 @@ from transformers import BertConfig, BertModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from ltvl.data.schema import BOX_DIM
-from ltvl.models.base import VLBackbone, VLOutput, bert_init_
+from ltvl.models.base import VLBackbone, VLOutput, add_delta, bert_init_
 
 
 class UniterImageEmbeddings(nn.Module):
@@ -64,13 +64,9 @@ class UniterBackbone(VLBackbone):
     def forward(self, batch: dict, text_delta: torch.Tensor | None = None,
                 image_delta: torch.Tensor | None = None) -> VLOutput:
         ids, tmask = batch["input_ids"], batch["attention_mask"]
-        words = self.embeddings.word_embeddings(ids)
-        if text_delta is not None:
-            words = words + text_delta
+        words = add_delta(self.embeddings.word_embeddings(ids), text_delta, "text")
         txt = self.embeddings(inputs_embeds=words, token_type_ids=torch.zeros_like(ids))
-        feats = batch["features"].to(txt.dtype)
-        if image_delta is not None:
-            feats = feats + image_delta
+        feats = add_delta(batch["features"].to(txt.dtype), image_delta, "image")
         imask = batch["image_mask"]
         type_emb = self.embeddings.token_type_embeddings(torch.ones_like(imask, dtype=torch.long))
         img = self.img_embeddings(feats, batch["boxes"].to(txt.dtype), type_emb)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import ViltConfig, ViltModel
 
-from ltvl.models.base import VLBackbone, VLOutput
+from ltvl.models.base import VLBackbone, VLOutput, add_delta
 
 # ImageNet-style normalisation ViLT was trained with (mean = std = 0.5)
 _MEAN, _STD = 0.5, 0.5
@@ -34,7 +34,7 @@ class ViltBackbone(VLBackbone):
         return cls(model.config, model)
 
     def _add_delta(self, _mod, _inp, out):
-        return out if self._delta is None else out + self._delta
+        return add_delta(out, self._delta, "image")
 
     def word_embeddings(self) -> nn.Embedding:
         return self.vilt.embeddings.text_embeddings.word_embeddings
@@ -46,9 +46,7 @@ class ViltBackbone(VLBackbone):
 
     def forward(self, batch: dict, text_delta: torch.Tensor | None = None,
                 image_delta: torch.Tensor | None = None) -> VLOutput:
-        words = self.word_embeddings()(batch["input_ids"])
-        if text_delta is not None:
-            words = words + text_delta
+        words = add_delta(self.word_embeddings()(batch["input_ids"]), text_delta, "text")
         pixels = (batch["pixels"].to(words.dtype) / 255.0 - _MEAN) / _STD
         b, _, h, w = pixels.shape
         self._delta = image_delta

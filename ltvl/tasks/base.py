@@ -82,6 +82,11 @@ class VLTask:
     def loss(self, out, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def kl_view(self, out, batch: dict) -> list[torch.Tensor]:
+        """The logits R_kl compares (softmax over the last dim); see ltvl.adversarial."""
+        from ltvl.adversarial import distributions
+        return distributions(out)
+
     def score(self, out, batch: dict) -> dict[str, float]:
         """Sums to accumulate over the eval set (``n`` = examples)."""
         raise NotImplementedError
@@ -137,6 +142,11 @@ class TaskData:
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return self.task.loss(model(batch), batch)
+
+    def adversarial_parts(self, model: nn.Module, batch: dict):
+        """(forward with deltas, the task's own loss, the logits R_kl compares) for ltvl.adversarial."""
+        return (lambda text_delta=None, image_delta=None: model(batch, text_delta, image_delta),
+                lambda out: self.task.loss(out, batch), lambda out: self.task.kl_view(out, batch))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -28,5 +28,5 @@ class NLVR2Task(LabelTask):
 
     def forward(self, backbone, head, batch, text_delta=None, image_delta=None):
         a = backbone(subset(batch, ""), text_delta, image_delta).pooled
-        b = backbone(subset(batch, "img2_"), text_delta, None).pooled
+        b = backbone(subset(batch, "img2_"), text_delta, image_delta).pooled
         return head(torch.cat([a, b], dim=1))

@@ -37,6 +37,9 @@ class RetrievalTask(VLTask):
     def forward(self, backbone, head, batch, text_delta=None, image_delta=None):
         return head(backbone(batch, text_delta, image_delta).pooled).squeeze(-1)
 
+    def kl_view(self, scores, batch):
+        return [scores.view(-1, batch["group"])]  # a distribution over each positive's candidates
+
     def loss(self, scores, batch):
         s = scores.view(-1, batch["group"])
         return nn.functional.cross_entropy(s, torch.zeros(len(s), dtype=torch.long, device=s.device))

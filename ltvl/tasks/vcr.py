@@ -48,7 +48,8 @@ class VCRTask(VLTask):
     def forward(self, backbone, head, batch, text_delta=None, image_delta=None):
         img = {k: batch[k] for k in ("features", "boxes", "image_mask", "pixels") if k in batch}
         qa = backbone({"input_ids": batch["qa_ids"], "attention_mask": batch["qa_mask"], **img}, text_delta, image_delta)
-        qar = backbone({"input_ids": batch["qar_ids"], "attention_mask": batch["qar_mask"], **img}, None, image_delta)
+        qar = backbone({"input_ids": batch["qar_ids"], "attention_mask": batch["qar_mask"], **img}, text_delta,
+                       image_delta)
         return head(qa.pooled).view(-1, N_OPT), head(qar.pooled).view(-1, N_OPT)
 
     def loss(self, out, batch):
