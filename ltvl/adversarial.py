@@ -39,17 +39,18 @@ class AdvConfig:
     init: str = "zero"  # zero | random
     init_magnitude: float = 0.0  # for init=random: δ0 ~ U(-m, m), then projected
 
-    def validate(self, where: str = "adversarial") -> None:
+    def validate(self, where: str = "adversarial", sep: str = ".") -> None:
+        """``where``/``sep`` name the keys as the user wrote them (``adversarial.epsilon``, ``adv_epsilon``)."""
         require(self.modality in ("text", "image", "both"), f"unknown modality {self.modality!r}",
-                where=f"{where}.modality", fix="use text, image or both")
-        require(self.epsilon >= 0, f"epsilon must be >= 0 (0 = unbounded), got {self.epsilon}", where=f"{where}.epsilon")
-        require(self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}", where=f"{where}.step_size")
+                where=f"{where}{sep}modality", fix="use text, image or both")
+        require(self.epsilon >= 0, f"epsilon must be >= 0 (0 = unbounded), got {self.epsilon}", where=f"{where}{sep}epsilon")
+        require(self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}", where=f"{where}{sep}step_size")
         require(isinstance(self.steps, int) and self.steps >= 0, f"steps (K) must be an integer >= 0, got {self.steps}",
-                where=f"{where}.steps")
-        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}", where=f"{where}.kl_weight")
-        require(self.init in ("zero", "random"), f"unknown init {self.init!r}", where=f"{where}.init",
+                where=f"{where}{sep}steps")
+        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}", where=f"{where}{sep}kl_weight" if sep == "." else f"{where}{sep}kl")
+        require(self.init in ("zero", "random"), f"unknown init {self.init!r}", where=f"{where}{sep}init",
                 fix="use zero or random")
-        require(self.init_magnitude >= 0, "init_magnitude must be >= 0", where=f"{where}.init_magnitude")
+        require(self.init_magnitude >= 0, "init_magnitude must be >= 0", where=f"{where}{sep}init_magnitude")
 
     @property
     def active(self) -> bool:

@@ -118,9 +118,9 @@ Reporter = Callable[[RoundResult], None]
 class ChainStore:
     """The chain's directory: every write atomic, every read verified."""
 
-    def __init__(self, root: str | Path, spec: ChainSpec):
+    def __init__(self, root: str | Path, spec: ChainSpec, writer: bool = True):
         self.dir = Path(root) / spec.short_hash
-        self.spec = spec
+        self.spec, self.writer = spec, writer
 
     def open(self) -> None:
         spec_file = self.dir / "spec.json"
@@ -129,7 +129,7 @@ class ChainStore:
             if on_disk != json.loads(json.dumps(self.spec.to_dict())):
                 raise LtvlError("chain directory holds a different spec (hash prefix collision?)", where=str(self.dir),
                                 fix="use a different root directory")
-        else:
+        elif self.writer:
             atomic_write_text(spec_file, json.dumps(self.spec.to_dict(), indent=2, sort_keys=True))
 
     def mask_path(self, sha: str) -> Path:
@@ -137,7 +137,7 @@ class ChainStore:
 
     def put_mask(self, mask: Mask) -> Path:
         path = self.mask_path(mask.sha256)
-        if not path.exists():
+        if self.writer and not path.exists():
             save_mask(mask, path)
         return path
 
@@ -153,16 +153,16 @@ class ChainStore:
         return out
 
     def put_round(self, res: RoundResult) -> None:
-        atomic_write_text(self.round_path(res.round), json.dumps(res.record(), indent=2, sort_keys=True))
+        if self.writer:
+            atomic_write_text(self.round_path(res.round), json.dumps(res.record(), indent=2, sort_keys=True))
 
     @property
     def theta_i_path(self) -> Path:
         return self.dir / "theta_i.pt"
 
-    def put_theta_i(self, point: RewindPoint) -> str:
-        sha = point.save(self.theta_i_path)
-        atomic_write_text(self.dir / "theta_i.sha256", sha)
-        return sha
+    def put_theta_i(self, point: RewindPoint) -> None:
+        if self.writer:
+            atomic_write_text(self.dir / "theta_i.sha256", point.save(self.theta_i_path))
 
     def get_theta_i(self) -> RewindPoint:
         sha_file = self.dir / "theta_i.sha256"
@@ -173,18 +173,21 @@ class ChainStore:
 
 
 def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
-              root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None) -> ChainResult:
+              root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None,
+              writer: bool = True) -> ChainResult:
     """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
 
     ``finetune_fn`` (needed when ``spec.finetune_adversarial`` is enabled) trains a copy of each
     round's ticket adversarially from θi; its evaluation becomes ``finetune_metrics``.
+    ``writer=False`` (DDP ranks other than 0) computes everything but writes nothing: ranks hold
+    identical replicas, so rank 0's files describe every rank.
     """
     spec.validate()
     if spec.finetune_adversarial.active and finetune_fn is None:
         raise LtvlError("finetune_adversarial is enabled but no finetune_fn was given", where="run_chain",
                         fix="use run_chain_with_trainer, which builds it")
     sparsities = [0.0] + spec.schedule.sparsities()
-    store = ChainStore(root, spec)
+    store = ChainStore(root, spec, writer)
     store.open()
     result = ChainResult(spec, store.dir)
     report = reporter or (lambda _r: None)

@@ -140,12 +140,16 @@ class Trainer:
     """Runs optimizer steps [start, until) of a task on a model, optionally under a mask."""
 
     def __init__(self, task: TrainTask, cfg: TrainConfig, device: str | torch.device = "cpu",
-                 on_step: Callable[[int, float], None] | None = None):
+                 on_step: Callable[[int, float], None] | None = None, rank: int = 0, world_size: int = 1):
+        """``rank``/``world_size``: under DDP each rank draws its own micro-batches (slot interleaved
+        by rank, so the global batch is world_size x batch_size) and the model is wrapped in
+        DistributedDataParallel for the backward passes; masks and optimizer act on the bare module."""
         cfg.validate()
         if cfg.adversarial.active and not hasattr(task, "adversarial_parts"):
             raise LtvlError(f"{type(task).__name__} does not support adversarial training", where="train.adversarial",
                             fix="use a VL task (ltvl.vl.build_vl), or set adversarial.enabled=false")
         self.task, self.cfg, self.device, self.on_step = task, cfg, torch.device(device), on_step
+        self.rank, self.world_size = rank, world_size
 
     def _optim(self, model: nn.Module):
         opt = torch.optim.AdamW(param_groups(model, self.cfg.weight_decay), lr=self.cfg.lr)
@@ -187,6 +191,10 @@ class Trainer:
             enforcer.attach(opt)
         capture = set(capture_at)
         captured: dict[int, RewindPoint] = {}
+        net = model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         def snap(step: int) -> None:
             captured[step] = RewindPoint(step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
@@ -201,12 +209,13 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for micro in range(cfg.grad_accum):
-                batch = to_device(self.task.batch(step * cfg.grad_accum + micro, cfg.batch_size, cfg.seed), self.device)
+                slot = (step * cfg.grad_accum + micro) * self.world_size + self.rank
+                batch = to_device(self.task.batch(slot, cfg.batch_size, cfg.seed), self.device)
                 if cfg.adversarial.active:
-                    total += self._adversarial_micro_step(model, batch, scaler, step, micro)
+                    total += self._adversarial_micro_step(net, batch, scaler, step, micro)
                     continue
                 with self._autocast():
-                    loss = self.task.loss(model, batch) / cfg.grad_accum
+                    loss = self.task.loss(net, batch) / cfg.grad_accum
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 total += float(loss.detach())
             if not math.isfinite(total) and scaler is None:

@@ -42,12 +42,27 @@ class MaskEnforcer:
         return zero_pruned_grad
 
     @torch.no_grad()
+    def _mask_grads(self) -> None:
+        grads = [p.grad for p in self._plist if p.grad is not None]
+        if len(grads) == len(self._plist):
+            torch._foreach_mul_(grads, self._klist)
+        else:
+            for p, k in zip(self._plist, self._klist):
+                if p.grad is not None:
+                    p.grad.mul_(k)
+
+    @torch.no_grad()
     def apply_(self) -> None:
         """Zero the pruned weights now."""
         torch._foreach_mul_(self._plist, self._klist)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Re-zero after every ``optimizer.step()`` and clear stale momentum at pruned entries."""
+        """Re-zero after every ``optimizer.step()`` and clear stale momentum at pruned entries.
+
+        Under DDP the all-reduce may write averaged gradients back after the per-parameter
+        hook ran, so gradients are masked once more just before the step."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self._opt_handles.append(optimizer.register_step_pre_hook(lambda *_: self._mask_grads()))
         self._opt_handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_()))
         self.clear_optimizer_state(optimizer)
 

@@ -1,0 +1,99 @@
+"""A chain job as one flat, JSON-able dict: what a sweep's param_space varies and what a Ray
+worker receives. ``build_job`` validates every key before any compute and names the culprit."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from ltvl.adversarial import AdvConfig
+from ltvl.errors import LtvlError
+from ltvl.imp import ChainSpec
+from ltvl.models.presets import BackboneSpec
+from ltvl.pruning import Method, Schedule
+from ltvl.train import TrainConfig
+from ltvl.vl import VLSpec
+
+DEFAULTS: dict[str, Any] = {
+    # what to train
+    "task": "vqa", "data": "easy-vqa", "preset": "minilm", "layers": 2, "checkpoint": None,
+    "max_len": 16, "eval_limit": 2000,
+    # training recipe (t steps per round)
+    "steps": 200, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0,
+    "amp": "off",
+    # IMP
+    "rewind_step": 0, "rewind_fraction": None, "schedule": "geometric", "rate": 0.5, "target_sparsity": 0.9,
+    "rounds": None, "method": "magnitude", "scope": "global",
+    # adversarial training (SPEC §4): 'imp' = AT-IMP, 'finetune' = AT on each round's ticket
+    "adv_use": "off", "adv_modality": "both", "adv_epsilon": 0.0, "adv_step_size": 1e-3, "adv_steps": 3,
+    "adv_kl": 1.5,
+}
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    vl: VLSpec
+    chain: ChainSpec
+    params: dict
+
+
+def _check_keys(params: dict) -> None:
+    for key in params:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            raise LtvlError(f"unknown chain parameter {key!r}", where=key,
+                            fix=(f"did you mean {close[0]!r}? " if close else "") + "see ltvl.chainjob.DEFAULTS")
+
+
+def _typed(p: dict, key: str, typ) -> Any:
+    v = p[key]
+    if v is None:
+        return None
+    if typ is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise LtvlError(f"{key} must be {typ.__name__}, got {type(v).__name__} {v!r}", where=key)
+    return v
+
+
+def build_job(params: dict, data_path: str | None = None) -> ChainJob:
+    """Validate a flat param dict (defaults filled in) into the core's specs."""
+    _check_keys(params)
+    p = {**DEFAULTS, **params}
+    steps = _typed(p, "steps", int)
+    rewind = _typed(p, "rewind_step", int)
+    if p["rewind_fraction"] is not None:
+        frac = _typed(p, "rewind_fraction", float)
+        if not 0 <= frac < 1:
+            raise LtvlError(f"rewind_fraction {frac} outside [0, 1)", where="rewind_fraction")
+        rewind = int(frac * steps)
+    adv = AdvConfig(enabled=p["adv_use"] != "off", modality=p["adv_modality"],
+                    epsilon=_typed(p, "adv_epsilon", float), step_size=_typed(p, "adv_step_size", float),
+                    steps=_typed(p, "adv_steps", int), kl_weight=_typed(p, "adv_kl", float))
+    adv.validate("adv", sep="_")
+    if p["adv_use"] not in ("off", "imp", "finetune"):
+        raise LtvlError(f"unknown adv_use {p['adv_use']!r}", where="adv_use", fix="off, imp or finetune")
+    train = TrainConfig(steps=steps, lr=_typed(p, "lr", float), batch_size=_typed(p, "batch_size", int),
+                        weight_decay=_typed(p, "weight_decay", float), warmup_ratio=_typed(p, "warmup_ratio", float),
+                        seed=_typed(p, "seed", int), amp=p["amp"],
+                        adversarial=adv if p["adv_use"] == "imp" else AdvConfig())
+    backbone = BackboneSpec(p["preset"], p["checkpoint"], _typed(p, "layers", int), _typed(p, "seed", int))
+    vl = VLSpec(task=p["task"], data=data_path or p["data"], backbone=backbone, max_len=_typed(p, "max_len", int),
+                eval_limit=_typed(p, "eval_limit", int))
+    try:
+        method, scope = Method(p["method"]), p["scope"]
+    except ValueError as e:
+        raise LtvlError(f"unknown method {p['method']!r}", where="method", fix="magnitude, random or high_magnitude") from e
+    context = tuple((k, str(p[k])) for k in ("task", "data", "preset", "layers", "checkpoint", "max_len", "eval_limit"))
+    chain = ChainSpec(train=train, rewind_step=rewind,
+                      schedule=Schedule(p["schedule"], _typed(p, "rate", float), p["target_sparsity"], p["rounds"]),
+                      method=method, scope=scope, context=context,
+                      finetune_adversarial=adv if p["adv_use"] == "finetune" else AdvConfig())
+    chain.validate()
+    return ChainJob(vl, chain, p)
+
+
+def with_prunable(job: ChainJob, prunable) -> ChainJob:
+    return dataclasses.replace(job, chain=dataclasses.replace(job.chain, prunable=prunable))

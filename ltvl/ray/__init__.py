@@ -1,0 +1,2 @@
+"""Ray adapters: a Train worker that runs one IMP chain under DDP, and a Tune trainable per
+chain. The science core never imports this package."""

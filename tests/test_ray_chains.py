@@ -1,0 +1,58 @@
+"""IMP chains on a real local Ray cluster: one TorchTrainer per chain, one Tune iteration per round."""
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+
+from ltvl.data.synthetic import make_synthetic  # noqa: E402
+from ltvl.errors import LtvlError  # noqa: E402
+from ltvl.pruning import load_mask  # noqa: E402
+from ltvl.ray.tune_chain import grid_points, run_chains, validate_space  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _space(data, **kw):
+    base = {"task": "vqa", "data": str(data), "preset": "tiny", "layers": None, "steps": 4, "batch_size": 8,
+            "eval_limit": None, "max_len": 12, "rate": 0.5, "target_sparsity": 0.7, "lr": 1e-3}
+    return {**base, **kw}
+
+
+def test_grid_expansion_and_validation(tmp_path):
+    space = _space(tmp_path, rewind_step=tune.grid_search([0, 2]), rate=tune.grid_search([0.2, 0.5]))
+    assert len(grid_points(space)) == 4 and validate_space(space) == 4
+    with pytest.raises(LtvlError, match="rewind step 4 is not in"):
+        validate_space(_space(tmp_path, rewind_step=tune.grid_search([0, 4])))
+    with pytest.raises(LtvlError, match="did you mean 'rewind_step'"):
+        validate_space(_space(tmp_path, rewind_stp=1))
+    with pytest.raises(LtvlError, match="outside"):
+        validate_space(_space(tmp_path, rate=1.5))
+    with pytest.raises(LtvlError, match="adv_epsilon"):
+        validate_space(_space(tmp_path, adv_use="imp", adv_epsilon=-1.0))
+
+
+@pytest.mark.long
+def test_sweep_runs_each_chain_as_a_trial_with_rounds_as_iterations(tmp_path, cluster):
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
+    space = _space(tmp_path / "data", rewind_step=tune.grid_search([0, 2]))
+    grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="t")
+    assert len(grid) == 2 and not grid.errors
+    for result in grid:
+        df = result.metrics_dataframe
+        assert list(df["round"]) == [0, 1, 2]
+        assert [round(s, 3) for s in df["sparsity"]] == [0.0, 0.5, 0.75]
+        assert list(df["training_iteration"]) == [1, 2, 3]
+        chain = tmp_path / "chains" / df["chain"].iloc[0][:16]
+        records = [json.loads(p.read_text()) for p in sorted((chain / "rounds").iterdir())]
+        assert [r["mask_sha256"] for r in records] == list(df["mask_sha256"])
+        for r in records:
+            assert load_mask(r["mask_path"]).sha256 == r["mask_sha256"]
+    with pytest.raises(LtvlError, match="a trial needs 17 CPUs"):
+        run_chains(space, root=tmp_path / "c2", storage=tmp_path / "ray", name="big", num_workers=16)
