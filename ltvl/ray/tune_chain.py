@@ -17,6 +17,7 @@ from ltvl.errors import LtvlError
 from ltvl.ray.worker import train_chain
 
 RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures")
+DRIVER_CPU = 0.1  # a trial's function driver: it only builds and waits on the TorchTrainer
 
 
 def chain_trainable(config: dict[str, Any]) -> None:
@@ -54,7 +55,7 @@ def validate_space(param_space: dict) -> int:
 def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float) -> None:
     """Refuse, before any trial starts, a trial shape the cluster can never place."""
     total = ray.cluster_resources()
-    need_cpu = num_workers * cpus_per_worker + 1  # +1: the Train controller
+    need_cpu = num_workers * cpus_per_worker + DRIVER_CPU
     if use_gpu and total.get("GPU", 0) < num_workers:
         raise LtvlError(f"a trial needs {num_workers} GPUs but the cluster has {total.get('GPU', 0):g}",
                         where="num_workers/use_gpu", fix="lower num_workers or add GPU nodes")
@@ -71,14 +72,14 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     validate_space(param_space)
     space = {**param_space, "root": str(root), "storage": str(storage), "num_workers": num_workers,
              "use_gpu": use_gpu, "cpus_per_worker": cpus_per_worker, "max_failures": max_failures}
-    # the trial's own driver is light; the TorchTrainer it launches reserves the workers
-    trainable = tune.with_resources(chain_trainable, {"CPU": 0})
+    # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
+    trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})
     path = Path(storage) / name
     if resume:
         if not tune.Tuner.can_restore(str(path)):
             raise LtvlError(f"no sweep to resume at {path}", where="--resume", fix="check --storage/--name")
         return tune.Tuner.restore(str(path), trainable, resume_errored=True).fit()
-    per_trial = num_workers * cpus_per_worker + 1
+    per_trial = num_workers * cpus_per_worker + DRIVER_CPU
     concurrency = max_concurrent_trials or max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
