@@ -3,6 +3,7 @@ each round reaches Tune as one iteration (``training_iteration`` = round + 1).""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from ltvl.errors import LtvlError
 from ltvl.ray.worker import train_chain
 
 RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures")
+NON_PARAM_KEYS = ("root", "storage", "env")  # trial plumbing, never part of a chain's identity
 DRIVER_CPU = 0.1  # a trial's function driver: it only builds and waits on the TorchTrainer
 
 
 def chain_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: everything except RESOURCE_KEYS/root/storage is a chain param."""
-    params = {k: v for k, v in config.items() if k not in RESOURCE_KEYS + ("root", "storage")}
+    params = {k: v for k, v in config.items() if k not in RESOURCE_KEYS + NON_PARAM_KEYS}
     job = build_job(params, data_path="/unused")  # validation only; the worker resolves the data
     trainer = TorchTrainer(
         train_chain,
@@ -31,7 +33,8 @@ def chain_trainable(config: dict[str, Any]) -> None:
                                      resources_per_worker={"CPU": config.get("cpus_per_worker", 1)}),
         run_config=RunConfig(name=f"chain-{job.chain.short_hash}", storage_path=config["storage"],
                              failure_config=FailureConfig(max_failures=config.get("max_failures", 0)),
-                             callbacks=[TuneReportCallback()]),
+                             callbacks=[TuneReportCallback()],
+                             worker_runtime_env={"env_vars": dict(config.get("env", {}))}),
     )
     trainer.fit()
 
@@ -48,7 +51,7 @@ def validate_space(param_space: dict) -> int:
     """Build every grid point's chain spec now, so bad input fails before any trial starts."""
     points = grid_points(param_space)
     for point in points:
-        build_job({k: v for k, v in point.items() if k not in RESOURCE_KEYS + ("root", "storage")}, data_path="/unused")
+        build_job({k: v for k, v in point.items() if k not in RESOURCE_KEYS + NON_PARAM_KEYS}, data_path="/unused")
     return len(points)
 
 
@@ -71,7 +74,8 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     check_resources(num_workers, use_gpu, cpus_per_worker)
     validate_space(param_space)
     space = {**param_space, "root": str(root), "storage": str(storage), "num_workers": num_workers,
-             "use_gpu": use_gpu, "cpus_per_worker": cpus_per_worker, "max_failures": max_failures}
+             "use_gpu": use_gpu, "cpus_per_worker": cpus_per_worker, "max_failures": max_failures,
+             "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")}}  # e.g. LTVL_HOME
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
     trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})
     path = Path(storage) / name

@@ -9,6 +9,7 @@ restarted worker group (FailureConfig.max_failures) replays finished rounds from
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,33 @@ def round_metrics(r: RoundResult) -> dict:
     return out
 
 
+def _fault_injected(train_fn):
+    """Testing aid: LTVL_FAULT_AT_ROUND=R:FILE kills the worker process hard at the start of round R
+    of a fresh chain, once (FILE marks that it happened, so the restarted group runs clean). Read
+    from the environment so it never enters a chain's hash."""
+    spec = os.environ.get("LTVL_FAULT_AT_ROUND")
+    if not spec:
+        return train_fn
+    at, marker = spec.split(":", 1)
+    calls = {"n": 0}
+
+    def wrapped(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] - 1 == int(at) and not Path(marker).exists():
+            Path(marker).write_text("killed")
+            os._exit(1)
+        return train_fn(*a, **kw)
+    return wrapped
+
+
+def check_same_mask_everywhere(sha: str, round_: int) -> None:
+    """DDP keeps replicas identical, so every rank must have pruned to the same mask: verify it."""
+    shas: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shas, sha)
+    if len(set(shas)) != 1:
+        raise RuntimeError(f"round {round_}: ranks disagree on the mask ({[s[:12] for s in shas]})")
+
+
 def train_chain(config: dict) -> None:
     """``train_loop_per_worker``: config = {"params": <flat chain params>, "root": <chain store>}."""
     ctx = ray.train.get_context()
@@ -48,8 +76,20 @@ def train_chain(config: dict) -> None:
         finetune = Trainer(setup.data, dataclasses.replace(job.chain.train, adversarial=job.chain.finetune_adversarial),
                            device, rank=rank, world_size=world).train
 
+    # After a worker-group restart, Train hands back the last reported checkpoint: rounds up to
+    # it already reached Tune, so replaying them from the chain store must not report them again.
+    last = ray.train.get_checkpoint()
+    reported = -1
+    if last is not None:
+        with last.as_directory() as d:
+            reported = json.loads(Path(d, "round.json").read_text())["round"]
+
     def report(r: RoundResult) -> None:
+        if r.replayed and r.round <= reported:
+            return
         metrics = round_metrics(r)
+        if world > 1:
+            check_same_mask_everywhere(r.mask_sha256, r.round)
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
                 Path(d, "round.json").write_text(json.dumps(r.record(), sort_keys=True))
@@ -57,7 +97,7 @@ def train_chain(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
-    run_chain(job.chain, setup.model_factory, trainer.train, trainer.evaluate, config["root"], report, finetune,
-              writer=rank == 0)
+    run_chain(job.chain, setup.model_factory, _fault_injected(trainer.train), trainer.evaluate, config["root"],
+              report, finetune, writer=rank == 0)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
