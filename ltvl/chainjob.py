@@ -80,19 +80,26 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
                         seed=_typed(p, "seed", int), amp=p["amp"],
                         adversarial=adv if p["adv_use"] == "imp" else AdvConfig())
     backbone = BackboneSpec(p["preset"], p["checkpoint"], _typed(p, "layers", int), _typed(p, "seed", int))
-    vl = VLSpec(task=p["task"], data=data_path or p["data"], backbone=backbone, max_len=_typed(p, "max_len", int),
+    vl = VLSpec(task=p["task"], data=data_path or data_for(p), backbone=backbone, max_len=_typed(p, "max_len", int),
                 eval_limit=_typed(p, "eval_limit", int))
     try:
         method, scope = Method(p["method"]), p["scope"]
     except ValueError as e:
         raise LtvlError(f"unknown method {p['method']!r}", where="method", fix="magnitude, random or high_magnitude") from e
-    context = tuple((k, str(p[k])) for k in ("task", "data", "preset", "layers", "checkpoint", "max_len", "eval_limit"))
+    context = tuple((k, data_for(p) if k == "data" else str(p[k]))
+                    for k in ("task", "data", "preset", "layers", "checkpoint", "max_len", "eval_limit"))
     chain = ChainSpec(train=train, rewind_step=rewind,
                       schedule=Schedule(p["schedule"], _typed(p, "rate", float), p["target_sparsity"], p["rounds"]),
                       method=method, scope=scope, context=context,
                       finetune_adversarial=adv if p["adv_use"] == "finetune" else AdvConfig())
     chain.validate()
     return ChainJob(vl, chain, p)
+
+
+def data_for(params: dict) -> str:
+    """The dataset of a chain: ``data`` may name the task as ``{task}`` so one sweep spans tasks."""
+    p = {**DEFAULTS, **params}
+    return str(p["data"]).format(task=p["task"])
 
 
 def with_prunable(job: ChainJob, prunable) -> ChainJob:

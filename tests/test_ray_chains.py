@@ -86,3 +86,22 @@ def test_killed_worker_resumes_from_last_round_with_identical_masks(tmp_path, cl
     assert list(df["training_iteration"]) == [1, 2, 3, 4]
     assert list(df["mask_sha256"]) == list(rf["mask_sha256"])  # bit-identical to the uninterrupted run
     assert list(df["metric"]) == list(rf["metric"])
+
+
+@pytest.mark.long
+def test_rewind_by_rate_by_task_sweep_with_random_pruning_baseline(tmp_path, cluster):
+    """The issue's acceptance sweep: 2 rewind steps x 2 pruning rates x 2 tasks, IMP and RP chains."""
+    for task in ("vqa", "gqa"):
+        make_synthetic(task, tmp_path / task, n_train=48, n_test=16)
+    space = _space(str(tmp_path / "{task}"), task=tune.grid_search(["vqa", "gqa"]),
+                   rewind_step=tune.grid_search([0, 2]), rate=tune.grid_search([0.5, 0.7]),
+                   method=tune.grid_search(["magnitude", "random"]), steps=3)
+    grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="grid")
+    assert len(grid) == 16 and not grid.errors
+    seen = set()
+    for result in grid:
+        cfg, df = result.config, result.metrics_dataframe
+        expected = [0.0, 0.5, 0.75] if cfg["rate"] == 0.5 else [0.0, 0.7]
+        assert [round(s, 3) for s in df["sparsity"]] == expected
+        seen.add((cfg["task"], cfg["rewind_step"], cfg["rate"], cfg["method"], df["chain"].iloc[0]))
+    assert len(seen) == 16  # 16 distinct chains, each run once

@@ -17,7 +17,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ltvl.chainjob import build_job, with_prunable
+from ltvl.chainjob import build_job, data_for, with_prunable
 from ltvl.imp import RoundResult, run_chain
 from ltvl.paths import resolve_dataset
 from ltvl.train import Trainer
@@ -65,7 +65,7 @@ def train_chain(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     params = config["params"]
-    job = build_job(params, str(resolve_dataset(params.get("data", "easy-vqa"))))
+    job = build_job(params, str(resolve_dataset(data_for(params))))
     setup = build_vl(job.vl)
     job = with_prunable(job, setup.prunable)
     device = ray.train.torch.get_device()
