@@ -107,6 +107,22 @@ class VLTask:
         return self.finalize(sums)
 
 
+class CrossEntropyAccuracy:
+    """Loss and metric for tasks with one integer target per example under ``label_key``."""
+
+    label_key = "labels"
+
+    def loss(self, logits, batch):
+        return nn.functional.cross_entropy(logits, batch[self.label_key])
+
+    def score(self, logits, batch):
+        y = batch[self.label_key]
+        return {"correct": float((logits.argmax(1) == y).sum()), "n": float(len(y))}
+
+    def finalize(self, s):
+        return {"metric": s["correct"] / s["n"], "accuracy": s["correct"] / s["n"], "n": s["n"]}
+
+
 class VLModel(nn.Module):
     """Backbone + task head; ``forward`` runs the task's forward so DDP can wrap it whole."""
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from ltvl.data.store import DatasetInfo, Split
 from ltvl.errors import LtvlError
-from ltvl.tasks.base import VLTask, column, image_batch, list_column, tokenize
+from ltvl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, list_column, tokenize
 
 
 class VQATask(VLTask):
@@ -50,7 +50,7 @@ class VQATask(VLTask):
         return {"metric": acc, "vqa_accuracy": acc, "n": s["n"]}
 
 
-class LabelTask(VLTask):
+class LabelTask(CrossEntropyAccuracy, VLTask):
     """Single-label classification over [CLS]: GQA (answer vocabulary) and SNLI-VE (3-way)."""
 
     def __init__(self, name: str, n_labels: int | None = None):
@@ -75,12 +75,3 @@ class LabelTask(VLTask):
     def collate(self, prep, split, rows, gen):
         return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
                 "labels": prep["labels"][rows], **image_batch(split.images, prep["image_id"][rows.numpy()])}
-
-    def loss(self, logits, batch):
-        return nn.functional.cross_entropy(logits, batch["labels"])
-
-    def score(self, logits, batch):
-        return {"correct": float((logits.argmax(1) == batch["labels"]).sum()), "n": float(len(batch["labels"]))}
-
-    def finalize(self, s):
-        return {"metric": s["correct"] / s["n"], "accuracy": s["correct"] / s["n"], "n": s["n"]}

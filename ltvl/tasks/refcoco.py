@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from ltvl.errors import LtvlError
-from ltvl.tasks.base import VLTask, column, image_batch, tokenize
+from ltvl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, tokenize
 
 
-class RefCOCOTask(VLTask):
+class RefCOCOTask(CrossEntropyAccuracy, VLTask):
     name = "refcoco_plus"
+    label_key = "target"
     needs_regions = True
 
     def build_head(self, hidden, info):
@@ -32,12 +33,3 @@ class RefCOCOTask(VLTask):
         out = backbone(batch, text_delta, image_delta)
         logits = head(out.image).squeeze(-1)
         return logits.masked_fill(out.image_mask == 0, torch.finfo(logits.dtype).min)
-
-    def loss(self, logits, batch):
-        return nn.functional.cross_entropy(logits, batch["target"])
-
-    def score(self, logits, batch):
-        return {"correct": float((logits.argmax(1) == batch["target"]).sum()), "n": float(len(batch["target"]))}
-
-    def finalize(self, s):
-        return {"metric": s["correct"] / s["n"], "accuracy": s["correct"] / s["n"], "n": s["n"]}
