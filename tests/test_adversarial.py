@@ -104,12 +104,14 @@ def test_adversarial_step_on_every_backbone_perturbs_both_modalities(vqa_dir, pr
     assert stats["kl"] >= 0 and stats["adv_loss"] == stats["adv_loss"]
 
 
-def test_masked_adversarial_training_keeps_pruned_weights_zero(vqa_dir):
+@pytest.mark.parametrize("amp,grad_accum", [("off", 1), ("bf16", 2)])
+def test_masked_adversarial_training_keeps_pruned_weights_zero(vqa_dir, amp, grad_accum):
     setup = _setup(vqa_dir)
     model = setup.model_factory()
     prunable = select_prunable(model, setup.prunable)
     mask = prune_to_sparsity({n: p.detach() for n, p in prunable.items()}, None, 0.6)
-    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-2, adversarial=AdvConfig(enabled=True, steps=2, epsilon=0.5))
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-2, amp=amp, grad_accum=grad_accum,
+                      adversarial=AdvConfig(enabled=True, steps=2, epsilon=0.5))
     Trainer(setup.data, cfg).train(model, enforcer=MaskEnforcer(model, mask))
     params = dict(model.named_parameters())
     assert all((params[n][~k] == 0).all() for n, k in mask.tensors.items())

@@ -157,3 +157,15 @@ def test_minilm_prunes_the_encoder_but_not_its_untrained_pooler(datasets):
     setup = build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("minilm", num_layers=1)))
     names = list(select_prunable(setup.model_factory(), setup.prunable))
     assert len(names) == 6 and not any("pooler" in n for n in names)
+
+
+def test_task_agnostic_imp_chain_on_pretraining_objectives(datasets, tmp_path):
+    """The pre-training objectives drive an IMP chain (task-agnostic tickets)."""
+    from ltvl.imp import ChainSpec, run_chain_with_trainer
+    from ltvl.pruning import Schedule
+    setup = build_vl(VLSpec(task="pretrain", data=datasets["pretrain"], backbone=BackboneSpec("tiny"), max_len=12))
+    spec = ChainSpec(train=TrainConfig(steps=3, batch_size=8, lr=1e-3), schedule=Schedule("geometric", 0.5, 0.7),
+                     prunable=setup.prunable, context=(("task", "pretrain"),))
+    res = run_chain_with_trainer(spec, setup.model_factory, Trainer(setup.data, spec.train), tmp_path)
+    assert [round(r.sparsity, 2) for r in res.rounds] == [0.0, 0.5, 0.75]
+    assert {"mlm_accuracy", "itm_accuracy", "mrc_accuracy", "mrfr_mse"} <= set(res.rounds[-1].metrics)

@@ -1,7 +1,8 @@
 """Pre-training objectives for task-agnostic tickets (SPEC §2): MLM, masked-region feature
-regression (MRFR), masked-region classification (MRC; KL against the region's label distribution
-when soft labels are given, cross-entropy against hard labels otherwise) and image-text matching
-(ITM). Masking is conditional as in UNITER: one modality is masked while the other is intact.
+regression (MRFR), masked-region classification (MRC, cross-entropy against each region's hard
+class label; UNITER's MRC-kl against detector soft labels is not implemented yet) and image-text
+matching (ITM). Masking is conditional as in UNITER: one modality is masked while the other is
+intact.
 """
 
 from __future__ import annotations
