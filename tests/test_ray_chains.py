@@ -105,3 +105,8 @@ def test_rewind_by_rate_by_task_sweep_with_random_pruning_baseline(tmp_path, clu
         assert [round(s, 3) for s in df["sparsity"]] == expected
         seen.add((cfg["task"], cfg["rewind_step"], cfg["rate"], cfg["method"], df["chain"].iloc[0]))
     assert len(seen) == 16  # 16 distinct chains, each run once
+
+
+def test_resume_from_a_path_without_a_sweep_is_refused(tmp_path, cluster):
+    with pytest.raises(LtvlError, match="no sweep to resume"):
+        run_chains(_space(tmp_path), root=tmp_path / "c", storage=tmp_path / "nothing-here", name="x", resume=True)
