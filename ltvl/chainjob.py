@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     # IMP
     "rewind_step": 0, "rewind_fraction": None, "schedule": "geometric", "rate": 0.5, "target_sparsity": 0.9,
     "rounds": None, "method": "magnitude", "scope": "global",
-    # adversarial training (SPEC §4): 'imp' = AT-IMP, 'finetune' = AT on each round's ticket
+    # adversarial training (SPEC §4): 'imp' = AT-IMP, 'finetune' = AT on each round's ticket, 'both' = both
     "adv_use": "off", "adv_modality": "both", "adv_epsilon": 0.0, "adv_step_size": 1e-3, "adv_steps": 3,
     "adv_kl": 1.5,
 }
@@ -69,16 +69,16 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
         if not 0 <= frac < 1:
             raise LtvlError(f"rewind_fraction {frac} outside [0, 1)", where="rewind_fraction")
         rewind = int(frac * steps)
+    if p["adv_use"] not in ("off", "imp", "finetune", "both"):
+        raise LtvlError(f"unknown adv_use {p['adv_use']!r}", where="adv_use", fix="off, imp, finetune or both")
     adv = AdvConfig(enabled=p["adv_use"] != "off", modality=p["adv_modality"],
                     epsilon=_typed(p, "adv_epsilon", float), step_size=_typed(p, "adv_step_size", float),
                     steps=_typed(p, "adv_steps", int), kl_weight=_typed(p, "adv_kl", float))
     adv.validate("adv", sep="_")
-    if p["adv_use"] not in ("off", "imp", "finetune"):
-        raise LtvlError(f"unknown adv_use {p['adv_use']!r}", where="adv_use", fix="off, imp or finetune")
     train = TrainConfig(steps=steps, lr=_typed(p, "lr", float), batch_size=_typed(p, "batch_size", int),
                         weight_decay=_typed(p, "weight_decay", float), warmup_ratio=_typed(p, "warmup_ratio", float),
                         seed=_typed(p, "seed", int), amp=p["amp"],
-                        adversarial=adv if p["adv_use"] == "imp" else AdvConfig())
+                        adversarial=adv if p["adv_use"] in ("imp", "both") else AdvConfig())
     backbone = BackboneSpec(p["preset"], p["checkpoint"], _typed(p, "layers", int), _typed(p, "seed", int))
     vl = VLSpec(task=p["task"], data=data_path or data_for(p), backbone=backbone, max_len=_typed(p, "max_len", int),
                 eval_limit=_typed(p, "eval_limit", int))
@@ -91,7 +91,7 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
     chain = ChainSpec(train=train, rewind_step=rewind,
                       schedule=Schedule(p["schedule"], _typed(p, "rate", float), p["target_sparsity"], p["rounds"]),
                       method=method, scope=scope, context=context,
-                      finetune_adversarial=adv if p["adv_use"] == "finetune" else AdvConfig())
+                      finetune_adversarial=adv if p["adv_use"] in ("finetune", "both") else AdvConfig())
     chain.validate()
     return ChainJob(vl, chain, p)
 

@@ -3,6 +3,7 @@ turns :class:`LtvlError` into a one-paragraph message and exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -136,36 +137,34 @@ def imp(
 ) -> None:
     """Run one local IMP chain (resumable: re-run the same command to continue).
 
+    Options map one-to-one onto the chain parameters of ltvl.chainjob (what sweeps vary).
+
     Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
     """
-    from ltvl.adversarial import AdvConfig
-    from ltvl.imp import ChainSpec, run_chain_with_trainer
+    from ltvl.chainjob import build_job, data_for, with_prunable
+    from ltvl.imp import run_chain_with_trainer
     from ltvl.paths import home, resolve_dataset
-    from ltvl.pruning import Method, PrunableSpec, Schedule
-    from ltvl.train import Trainer, TrainConfig
+    from ltvl.train import Trainer
 
-    adv = AdvConfig(enabled=True, modality=adv_modality, epsilon=adv_epsilon, step_size=adv_step_size,
-                    steps=adv_steps, kl_weight=adv_kl)
-    adv.validate("--adv-*")
-    train_cfg = TrainConfig(steps=steps, lr=lr, seed=seed, batch_size=batch_size,
-                            adversarial=adv if adv_imp else AdvConfig())
-    if task == "toy":
+    adv_use = {(False, False): "off", (True, False): "imp", (False, True): "finetune", (True, True): "both"}
+    params = dict(task=task, data=data, preset=preset, layers=layers, checkpoint=checkpoint, eval_limit=eval_limit,
+                  steps=steps, lr=lr, batch_size=batch_size, seed=seed, rewind_step=rewind_step, schedule=schedule,
+                  rate=rate, target_sparsity=target, method="random" if random else "magnitude",
+                  adv_use=adv_use[(adv_imp, adv_finetune)], adv_modality=adv_modality, adv_epsilon=adv_epsilon,
+                  adv_step_size=adv_step_size, adv_steps=adv_steps, adv_kl=adv_kl)
+    if task == "toy":  # the built-in text task: same chain parameters, no VL data or backbone
+        from ltvl.pruning import PrunableSpec
         from ltvl.toy import ToyTask, make_toy_model
-        factory, train_task, prunable = (lambda: make_toy_model(seed)), ToyTask(), PrunableSpec()
-        context = (("task", "toy"), ("backbone", "toy-bert"))
+        job = build_job(params, data_path="-")
+        spec = dataclasses.replace(job.chain, prunable=PrunableSpec(),
+                                   context=(("task", "toy"), ("backbone", "toy-bert")))
+        factory, train_task = (lambda: make_toy_model(seed)), ToyTask()
     else:
-        from ltvl.models.presets import BackboneSpec
-        from ltvl.vl import VLSpec, build_vl
-        data_path = resolve_dataset(data)
-        setup = build_vl(VLSpec(task=task, data=str(data_path), max_len=16, eval_limit=eval_limit,
-                                backbone=BackboneSpec(preset, checkpoint, layers, seed)))
-        factory, train_task, prunable = setup.model_factory, setup.data, setup.prunable
-        context = (("task", task), ("data", str(data_path)), ("backbone", preset), ("layers", str(layers)),
-                   ("checkpoint", checkpoint or ""), ("eval_limit", str(eval_limit)))
-    spec = ChainSpec(train=train_cfg, rewind_step=rewind_step, schedule=Schedule(schedule, rate, target),
-                     method=Method.RANDOM if random else Method.MAGNITUDE, prunable=prunable, context=context,
-                     finetune_adversarial=adv if adv_finetune else AdvConfig())
-    spec.validate()
+        from ltvl.vl import build_vl
+        job = build_job(params, str(resolve_dataset(data_for(params))))
+        setup = build_vl(job.vl)
+        spec = with_prunable(job, setup.prunable).chain
+        factory, train_task = setup.model_factory, setup.data
     root = root or home() / "chains"
     console.print(f"chain {spec.short_hash} ({task}, {'random' if random else 'magnitude'} pruning) → {root / spec.short_hash}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")

@@ -36,6 +36,16 @@ def test_grid_expansion_and_validation(tmp_path):
         validate_space(_space(tmp_path, rate=1.5))
     with pytest.raises(LtvlError, match="adv_epsilon"):
         validate_space(_space(tmp_path, adv_use="imp", adv_epsilon=-1.0))
+    with pytest.raises(LtvlError, match="steps must be int, got str '10'"):
+        validate_space(_space(tmp_path, steps="10"))
+    with pytest.raises(LtvlError, match="unknown method 'prune'"):
+        validate_space(_space(tmp_path, method="prune"))
+    with pytest.raises(LtvlError, match="unknown adv_use 'always'"):
+        validate_space(_space(tmp_path, adv_use="always"))
+    with pytest.raises(LtvlError, match="rewind_fraction 1.5 outside"):
+        validate_space(_space(tmp_path, rewind_fraction=1.5))
+    with pytest.raises(LtvlError, match="target sparsity 0.95 is unreachable"):
+        validate_space(_space(tmp_path, schedule="linear", rate=0.3, target_sparsity=0.95))
 
 
 @pytest.mark.long

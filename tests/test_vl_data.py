@@ -73,6 +73,16 @@ def test_feature_dimension_mismatch_is_reported(tmp_path):
 def test_not_a_dataset_dir(tmp_path):
     with pytest.raises(LtvlError, match="no dataset.json"):
         DatasetInfo.load(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"task": "vqa", "feat_dim": 4, "num_regions": 2, "answerz": []}))
+    with pytest.raises(LtvlError, match=r"unknown keys \['answerz'\]"):
+        DatasetInfo.load(tmp_path)
+
+
+def test_easy_vqa_grid_must_divide_the_image(tmp_path):
+    from ltvl.data.easy_vqa import prepare_easy_vqa
+    with pytest.raises(LtvlError, match="grid 3 does not divide"):
+        prepare_easy_vqa(tmp_path, grid=3, limit=5)
+    assert not (tmp_path / "dataset.json").exists()
 
 
 def test_easy_vqa_import_small(tmp_path):

@@ -120,7 +120,6 @@ def random_mask(shapes: Mapping[str, tuple[int, ...]], sparsity: float, seed: in
                 scope: Scope | str = Scope.GLOBAL, metadata: dict | None = None) -> Mask:
     """The RP baseline: a random mask with exactly the requested number of pruned weights."""
     fake = {n: torch.empty(tuple(s), device="meta") for n, s in shapes.items()}
-    dense = Mask.ones(shapes)
     _validate_sparsity(sparsity, "sparsity")
     scores = score_fn(fake, Method.RANDOM, seed)
     groups = [list(shapes)] if Scope(scope) is Scope.GLOBAL else [[n] for n in shapes]
@@ -139,7 +138,7 @@ def matched_random(mask: Mask, seed: int, scope: Scope | str = Scope.GLOBAL) -> 
         return random_mask(mask.shapes, mask.n_pruned / mask.numel, seed,
                            metadata={"matched_to": mask.sha256})
     out = {}
-    for i, (n, t) in enumerate(mask.tensors.items()):
+    for n, t in mask.tensors.items():
         sub = random_mask({n: tuple(t.shape)}, 1.0 - float(t.sum()) / t.numel(), seed)
         out[n] = sub.tensors[n]
     return Mask(out, metadata={"method": "random", "scope": "layerwise", "seed": seed, "matched_to": mask.sha256})
