@@ -1,11 +1,12 @@
 """One IMP chain (SPEC §2, Algorithm 1) as a plain, resumable loop.
 
-Round 0 trains the dense model from θ0 to step t, capturing θi on the way.
+Round 0 is the dense model trained from θ0 to step t, capturing θi on the way; chains that
+differ only in rewind step, rate or method share that run (:mod:`ltvl.dense`).
 Every later round r trains ``m_r ⊙ θi`` from step i to t (optimizer and LR schedule
 restored as at step i), evaluates, and prunes to the schedule's next sparsity.
 
-State lives in ``root/<spec hash>/`` (open_lth-style): ``spec.json``, θi once
-(``theta_i.pt``, referenced by sha256), content-addressed masks, and one JSON record
+State lives in ``root/<spec hash>/`` (open_lth-style): ``spec.json``, a reference to θi by
+sha256 (``theta_i.json``; the weights live once, in the dense store), content-addressed masks, and one JSON record
 per finished round, each written atomically *after* the files it references.
 Re-running the same spec replays finished rounds and recomputes only the rest;
 because every step is a pure function of (seed, step), the result is bit-identical.
@@ -18,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from torch import nn
 
 from ltvl.adversarial import AdvConfig
 from ltvl.atomic import atomic_write_text
+from ltvl.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.errors import LtvlError, require
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
-from ltvl.pruning.prunable import PrunableSpec, select_prunable
+from ltvl.pruning.prunable import PrunableSpec
 from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
 from ltvl.pruning.schedule import Schedule
 from ltvl.train import RewindPoint, TrainConfig, TrainOutcome, Trainer, derive_seed
@@ -89,6 +91,8 @@ class RoundResult:
     wall_s: float
     next_mask_sha256: str | None
     mask_path: str
+    steps_trained: int = 0  # optimizer steps this round executed (0: replayed or taken from the shared dense run)
+    dense_sha256: str | None = None  # the shared dense run round 0 came from
     finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
     fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)
     replayed: bool = False  # True when read back from disk on resume rather than computed now
@@ -156,31 +160,39 @@ class ChainStore:
         if self.writer:
             atomic_write_text(self.round_path(res.round), json.dumps(res.record(), indent=2, sort_keys=True))
 
-    @property
-    def theta_i_path(self) -> Path:
-        return self.dir / "theta_i.pt"
-
-    def put_theta_i(self, point: RewindPoint) -> None:
+    def put_theta_ref(self, dense: DenseStore, step: int) -> None:
+        """θi lives once, in the dense store; the chain records which file and hash it rewinds to."""
         if self.writer:
-            atomic_write_text(self.dir / "theta_i.sha256", point.save(self.theta_i_path))
+            atomic_write_text(self.dir / "theta_i.json",
+                              json.dumps({"dense_dir": str(dense.dir), "step": step, "sha256": dense.theta_sha(step)}))
 
-    def get_theta_i(self) -> RewindPoint:
-        sha_file = self.dir / "theta_i.sha256"
-        if not sha_file.exists() or not self.theta_i_path.exists():
-            raise LtvlError("finished rounds exist but θi is missing", where=str(self.dir),
+    def get_theta_i(self, dense: DenseStore) -> RewindPoint:
+        ref = self.dir / "theta_i.json"
+        if not ref.exists():
+            raise LtvlError("finished rounds exist but the θi reference is missing", where=str(self.dir),
                             fix="delete the chain directory to recompute it")
-        return RewindPoint.load(self.theta_i_path, sha_file.read_text().strip())
+        r = json.loads(ref.read_text())
+        return RewindPoint.load(dense.theta_path(r["step"]), r["sha256"])
+
+    def find_mask(self, sha: str, dense: DenseStore) -> Path:
+        """A mask by hash: this chain's own, or the first mask it shares with its dense siblings."""
+        own = self.mask_path(sha)
+        return own if own.exists() else dense.mask_path(sha)
 
 
 def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
               root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None,
-              writer: bool = True) -> ChainResult:
+              writer: bool = True, share_rewinds: Iterable[int] = (),
+              agree: Callable[[Any], Any] = lambda v: v) -> ChainResult:
     """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
 
-    ``finetune_fn`` (needed when ``spec.finetune_adversarial`` is enabled) trains a copy of each
-    round's ticket adversarially from θi; its evaluation becomes ``finetune_metrics``.
-    ``writer=False`` (DDP ranks other than 0) computes everything but writes nothing: ranks hold
-    identical replicas, so rank 0's files describe every rank.
+    Round 0 comes from the shared dense run (:mod:`ltvl.dense`), trained now only if no sibling
+    chain has trained it yet; ``share_rewinds`` lists the siblings' rewind steps so that one
+    training captures θi for all of them. ``finetune_fn`` (needed when
+    ``spec.finetune_adversarial`` is enabled) trains a copy of each round's ticket adversarially
+    from θi; its evaluation becomes ``finetune_metrics``. ``writer=False`` (DDP ranks other than
+    0) computes everything but writes nothing; ``agree`` gives every rank rank 0's view of shared
+    files, so ranks never diverge on what to train.
     """
     spec.validate()
     if spec.finetune_adversarial.active and finetune_fn is None:
@@ -189,10 +201,11 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     sparsities = [0.0] + spec.schedule.sparsities()
     store = ChainStore(root, spec, writer)
     store.open()
+    dense = DenseStore(root, DenseSpec.of(spec), writer)
     result = ChainResult(spec, store.dir)
     report = reporter or (lambda _r: None)
 
-    done = store.finished_rounds()
+    done = agree(store.finished_rounds())
     for rec in done:
         res = RoundResult(**rec, replayed=True)
         load_mask(res.mask_path)  # verify: a finished round's mask must be intact
@@ -201,21 +214,33 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     if len(done) == len(sparsities):
         return result
 
-    theta_i: RewindPoint | None = store.get_theta_i() if done else None
-    mask: Mask | None = load_mask(store.mask_path(done[-1]["next_mask_sha256"])) if done else None
-    for r in range(len(done), len(sparsities)):
+    def prune_seed(r: int) -> int:
+        return derive_seed(spec.train.seed, "prune", r)
+
+    if done:
+        theta_i = store.get_theta_i(dense)
+        mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
+    else:  # round 0: the shared dense run
+        t0 = time.perf_counter()
+        got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree)
+        theta_i = got.theta(spec.rewind_step)
+        store.put_theta_ref(dense, spec.rewind_step)
+        mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.spec.sha256})
+        mask_path = store.put_mask(mask)
+        next_mask = shared_first_mask(spec, got, mask)[0] if len(sparsities) > 1 else None
+        res = RoundResult(chain=spec.sha256, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
+                          metrics=got.record.metrics, train_loss=got.record.train_loss,
+                          wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
+                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.spec.sha256)
+        store.put_round(res)
+        result.rounds.append(res)
+        report(res)
+        mask = next_mask
+    for r in range(max(len(done), 1), len(sparsities)):
         t0 = time.perf_counter()
         model = model_factory()
-        names = list(select_prunable(model, spec.prunable))
-        if mask is None:  # round 0: dense
-            mask = Mask.dense_like({n: p for n, p in model.named_parameters() if n in names},
-                                   metadata={"round": 0, "chain": spec.sha256})
-        enforcer = MaskEnforcer(model, mask) if r > 0 else None
-        out = train_fn(model, enforcer=enforcer, start=theta_i,
-                       capture_at=[spec.rewind_step] if theta_i is None else [])
-        if theta_i is None:
-            theta_i = out.captured[spec.rewind_step]
-            store.put_theta_i(theta_i)
+        enforcer = MaskEnforcer(model, mask)
+        out = train_fn(model, enforcer=enforcer, start=theta_i, capture_at=[])
         metrics = eval_fn(model)
         mask_path = store.put_mask(mask)
         next_mask = None
@@ -223,29 +248,35 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
             params = dict(model.named_parameters())
             weights = {n: params[n].detach() for n in mask.names}
             next_mask = prune_to_sparsity(weights, mask, sparsities[r + 1], method=spec.method, scope=spec.scope,
-                                          seed=derive_seed(spec.train.seed, "prune", r),
-                                          metadata={"round": r + 1, "chain": spec.sha256})
+                                          seed=prune_seed(r), metadata={"round": r + 1, "chain": spec.sha256})
             store.put_mask(next_mask)
-        if enforcer is not None:
-            enforcer.remove()
+        enforcer.remove()
+        steps = out.steps_run
         finetuned = None
-        if spec.finetune_adversarial.active and r > 0:
+        if spec.finetune_adversarial.active:
             ticket = model_factory()
             ticket_enforcer = MaskEnforcer(ticket, mask)
-            finetune_fn(ticket, enforcer=ticket_enforcer, start=theta_i, capture_at=[])
+            steps += finetune_fn(ticket, enforcer=ticket_enforcer, start=theta_i, capture_at=[]).steps_run
             finetuned = eval_fn(ticket)
             ticket_enforcer.remove()
         res = RoundResult(chain=spec.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
-                          finetune_metrics=finetuned,
+                          steps_trained=steps, finetune_metrics=finetuned,
                           fully_pruned=[n for n, t in mask.tensors.items() if not t.any()])
         store.put_round(res)
         result.rounds.append(res)
         report(res)
         mask = next_mask
     return result
+
+
+def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask, Path]:
+    """The mask after round 0: shared by every chain with this dense run, rate, method and scope."""
+    first = spec.schedule.sparsities()[0]
+    return got.store.first_mask(got.final_weights, dense_mask, first, spec.method, spec.scope,
+                                derive_seed(spec.train.seed, "prune", 0))
 
 
 def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,

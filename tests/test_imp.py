@@ -29,7 +29,7 @@ def test_chain_rounds_sparsities_and_lineage(tmp_path):
         assert prev.next_mask_sha256 == cur.mask_sha256
     assert res.rounds[-1].next_mask_sha256 is None
     assert all(0.0 <= r.metrics["metric"] <= 1.0 for r in res.rounds)
-    assert (res.directory / "theta_i.pt").exists()
+    assert (res.directory / "theta_i.json").exists()
     assert json.loads((res.directory / "spec.json").read_text())["rewind_step"] == 5
     # every mask on disk verifies against its hash
     for f in (res.directory / "masks").iterdir():

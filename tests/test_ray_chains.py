@@ -1,5 +1,6 @@
 """IMP chains on a real local Ray cluster: one TorchTrainer per chain, one Tune iteration per round."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -114,9 +115,58 @@ def test_rewind_by_rate_by_task_sweep_with_random_pruning_baseline(tmp_path, clu
         expected = [0.0, 0.5, 0.75] if cfg["rate"] == 0.5 else [0.0, 0.7]
         assert [round(s, 3) for s in df["sparsity"]] == expected
         seen.add((cfg["task"], cfg["rewind_step"], cfg["rate"], cfg["method"], df["chain"].iloc[0]))
+        assert df["steps_trained"].iloc[0] == 0  # round 0 came from the shared dense run
+        assert list(df["steps_trained"].iloc[1:]) == [3 - cfg["rewind_step"]] * (len(df) - 1)  # i..t
     assert len(seen) == 16  # 16 distinct chains, each run once
+    # the shared dense prefix: one dense training per task serves its 8 chains
+    from ltvl.ray.tune_chain import chain_trainable
+    dense = tune.Tuner.restore(str(tmp_path / "ray" / "grid-dense"), chain_trainable).get_results()
+    assert len(dense) == 2 and sorted(r.metrics["dense_steps"] for r in dense) == [3, 3]
 
 
 def test_resume_from_a_path_without_a_sweep_is_refused(tmp_path, cluster):
     with pytest.raises(LtvlError, match="no sweep to resume"):
         run_chains(_space(tmp_path), root=tmp_path / "c", storage=tmp_path / "nothing-here", name="x", resume=True)
+
+
+def _driver(tmp_path, space, resume, tag):
+    import subprocess
+    import sys
+    spec = {"space": space, "root": str(tmp_path / "chains"), "storage": str(tmp_path / "ray"), "name": "crash",
+            "resume": resume, "out": str(tmp_path / f"{tag}.json")}
+    (tmp_path / f"{tag}-spec.json").write_text(json.dumps(spec))
+    return subprocess.Popen([sys.executable, str(Path(__file__).parent / "helpers" / "sweep_driver.py"),
+                             str(tmp_path / f"{tag}-spec.json")], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{tag}.log", "w"))
+
+
+@pytest.mark.long
+def test_killed_driver_resumes_the_sweep_without_rerunning_rounds(tmp_path, monkeypatch):
+    """SIGKILL the sweep driver (and its local Ray) once a chain has finished a pruned round; a new
+    driver with resume=True finishes the sweep. Every round reaches Tune once, and the round log
+    (written whenever a round is computed, not replayed) shows that no finished round ran twice."""
+    import os
+    import signal
+    import time
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
+    monkeypatch.setenv("LTVL_ROUND_LOG", str(tmp_path / "rounds.log"))
+    space = _space(tmp_path / "data", steps=6, target_sparsity=0.8, rewind_step={"grid_search": [0, 2]})
+    first = _driver(tmp_path, space, False, "first")
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        log = (tmp_path / "rounds.log").read_text().split() if (tmp_path / "rounds.log").exists() else []
+        if log[1::2].count("2") >= 1:  # one chain is past round 2 of 3: kill mid-sweep
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(2)
+    second = _driver(tmp_path, space, True, "second")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    results = json.loads((tmp_path / "second.json").read_text())
+    assert len(results) == 2 and not any(r["error"] for r in results)
+    for r in results:
+        assert r["rounds"] == [0, 1, 2, 3] and r["iterations"] == [1, 2, 3, 4]
+    computed = (tmp_path / "rounds.log").read_text().splitlines()
+    assert len(computed) == len(set(computed)) == 8  # 2 chains x 4 rounds, each computed exactly once

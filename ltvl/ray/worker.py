@@ -8,18 +8,22 @@ restarted worker group (FailureConfig.max_failures) replays finished rounds from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray.train
 import ray.train.torch
 import torch
 
-from ltvl.chainjob import build_job, data_for, with_prunable
-from ltvl.imp import RoundResult, run_chain
+from ltvl.chainjob import ChainJob, build_job, data_for, with_prunable
+from ltvl.dense import DenseSpec, DenseStore, ensure_dense
+from ltvl.imp import RoundResult, run_chain, shared_first_mask
 from ltvl.paths import resolve_dataset
+from ltvl.pruning.mask import Mask
 from ltvl.train import Trainer
 from ltvl.vl import build_vl
 
@@ -27,10 +31,15 @@ from ltvl.vl import build_vl
 def round_metrics(r: RoundResult) -> dict:
     out = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
            "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "parent_sha256": r.parent_sha256 or "",
-           "chain": r.chain, "replayed": r.replayed}
+           "chain": r.chain, "replayed": r.replayed, "steps_trained": r.steps_trained}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     return out
+
+
+def dense_ratio(metric: float, dense: float) -> float:
+    """A round's metric as a fraction of its dense baseline (what 'keeps p% of dense' compares)."""
+    return metric / dense if dense > 0 else float("nan")
 
 
 def _fault_injected(train_fn):
@@ -52,6 +61,14 @@ def _fault_injected(train_fn):
     return wrapped
 
 
+def _log_round(r: RoundResult) -> None:
+    """Testing aid: LTVL_ROUND_LOG=FILE appends ``chain round`` for every round computed (not
+    replayed), so a test can prove that no finished round ran twice across crashes and resumes."""
+    if (log := os.environ.get("LTVL_ROUND_LOG")) and not r.replayed:
+        with open(log, "a") as f:
+            f.write(f"{r.chain} {r.round}\n")
+
+
 def check_same_mask_everywhere(sha: str, round_: int) -> None:
     """DDP keeps replicas identical, so every rank must have pruned to the same mask: verify it."""
     shas: list = [None] * torch.distributed.get_world_size()
@@ -60,44 +77,95 @@ def check_same_mask_everywhere(sha: str, round_: int) -> None:
         raise RuntimeError(f"round {round_}: ranks disagree on the mask ({[s[:12] for s in shas]})")
 
 
-def train_chain(config: dict) -> None:
-    """``train_loop_per_worker``: config = {"params": <flat chain params>, "root": <chain store>}."""
+def rank0_view(world: int):
+    """``agree`` for the core: every rank acts on rank 0's reading of shared files (another trial
+    may be writing them), so all ranks train the same steps and DDP collectives stay matched."""
+    def agree(value):
+        if world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return agree
+
+
+@dataclass
+class WorkerSetup:
+    job: ChainJob
+    model_factory: object
+    trainer: Trainer
+    rank: int
+    world: int
+
+    @property
+    def agree(self):
+        return rank0_view(self.world)
+
+
+def setup_worker(params: dict) -> WorkerSetup:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    params = config["params"]
     job = build_job(params, str(resolve_dataset(data_for(params))))
     setup = build_vl(job.vl)
     job = with_prunable(job, setup.prunable)
-    device = ray.train.torch.get_device()
-    trainer = Trainer(setup.data, job.chain.train, device, rank=rank, world_size=world)
+    trainer = Trainer(setup.data, job.chain.train, ray.train.torch.get_device(), rank=rank, world_size=world)
+    return WorkerSetup(job, setup.model_factory, trainer, rank, world)
+
+
+def train_dense(config: dict) -> None:
+    """``train_loop_per_worker`` of a dense-prefix trial. config = {"group": [<chain params>, ...],
+    "root": ...}: the chains share one dense run, trained here once with θi for all their rewind
+    steps and the first mask of each rate, reported as one iteration."""
+    group = config["group"]
+    w = setup_worker(group[0])
+    specs = [with_prunable(build_job(p, w.job.vl.data), w.job.chain.prunable).chain for p in group]
+    store = DenseStore(config["root"], DenseSpec.of(w.job.chain), writer=w.rank == 0)
+    got = ensure_dense(store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate,
+                       w.agree)
+    dense_mask = Mask.dense_like(got.final_weights())
+    for spec in specs:
+        shared_first_mask(spec, got, dense_mask)
+    ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained,
+                      "metric": got.record.metrics["metric"]})
+
+
+def train_chain(config: dict) -> None:
+    """``train_loop_per_worker``: config = {"params": <flat chain params>, "root": <chain store>,
+    "share_rewinds": <rewind steps of the chains sharing this one's dense run>}."""
+    w = setup_worker(config["params"])
+    rank, world, job = w.rank, w.world, w.job
     finetune = None
     if job.chain.finetune_adversarial.active:
-        import dataclasses
-        finetune = Trainer(setup.data, dataclasses.replace(job.chain.train, adversarial=job.chain.finetune_adversarial),
-                           device, rank=rank, world_size=world).train
+        finetune = Trainer(w.trainer.task, dataclasses.replace(job.chain.train, adversarial=job.chain.finetune_adversarial),
+                           w.trainer.device, rank=rank, world_size=world).train
 
     # After a worker-group restart, Train hands back the last reported checkpoint: rounds up to
     # it already reached Tune, so replaying them from the chain store must not report them again.
+    # The trial driver passes what Tune already has from before a driver restart.
     last = ray.train.get_checkpoint()
-    reported = -1
+    reported = config.get("reported_round", -1)
     if last is not None:
         with last.as_directory() as d:
-            reported = json.loads(Path(d, "round.json").read_text())["round"]
+            reported = max(reported, json.loads(Path(d, "round.json").read_text())["round"])
+    dense_metric: list[float] = []
 
     def report(r: RoundResult) -> None:
+        if r.round == 0:
+            dense_metric.append(r.metrics["metric"])
         if r.replayed and r.round <= reported:
             return
-        metrics = round_metrics(r)
+        metrics = {**round_metrics(r), "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0])}
         if world > 1:
             check_same_mask_everywhere(r.mask_sha256, r.round)
         if rank == 0:
+            _log_round(r)
             with tempfile.TemporaryDirectory() as d:
                 Path(d, "round.json").write_text(json.dumps(r.record(), sort_keys=True))
                 Path(d, "mask.safetensors").write_bytes(Path(r.mask_path).read_bytes())
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
-    run_chain(job.chain, setup.model_factory, _fault_injected(trainer.train), trainer.evaluate, config["root"],
-              report, finetune, writer=rank == 0)
+    run_chain(job.chain, w.model_factory, _fault_injected(w.trainer.train), w.trainer.evaluate, config["root"],
+              report, finetune, writer=rank == 0, share_rewinds=config.get("share_rewinds", ()), agree=w.agree)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

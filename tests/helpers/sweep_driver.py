@@ -1,0 +1,25 @@
+"""A sweep driver in its own process, so a test can kill it like a crashed driver and resume.
+
+    python sweep_driver.py SPEC.json   (SPEC: {"space": ..., "root": ..., "storage": ..., "name": ...,
+                                         "resume": bool, "out": results.json})
+"""
+import json
+import sys
+
+import ray
+from ray import tune
+
+from ltvl.ray.tune_chain import run_chains
+
+spec = json.loads(open(sys.argv[1]).read())
+space = {k: tune.grid_search(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
+         for k, v in spec["space"].items()}
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+grid = run_chains(space, root=spec["root"], storage=spec["storage"], name=spec["name"], resume=spec["resume"],
+                  max_concurrent_trials=1)
+out = [{"config": {k: r.config[k] for k in spec["space"]}, "error": str(r.error) if r.error else None,
+        "rounds": list(r.metrics_dataframe["round"]) if r.metrics_dataframe is not None else [],
+        "iterations": list(r.metrics_dataframe["training_iteration"]) if r.metrics_dataframe is not None else [],
+        "masks": list(r.metrics_dataframe["mask_sha256"]) if r.metrics_dataframe is not None else []}
+       for r in grid]
+open(spec["out"], "w").write(json.dumps(out))
