@@ -13,6 +13,7 @@ from ltvl.errors import LtvlError
 from ltvl.imp import ChainSpec
 from ltvl.models.presets import BackboneSpec
 from ltvl.pruning import Method, Schedule
+from ltvl.ticket import Baseline
 from ltvl.train import TrainConfig
 from ltvl.vl import VLSpec
 
@@ -29,7 +30,11 @@ DEFAULTS: dict[str, Any] = {
     # adversarial training (SPEC §4): 'imp' = AT-IMP, 'finetune' = AT on each round's ticket, 'both' = both
     "adv_use": "off", "adv_modality": "both", "adv_epsilon": 0.0, "adv_step_size": 1e-3, "adv_steps": 3,
     "adv_kl": 1.5,
+    # tickets (ltvl.ticket_chain): set `ticket` to re-train every pruned round's mask of `source`
+    # (a chain's params, or a list of mask files) with that baseline on this job's task
+    "ticket": None, "source": None, "prime_checkpoint": None,
 }
+TICKET_KEYS = ("ticket", "source", "prime_checkpoint")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ def _typed(p: dict, key: str, typ) -> Any:
 def build_job(params: dict, data_path: str | None = None) -> ChainJob:
     """Validate a flat param dict (defaults filled in) into the core's specs."""
     _check_keys(params)
+    if params.get("ticket") is not None:
+        build_ticket_job(params, data_path)  # a ticket job validates its own keys and source
     p = {**DEFAULTS, **params}
     steps = _typed(p, "steps", int)
     rewind = _typed(p, "rewind_step", int)
@@ -94,6 +101,44 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
                       finetune_adversarial=adv if p["adv_use"] in ("finetune", "both") else AdvConfig())
     chain.validate()
     return ChainJob(vl, chain, p)
+
+
+def chain_spec(params: dict) -> ChainSpec:
+    """The chain's spec as its worker will hash it (prunable set from the preset), without loading a model."""
+    from ltvl.models.presets import get_preset
+    job = build_job(params, data_path="/unused")
+    return with_prunable(job, get_preset(job.vl.backbone.preset).prunable).chain
+
+
+@dataclass(frozen=True)
+class TicketJob:
+    target: ChainJob  # the task, data and recipe the tickets are trained with
+    baseline: Baseline
+    source: ChainSpec | None  # a chain whose pruned rounds give the masks …
+    source_task: str
+    masks: tuple[str, ...] = ()  # … or explicit mask files
+
+
+def build_ticket_job(params: dict, data_path: str | None = None) -> TicketJob:
+    """Validate a ticket job: ``ticket`` names the baseline, ``source`` the masks' origin."""
+    _check_keys(params)
+    try:
+        baseline = Baseline(params.get("ticket"))
+    except ValueError as e:
+        raise LtvlError(f"unknown ticket baseline {params.get('ticket')!r}", where="ticket",
+                        fix=", ".join(b.value for b in Baseline)) from e
+    target = build_job({k: v for k, v in params.items() if k not in TICKET_KEYS}, data_path)
+    src = params.get("source")
+    if baseline is Baseline.THETA0_PRIME and not params.get("prime_checkpoint"):
+        raise LtvlError("the theta0_prime baseline needs another checkpoint", where="prime_checkpoint",
+                        fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
+    if isinstance(src, dict):
+        source_params = {k: v for k, v in src.items() if k not in TICKET_KEYS}
+        return TicketJob(target, baseline, chain_spec(source_params), {**DEFAULTS, **source_params}["task"])
+    if isinstance(src, (list, tuple)) and src and all(isinstance(m, str) for m in src):
+        return TicketJob(target, baseline, None, "masks", tuple(src))
+    raise LtvlError(f"ticket source must be a chain's params or a list of mask files, got {src!r}", where="source",
+                    fix="e.g. source: {task: vqa, rewind_step: 0} or source: [a.mask.safetensors, …]")
 
 
 def data_for(params: dict) -> str:

@@ -51,10 +51,15 @@ def test_grid_expansion_and_validation(tmp_path):
 
 @pytest.mark.long
 def test_sweep_runs_each_chain_as_a_trial_with_rounds_as_iterations(tmp_path, cluster):
-    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
-    space = _space(tmp_path / "data", rewind_step=tune.grid_search([0, 2]))
-    grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="t")
+    """Chains as trials, rounds as iterations; then the ticket stage: a high-magnitude baseline on
+    every IMP chain's masks, and each chain's masks transferred from VQA to GQA."""
+    for task in ("vqa", "gqa"):
+        make_synthetic(task, tmp_path / task, n_train=64, n_test=32)
+    space = _space(str(tmp_path / "{task}"), rewind_step=tune.grid_search([0, 2]))
+    grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="t",
+                      baselines=("high_magnitude",), transfer_to=("gqa",))
     assert len(grid) == 2 and not grid.errors
+    chain_masks = {}
     for result in grid:
         df = result.metrics_dataframe
         assert list(df["round"]) == [0, 1, 2]
@@ -65,6 +70,20 @@ def test_sweep_runs_each_chain_as_a_trial_with_rounds_as_iterations(tmp_path, cl
         assert [r["mask_sha256"] for r in records] == list(df["mask_sha256"])
         for r in records:
             assert load_mask(r["mask_path"]).sha256 == r["mask_sha256"]
+        chain_masks[result.config["rewind_step"]] = list(df["mask_sha256"])[1:]
+    from ltvl.ray.tune_chain import chain_trainable
+    tickets = tune.Tuner.restore(str(tmp_path / "ray" / "t-tickets"), chain_trainable).get_results()
+    assert len(tickets) == 4 and not tickets.errors
+    kinds = set()
+    for t in tickets:
+        job, df = t.config["ticket_job"], t.metrics_dataframe
+        kinds.add((job["ticket"], job["task"], job["rewind_step"]))
+        assert list(df["round"]) == [1, 2] and [round(s, 3) for s in df["sparsity"]] == [0.5, 0.75]
+        assert list(df["source_mask_sha256"]) == chain_masks[job["rewind_step"]]
+        transferred = job["ticket"] == "imp"
+        assert (list(df["mask_sha256"]) == chain_masks[job["rewind_step"]]) == transferred
+        assert set(df["source_task"]) == {"vqa"}
+    assert kinds == {("high_magnitude", "vqa", 0), ("high_magnitude", "vqa", 2), ("imp", "gqa", 0), ("imp", "gqa", 2)}
     with pytest.raises(LtvlError, match="a trial needs 16.1 CPUs"):
         run_chains(space, root=tmp_path / "c2", storage=tmp_path / "ray", name="big", num_workers=16)
 
@@ -170,3 +189,45 @@ def test_killed_driver_resumes_the_sweep_without_rerunning_rounds(tmp_path, monk
         assert r["rounds"] == [0, 1, 2, 3] and r["iterations"] == [1, 2, 3, 4]
     computed = (tmp_path / "rounds.log").read_text().splitlines()
     assert len(computed) == len(set(computed)) == 8  # 2 chains x 4 rounds, each computed exactly once
+
+
+def test_below_dense_stopper_drops_a_chain_only_after_grace():
+    from ltvl.ray.tune_chain import BelowDenseStopper
+    stop = BelowDenseStopper(0.9, grace_rounds=1)
+    assert not stop("t", {"round": 0, "dense_ratio": 1.0})
+    assert not stop("t", {"round": 1, "dense_ratio": 0.95})
+    assert stop("t", {"round": 2, "dense_ratio": 0.85})
+    assert not BelowDenseStopper(0.9, grace_rounds=3)("t", {"round": 2, "dense_ratio": 0.5})
+    with pytest.raises(LtvlError, match="early-stop fraction 1.5"):
+        BelowDenseStopper(1.5)
+
+
+def test_sampled_params_need_optuna_and_are_checked_at_their_bounds(tmp_path, cluster):
+    with pytest.raises(LtvlError, match=r"\['lr'\] are sampled, which needs search=optuna"):
+        run_chains(_space(tmp_path, lr=tune.loguniform(1e-4, 1e-2)), root=tmp_path / "c", storage=tmp_path / "r")
+    with pytest.raises(LtvlError, match="rewind step 4 is not in"):
+        run_chains(_space(tmp_path, rewind_step=tune.randint(0, 5)), root=tmp_path / "c", storage=tmp_path / "r",
+                   search="optuna")
+    with pytest.raises(LtvlError, match="unknown early_stop 'soon'"):
+        run_chains(_space(tmp_path), root=tmp_path / "c", storage=tmp_path / "r", early_stop="soon")
+
+
+@pytest.mark.long
+def test_optuna_study_per_grid_point_with_early_stop(tmp_path, cluster):
+    """OptunaSearch samples lr within each grid point's study; chains falling below p of their
+    dense metric stop early, and a stopped chain's last round is the one that fell below."""
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
+    space = _space(tmp_path / "data", lr=tune.loguniform(1e-4, 3e-3), rewind_step=tune.grid_search([0, 2]),
+                   target_sparsity=0.8)
+    results = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="opt", search="optuna",
+                         num_samples=2, early_stop="below_dense", early_stop_p=0.98)
+    assert len(results) == 4 and not any(r.error for r in results)
+    assert sorted(r.config["rewind_step"] for r in results) == [0, 0, 2, 2]
+    lrs = [r.config["lr"] for r in results]
+    assert len(set(lrs)) == 4 and all(1e-4 <= lr <= 3e-3 for lr in lrs)
+    for r in results:
+        df = r.metrics_dataframe
+        ratios = list(df["dense_ratio"])
+        assert all(x >= 0.98 for x in ratios[1:-1])  # nothing before the last round fell below p
+        assert len(df) == 4 or ratios[-1] < 0.98  # finished, or stopped at the round that fell below
+    assert (tmp_path / "ray" / "opt-study0").exists() and (tmp_path / "ray" / "opt-study1").exists()

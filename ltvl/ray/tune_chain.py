@@ -30,14 +30,13 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ltvl.chainjob import build_job, with_prunable
+from ltvl.chainjob import DEFAULTS, build_job, chain_spec
 from ltvl.dense import DenseSpec, DenseStore
 from ltvl.errors import LtvlError
-from ltvl.models.presets import get_preset
-from ltvl.ray.worker import train_chain, train_dense
+from ltvl.ray.worker import train_chain, train_dense, train_tickets
 
 RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures")
-NON_PARAM_KEYS = ("root", "storage", "env", "dense_rewinds", "group")  # plumbing, never a chain's identity
+NON_PARAM_KEYS = ("root", "storage", "env", "dense_rewinds", "group", "ticket_job")  # plumbing, never a chain's identity
 DRIVER_CPU = 0.1  # a trial's function driver: it only builds and waits on the TorchTrainer
 
 
@@ -47,8 +46,7 @@ def chain_params(config: dict) -> dict:
 
 def dense_key(params: dict) -> str:
     """Which dense run a chain's round 0 is: chains with equal keys share it."""
-    job = build_job(params, data_path="/unused")
-    return DenseSpec.of(with_prunable(job, get_preset(job.vl.backbone.preset).prunable).chain).sha256
+    return DenseSpec.of(chain_spec(params)).sha256
 
 
 def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, run_name: str) -> None:
@@ -68,7 +66,9 @@ def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, ru
 
 
 def chain_trainable(config: dict[str, Any]) -> None:
-    """Tune function trainable for one chain (or, with ``group``, one shared dense run)."""
+    """Tune function trainable for one chain (with ``group``: one shared dense run; with
+    ``ticket_job``: one ticket chain)."""
+    config = _flatten_ticket(config)
     if "group" in config:
         job = build_job(config["group"][0], data_path="/unused")
         _fit_train(train_dense, {"group": config["group"], "root": config["root"]}, config,
@@ -76,6 +76,9 @@ def chain_trainable(config: dict[str, Any]) -> None:
         return
     params = chain_params(config)
     job = build_job(params, data_path="/unused")  # validation only; the worker resolves the data
+    if params.get("ticket") is not None:
+        _fit_train(train_tickets, {"params": params, "root": config["root"]}, config, f"ticket-{job.chain.short_hash}")
+        return
     reported = -1  # after a driver restart, Tune's last checkpoint says which rounds it already has
     if (ckpt := tune.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
@@ -85,11 +88,20 @@ def chain_trainable(config: dict[str, Any]) -> None:
                              "reported_round": reported}, config, f"chain-{job.chain.short_hash}")
 
 
+def _flatten_ticket(config: dict) -> dict:
+    if "ticket_job" not in config:
+        return config
+    return {**{k: v for k, v in config.items() if k != "ticket_job"}, **config["ticket_job"]}
+
+
 def trial_name(trial) -> str:
     """``chain-<hash16>`` / ``dense-<hash16>``: what a researcher can match to the chain store."""
-    if "group" in trial.config:
-        return f"dense-{dense_key(trial.config['group'][0])[:16]}-{trial.trial_id}"
-    return f"chain-{build_job(chain_params(trial.config), '/unused').chain.short_hash}-{trial.trial_id}"
+    config = _flatten_ticket(trial.config)
+    if "group" in config:
+        return f"dense-{dense_key(config['group'][0])[:16]}-{trial.trial_id}"
+    if config.get("ticket"):
+        return f"ticket-{config['ticket']}-{config.get('task', 'vqa')}-{trial.trial_id}"
+    return f"chain-{build_job(chain_params(config), '/unused').chain.short_hash}-{trial.trial_id}"
 
 
 def grid_points(param_space: dict) -> list[dict]:
@@ -169,6 +181,8 @@ class SweepOptions:
     search: str = "grid"  # grid | optuna: one Optuna study per grid point over the sampled params
     num_samples: int = 4  # trials per Optuna study
     search_metric: str = "metric"  # maximised; the last round's value is what Optuna sees
+    baselines: tuple[str, ...] = ()  # ticket baselines on every IMP chain's masks (ltvl.ticket.Baseline)
+    transfer_to: tuple[str, ...] = ()  # tasks every IMP chain's masks are transferred to
     seed: int = 0
 
     def validate(self) -> None:
@@ -208,7 +222,27 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
                              for k, g in groups.items()}
     if opts.search == "optuna":
         return _optuna_studies(name, {**base, **param_space}, domains, opts, resume)
-    return _stage(f"{name}-chains", {**base, **param_space}, opts, resume, tune_config=_early_stop(opts))
+    chains = _stage(f"{name}-chains", {**base, **param_space}, opts, resume, tune_config=_early_stop(opts))
+    tickets = ticket_points(grid_points(fixed_space), opts.baselines, opts.transfer_to)
+    if tickets:
+        _stage(f"{name}-tickets", {**base, "ticket_job": tune.grid_search(tickets)}, opts, resume, tune_config={})
+    return chains
+
+
+def ticket_points(points: list[dict], baselines: tuple[str, ...], transfer_to: tuple[str, ...]) -> list[dict]:
+    """The ticket stage: every baseline on each IMP chain's masks, and each IMP chain's masks
+    transferred to every other task in ``transfer_to``."""
+    out = []
+    for p in points:
+        params = chain_params(p)
+        if {**DEFAULTS, **params}["method"] != "magnitude":
+            continue
+        out += [{**params, "ticket": b, "source": params} for b in baselines]
+        task = {**DEFAULTS, **params}["task"]
+        out += [{**params, "task": t, "ticket": "imp", "source": params} for t in transfer_to if t != task]
+    for t in out:
+        build_job(t, data_path="/unused")  # bad input fails before any trial
+    return out
 
 
 def _dense_groups(points: list[dict], root: str | Path) -> dict[str, list[dict]]:
@@ -221,9 +255,7 @@ def _dense_groups(points: list[dict], root: str | Path) -> dict[str, list[dict]]
     for key, group in groups.items():
         if len(group) < 2:
             continue
-        job = build_job(group[0], "/unused")
-        spec = with_prunable(job, get_preset(job.vl.backbone.preset).prunable).chain
-        store = DenseStore(root, DenseSpec.of(spec), writer=False)
+        store = DenseStore(root, DenseSpec.of(chain_spec(group[0])), writer=False)
         rewinds = {build_job(p, "/unused").chain.rewind_step for p in group}
         if store.record() is None or not all(store.has_theta(s) for s in rewinds):
             out[key] = group

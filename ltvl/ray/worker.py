@@ -9,6 +9,7 @@ restarted worker group (FailureConfig.max_failures) replays finished rounds from
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -19,7 +20,9 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ltvl.chainjob import ChainJob, build_job, data_for, with_prunable
+from ltvl.chainjob import TICKET_KEYS, ChainJob, build_job, build_ticket_job, data_for, with_prunable
+from ltvl.checkpoint import load_safetensors
+from ltvl.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
 from ltvl.dense import DenseSpec, DenseStore, ensure_dense
 from ltvl.imp import RoundResult, run_chain, shared_first_mask
 from ltvl.paths import resolve_dataset
@@ -61,12 +64,12 @@ def _fault_injected(train_fn):
     return wrapped
 
 
-def _log_round(r: RoundResult) -> None:
+def _log_round(r) -> None:
     """Testing aid: LTVL_ROUND_LOG=FILE appends ``chain round`` for every round computed (not
     replayed), so a test can prove that no finished round ran twice across crashes and resumes."""
     if (log := os.environ.get("LTVL_ROUND_LOG")) and not r.replayed:
         with open(log, "a") as f:
-            f.write(f"{r.chain} {r.round}\n")
+            f.write(f"{getattr(r, 'chain', None) or r.ticket} {r.round}\n")
 
 
 def check_same_mask_everywhere(sha: str, round_: int) -> None:
@@ -127,6 +130,36 @@ def train_dense(config: dict) -> None:
         shared_first_mask(spec, got, dense_mask)
     ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained,
                       "metric": got.record.metrics["metric"]})
+
+
+def train_tickets(config: dict) -> None:
+    """``train_loop_per_worker`` of a ticket trial: every pruned round of the source re-trained as
+    the baseline ticket on this job's task, one Tune iteration per round."""
+    params = config["params"]
+    tj = build_ticket_job(params)
+    w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS})
+    if tj.source is not None:
+        sources = chain_masks(Path(config["root"]) / tj.source.short_hash)
+        source_id = tj.source.sha256
+    else:
+        from ltvl.pruning.maskfile import load_mask
+        masks = [load_mask(p) for p in tj.masks]
+        sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
+        source_id = "masks:" + hashlib.sha256("".join(m.sha256 for m in masks).encode()).hexdigest()
+    chain = w.job.chain
+    spec = TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context)
+    other = load_safetensors(params["prime_checkpoint"], "prime_checkpoint") if params.get("prime_checkpoint") else None
+
+    def report(r: TicketRound) -> None:
+        metrics = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
+                   "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "source_mask_sha256": r.source_mask_sha256,
+                   "baseline": r.baseline, "source_task": r.source_task, "ticket": r.ticket,
+                   "replayed": r.replayed, "steps_trained": 0 if r.replayed else r.steps_trained}
+        if w.rank == 0 and not r.replayed:
+            _log_round(r)
+        ray.train.report(metrics)
+    run_ticket_chain(spec, sources, w.model_factory, w.trainer, config["root"], report, other,
+                     writer=w.rank == 0, agree=w.agree)
 
 
 def train_chain(config: dict) -> None:

@@ -1,0 +1,69 @@
+"""Ticket chains: baselines at an IMP chain's sparsities, and transfer, one resumable round per mask."""
+import pytest
+
+from ltvl.errors import LtvlError
+from ltvl.imp import ChainSpec, run_chain
+from ltvl.pruning import Schedule, load_mask
+from ltvl.ticket import Baseline
+from ltvl.ticket_chain import TicketSpec, chain_masks, run_ticket_chain
+from ltvl.toy import ToyTask, make_toy_model
+from ltvl.train import Trainer, TrainConfig
+
+TASK = ToyTask(n_train=256, n_test=128)
+TRAIN = TrainConfig(steps=10, lr=3e-3, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    tr = Trainer(TASK, TRAIN)
+    spec = ChainSpec(train=TRAIN, rewind_step=2, schedule=Schedule("geometric", 0.5, 0.8))
+    return run_chain(spec, make_toy_model, tr.train, tr.evaluate, root), root
+
+
+def _spec(baseline, chain_result):
+    return TicketSpec(Baseline(baseline), chain_result.spec.sha256, "toy", TRAIN, chain_result.spec.prunable, ())
+
+
+@pytest.mark.parametrize("baseline", ["theta0_shuffled", "high_magnitude", "random", "imp"])
+def test_baseline_tickets_follow_the_chain_sparsities(chain, baseline, tmp_path):
+    res, _ = chain
+    sources = chain_masks(res.directory)
+    assert [s.round for s in sources] == [1, 2, 3]
+    out = run_ticket_chain(_spec(baseline, res), sources, make_toy_model, Trainer(TASK, TRAIN), tmp_path)
+    assert [r.round for r in out] == [1, 2, 3]
+    for r, src in zip(out, res.rounds[1:]):
+        assert abs(r.sparsity - src.sparsity) < 1e-6
+        assert r.source_mask_sha256 == src.mask_sha256
+        assert load_mask(r.mask_path).sha256 == r.mask_sha256
+        same_mask = r.mask_sha256 == src.mask_sha256
+        assert same_mask == (baseline in ("theta0_shuffled", "imp"))  # RP / high-magnitude prune other weights
+        assert 0 <= r.metrics["metric"] <= 1
+
+
+def test_ticket_chain_replays_finished_rounds(chain, tmp_path):
+    res, _ = chain
+    sources = chain_masks(res.directory)
+    first = run_ticket_chain(_spec("theta0_shuffled", res), sources, make_toy_model, Trainer(TASK, TRAIN), tmp_path)
+
+    class NoTrain(Trainer):
+        def train(self, *a, **k):
+            raise AssertionError("a finished ticket round was re-trained")
+    again = run_ticket_chain(_spec("theta0_shuffled", res), sources, make_toy_model, NoTrain(TASK, TRAIN), tmp_path)
+    assert all(r.replayed for r in again) and [r.metrics for r in again] == [r.metrics for r in first]
+
+
+def test_ticket_bad_input(chain, tmp_path):
+    res, _ = chain
+    with pytest.raises(LtvlError, match="no finished pruned rounds"):
+        chain_masks(tmp_path / "nothing")
+    with pytest.raises(LtvlError, match="theta0_prime baseline needs another checkpoint"):
+        run_ticket_chain(_spec("theta0_prime", res), chain_masks(res.directory), make_toy_model,
+                         Trainer(TASK, TRAIN), tmp_path)
+    from ltvl.chainjob import build_ticket_job
+    with pytest.raises(LtvlError, match="unknown ticket baseline 'lucky'"):
+        build_ticket_job({"ticket": "lucky", "source": {}})
+    with pytest.raises(LtvlError, match="ticket source must be"):
+        build_ticket_job({"ticket": "imp", "source": 3})
+    with pytest.raises(LtvlError, match="prime_checkpoint"):
+        build_ticket_job({"ticket": "theta0_prime", "source": {}})
