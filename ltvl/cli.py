@@ -229,6 +229,42 @@ def list_registered() -> None:
     console.print(t)
 
 
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(metavar="MASK_SHA_OR_RUN", help="a mask sha256 (≥ 8 hex digits) or an MLflow run id")] = "",
+    tracking_uri: Annotated[str | None, typer.Option(help="default: the local sqlite store under LTVL_HOME")] = None,
+    sync: Annotated[Path | None, typer.Option(help="send records a sweep spooled while MLflow was down "
+                                                   "(the mlflow-spool.jsonl under the sweep's root)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="with --sync: the sweep's name")] = None,
+) -> None:
+    """A mask's ancestry from MLflow, as a tree: dense run → round 0 → … → the mask (with source
+    chains for transferred and baseline tickets)."""
+    from ltvl.tracking.mlflow_lineage import default_tracking_uri
+    uri = tracking_uri or default_tracking_uri()
+    if sync is not None:
+        from ltvl.tracking.mlflow_lineage import LineageTracker
+        if not experiment:
+            raise LtvlError("--sync needs the sweep's experiment name", where="--experiment")
+        kind = _experiment_kind(uri, experiment)
+        tracker = LineageTracker(uri, experiment, kind, sync)
+        tracker.connect()  # replays the spool
+        left = tracker.pending()
+        console.print(f"{'all records sent' if not left else f'{left} record(s) still waiting'} ({sync})")
+        return
+    if not ref:
+        raise LtvlError("give a mask sha256 or a run id", where="MASK_SHA_OR_RUN")
+    from ltvl.tracking.lineage_tree import ancestry, print_tree
+    print_tree(ancestry(uri, ref), console)
+
+
+def _experiment_kind(uri: str, name: str) -> str:
+    from mlflow import MlflowClient
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    if exp is None:
+        raise LtvlError(f"no experiment {name!r} at {uri}", where="--experiment")
+    return exp.tags.get("ltvl.sweep_kind", "")
+
+
 def main() -> None:
     try:
         app()

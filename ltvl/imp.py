@@ -280,7 +280,8 @@ def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> t
 
 
 def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,
-                           root: str | Path, reporter: Reporter | None = None) -> ChainResult:
+                           root: str | Path, reporter: Reporter | None = None,
+                           share_rewinds: Iterable[int] = ()) -> ChainResult:
     """Convenience: the chain driven by an :class:`ltvl.train.Trainer` (train + evaluate)."""
     require(trainer.cfg == spec.train, "the trainer's TrainConfig differs from the chain spec's",
             where="trainer", fix="build the Trainer from spec.train")
@@ -288,4 +289,5 @@ def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Modul
     if spec.finetune_adversarial.active:
         finetune = Trainer(trainer.task, dataclasses.replace(spec.train, adversarial=spec.finetune_adversarial),
                            trainer.device).train
-    return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune)
+    return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune,
+                     share_rewinds=share_rewinds)

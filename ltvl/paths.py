@@ -21,4 +21,25 @@ def resolve_dataset(data: str) -> Path:
     if data == "easy-vqa":
         from ltvl.data.easy_vqa import ensure_easy_vqa
         return ensure_easy_vqa(data_dir("easy-vqa"))
+    if data.startswith("synthetic:"):  # e.g. synthetic:nlvr2 — the generator's default size, seed 0
+        return ensure_synthetic(data.removeprefix("synthetic:"))
     return Path(data).expanduser()
+
+
+def ensure_synthetic(task: str) -> Path:
+    """A synthetic ``task`` dataset under LTVL_HOME, made once (in a temp dir, then renamed, so
+    concurrent trials never see half a dataset)."""
+    import shutil
+    import tempfile
+
+    from ltvl.data.synthetic import make_synthetic
+    out = data_dir(f"synthetic-{task}")
+    if not (out / "dataset.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".synthetic-{task}.", dir=out.parent))
+        make_synthetic(task, tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another trial made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

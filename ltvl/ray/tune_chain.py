@@ -36,8 +36,11 @@ from ltvl.errors import LtvlError
 from ltvl.ray.worker import train_chain, train_dense, train_tickets
 
 RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures")
-NON_PARAM_KEYS = ("root", "storage", "env", "dense_rewinds", "group", "ticket_job")  # plumbing, never a chain's identity
+NON_PARAM_KEYS = ("root", "storage", "env", "dense_rewinds", "group", "job")  # plumbing, never a chain's identity
 DRIVER_CPU = 0.1  # a trial's function driver: it only builds and waits on the TorchTrainer
+# A worker reserves 0.9 CPU by default so that a trial (worker + driver) costs exactly one CPU:
+# a 2-core machine then runs two chains at once, each with one torch thread, instead of one.
+DEFAULT_CPUS_PER_WORKER = 1 - DRIVER_CPU
 
 
 def chain_params(config: dict) -> dict:
@@ -50,14 +53,15 @@ def dense_key(params: dict) -> str:
 
 
 def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, run_name: str) -> None:
+    cpus = config.get("cpus_per_worker", DEFAULT_CPUS_PER_WORKER)
     # One Train run per trial *attempt*: a worker-group restart inside this fit() resumes from the
     # run's checkpoint, but a restarted sweep driver must not inherit a run whose reports Tune lost.
     run_name = f"{run_name}-{tune.get_context().get_trial_id()}-{uuid.uuid4().hex[:6]}"
     TorchTrainer(
         loop,
-        train_loop_config=loop_config,
+        train_loop_config={**loop_config, "cpus": cpus},
         scaling_config=ScalingConfig(num_workers=config.get("num_workers", 1), use_gpu=config.get("use_gpu", False),
-                                     resources_per_worker={"CPU": config.get("cpus_per_worker", 1)}),
+                                     resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=run_name, storage_path=config["storage"],
                              failure_config=FailureConfig(max_failures=config.get("max_failures", 0)),
                              callbacks=[TuneReportCallback()],
@@ -68,7 +72,7 @@ def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, ru
 def chain_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable for one chain (with ``group``: one shared dense run; with
     ``ticket_job``: one ticket chain)."""
-    config = _flatten_ticket(config)
+    config = flatten_config(config)
     if "group" in config:
         job = build_job(config["group"][0], data_path="/unused")
         _fit_train(train_dense, {"group": config["group"], "root": config["root"]}, config,
@@ -88,15 +92,17 @@ def chain_trainable(config: dict[str, Any]) -> None:
                              "reported_round": reported}, config, f"chain-{job.chain.short_hash}")
 
 
-def _flatten_ticket(config: dict) -> dict:
-    if "ticket_job" not in config:
+def flatten_config(config: dict) -> dict:
+    """A trial's config with its ``job`` (one chain or ticket's params, when the stage is a list
+    of jobs rather than a grid) merged in."""
+    if "job" not in config:
         return config
-    return {**{k: v for k, v in config.items() if k != "ticket_job"}, **config["ticket_job"]}
+    return {**{k: v for k, v in config.items() if k != "job"}, **config["job"]}
 
 
 def trial_name(trial) -> str:
     """``chain-<hash16>`` / ``dense-<hash16>``: what a researcher can match to the chain store."""
-    config = _flatten_ticket(trial.config)
+    config = flatten_config(trial.config)
     if "group" in config:
         return f"dense-{dense_key(config['group'][0])[:16]}-{trial.trial_id}"
     if config.get("ticket"):
@@ -173,7 +179,7 @@ class SweepOptions:
 
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1
+    cpus_per_worker: float = DEFAULT_CPUS_PER_WORKER
     max_failures: int = 0
     max_concurrent_trials: int | None = None
     early_stop: str = "off"  # off | below_dense (BelowDenseStopper) | asha (ASHA on dense_ratio, time_attr=round)
@@ -195,9 +201,12 @@ class SweepOptions:
 
 
 def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
-               options: SweepOptions | None = None, resume: bool = False, **kw) -> tune.ResultGrid:
+               options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
+               callbacks: list | None = None, **kw) -> tune.ResultGrid:
     """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
     combination runs) and, with ``search="optuna"``, sampled domains (``tune.loguniform``…).
+    ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP chain).
+    ``callbacks`` (Tune callbacks, e.g. the MLflow lineage) see every stage.
     Returns the chain stage's ResultGrid (merged over studies when searching)."""
     opts = options or SweepOptions(**kw)
     opts.validate()
@@ -214,18 +223,30 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
             "cpus_per_worker": opts.cpus_per_worker, "max_failures": opts.max_failures,
             "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")}}  # e.g. LTVL_HOME
     fixed_space = {k: v for k, v in param_space.items() if k not in domains}
-    groups = _dense_groups(grid_points(fixed_space), root) if not domains else {}
+    points = grid_points(fixed_space)
+    if extra_points:
+        if domains:
+            raise LtvlError("extra chains cannot be combined with a search", where="chains", fix="use one or the other")
+        plain = {k: v for k, v in fixed_space.items() if not (isinstance(v, dict) and "grid_search" in v)}
+        points += [{**plain, **e} for e in extra_points]
+        for p in points[-len(extra_points):]:
+            build_job(chain_params(p), data_path="/unused")
+    groups = _dense_groups(points, root) if not domains else {}
     if groups:
-        _stage(f"{name}-dense", {**base, "group": tune.grid_search(list(groups.values()))}, opts, resume,
-               tune_config={})
+        dense_base = {**base, "cpus_per_worker": _dense_cpus(opts, len(groups))}
+        _stage(f"{name}-dense", {**dense_base, "group": tune.grid_search(list(groups.values()))}, opts, resume,
+               tune_config={}, callbacks=callbacks)
     base["dense_rewinds"] = {k: sorted({build_job(chain_params(p), "/unused").chain.rewind_step for p in g})
                              for k, g in groups.items()}
     if opts.search == "optuna":
-        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume)
-    chains = _stage(f"{name}-chains", {**base, **param_space}, opts, resume, tune_config=_early_stop(opts))
-    tickets = ticket_points(grid_points(fixed_space), opts.baselines, opts.transfer_to)
+        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks)
+    space = {**base, **param_space} if not extra_points else \
+        {**base, "job": tune.grid_search([chain_params(p) for p in points])}
+    chains = _stage(f"{name}-chains", space, opts, resume, tune_config=_early_stop(opts), callbacks=callbacks)
+    tickets = ticket_points(points, opts.baselines, opts.transfer_to)
     if tickets:
-        _stage(f"{name}-tickets", {**base, "ticket_job": tune.grid_search(tickets)}, opts, resume, tune_config={})
+        _stage(f"{name}-tickets", {**base, "job": tune.grid_search(tickets)}, opts, resume, tune_config={},
+               callbacks=callbacks)
     return chains
 
 
@@ -243,6 +264,15 @@ def ticket_points(points: list[dict], baselines: tuple[str, ...], transfer_to: t
     for t in out:
         build_job(t, data_path="/unused")  # bad input fails before any trial
     return out
+
+
+def _dense_cpus(opts: SweepOptions, n_groups: int) -> float:
+    """Nothing else runs during the dense stage, so on CPU its few trials share the whole cluster
+    (a lone dense run on a 2-core machine would otherwise train on one thread, one core idle)."""
+    if opts.use_gpu:
+        return opts.cpus_per_worker
+    per_trial = ray.cluster_resources().get("CPU", 1) / min(n_groups, _concurrency(opts))
+    return max(opts.cpus_per_worker, (per_trial - DRIVER_CPU) / opts.num_workers)
 
 
 def _dense_groups(points: list[dict], root: str | Path) -> dict[str, list[dict]]:
@@ -277,22 +307,30 @@ def _concurrency(opts: SweepOptions) -> int:
     return opts.max_concurrent_trials or max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
 
 
-def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict) -> tune.ResultGrid:
+def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict,
+           callbacks: list | None = None) -> tune.ResultGrid:
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
     trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})
     path = Path(space["storage"]) / name
     if resume and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True).fit()
+        # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
+        # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        if callbacks:
+            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        return tuner.fit()
     cfg = dict(tune_config)
     stop = cfg.pop("stop", None)
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=_concurrency(opts), trial_name_creator=trial_name,
                                                    trial_dirname_creator=trial_name, **cfg),
-                       run_config=tune.RunConfig(name=name, storage_path=space["storage"], stop=stop))
+                       run_config=tune.RunConfig(name=name, storage_path=space["storage"], stop=stop,
+                                                 callbacks=list(callbacks or []), verbose=0 if callbacks else 1))
     return tuner.fit()
 
 
-def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, resume: bool) -> list:
+def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, resume: bool,
+                    callbacks: list | None = None) -> list:
     """OptunaSearch rejects grid_search, so each grid point gets its own study over the sampled
     params; studies run one after another, each with up to max_concurrent_trials in flight."""
     from ray.tune.search.optuna import OptunaSearch
@@ -300,6 +338,15 @@ def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, r
     for i, point in enumerate(grid_points({k: v for k, v in space.items() if k not in domains})):
         search = OptunaSearch(metric=opts.search_metric, mode="max", seed=opts.seed + i)
         grid = _stage(f"{name}-study{i}", {**point, **domains}, opts, resume,
-                      tune_config={"search_alg": search, "num_samples": opts.num_samples, **_early_stop(opts)})
+                      tune_config={"search_alg": search, "num_samples": opts.num_samples, **_early_stop(opts)},
+                      callbacks=callbacks)
         results.extend(grid)
     return results
+
+
+def stage_results(storage: str | Path, name: str, stage: str) -> tune.ResultGrid:
+    """Read a finished stage's results (``dense``, ``chains`` or ``tickets``) without running anything."""
+    path = Path(storage) / f"{name}-{stage}"
+    if not tune.Tuner.can_restore(str(path)):
+        raise LtvlError(f"no {stage} stage at {path}", where="storage/name", fix="check the sweep's storage and name")
+    return tune.Tuner.restore(str(path), tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})).get_results()

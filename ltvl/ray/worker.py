@@ -34,7 +34,7 @@ from ltvl.vl import build_vl
 def round_metrics(r: RoundResult) -> dict:
     out = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
            "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "parent_sha256": r.parent_sha256 or "",
-           "chain": r.chain, "replayed": r.replayed, "steps_trained": r.steps_trained}
+           "chain": r.chain, "replayed": r.replayed, "steps_trained": r.steps_trained, "mask_path": r.mask_path}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     return out
@@ -105,9 +105,11 @@ class WorkerSetup:
         return rank0_view(self.world)
 
 
-def setup_worker(params: dict) -> WorkerSetup:
+def setup_worker(params: dict, cpus: float = 1) -> WorkerSetup:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # Ray sets OMP_NUM_THREADS = floor(CPUs); a worker granted 1.9 CPUs should still use 2 threads.
+    torch.set_num_threads(max(1, round(cpus)))
     job = build_job(params, str(resolve_dataset(data_for(params))))
     setup = build_vl(job.vl)
     job = with_prunable(job, setup.prunable)
@@ -120,7 +122,7 @@ def train_dense(config: dict) -> None:
     "root": ...}: the chains share one dense run, trained here once with θi for all their rewind
     steps and the first mask of each rate, reported as one iteration."""
     group = config["group"]
-    w = setup_worker(group[0])
+    w = setup_worker(group[0], config.get("cpus", 1))
     specs = [with_prunable(build_job(p, w.job.vl.data), w.job.chain.prunable).chain for p in group]
     store = DenseStore(config["root"], DenseSpec.of(w.job.chain), writer=w.rank == 0)
     got = ensure_dense(store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate,
@@ -128,7 +130,7 @@ def train_dense(config: dict) -> None:
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
         shared_first_mask(spec, got, dense_mask)
-    ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained,
+    ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained, "round": 0,
                       "metric": got.record.metrics["metric"]})
 
 
@@ -137,7 +139,7 @@ def train_tickets(config: dict) -> None:
     the baseline ticket on this job's task, one Tune iteration per round."""
     params = config["params"]
     tj = build_ticket_job(params)
-    w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS})
+    w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS}, config.get("cpus", 1))
     if tj.source is not None:
         sources = chain_masks(Path(config["root"]) / tj.source.short_hash)
         source_id = tj.source.sha256
@@ -153,7 +155,7 @@ def train_tickets(config: dict) -> None:
     def report(r: TicketRound) -> None:
         metrics = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
                    "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "source_mask_sha256": r.source_mask_sha256,
-                   "baseline": r.baseline, "source_task": r.source_task, "ticket": r.ticket,
+                   "baseline": r.baseline, "source_task": r.source_task, "ticket": r.ticket, "mask_path": r.mask_path,
                    "replayed": r.replayed, "steps_trained": 0 if r.replayed else r.steps_trained}
         if w.rank == 0 and not r.replayed:
             _log_round(r)
@@ -165,7 +167,7 @@ def train_tickets(config: dict) -> None:
 def train_chain(config: dict) -> None:
     """``train_loop_per_worker``: config = {"params": <flat chain params>, "root": <chain store>,
     "share_rewinds": <rewind steps of the chains sharing this one's dense run>}."""
-    w = setup_worker(config["params"])
+    w = setup_worker(config["params"], config.get("cpus", 1))
     rank, world, job = w.rank, w.world, w.job
     finetune = None
     if job.chain.finetune_adversarial.active:

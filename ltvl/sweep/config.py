@@ -1,0 +1,180 @@
+"""Sweep configs: YAML files in ``sweeps/configs/`` plus ``--set key=value`` overrides, checked
+key by key before Ray or MLflow is touched."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltvl.chainjob import DEFAULTS
+from ltvl.errors import LtvlError
+
+KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
+
+
+@dataclass
+class Resources:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.9
+    max_failures: int = 1
+    max_concurrent_trials: int | None = None
+
+
+@dataclass
+class EarlyStop:
+    kind: str = "off"  # off | below_dense | asha
+    p: float = 0.9
+
+
+@dataclass
+class Search:
+    space: dict[str, dict] = field(default_factory=dict)  # key: {loguniform: [lo, hi]} | {uniform: …} | {choice: […]}
+    num_samples: int = 4
+    metric: str = "metric"
+
+
+@dataclass
+class SweepConfig:
+    kind: str = "rewind_grid"
+    name: str = "rewind-grid"  # the MLflow experiment and the Tune run name
+    params: dict[str, Any] = field(default_factory=dict)  # chain params (ltvl.chainjob.DEFAULTS)
+    grid: dict[str, list] = field(default_factory=dict)  # axes: every combination runs
+    chains: list[dict] = field(default_factory=list)  # extra single chains (overrides of params)
+    baselines: list[str] = field(default_factory=list)  # ticket baselines on every IMP chain's masks
+    transfer_to: list[str] = field(default_factory=list)  # tasks every IMP chain's masks transfer to
+    search: Search = field(default_factory=Search)
+    resources: Resources = field(default_factory=Resources)
+    early_stop: EarlyStop = field(default_factory=EarlyStop)
+    tracking_uri: str | None = None  # default: sqlite under LTVL_HOME
+    root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
+    storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
+    report_p: float = 0.99  # the summary's "keeps p of dense" line
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise LtvlError(f"unknown sweep kind {self.kind!r}", where="kind", fix=", ".join(KINDS))
+        for axis, values in self.grid.items():
+            if axis not in DEFAULTS:
+                _unknown(axis, DEFAULTS, f"grid.{axis}")
+            if not isinstance(values, list) or not values:
+                raise LtvlError(f"grid.{axis} must be a non-empty list, got {values!r}", where=f"grid.{axis}",
+                                fix=f"e.g. --set grid.{axis}=[a,b]")
+        for k in self.params:
+            if k not in DEFAULTS:
+                _unknown(k, DEFAULTS, f"params.{k}")
+        for i, c in enumerate(self.chains):
+            if not isinstance(c, dict):
+                raise LtvlError(f"chains[{i}] must be a mapping of chain params", where=f"chains[{i}]")
+            for k in c:
+                if k not in DEFAULTS:
+                    _unknown(k, DEFAULTS, f"chains[{i}].{k}")
+        if not 0 < self.report_p <= 1:
+            raise LtvlError(f"report_p {self.report_p} outside (0, 1]", where="report_p", fix="e.g. 0.99")
+
+
+def _unknown(key: str, known, where: str) -> None:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    raise LtvlError(f"unknown config key {where!r}", where=where,
+                    fix=(f"did you mean {where.rsplit('.', 1)[0] + '.' if '.' in where else ''}{close[0]}? " if close
+                         else "") + f"known: {', '.join(sorted(known))}")
+
+
+def _merge(base: Any, data: dict, where: str) -> Any:
+    """Fill a dataclass from a mapping, naming any unknown key and any value of the wrong type."""
+    if not isinstance(data, dict):
+        raise LtvlError(f"{where or 'the config'} must be a mapping, got {type(data).__name__}", where=where or "config")
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            _unknown(key, fields, path)
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, path)
+        else:
+            setattr(base, key, _typed(value, current, fields[key], path))
+    return base
+
+
+def _typed(value: Any, current: Any, f: dataclasses.Field, path: str) -> Any:
+    want = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    checks = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    base_type = want.split("[")[0].split("|")[0].strip()
+    if value is None and "None" in want:
+        return None
+    if base_type in ("dict", "list"):
+        if not isinstance(value, dict if base_type == "dict" else list):
+            raise LtvlError(f"{path} must be a {base_type}, got {type(value).__name__} {value!r}", where=path)
+        return value
+    if base_type in checks:
+        ok = isinstance(value, checks[base_type]) and not (base_type in ("int", "float") and isinstance(value, bool))
+        if not ok:
+            raise LtvlError(f"{path} must be {base_type}, got {type(value).__name__} {value!r}", where=path,
+                            fix=f"e.g. --set {path}={current!r}" if current is not None else None)
+        return float(value) if base_type == "float" else value
+    return value
+
+
+def load_config(kind: str, path: str | Path | None, overrides: list[str]) -> SweepConfig:
+    """The sweep's config: the kind's built-in defaults, then the YAML file, then ``--set`` overrides."""
+    cfg = SweepConfig(kind=kind, name=kind.replace("_", "-"))
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise LtvlError(f"config file {p} does not exist", where="--config", fix="check the path")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise LtvlError(f"{p} is not valid YAML ({e})", where=str(p)) from e
+        if data.get("kind", kind) != kind:
+            raise LtvlError(f"{p} is a {data['kind']!r} config, this entry point runs {kind!r}", where="kind",
+                            fix=f"run sweeps/{data['kind']}.py with it")
+        _merge(cfg, data, "")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LtvlError(f"--set {item!r} is not key=value", where="--set", fix="e.g. --set params.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise LtvlError(f"--set {key}: cannot parse {raw!r} ({e})", where=f"--set {key}") from e
+        _set(cfg, key.split("."), value, key)
+    cfg.validate()
+    return cfg
+
+
+def _set(cfg: SweepConfig, parts: list[str], value: Any, key: str) -> None:
+    head = parts[0]
+    if head in ("params", "grid") and len(parts) == 2:
+        target = getattr(cfg, head)
+        if parts[1] not in DEFAULTS:
+            _unknown(parts[1], DEFAULTS, key)
+        if head == "params":
+            _check_param_type(parts[1], value, key)
+        target[parts[1]] = value
+        return
+    nested: dict[str, Any] = value
+    for p in reversed(parts[1:]):
+        nested = {p: nested}
+    _merge(cfg, {head: nested}, "")
+
+
+def _check_param_type(name: str, value: Any, key: str) -> None:
+    default = DEFAULTS[name]
+    if default is None or value is None:
+        return
+    ok = isinstance(value, (int, float)) if isinstance(default, float) else isinstance(value, type(default))
+    if not ok or (isinstance(value, bool) and not isinstance(default, bool)):
+        raise LtvlError(f"{key} must be {type(default).__name__}, got {type(value).__name__} {value!r}", where=key,
+                        fix=f"e.g. --set {key}={default!r}")
+
+
+def to_dict(cfg: SweepConfig) -> dict:
+    return copy.deepcopy(dataclasses.asdict(cfg))

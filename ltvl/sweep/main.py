@@ -1,0 +1,114 @@
+"""The sweep entry points (``sweeps/<kind>.py``): config → checks → Ray Tune stages with MLflow
+lineage → a summary table and the command that opens the comparison in MLflow.
+
+Runs the same whether started as ``python sweeps/rewind_grid.py`` (a local Ray is started if
+none is running) or as ``ray job submit --working-dir . -- python sweeps/rewind_grid.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from ltvl.errors import LtvlError
+from ltvl.sweep.config import SweepConfig, load_config
+
+def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog=f"sweeps/{kind}.py", description=f"ltvl {kind} sweep")
+    ap.add_argument("--config", help=f"YAML config (default: sweeps/configs/{kind}.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set params.steps=50 --set grid.rate=[0.5,0.8]")
+    ap.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    ap.add_argument("--dry-run", action="store_true", help="validate the config and print the chains, run nothing")
+    return ap.parse_args(argv)
+
+
+def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = None) -> int:
+    """``config_dir`` holds ``<kind>.yaml``, the default config (the repo's ``sweeps/configs``)."""
+    console = Console(stderr=True, highlight=False)
+    args = parse_args(kind, argv)
+    try:
+        default = (config_dir or Path("sweeps/configs")) / f"{kind}.yaml"
+        cfg = load_config(kind, args.config or (default if default.exists() else None), args.set)
+        return run_sweep(cfg, resume=args.resume, dry_run=args.dry_run, console=console)
+    except LtvlError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+
+
+def space_of(cfg: SweepConfig) -> dict:
+    from ray import tune
+    space: dict = dict(cfg.params)
+    for axis, values in cfg.grid.items():
+        space[axis] = tune.grid_search(list(values))
+    for key, spec in cfg.search.space.items():
+        space[key] = _domain(key, spec)
+    return space
+
+
+def _domain(key: str, spec: dict):
+    from ray import tune
+    where = f"search.space.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise LtvlError(f"{where} must be one of {{loguniform: [lo, hi]}}, {{uniform: [lo, hi]}}, {{choice: [...]}}",
+                        where=where)
+    (name, arg), = spec.items()
+    makers = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}
+    if name not in makers:
+        raise LtvlError(f"unknown distribution {name!r}", where=where, fix=", ".join(makers))
+    if name == "choice":
+        return tune.choice(list(arg))
+    lo, hi = arg
+    if not lo < hi or (name == "loguniform" and lo <= 0):
+        raise LtvlError(f"bad bounds {arg!r}", where=where, fix="lo < hi, and lo > 0 for loguniform")
+    return makers[name](float(lo), float(hi))
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None) -> int:
+    import ray
+
+    from ltvl.paths import home
+    from ltvl.ray.lineage import LineageCallback
+    from ltvl.ray.tune_chain import SweepOptions, grid_points, run_chains, validate_space
+    from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
+
+    console = console or Console(stderr=True, highlight=False)
+    space = space_of(cfg)
+    n = validate_space(space) + len(cfg.chains)
+    base = home() / "sweeps" / cfg.name
+    root, storage = Path(cfg.root or base / "chains"), Path(cfg.storage or base / "ray")
+    opts = SweepOptions(num_workers=cfg.resources.num_workers, use_gpu=cfg.resources.use_gpu,
+                        cpus_per_worker=cfg.resources.cpus_per_worker, max_failures=cfg.resources.max_failures,
+                        max_concurrent_trials=cfg.resources.max_concurrent_trials, early_stop=cfg.early_stop.kind,
+                        early_stop_p=cfg.early_stop.p, search="optuna" if cfg.search.space else "grid",
+                        num_samples=cfg.search.num_samples, search_metric=cfg.search.metric,
+                        baselines=tuple(cfg.baselines), transfer_to=tuple(cfg.transfer_to))
+    opts.validate()
+    if dry_run:
+        for p in grid_points({k: v for k, v in space.items() if k not in cfg.search.space}) + cfg.chains:
+            console.print(p)
+        console.print(f"{n} chain(s); nothing run (--dry-run)")
+        return 0
+    uri = cfg.tracking_uri or default_tracking_uri()
+    tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
+    tracker.connect()  # an unreachable server fails here, before any trial
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)  # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
+    console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray "
+                  f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
+                  f"lineage → {uri}")
+    run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
+               callbacks=[LineageCallback(tracker, root, console)])
+    left = tracker.flush()
+    from ltvl.sweep.summary import print_summary
+    if left:
+        console.print(f"[yellow]MLflow at {uri} did not take {left} record(s); they are kept in "
+                      f"{tracker.spool} and are sent on the next run (or `ltvl lineage --sync`).[/]")
+    else:
+        print_summary(uri, cfg.name, cfg.report_p, console)
+    console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
+    return 0
+
+

@@ -1,0 +1,1 @@
+"""Adapters that record lineage outside the science core (MLflow)."""

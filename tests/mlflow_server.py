@@ -1,0 +1,55 @@
+"""A real `mlflow server` on 127.0.0.1 with a sqlite backend and a served artifact store."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.dir, self.port = Path(workdir), port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> "MlflowServer":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "mlflow"
+        self.proc = subprocess.Popen(
+            [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
+             "--artifacts-destination", str(self.dir / "artifacts"), "--workers", "1"],
+            stdout=open(self.dir / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError((self.dir / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+        raise TimeoutError("mlflow server did not come up")
+
+    def stop(self) -> None:
+        import os
+        import signal
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()

@@ -1,0 +1,72 @@
+"""Sweep configs: YAML + --set, every bad key or type named before anything runs."""
+from pathlib import Path
+
+import pytest
+
+from ltvl.errors import LtvlError
+from ltvl.sweep.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
+
+
+@pytest.mark.parametrize("kind", ["rewind_grid", "adversarial_grid", "transfer", "search"])
+def test_shipped_configs_load_and_build_every_chain(kind):
+    from ltvl.sweep.main import space_of
+    from ltvl.ray.tune_chain import validate_space
+    cfg = load_config(kind, CONFIGS / f"{kind}.yaml", [])
+    assert cfg.kind == kind
+    assert validate_space(space_of(cfg)) >= 1
+
+
+def test_main_job_config_is_two_rewinds_by_two_rates_with_rp():
+    cfg = load_config("rewind_grid", CONFIGS / "rewind_grid.yaml", [])
+    assert len(cfg.grid["rewind_step"]) >= 2 and len(cfg.grid["rate"]) >= 2
+    assert any(c.get("method") == "random" for c in cfg.chains)
+    assert cfg.params["preset"] == "minilm" and cfg.params["data"] == "easy-vqa"
+
+
+def test_set_overrides_params_grid_and_nested_sections():
+    cfg = load_config("rewind_grid", CONFIGS / "rewind_grid.yaml",
+                      ["params.steps=50", "grid.rate=[0.2, 0.4]", "resources.max_failures=3", "name=mine",
+                       "early_stop.kind=below_dense", "tracking_uri=http://127.0.0.1:5999"])
+    assert cfg.params["steps"] == 50 and cfg.grid["rate"] == [0.2, 0.4]
+    assert cfg.resources.max_failures == 3 and cfg.name == "mine" and cfg.early_stop.kind == "below_dense"
+    assert cfg.tracking_uri == "http://127.0.0.1:5999"
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["params.stpes=5"], "(?s)unknown config key 'params.stpes'.*did you mean params.steps"),
+    (["resorces.num_workers=2"], "(?s)unknown config key 'resorces'.*did you mean resources"),
+    (["resources.num_wrkers=2"], "(?s)unknown config key 'resources.num_wrkers'.*num_workers"),
+    (["params.steps=ten"], "params.steps must be int, got str 'ten'"),
+    (["resources.num_workers=1.5"], "resources.num_workers must be int, got float 1.5"),
+    (["grid.rate=0.5"], "grid.rate must be a non-empty list"),
+    (["report_p=2"], "report_p 2.0 outside"),
+    (["kind=other"], "unknown sweep kind 'other'"),
+    (["steps"], "not key=value"),
+])
+def test_bad_settings_are_named(setting, message):
+    with pytest.raises(LtvlError, match=message):
+        load_config("rewind_grid", CONFIGS / "rewind_grid.yaml", setting)
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(LtvlError, match="does not exist"):
+        load_config("rewind_grid", tmp_path / "nope.yaml", [])
+    (tmp_path / "t.yaml").write_text("kind: transfer\n")
+    with pytest.raises(LtvlError, match="is a 'transfer' config, this entry point runs 'rewind_grid'"):
+        load_config("rewind_grid", tmp_path / "t.yaml", [])
+    (tmp_path / "b.yaml").write_text("params: {task: vqa\n")
+    with pytest.raises(LtvlError, match="not valid YAML"):
+        load_config("rewind_grid", tmp_path / "b.yaml", [])
+    (tmp_path / "c.yaml").write_text("chains: [{methd: random}]\n")
+    with pytest.raises(LtvlError, match=r"chains\[0\].methd"):
+        load_config("rewind_grid", tmp_path / "c.yaml", [])
+
+
+def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
+    from ltvl.sweep.main import main
+    assert main("rewind_grid", ["--set", "params.lr=fast"], config_dir=CONFIGS) == 2
+    assert "params.lr must be float" in capsys.readouterr().err
+    assert main("rewind_grid", ["--dry-run"], config_dir=CONFIGS) == 0
+    assert "5 chain(s)" in capsys.readouterr().err
