@@ -152,7 +152,8 @@ def _driver(tmp_path, space, resume, tag):
     import subprocess
     import sys
     spec = {"space": space, "root": str(tmp_path / "chains"), "storage": str(tmp_path / "ray"), "name": "crash",
-            "resume": resume, "out": str(tmp_path / f"{tag}.json")}
+            "resume": resume, "out": str(tmp_path / f"{tag}.json"),
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     (tmp_path / f"{tag}-spec.json").write_text(json.dumps(spec))
     return subprocess.Popen([sys.executable, str(Path(__file__).parent / "helpers" / "sweep_driver.py"),
                              str(tmp_path / f"{tag}-spec.json")], start_new_session=True,
@@ -189,6 +190,18 @@ def test_killed_driver_resumes_the_sweep_without_rerunning_rounds(tmp_path, monk
         assert r["rounds"] == [0, 1, 2, 3] and r["iterations"] == [1, 2, 3, 4]
     computed = (tmp_path / "rounds.log").read_text().splitlines()
     assert len(computed) == len(set(computed)) == 8  # 2 chains x 4 rounds, each computed exactly once
+    # MLflow lineage across the crash: one run per chain, every round once, complete histories
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("crash")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    chains = [r for r in runs if r.data.tags["ltvl.kind"] == "chain"]
+    rounds = [r for r in runs if r.data.tags["ltvl.kind"] == "round"]
+    assert len(chains) == 2 and len(rounds) == 8
+    assert len({(r.data.tags["ltvl.chain_key"], r.data.tags["ltvl.round"]) for r in rounds}) == 8
+    for c in chains:
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "metric"))
+        assert steps == [0, 1, 2, 3]  # complete, no duplicates
 
 
 def test_below_dense_stopper_drops_a_chain_only_after_grace():

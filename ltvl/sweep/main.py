@@ -25,9 +25,15 @@ def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def sweep_console() -> Console:
+    """Job logs and CI are not terminals: rich would wrap at 80 columns and split the table."""
+    c = Console(stderr=True, highlight=False)
+    return c if c.is_terminal else Console(stderr=True, highlight=False, width=160)
+
+
 def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = None) -> int:
     """``config_dir`` holds ``<kind>.yaml``, the default config (the repo's ``sweeps/configs``)."""
-    console = Console(stderr=True, highlight=False)
+    console = sweep_console()
     args = parse_args(kind, argv)
     try:
         default = (config_dir or Path("sweeps/configs")) / f"{kind}.yaml"
@@ -74,7 +80,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     from ltvl.ray.tune_chain import SweepOptions, grid_points, run_chains, validate_space
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
 
-    console = console or Console(stderr=True, highlight=False)
+    console = console or sweep_console()
     space = space_of(cfg)
     n = validate_space(space) + len(cfg.chains)
     base = home() / "sweeps" / cfg.name

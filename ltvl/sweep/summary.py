@@ -29,8 +29,9 @@ def chain_summaries(uri: str, experiment: str, p: float) -> list[ChainSummary]:
     if exp is None:
         return []
     out = []
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`ltvl.kind` IN ('chain', 'ticket')",
-                              max_results=5000)
+    runs = [r for kind in ("chain", "ticket")  # the REST store has no IN for tags
+            for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`ltvl.kind` = '{kind}'",
+                                        max_results=5000)]
     for run in runs:
         metric = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "metric")}
         sparsity = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "sparsity")}

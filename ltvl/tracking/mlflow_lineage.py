@@ -208,7 +208,9 @@ class LineageTracker:
             raise ValueError(f"round {key} arrived before its chain run")
         now, step = int(time.time() * 1000), int(op["round"])
         metrics = {k: float(v) for k, v in op["metrics"].items() if v is not None}
-        self.client.log_batch(chain_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        logged = existing and any(m.step == step for m in self.client.get_metric_history(chain_id, "metric"))
+        if not logged:  # a half-written round (crash mid-record) already put its point on the chain
+            self.client.log_batch(chain_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
         tags = {**op["tags"], "mlflow.parentRunId": chain_id}
         run_id = self._run(key, op["name"], {}, tags)
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])

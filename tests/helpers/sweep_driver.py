@@ -15,8 +15,15 @@ spec = json.loads(open(sys.argv[1]).read())
 space = {k: tune.grid_search(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
          for k, v in spec["space"].items()}
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+callbacks = []
+if spec.get("tracking_uri"):  # lineage into MLflow, as the sweep entry points do
+    from ltvl.ray.lineage import LineageCallback
+    from ltvl.tracking.mlflow_lineage import LineageTracker
+    tracker = LineageTracker(spec["tracking_uri"], spec["name"], "rewind_grid", spec["root"] + "/spool.jsonl")
+    tracker.connect()
+    callbacks = [LineageCallback(tracker, spec["root"])]
 grid = run_chains(space, root=spec["root"], storage=spec["storage"], name=spec["name"], resume=spec["resume"],
-                  max_concurrent_trials=1)
+                  max_concurrent_trials=1, callbacks=callbacks)
 out = [{"config": {k: r.config[k] for k in spec["space"]}, "error": str(r.error) if r.error else None,
         "rounds": list(r.metrics_dataframe["round"]) if r.metrics_dataframe is not None else [],
         "iterations": list(r.metrics_dataframe["training_iteration"]) if r.metrics_dataframe is not None else [],
