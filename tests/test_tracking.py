@@ -102,3 +102,23 @@ def test_server_outage_spools_records_and_delivers_them_when_it_returns(tmp_path
         _check_experiment(server.uri, "exp", masks, tmp_path)
     finally:
         server.stop()
+
+
+def test_lineage_command_prints_the_tree(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltvl.cli import app
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()
+    ops, masks = _ops(tmp_path)
+    for op in ops:
+        tracker.record(op)
+    res = CliRunner().invoke(app, ["lineage", masks[2].sha256[:12], "--tracking-uri", uri], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "dense run" in lines[0]
+    order = [next(i for i, line in enumerate(lines) if m.sha256[:16] in line) for m in masks]
+    assert order == sorted(order)  # dense → round 0 → round 1 → round 2
+    res = CliRunner().invoke(app, ["lineage", "deadbeef00", "--tracking-uri", uri])
+    assert res.exit_code != 0 and "no round run has mask deadbeef00" in str(res.exception or res.output)

@@ -26,9 +26,13 @@ class LineageCallback(tune.Callback):
         return {**self.__dict__, "tracker": None, "console": None}
 
     def _record(self, ops: list[dict]) -> None:
-        if self.tracker is not None:
-            for op in ops:
-                self.tracker.record(op)
+        if self.tracker is None:
+            return
+        for op in ops:
+            try:
+                self.tracker.record(op)  # retries, then spools: never blocks training for long
+            except Exception as e:  # noqa: BLE001 - lineage must never take the sweep down
+                self.console.print(f"[yellow]lineage record {op.get('key')} failed: {e}[/]")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from ltvl.ray.tune_chain import chain_params, dense_key, flatten_config

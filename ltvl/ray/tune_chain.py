@@ -241,13 +241,22 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     if opts.search == "optuna":
         return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks)
     space = {**base, **param_space} if not extra_points else \
-        {**base, "job": tune.grid_search([chain_params(p) for p in points])}
+        {**base, "job": tune.grid_search(longest_first([chain_params(p) for p in points]))}
     chains = _stage(f"{name}-chains", space, opts, resume, tune_config=_early_stop(opts), callbacks=callbacks)
     tickets = ticket_points(points, opts.baselines, opts.transfer_to)
     if tickets:
         _stage(f"{name}-tickets", {**base, "job": tune.grid_search(tickets)}, opts, resume, tune_config={},
                callbacks=callbacks)
     return chains
+
+
+def longest_first(points: list[dict]) -> list[dict]:
+    """Start the longest chains first (LPT order): a long chain started last would run alone at
+    the end of the sweep while the rest of the cluster idles."""
+    def cost(p: dict) -> int:
+        spec = build_job(p, "/unused").chain
+        return len(spec.schedule.sparsities()) * (spec.train.steps - spec.rewind_step)
+    return sorted(points, key=cost, reverse=True)  # stable: equal costs keep their config order
 
 
 def ticket_points(points: list[dict], baselines: tuple[str, ...], transfer_to: tuple[str, ...]) -> list[dict]:

@@ -24,6 +24,7 @@ class Ancestor:
     task: str
     source_task: str | None
     chain_key: str | None
+    init: str = ""
 
 
 def _client(uri: str):
@@ -35,7 +36,7 @@ def _ancestor(run) -> Ancestor:
     t, m = run.data.tags, run.data.metrics
     return Ancestor(run.info.run_id, run.info.run_name, t.get("ltvl.kind", "?"), t.get("ltvl.mask_sha256", ""),
                     int(t["ltvl.round"]) if "ltvl.round" in t else None, m.get("sparsity"), m.get("metric"),
-                    t.get("ltvl.task", "?"), t.get("ltvl.source_task"), t.get("ltvl.chain_key"))
+                    t.get("ltvl.task", "?"), t.get("ltvl.source_task"), t.get("ltvl.chain_key"), t.get("ltvl.init", ""))
 
 
 def _search(client, flt: str) -> list:
@@ -113,7 +114,7 @@ def print_tree(nodes: list[Ancestor], console) -> None:
         else:
             src = f"  source task {n.source_task}" if n.source_task else ""
             label = (f"mask {n.mask_sha256[:16]}  round {n.round}  sparsity {_p(n.sparsity)}  metric {_f(n.metric)}"
-                     f"  task {n.task}{src}  run {n.run_id} ({n.run_name})")
+                     f"  task {n.task}  init {n.init}{src}  run {n.run_id}")
         if root is None:
             root = branch = Tree(label)
         else:
