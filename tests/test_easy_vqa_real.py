@@ -22,7 +22,8 @@ def test_minilm_learns_easy_vqa(tmp_path_factory):
     baseline = sum(a == majority for a in test_answers) / len(test_answers)
     assert info.answers[majority] in ("yes", "no") and 0.3 < baseline < 0.45
 
-    setup = build_vl(VLSpec(task="vqa", data=str(data), backbone=BackboneSpec("minilm"), max_len=16))
+    # the first 2 of MiniLM's 6 pre-trained layers: the main job's backbone, and 3x faster
+    setup = build_vl(VLSpec(task="vqa", data=str(data), backbone=BackboneSpec("minilm", num_layers=2), max_len=16))
     trainer = Trainer(setup.data, TrainConfig(steps=250, lr=1e-4, batch_size=64, warmup_ratio=0.1))
     model = setup.model_factory()
     trainer.train(model)

@@ -248,3 +248,9 @@ def test_optuna_study_per_grid_point_with_early_stop(tmp_path, cluster):
         assert all(x >= 0.98 for x in ratios[1:-1])  # nothing before the last round fell below p
         assert len(df) == 4 or ratios[-1] < 0.98  # finished, or stopped at the round that fell below
     assert (tmp_path / "ray" / "opt-study0").exists() and (tmp_path / "ray" / "opt-study1").exists()
+
+
+def test_driver_resources_the_cluster_lacks_are_refused(tmp_path, cluster):
+    with pytest.raises(LtvlError, match="trial drivers need resource 'trial_driver'"):
+        run_chains(_space(tmp_path), root=tmp_path / "c", storage=tmp_path / "r",
+                   driver_resources=(("trial_driver", 1),))

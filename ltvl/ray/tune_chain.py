@@ -144,9 +144,15 @@ def _domain_probes(domains: dict) -> list[dict]:
     return [lows, highs]
 
 
-def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float) -> None:
+def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float,
+                    driver_resources: dict | None = None) -> None:
     """Refuse, before any trial starts, a trial shape the cluster can never place."""
     total = ray.cluster_resources()
+    for name, amount in (driver_resources or {}).items():
+        if total.get(name, 0) < amount:
+            raise LtvlError(f"trial drivers need resource {name!r} x{amount:g}, the cluster offers "
+                            f"{total.get(name, 0):g}", where="resources.driver_resources",
+                            fix="start the head with --resources='{\"%s\": 1000}' or drop it" % name)
     need_cpu = num_workers * cpus_per_worker + DRIVER_CPU
     if use_gpu and total.get("GPU", 0) < num_workers:
         raise LtvlError(f"a trial needs {num_workers} GPUs but the cluster has {total.get('GPU', 0):g}",
@@ -187,6 +193,9 @@ class SweepOptions:
     search: str = "grid"  # grid | optuna: one Optuna study per grid point over the sampled params
     num_samples: int = 4  # trials per Optuna study
     search_metric: str = "metric"  # maximised; the last round's value is what Optuna sees
+    # extra resources every trial driver asks for, e.g. {"trial_driver": 1}: a custom resource
+    # only the head offers, so drivers never land on (and die with) spot workers
+    driver_resources: tuple[tuple[str, float], ...] = ()
     baselines: tuple[str, ...] = ()  # ticket baselines on every IMP chain's masks (ltvl.ticket.Baseline)
     transfer_to: tuple[str, ...] = ()  # tasks every IMP chain's masks are transferred to
     seed: int = 0
@@ -210,7 +219,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     Returns the chain stage's ResultGrid (merged over studies when searching)."""
     opts = options or SweepOptions(**kw)
     opts.validate()
-    check_resources(opts.num_workers, opts.use_gpu, opts.cpus_per_worker)
+    check_resources(opts.num_workers, opts.use_gpu, opts.cpus_per_worker, dict(opts.driver_resources))
     validate_space(param_space)
     domains = _search_domains(param_space)
     if domains and opts.search != "optuna":
@@ -281,7 +290,9 @@ def _dense_cpus(opts: SweepOptions, n_groups: int) -> float:
     if opts.use_gpu:
         return opts.cpus_per_worker
     per_trial = ray.cluster_resources().get("CPU", 1) / min(n_groups, _concurrency(opts))
-    return max(opts.cpus_per_worker, (per_trial - DRIVER_CPU) / opts.num_workers)
+    largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    per_worker = min((per_trial - DRIVER_CPU) / opts.num_workers, largest_node - DRIVER_CPU)  # must fit one node
+    return max(opts.cpus_per_worker, per_worker)
 
 
 def _dense_groups(points: list[dict], root: str | Path) -> dict[str, list[dict]]:
@@ -319,7 +330,7 @@ def _concurrency(opts: SweepOptions) -> int:
 def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict,
            callbacks: list | None = None) -> tune.ResultGrid:
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
-    trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})
+    trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU, **dict(opts.driver_resources)})
     path = Path(space["storage"]) / name
     if resume and tune.Tuner.can_restore(str(path)):
         # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live

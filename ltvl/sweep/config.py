@@ -25,6 +25,7 @@ class Resources:
     cpus_per_worker: float = 0.9
     max_failures: int = 1
     max_concurrent_trials: int | None = None
+    driver_resources: dict[str, float] = field(default_factory=dict)  # e.g. {trial_driver: 1} on cloud clusters
 
 
 @dataclass

@@ -90,7 +90,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
                         max_concurrent_trials=cfg.resources.max_concurrent_trials, early_stop=cfg.early_stop.kind,
                         early_stop_p=cfg.early_stop.p, search="optuna" if cfg.search.space else "grid",
                         num_samples=cfg.search.num_samples, search_metric=cfg.search.metric,
-                        baselines=tuple(cfg.baselines), transfer_to=tuple(cfg.transfer_to))
+                        baselines=tuple(cfg.baselines), transfer_to=tuple(cfg.transfer_to),
+                        driver_resources=tuple(sorted(cfg.resources.driver_resources.items())))
     opts.validate()
     if dry_run:
         for p in grid_points({k: v for k, v in space.items() if k not in cfg.search.space}) + cfg.chains:
