@@ -225,9 +225,11 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     if domains and opts.search != "optuna":
         raise LtvlError(f"{sorted(domains)} are sampled, which needs search=optuna", where="search",
                         fix="set search: optuna, or give these keys fixed values / grid_search lists")
-    storage = Path(storage)
-    if resume and not any(tune.Tuner.can_restore(str(p)) for p in storage.glob(f"{name}-*")):
-        raise LtvlError(f"no sweep to resume at {storage / name}", where="--resume", fix="check --storage/--name")
+    storage = str(storage)  # a path or a URI (s3://, gs://): Tune and Train write there, never ltvl
+    stages = [f"{name}-{s}" for s in ("dense", "chains", "tickets")] + [f"{name}-study{i}" for i in range(64)]
+    if resume and not any(tune.Tuner.can_restore(stage_path(storage, s)) for s in stages):
+        raise LtvlError(f"no sweep to resume at {stage_path(storage, name)}", where="--resume",
+                        fix="check --storage/--name")
     base = {"root": str(root), "storage": str(storage), "num_workers": opts.num_workers, "use_gpu": opts.use_gpu,
             "cpus_per_worker": opts.cpus_per_worker, "max_failures": opts.max_failures,
             "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")}}  # e.g. LTVL_HOME
@@ -331,11 +333,11 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
            callbacks: list | None = None) -> tune.ResultGrid:
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
     trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU, **dict(opts.driver_resources)})
-    path = Path(space["storage"]) / name
-    if resume and tune.Tuner.can_restore(str(path)):
+    path = stage_path(space["storage"], name)
+    if resume and tune.Tuner.can_restore(path):
         # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
         # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
-        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
         if callbacks:
             tuner._local_tuner.get_run_config().callbacks = list(callbacks)
         return tuner.fit()
@@ -364,9 +366,14 @@ def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, r
     return results
 
 
+def stage_path(storage: str, name: str) -> str:
+    """``storage/name`` for local paths and URIs alike (pathlib would mangle ``s3://``)."""
+    return f"{storage.rstrip('/')}/{name}"
+
+
 def stage_results(storage: str | Path, name: str, stage: str) -> tune.ResultGrid:
     """Read a finished stage's results (``dense``, ``chains`` or ``tickets``) without running anything."""
-    path = Path(storage) / f"{name}-{stage}"
-    if not tune.Tuner.can_restore(str(path)):
+    path = stage_path(str(storage), f"{name}-{stage}")
+    if not tune.Tuner.can_restore(path):
         raise LtvlError(f"no {stage} stage at {path}", where="storage/name", fix="check the sweep's storage and name")
-    return tune.Tuner.restore(str(path), tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})).get_results()
+    return tune.Tuner.restore(path, tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})).get_results()

@@ -84,7 +84,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     space = space_of(cfg)
     n = validate_space(space) + len(cfg.chains)
     base = home() / "sweeps" / cfg.name
-    root, storage = Path(cfg.root or base / "chains"), Path(cfg.storage or base / "ray")
+    root, storage = Path(cfg.root or base / "chains"), cfg.storage or str(base / "ray")  # storage may be s3://…
     opts = SweepOptions(num_workers=cfg.resources.num_workers, use_gpu=cfg.resources.use_gpu,
                         cpus_per_worker=cfg.resources.cpus_per_worker, max_failures=cfg.resources.max_failures,
                         max_concurrent_trials=cfg.resources.max_concurrent_trials, early_stop=cfg.early_stop.kind,
