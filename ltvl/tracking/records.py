@@ -49,7 +49,8 @@ def dense_ops(dense_sha: str, params: dict, metrics: dict) -> list[dict]:
 def chain_name(params: dict) -> str:
     p = {**DEFAULTS, **params}
     if p.get("ticket"):
-        return f"ticket-{p['ticket']}-{p['task']}"
+        src = p["source"].get("task", DEFAULTS["task"]) if isinstance(p.get("source"), dict) else "masks"
+        return f"ticket-{p['ticket']}-{src}-to-{p['task']}-s{p['seed']}"
     eps = f"-eps{_epsilon(p):g}" if _epsilon(p) else ""
     return f"{init_kind(p)}-{p['task']}-rw{p['rewind_step']}-rate{p['rate']:g}{eps}-s{p['seed']}"
 
