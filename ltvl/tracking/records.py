@@ -52,7 +52,8 @@ def chain_name(params: dict) -> str:
         src = p["source"].get("task", DEFAULTS["task"]) if isinstance(p.get("source"), dict) else "masks"
         return f"ticket-{p['ticket']}-{src}-to-{p['task']}-s{p['seed']}"
     eps = f"-eps{_epsilon(p):g}" if _epsilon(p) else ""
-    return f"{init_kind(p)}-{p['task']}-rw{p['rewind_step']}-rate{p['rate']:g}{eps}-s{p['seed']}"
+    lr = f"-lr{float(p['lr']):.3g}" if p["lr"] != DEFAULTS["lr"] else ""  # searches vary it
+    return f"{init_kind(p)}-{p['task']}-rw{p['rewind_step']}-rate{p['rate']:g}{eps}{lr}-s{p['seed']}"
 
 
 def chain_ops(chain_key: str, params: dict, dense_sha: str | None, extra_tags: dict | None = None) -> list[dict]:
