@@ -69,6 +69,13 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
     if params.get("ticket") is not None:
         build_ticket_job(params, data_path)  # a ticket job validates its own keys and source
     p = {**DEFAULTS, **params}
+    from ltvl.models.presets import get_preset
+    from ltvl.tasks import TASK_DESCRIPTIONS
+    if p["task"] not in TASK_DESCRIPTIONS:
+        close = difflib.get_close_matches(str(p["task"]), TASK_DESCRIPTIONS, n=1)
+        raise LtvlError(f"unknown task {p['task']!r}", where="task",
+                        fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(TASK_DESCRIPTIONS)}")
+    get_preset(p["preset"])  # an unknown preset fails here, with the closest name
     steps = _typed(p, "steps", int)
     rewind = _typed(p, "rewind_step", int)
     if p["rewind_fraction"] is not None:

@@ -155,7 +155,7 @@ def imp(
     if task == "toy":  # the built-in text task: same chain parameters, no VL data or backbone
         from ltvl.pruning import PrunableSpec
         from ltvl.toy import ToyTask, make_toy_model
-        job = build_job(params, data_path="-")
+        job = build_job({**params, "task": "vqa"}, data_path="-")  # task/data/backbone are replaced below
         spec = dataclasses.replace(job.chain, prunable=PrunableSpec(),
                                    context=(("task", "toy"), ("backbone", "toy-bert")))
         factory, train_task = (lambda: make_toy_model(seed)), ToyTask()

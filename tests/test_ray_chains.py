@@ -45,6 +45,10 @@ def test_grid_expansion_and_validation(tmp_path):
         validate_space(_space(tmp_path, adv_use="always"))
     with pytest.raises(LtvlError, match="rewind_fraction 1.5 outside"):
         validate_space(_space(tmp_path, rewind_fraction=1.5))
+    with pytest.raises(LtvlError, match="unknown task 'vqq'.*"):
+        validate_space(_space(tmp_path, task=tune.grid_search(["vqa", "vqq"])))
+    with pytest.raises(LtvlError, match="unknown backbone preset 'tiny-vit'"):
+        validate_space(_space(tmp_path, preset="tiny-vit"))
     with pytest.raises(LtvlError, match="target sparsity 0.95 is unreachable"):
         validate_space(_space(tmp_path, schedule="linear", rate=0.3, target_sparsity=0.95))
 
