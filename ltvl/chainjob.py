@@ -76,6 +76,10 @@ def build_job(params: dict, data_path: str | None = None) -> ChainJob:
         raise LtvlError(f"unknown task {p['task']!r}", where="task",
                         fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(TASK_DESCRIPTIONS)}")
     get_preset(p["preset"])  # an unknown preset fails here, with the closest name
+    data = data_for(p)
+    if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in TASK_DESCRIPTIONS:
+        raise LtvlError(f"data {data!r} names no task", where="data",
+                        fix=f"synthetic:<task> with a task of {', '.join(TASK_DESCRIPTIONS)}, or synthetic:{{task}}")
     steps = _typed(p, "steps", int)
     rewind = _typed(p, "rewind_step", int)
     if p["rewind_fraction"] is not None:

@@ -37,7 +37,11 @@ def ensure_synthetic(task: str) -> Path:
     if not (out / "dataset.json").exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".synthetic-{task}.", dir=out.parent))
-        make_synthetic(task, tmp)
+        try:
+            make_synthetic(task, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, out)
         except OSError:  # another trial made it first

@@ -70,3 +70,35 @@ def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
     assert "params.lr must be float" in capsys.readouterr().err
     assert main("rewind_grid", ["--dry-run"], config_dir=CONFIGS) == 0
     assert "5 chain(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["search.space={lr: {gaussian: [0, 1]}}"], "unknown distribution 'gaussian'"),
+    (["search.space={lr: {loguniform: [0.0, 1.0e-3]}}"], "bad bounds"),
+    (["search.space={lr: 3}"], "search.space.lr must be one of"),
+    (["params.data=synthetic:vqq"], "data 'synthetic:vqq' names no task"),
+])
+def test_bad_search_space_and_data_are_named_before_running(setting, message, capsys):
+    from ltvl.sweep.main import main
+    assert main("search", ["--dry-run", *sum((["--set", s] for s in setting), [])], config_dir=CONFIGS) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_synthetic_data_failure_leaves_no_half_dataset(tmp_path, monkeypatch):
+    from ltvl.paths import ensure_synthetic
+    monkeypatch.setenv("LTVL_HOME", str(tmp_path))
+    with pytest.raises(LtvlError, match="no synthetic generator"):
+        ensure_synthetic("vqq")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_lineage_sync_needs_an_experiment(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltvl.cli import app
+    res = CliRunner().invoke(app, ["lineage", "--sync", str(tmp_path / "spool.jsonl"),
+                                   "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert res.exit_code != 0 and "--sync needs the sweep's experiment name" in str(res.exception)
+    res = CliRunner().invoke(app, ["lineage", "--sync", str(tmp_path / "spool.jsonl"), "--experiment", "nope",
+                                   "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert "no experiment 'nope'" in str(res.exception)
