@@ -23,7 +23,6 @@ Imports neither Ray nor MLflow.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ltvl.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
+from ltvl.atomic import atomic_write_bytes, atomic_write_text, claim_spec_dir, json_sha256, sha256_bytes
 from ltvl.errors import LtvlError
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
@@ -64,7 +63,7 @@ class DenseSpec:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.to_dict())
 
 
 @dataclass
@@ -104,13 +103,7 @@ class DenseStore:
         self.dir = Path(root) / "dense" / spec.sha256[:16]
 
     def open(self) -> None:
-        f = self.dir / "spec.json"
-        if f.exists():
-            if json.loads(f.read_text()) != json.loads(json.dumps(self.spec.to_dict())):
-                raise LtvlError("dense directory holds a different spec (hash prefix collision?)", where=str(self.dir),
-                                fix="use a different root directory")
-        elif self.writer:
-            atomic_write_text(f, json.dumps(self.spec.to_dict(), indent=2, sort_keys=True))
+        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "dense")
 
     # --- the dense run's result -------------------------------------------------------------
     def record(self) -> DenseRecord | None:

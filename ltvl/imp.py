@@ -16,7 +16,6 @@ This module imports neither Ray nor MLflow: they observe via ``reporter``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from ltvl.adversarial import AdvConfig
-from ltvl.atomic import atomic_write_text
+from ltvl.atomic import atomic_write_text, claim_spec_dir, json_sha256
 from ltvl.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.errors import LtvlError, require
 from ltvl.pruning.enforce import MaskEnforcer
@@ -72,7 +71,7 @@ class ChainSpec:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.to_dict())
 
     @property
     def short_hash(self) -> str:
@@ -127,14 +126,7 @@ class ChainStore:
         self.spec, self.writer = spec, writer
 
     def open(self) -> None:
-        spec_file = self.dir / "spec.json"
-        if spec_file.exists():
-            on_disk = json.loads(spec_file.read_text())
-            if on_disk != json.loads(json.dumps(self.spec.to_dict())):
-                raise LtvlError("chain directory holds a different spec (hash prefix collision?)", where=str(self.dir),
-                                fix="use a different root directory")
-        elif self.writer:
-            atomic_write_text(spec_file, json.dumps(self.spec.to_dict(), indent=2, sort_keys=True))
+        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "chain")
 
     def mask_path(self, sha: str) -> Path:
         return self.dir / "masks" / f"{sha}.mask.safetensors"

@@ -15,7 +15,6 @@ Imports neither Ray nor MLflow.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltvl.atomic import atomic_write_text
+from ltvl.atomic import atomic_write_text, claim_spec_dir, json_sha256
 from ltvl.errors import LtvlError, require
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
@@ -57,7 +56,7 @@ class TicketSpec:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.to_dict())
 
 
 @dataclass
@@ -106,8 +105,7 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
         raise LtvlError("the theta0_prime baseline needs another checkpoint", where="prime_checkpoint",
                         fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
     d = Path(root) / "tickets" / spec.sha256[:16]
-    if writer and not (d / "spec.json").exists():
-        atomic_write_text(d / "spec.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True))
+    claim_spec_dir(d, spec.to_dict(), writer, "ticket")
     report = reporter or (lambda _r: None)
     done = agree({p.name for p in (d / "rounds").glob("*.json")} if (d / "rounds").exists() else set())
     out = []
