@@ -70,7 +70,7 @@ def main() -> None:
         rounds += len(res.rounds)
     bare = time.perf_counter() - t
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     t = time.perf_counter()
     grid = run_chains({**base, "rewind_step": tune.grid_search(rewinds), "rate": tune.grid_search(rates)},
                       root=tmp / "ray_chains", storage=tmp / "ray", name="bench")

@@ -21,6 +21,9 @@ mask_app = typer.Typer(no_args_is_help=True, help="Inspect, compare and export m
 app.add_typer(mask_app, name="mask")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets in ltvl's Arrow/Parquet format.")
 app.add_typer(data_app, name="data")
+cluster_app = typer.Typer(no_args_is_help=True, help="A real two-node Ray cluster + MLflow server on this machine "
+                                                     "(127.0.0.1 only).")
+app.add_typer(cluster_app, name="cluster")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -255,6 +258,68 @@ def lineage(
         raise LtvlError("give a mask sha256 or a run id", where="MASK_SHA_OR_RUN")
     from ltvl.tracking.lineage_tree import ancestry, print_tree
     print_tree(ancestry(uri, ref), console)
+
+
+ClusterDir = Annotated[Optional[Path], typer.Option("--dir", help="state directory (default: $LTVL_HOME/local-cluster)")]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    directory: ClusterDir = None,
+    head_cpus: Annotated[float, typer.Option(help="CPUs the head node offers")] = 1,
+    worker_cpus: Annotated[float, typer.Option(help="CPUs the second node offers")] = 1,
+    mlflow: Annotated[bool, typer.Option(help="also start an MLflow server (sqlite + served artifacts)")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 180,
+) -> None:
+    """Start a Ray head, a second Ray node and an MLflow server, all bound to 127.0.0.1."""
+    from ltvl.local_cluster import default_dir, up
+    state = up(directory or default_dir(), head_cpus, worker_cpus, mlflow, timeout_s=timeout)
+    console.print(f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}; dashboard + job API "
+                  f"{state.dashboard}" + (f"; MLflow {state.tracking_uri}" if state.tracking_uri else ""))
+    console.print("Use it from this shell:\n  eval \"$(ltvl cluster env)\"\n"
+                  "  ray job submit --working-dir . -- python sweeps/rewind_grid.py\nStop it:  ltvl cluster down")
+
+
+@cluster_app.command("down")
+def cluster_down(directory: ClusterDir = None) -> None:
+    """Stop exactly the processes `up` started (by recorded PID); other Ray clusters are left alone."""
+    from ltvl.local_cluster import default_dir, down
+    stopped = down(directory or default_dir())
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@cluster_app.command("status")
+def cluster_status(directory: ClusterDir = None,
+                   as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Which recorded services run, their addresses, and every port they listen on (a port on a
+    public address is flagged and exits 1)."""
+    from ltvl.local_cluster import default_dir, status
+    st = status(directory or default_dir())
+    if as_json:
+        console.print_json(json.dumps(st))
+    elif not st["running"] and "services" not in st:
+        console.print(f"no local cluster recorded in {st['dir']}")
+    else:
+        for name, alive in st["services"].items():
+            console.print(f"{name:<14} {'running' if alive else '[red]stopped[/]'}")
+        console.print(f"ray {st['ray_address']}  dashboard {st['dashboard']}  mlflow {st['tracking_uri']}")
+        console.print("listening: " + ", ".join(st["listening"]))
+        if st["public"]:
+            err.print(f"[bold red]listening on a public address:[/] {', '.join(st['public'])}")
+    if st.get("public"):
+        raise typer.Exit(1)
+
+
+@cluster_app.command("env")
+def cluster_env(directory: ClusterDir = None) -> None:
+    """Shell exports for the running local cluster: eval "$(ltvl cluster env)"."""
+    from ltvl.local_cluster import ClusterState, default_dir
+    state = ClusterState.load((directory or default_dir()).resolve())
+    if state is None:
+        raise LtvlError("no local cluster is recorded there", where=str(directory or default_dir()),
+                        fix="start one with: ltvl cluster up")
+    for k, v in state.env().items():
+        print(f"export {k}={v}")
 
 
 def _experiment_kind(uri: str, name: str) -> str:

@@ -15,7 +15,8 @@ from ltvl.ray.tune_chain import grid_points, run_chains, validate_space  # noqa:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": a Ray cluster already running on this machine must not capture the tests
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -99,6 +99,7 @@ class WorkerSetup:
     trainer: Trainer
     rank: int
     world: int
+    nodes: str  # the Ray node ids of all ranks, sorted and comma-joined: where this trial ran
 
     @property
     def agree(self):
@@ -114,7 +115,15 @@ def setup_worker(params: dict, cpus: float = 1) -> WorkerSetup:
     setup = build_vl(job.vl)
     job = with_prunable(job, setup.prunable)
     trainer = Trainer(setup.data, job.chain.train, ray.train.torch.get_device(), rank=rank, world_size=world)
-    return WorkerSetup(job, setup.model_factory, trainer, rank, world)
+    return WorkerSetup(job, setup.model_factory, trainer, rank, world, _nodes_of_all_ranks(world))
+
+
+def _nodes_of_all_ranks(world: int) -> str:
+    node = ray.get_runtime_context().get_node_id()
+    ids = [node] * world
+    if world > 1:
+        torch.distributed.all_gather_object(ids, node)
+    return ",".join(sorted(set(ids)))
 
 
 def train_dense(config: dict) -> None:
@@ -131,7 +140,7 @@ def train_dense(config: dict) -> None:
     for spec in specs:
         shared_first_mask(spec, got, dense_mask)
     ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained, "round": 0,
-                      "metric": got.record.metrics["metric"]})
+                      "metric": got.record.metrics["metric"], "nodes": w.nodes})
 
 
 def train_tickets(config: dict) -> None:
@@ -156,7 +165,7 @@ def train_tickets(config: dict) -> None:
         metrics = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
                    "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "source_mask_sha256": r.source_mask_sha256,
                    "baseline": r.baseline, "source_task": r.source_task, "ticket": r.ticket, "mask_path": r.mask_path,
-                   "replayed": r.replayed, "steps_trained": 0 if r.replayed else r.steps_trained}
+                   "replayed": r.replayed, "steps_trained": 0 if r.replayed else r.steps_trained, "nodes": w.nodes}
         if w.rank == 0 and not r.replayed:
             _log_round(r)
         ray.train.report(metrics)
@@ -189,7 +198,8 @@ def train_chain(config: dict) -> None:
             dense_metric.append(r.metrics["metric"])
         if r.replayed and r.round <= reported:
             return
-        metrics = {**round_metrics(r), "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0])}
+        metrics = {**round_metrics(r), "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0]),
+                   "nodes": w.nodes}
         if world > 1:
             check_same_mask_everywhere(r.mask_sha256, r.round)
         if rank == 0:

@@ -34,8 +34,12 @@ SWEEP_KIND = "ltvl.sweep_kind"
 
 
 def default_tracking_uri() -> str:
-    """sqlite under LTVL_HOME: ``ray job submit`` runs in a temporary copy of the working directory,
-    so a relative ``sqlite:///mlflow.db`` would vanish with it."""
+    """``$MLFLOW_TRACKING_URI`` where set (``ltvl cluster up`` sets it for its jobs), else sqlite
+    under LTVL_HOME: ``ray job submit`` runs in a temporary copy of the working directory, so a
+    relative ``sqlite:///mlflow.db`` would vanish with it."""
+    import os
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
     from ltvl.paths import home
     return f"sqlite:///{home() / 'mlflow.db'}"
 

@@ -71,6 +71,8 @@ def round_op(chain_key: str, params: dict, result: dict, dense_sha: str | None, 
             "ltvl.parent_sha256": result.get("parent_sha256") or result.get("source_mask_sha256") or ""}
     if dense_sha:
         tags["ltvl.dense_run_id"] = f"@key:dense:{dense_sha}"
+    if result.get("nodes"):  # the Ray nodes that trained this round
+        tags["ltvl.nodes"] = result["nodes"]
     if result.get("source_task"):
         tags["ltvl.source_task"] = result["source_task"]
         tags["ltvl.source_mask_sha256"] = result.get("source_mask_sha256", "")

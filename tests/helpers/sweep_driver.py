@@ -14,7 +14,7 @@ from ltvl.ray.tune_chain import run_chains
 spec = json.loads(open(sys.argv[1]).read())
 space = {k: tune.grid_search(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
          for k, v in spec["space"].items()}
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never join a running cluster
 callbacks = []
 if spec.get("tracking_uri"):  # lineage into MLflow, as the sweep entry points do
     from ltvl.ray.lineage import LineageCallback

@@ -1,0 +1,153 @@
+"""The product's multi-node path end to end: `cluster/local.sh up` (a Ray head, a second Ray node
+and an MLflow server, all on 127.0.0.1), `ray job submit` of sweeps/rewind_grid.py with token
+auth, lineage into that MLflow server (sqlite + served artifacts) checked via MlflowClient,
+chains that ran on both nodes, no public listening port at any time, and `down` stopping exactly
+what `up` started."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from ltvl.errors import LtvlError
+from ltvl.local_cluster import ClusterState, cluster_listeners, up
+from ltvl.procs import group_members, listeners, proc_info, stop_group
+from ltvl.pruning import load_mask
+from ltvl.tracking.lineage_tree import ancestry
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _local_sh(*args, env, timeout=300):
+    out = subprocess.run(["bash", str(REPO / "cluster" / "local.sh"), *args], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    return out.returncode, out.stdout + out.stderr
+
+
+class ListenerSampler(threading.Thread):
+    """Every listening socket the cluster's processes hold, sampled through the whole sweep
+    (Train workers and their DDP rendezvous come and go)."""
+
+    def __init__(self, state: ClusterState):
+        super().__init__(daemon=True)
+        self.state, self.seen, self.stop = state, set(), threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.seen.update(cluster_listeners(self.state))
+            time.sleep(0.5)
+
+
+@pytest.mark.long
+def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(tmp_path):
+    cdir = tmp_path / "cluster"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "LTVL_HOME": str(tmp_path / "home")}
+    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)  # not ours: must survive `down`
+    rc, out = _local_sh("up", "--dir", str(cdir), env=env)
+    assert rc == 0, out[-3000:]
+    state = ClusterState.load(cdir)
+    try:
+        assert sorted(state.nodes) == ["ltvl-head", "ltvl-worker-1"], out
+        rc, again = _local_sh("up", "--dir", str(cdir), env=env, timeout=120)
+        assert rc == 2 and "already running" in again and "ltvl cluster down" in again
+        sampler = ListenerSampler(state)
+        sampler.start()
+        # the job sees only what `env` exports: Ray's address and token mode, and the cluster's MLflow
+        job_env = {**env, **dict(line.removeprefix("export ").split("=", 1)
+                                 for line in _local_sh("env", "--dir", str(cdir), env=env)[1].splitlines()
+                                 if line.startswith("export "))}
+        assert job_env["MLFLOW_TRACKING_URI"] == state.tracking_uri
+        cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", str(REPO), "--",
+               sys.executable, "sweeps/rewind_grid.py", "--config", "tests/configs/tiny_rewind_grid.yaml",
+               "--set", f"root={tmp_path / 'chains'}", "--set", f"storage={tmp_path / 'ray'}",
+               "--set", "resources.num_workers=2"]  # 2 DDP ranks of 0.9 CPU: more than one 1-CPU node holds
+        job = subprocess.run(cmd, env=job_env, capture_output=True, text=True, timeout=900)
+        sampler.stop.set()
+        sampler.join()
+        log = job.stdout + job.stderr
+        (tmp_path / "job.log").write_text(log)
+        assert job.returncode == 0, log[-4000:]
+        assert "sparsest round keeping" in log, log[-3000:]  # the summary table …
+        assert f"Open the comparison:  open {state.tracking_uri}" in log  # … and how to open it
+
+        client = MlflowClient(tracking_uri=state.tracking_uri)
+        exp = client.get_experiment_by_name("ci-rewind-grid")
+        by_kind: dict[str, list] = {}
+        for r in client.search_runs([exp.experiment_id], max_results=500):
+            by_kind.setdefault(r.data.tags["ltvl.kind"], []).append(r)
+        assert len(by_kind["chain"]) == 3 and len(by_kind["dense"]) == 1  # one run per chain; one shared dense run
+        assert sorted(r.data.tags["ltvl.init"] for r in by_kind["chain"]) == ["RP", "theta0", "theta_i"]
+        assert len(by_kind["round"]) == 3 * 3  # rounds 0, 1, 2 of each chain, once
+        for chain in by_kind["chain"]:
+            assert sorted(m.step for m in client.get_metric_history(chain.info.run_id, "metric")) == [0, 1, 2]
+            assert chain.data.tags["ltvl.dense_run_id"] == by_kind["dense"][0].info.run_id
+        for r in by_kind["round"]:
+            sha = r.data.tags["ltvl.mask_sha256"]
+            local = client.download_artifacts(r.info.run_id, f"mask/{sha}.mask.safetensors", str(tmp_path / "dl"))
+            assert load_mask(local).sha256 == sha
+            # every chain's DDP group spanned both nodes, so every round names both
+            assert set(r.data.tags["ltvl.nodes"].split(",")) == set(state.nodes.values())
+        last = next(r for r in by_kind["round"] if r.data.tags["ltvl.round"] == "2"
+                    and r.data.tags["ltvl.init"] == "theta_i")
+        walk = ancestry(state.tracking_uri, last.data.tags["ltvl.mask_sha256"])
+        assert [a.round for a in walk] == [2, 1, 0, None] and walk[-1].kind == "dense"
+        assert json.loads(next((tmp_path / "chains").glob("*/mlflow.json")).read_text())["tracking_uri"] == \
+            state.tracking_uri
+
+        # security: every port any cluster process listened on during the sweep was loopback
+        ports = {s.port for s in sampler.seen}
+        assert {state.gcs_port, state.dashboard_port, state.mlflow_port} <= ports  # the sampler saw the services
+        assert [str(s) for s in sampler.seen if not s.loopback] == []
+        rc, st = _local_sh("status", "--json", "--dir", str(cdir), env=env, timeout=120)
+        assert rc == 0 and json.loads(st[st.index("{"):])["public"] == []
+    finally:
+        rc, down_out = _local_sh("down", "--dir", str(cdir), env=env, timeout=180)
+    assert rc == 0 and "stopped: mlflow, ray-worker-1, ray-head" in down_out, down_out
+    assert all(group_members(s.pid) == [] for s in state.services)  # nothing of ours is left …
+    assert bystander.poll() is None  # … and nothing else was touched
+    bystander.kill()
+    assert not (cdir / "cluster.json").exists()
+
+
+def test_public_bind_is_detected_and_only_recorded_groups_are_stopped(tmp_path):
+    """The security check can fail: a process in a recorded group that listens on 0.0.0.0 is
+    flagged. And `stop_group` leaves a PID alone whose start time is not the recorded one."""
+    code = ("import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); "
+            "t = socket.socket(); t.bind(('127.0.0.1', 0)); t.listen(); print(s.getsockname()[1], flush=True); "
+            "time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = int(proc.stdout.readline())
+        found = listeners([m.pid for m in group_members(proc.pid)])
+        assert [(s.address, s.port) for s in found if not s.loopback] == [("0.0.0.0", port)]
+        assert len([s for s in found if s.loopback]) == 1
+        info = proc_info(proc.pid)
+        assert stop_group(proc.pid, info.start_ticks + 1, grace_s=1) is False  # "recycled": not signalled …
+        assert proc.poll() is None
+        assert stop_group(proc.pid, info.start_ticks, grace_s=10) is True  # … the recorded one is
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_cluster_bad_input_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(LtvlError, match="--worker-cpus 0.5 is below 1"):
+        up(tmp_path / "c", worker_cpus=0.5)
+    assert not (tmp_path / "c" / "cluster.json").exists()
+    from typer.testing import CliRunner
+    from ltvl.cli import app
+    res = CliRunner().invoke(app, ["cluster", "env", "--dir", str(tmp_path / "none")])
+    assert res.exit_code != 0 and "ltvl cluster up" in str(res.exception)
+    res = CliRunner().invoke(app, ["cluster", "status", "--dir", str(tmp_path / "none")])
+    assert res.exit_code == 0 and "no local cluster recorded" in res.output
