@@ -260,6 +260,31 @@ def lineage(
     print_tree(ancestry(uri, ref), console)
 
 
+@app.command()
+def report(
+    experiment: Annotated[list[str], typer.Option(help="the sweep's MLflow experiment (repeat to combine sweeps)")],
+    tracking_uri: Annotated[str | None, typer.Option(help="default: $MLFLOW_TRACKING_URI, else the local sqlite "
+                                                          "store under LTVL_HOME")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="directory for report.md, CSVs and PNGs "
+                                                     "(default: ./reports/<experiment>)")] = None,
+    p: Annotated[float, typer.Option("--p", help="a winning ticket keeps p% of the dense metric")] = 99,
+    min_seeds: Annotated[int, typer.Option(help="cells with fewer seeds are flagged †")] = 2,
+    log: Annotated[bool, typer.Option(help="log the report as artifacts of a report run in MLflow")] = True,
+) -> None:
+    """The paper's tables and figures (Table 1, sparsity and rewinding curves, transfer matrix,
+    mask IoU, AT) from a sweep's tracked runs, with seeds counted in every cell."""
+    from ltvl.report.build import build_report
+    from ltvl.tracking.mlflow_lineage import default_tracking_uri
+    if not 0 < p <= 100:
+        raise LtvlError(f"--p {p} is outside (0, 100]", where="--p", fix="a percentage, e.g. --p 99")
+    uri = tracking_uri or default_tracking_uri()
+    rep = build_report(uri, experiment, out or Path("reports") / experiment[0], p / 100, min_seeds, log)
+    for s in rep.skipped:
+        err.print(f"[yellow]skipped[/] {s}")
+    console.print(f"report: {rep.markdown} ({len(rep.files)} files)"
+                  + (f"; in MLflow as run {rep.run_id} (artifacts/report)" if rep.run_id else ""))
+
+
 ClusterDir = Annotated[Optional[Path], typer.Option("--dir", help="state directory (default: $LTVL_HOME/local-cluster)")]
 
 

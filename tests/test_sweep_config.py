@@ -102,3 +102,30 @@ def test_lineage_sync_needs_an_experiment(tmp_path):
     res = CliRunner().invoke(app, ["lineage", "--sync", str(tmp_path / "spool.jsonl"), "--experiment", "nope",
                                    "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert "no experiment 'nope'" in str(res.exception)
+
+
+STUDIES = {"table1": "rewind_grid", "rewinding": "rewind_grid", "transfer": "transfer", "iou": "rewind_grid",
+           "at": "adversarial_grid", "backbones": "rewind_grid"}
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_every_study_config_builds_every_chain_at_every_scale(study):
+    from ltvl.sweep.main import space_of
+    from ltvl.ray.tune_chain import validate_space
+    names = set()
+    for scale in ("smoke", "real-cpu", "paper"):
+        cfg = load_config(STUDIES[study], CONFIGS / f"study_{study}.yaml", [], scale)
+        assert validate_space(space_of(cfg)) >= 1
+        names.add(cfg.name)
+    assert len(names) == 3  # each scale is its own experiment: a report never mixes scales
+
+
+def test_scale_updates_params_and_grid_and_is_checked(tmp_path):
+    cfg = load_config("rewind_grid", CONFIGS / "study_table1.yaml", ["params.steps=7"], "smoke")
+    assert cfg.params["preset"] == "tiny" and cfg.params["steps"] == 7  # --set wins over the scale
+    assert cfg.grid == {"seed": [0, 1], "rewind_step": [0, 6]} and cfg.name == "study-table1-smoke"
+    with pytest.raises(LtvlError, match="(?s)no scale 'big'.*smoke, real-cpu, paper"):
+        load_config("rewind_grid", CONFIGS / "study_table1.yaml", [], "big")
+    (tmp_path / "s.yaml").write_text("scales: {smoke: {params: {stpes: 3}}}\n")  # checked even when not chosen
+    with pytest.raises(LtvlError, match="did you mean scales.smoke.params.steps"):
+        load_config("rewind_grid", tmp_path / "s.yaml", [])

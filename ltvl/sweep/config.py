@@ -57,6 +57,9 @@ class SweepConfig:
     root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
     storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
     report_p: float = 0.99  # the summary's "keeps p of dense" line
+    # named override sets chosen with --scale (smoke / real-cpu / paper): each is a partial config
+    # whose params and grid update the base ones and whose other keys replace them
+    scales: dict[str, dict] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -123,8 +126,29 @@ def _typed(value: Any, current: Any, f: dataclasses.Field, path: str) -> Any:
     return value
 
 
-def load_config(kind: str, path: str | Path | None, overrides: list[str]) -> SweepConfig:
-    """The sweep's config: the kind's built-in defaults, then the YAML file, then ``--set`` overrides."""
+def apply_scale(cfg: SweepConfig, scale: str) -> None:
+    if scale not in cfg.scales:
+        raise LtvlError(f"this config has no scale {scale!r}", where="--scale",
+                        fix=f"one of: {', '.join(cfg.scales) or '(none defined: drop --scale)'}")
+    data = cfg.scales[scale]
+    if not isinstance(data, dict):
+        raise LtvlError(f"scales.{scale} must be a mapping of config keys", where=f"scales.{scale}")
+    for key, value in data.items():
+        where = f"scales.{scale}.{key}"
+        if key in ("params", "grid"):
+            if not isinstance(value, dict):
+                raise LtvlError(f"{where} must be a mapping", where=where)
+            for k, v in value.items():
+                _set(cfg, [key, k], v, f"{where}.{k}")
+        elif key == "scales":
+            raise LtvlError("a scale cannot define scales", where=where)
+        else:
+            _merge(cfg, {key: value}, "")
+
+
+def load_config(kind: str, path: str | Path | None, overrides: list[str], scale: str | None = None) -> SweepConfig:
+    """The sweep's config: the kind's built-in defaults, then the YAML file, then its ``--scale``
+    overrides, then ``--set`` overrides."""
     cfg = SweepConfig(kind=kind, name=kind.replace("_", "-"))
     if path is not None:
         p = Path(path)
@@ -138,6 +162,12 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str]) -> Swe
             raise LtvlError(f"{p} is a {data['kind']!r} config, this entry point runs {kind!r}", where="kind",
                             fix=f"run sweeps/{data['kind']}.py with it")
         _merge(cfg, data, "")
+    for name in cfg.scales:  # every scale is checked, not only the one chosen
+        trial = copy.deepcopy(cfg)
+        apply_scale(trial, name)
+        trial.validate()
+    if scale is not None:
+        apply_scale(cfg, scale)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -20,6 +20,8 @@ def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", help=f"YAML config (default: sweeps/configs/{kind}.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set params.steps=50 --set grid.rate=[0.5,0.8]")
+    ap.add_argument("--scale", help="a named scale of the config: smoke (minutes on CPU), real-cpu (easy-VQA, "
+                    "minilm) or paper (published step counts, for GPU clusters)")
     ap.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
     ap.add_argument("--dry-run", action="store_true", help="validate the config and print the chains, run nothing")
     return ap.parse_args(argv)
@@ -37,7 +39,7 @@ def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = Non
     args = parse_args(kind, argv)
     try:
         default = (config_dir or Path("sweeps/configs")) / f"{kind}.yaml"
-        cfg = load_config(kind, args.config or (default if default.exists() else None), args.set)
+        cfg = load_config(kind, args.config or (default if default.exists() else None), args.set, args.scale)
         return run_sweep(cfg, resume=args.resume, dry_run=args.dry_run, console=console)
     except LtvlError as e:
         console.print(f"[bold red]error:[/] {e}")
@@ -116,6 +118,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     else:
         print_summary(uri, cfg.name, cfg.report_p, console)
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
+    console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
     return 0
 
 

@@ -1,0 +1,171 @@
+"""``ltvl report``: tracked runs → Markdown + CSV tables and PNG figures in one directory,
+logged as artifacts of a report run in the (first) experiment, so they show in the MLflow UI."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ltvl.errors import LtvlError
+from ltvl.report import figures, tables
+from ltvl.report.collect import Records, collect, download_mask
+from ltvl.report.tables import Cell
+
+CURVE_LINES = ["IMP", "RP", "pre-training ticket", "θ'0", "θ''0", "high-magnitude"]
+
+
+@dataclass
+class Report:
+    out: Path
+    markdown: Path
+    files: list[Path] = field(default_factory=list)
+    run_id: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_no runs of this kind in the experiment(s)._\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(df: pd.DataFrame, path: Path) -> Path:
+    """Cells become three columns (mean, std, n) so the CSV stays machine-readable."""
+    flat = {}
+    for col in df.columns:
+        if len(df) and any(isinstance(c, Cell) for c in df[col]):
+            cells = [c if isinstance(c, Cell) else Cell.of([]) for c in df[col]]
+            flat[f"{col} mean"] = [c.mean for c in cells]
+            flat[f"{col} std"] = [c.std for c in cells]
+            flat[f"{col} n"] = [c.n for c in cells]
+        else:
+            flat[col] = list(df[col])
+    pd.DataFrame(flat).to_csv(path, index=False)
+    return path
+
+
+def _iou(records: Records, rounds: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Mask IoU at equal sparsity: between tasks' IMP masks when there are several tasks, else
+    between the IMP masks of different seeds and rewind points of the one task."""
+    from ltvl.pruning import load_mask
+    imp = rounds[rounds["chain_key"].str.startswith("chain:") & rounds["init"].isin(["theta0", "theta_i"])
+                 & (rounds["sparsity"] > 0) & (rounds["mask_sha256"] != "") & (rounds["adv_use"] == "off")]
+    by_task = imp["task"].nunique() > 1
+    if by_task:
+        imp = imp[imp["line"] == "IMP"].sort_values("seed").groupby(["task", "sparsity"]).head(1)
+    label = imp["task"] if by_task else imp["line"] + " s" + imp["seed"].astype(str)
+    imp = imp.assign(label=label)
+    rows, pngs, cache = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s, g in imp.groupby("sparsity"):
+            if len(g) < 2:
+                continue
+            masks = {}
+            for _, r in g.iterrows():
+                if r["mask_sha256"] not in cache:
+                    cache[r["mask_sha256"]] = load_mask(download_mask(records.uri, r["run_id"], r["mask_sha256"], tmp))
+                masks[r["label"]] = cache[r["mask_sha256"]]
+            names = sorted(masks)
+            m = pd.DataFrame([[masks[a].iou(masks[b]) for b in names] for a in names], index=names, columns=names)
+            for a in names:
+                for b in names:
+                    rows.append({"sparsity": f"{s:.1%}", "a": a, "b": b, "iou": m.loc[a, b]})
+            pngs.append(figures.heatmap(m, f"mask IoU at {s:.1%} sparsity", out / f"iou_{s * 100:.1f}.png",
+                                        vmin=0, vmax=1))
+    return pd.DataFrame(rows, columns=["sparsity", "a", "b", "iou"]), pngs
+
+
+def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, min_seeds: int = 2,
+                 log_to_mlflow: bool = True) -> Report:
+    if not 0 < p <= 1:
+        raise LtvlError(f"p {p} is outside (0, 1]", where="--p", fix="give a percentage such as --p 99")
+    if min_seeds < 1:
+        raise LtvlError(f"min_seeds {min_seeds} is below 1", where="--min-seeds", fix="--min-seeds 2")
+    records = collect(uri, experiments)
+    rounds = tables.with_lines(records.rounds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    md = [f"# ltvl report: {', '.join(experiments)}", "",
+          f"From {len(rounds)} finished rounds and {len(records.dense)} dense runs in `{uri}`. Each cell is "
+          f"mean ± std over seeds (n = seeds); † marks a cell with fewer than {min_seeds} seeds, `missing` "
+          f"one with none. p = {p:.0%} of the dense metric.", ""]
+    if records.skipped:
+        md += [f"Skipped {len(records.skipped)} run(s) that are not ltvl sweep records:", ""]
+        md += [f"- {s}" for s in records.skipped] + [""]
+
+    t1 = tables.table1(rounds, records.dense, p, min_seeds)
+    files.append(_csv(t1, out / "table1.csv"))
+    md += ["## Table 1: winning tickets and baselines at the highest winning sparsity", "", _md_table(t1)]
+
+    curves = tables.curves(rounds, min_seeds)
+    files.append(_csv(curves, out / "curves.csv"))
+    md += ["## Sparsity curves", ""]
+    for task in sorted(curves["task"].unique()):
+        d = tables.dense_cell(records.dense, task, min_seeds)
+        png = figures.sparsity_curves(curves, task, CURVE_LINES, p * d.mean if d.n else None,
+                                      f"{task}: metric vs sparsity", out / f"curves_{task}.png")
+        rw = sorted(l for l in curves[curves["task"] == task]["line"].unique() if l.startswith("IMP"))
+        png_rw = figures.sparsity_curves(curves, task, rw, p * d.mean if d.n else None,
+                                         f"{task}: rewinding (one line per rewind step)", out / f"rewind_{task}.png")
+        files += [png, png_rw]
+        md += [f"![{task}]({png.name}) ![{task} rewinding]({png_rw.name})", ""]
+
+    rw = tables.rewinding(rounds, min_seeds)
+    files.append(_csv(rw, out / "rewinding.csv"))
+    md += ["## Rewinding", "", _md_table(rw)]
+
+    tm, drop = tables.transfer(rounds, min_seeds)
+    md += ["## Transfer (source × target; the diagonal is the target's own IMP ticket)", "", _md_table(tm)]
+    if not tm.empty:
+        files += [_csv(tm, out / "transfer.csv"), _csv(drop, out / "pretrain_drop.csv")]
+        md += [_md_table(drop)]
+        for s, g in tm.groupby("sparsity"):
+            m = g.set_index("source").drop(columns=["sparsity"]).map(lambda c: c.mean)
+            png = figures.heatmap(m, f"transfer at {s} sparsity (metric)", out / f"transfer_{s.rstrip('%')}.png")
+            files.append(png)
+            md += [f"![transfer {s}]({png.name})", ""]
+
+    iou, pngs = _iou(records, rounds, out)
+    md += ["## Mask overlap (IoU at equal sparsity)", ""]
+    if iou.empty:
+        md += ["_fewer than two IMP masks at any sparsity._", ""]
+    else:
+        files += [_csv(iou, out / "iou.csv"), *pngs]
+        md += [f"![IoU]({p_.name})" for p_ in pngs] + [""]
+
+    at = tables.adversarial(rounds, min_seeds)
+    md += ["## Adversarial training", "", _md_table(at)]
+    if not at.empty:
+        files.append(_csv(at, out / "adversarial.csv"))
+        for task in sorted(at["task"].unique()):
+            lines = ["IMP"] + sorted(l for l in curves[curves["task"] == task]["line"].unique()
+                                     if l.startswith("AT-IMP"))
+            files.append(figures.sparsity_curves(curves, task, lines, None, f"{task}: AT-IMP vs IMP",
+                                                 out / f"at_{task}.png"))
+            md += [f"![AT {task}]({files[-1].name})", ""]
+
+    markdown = out / "report.md"
+    markdown.write_text("\n".join(md))
+    report = Report(out, markdown, [markdown, *files], skipped=records.skipped)
+    if log_to_mlflow:
+        report.run_id = _log(uri, experiments[0], experiments, out)
+    return report
+
+
+def _log(uri: str, experiment: str, experiments: list[str], out: Path) -> str:
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    run = client.create_run(exp.experiment_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={"ltvl.kind": "report", "ltvl.report_of": ",".join(experiments)})
+    client.log_artifacts(run.info.run_id, str(out), "report")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

@@ -1,0 +1,108 @@
+"""Read a sweep's records back from MLflow into two tables: one row per finished round and one
+per dense run. Everything the report computes starts here, so it rests only on tracked runs.
+
+Runs that are not ltvl sweep records (logged by hand into the experiment, from another tool, or
+missing the lineage tags) are not guessed at: they are listed with the reason and skipped.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ltvl.errors import LtvlError
+
+ROUND_TAGS = ("ltvl.task", "ltvl.init", "ltvl.seed", "ltvl.round", "ltvl.chain_key")
+ROUND_COLUMNS = ["experiment", "run_id", "chain_key", "task", "source_task", "init", "method", "seed",
+                 "rewind_step", "rate", "epsilon", "adv_use", "preset", "round", "sparsity", "metric",
+                 "finetune_metric", "mask_sha256"]
+
+
+@dataclass
+class Records:
+    rounds: pd.DataFrame
+    dense: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)  # "<run name> (<id>): <why>"
+    experiments: list[str] = field(default_factory=list)
+    uri: str = ""
+
+
+def _experiment(client, name: str):
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        names = [e.name for e in client.search_experiments(max_results=1000)]
+        close = difflib.get_close_matches(name, names, n=3)
+        raise LtvlError(f"no experiment {name!r} in this tracking store", where="--experiment",
+                        fix=(f"did you mean {', '.join(map(repr, close))}? " if close else "")
+                        + f"known: {', '.join(sorted(names)[:12]) or 'none'}; or pass --tracking-uri")
+    return exp
+
+
+def _f(v, default=float("nan")) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def collect(uri: str, experiments: list[str]) -> Records:
+    """All finished rounds and dense runs of ``experiments`` (several sweeps can feed one report:
+    e.g. the rewind grid, the transfer sweep and the AT grid of one study)."""
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    rows, dense, skipped = [], [], []
+    for name in experiments:
+        exp = _experiment(client, name)
+        for run in client.search_runs([exp.experiment_id], max_results=50000):
+            tags, metrics = run.data.tags, run.data.metrics
+            label = f"{run.info.run_name} ({run.info.run_id[:8]})"
+            kind = tags.get("ltvl.kind")
+            if kind in ("chain", "ticket", "report"):
+                continue  # chain runs aggregate their rounds; reports are our own output
+            if kind == "dense":
+                if "metric" not in metrics:
+                    skipped.append(f"{label}: dense run without a metric")
+                    continue
+                dense.append({"experiment": name, "run_id": run.info.run_id, "task": tags.get("ltvl.task"),
+                              "seed": int(_f(tags.get("ltvl.seed"), 0)), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
+                              "metric": metrics["metric"], "dense": tags.get("ltvl.dense", "")})
+                continue
+            if kind != "round":
+                skipped.append(f"{label}: not an ltvl sweep record (no ltvl.kind tag)" if kind is None
+                               else f"{label}: unknown ltvl.kind {kind!r}")
+                continue
+            missing = [t for t in ROUND_TAGS if t not in tags] + [m for m in ("metric", "sparsity") if m not in metrics]
+            if missing:
+                skipped.append(f"{label}: round without {', '.join(missing)}")
+                continue
+            rows.append({"experiment": name, "run_id": run.info.run_id, "chain_key": tags["ltvl.chain_key"],
+                         "task": tags["ltvl.task"], "source_task": tags.get("ltvl.source_task") or tags["ltvl.task"],
+                         "init": tags["ltvl.init"], "method": tags.get("ltvl.method", "magnitude"),
+                         "seed": int(_f(tags["ltvl.seed"], 0)), "rewind_step": int(_f(tags.get("ltvl.rewind_step"), 0)),
+                         "rate": _f(tags.get("ltvl.rate")), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
+                         "adv_use": tags.get("ltvl.adv_use", "off"), "preset": tags.get("ltvl.preset", ""),
+                         "round": int(tags["ltvl.round"]), "sparsity": metrics["sparsity"], "metric": metrics["metric"],
+                         "finetune_metric": metrics.get("finetune_metric", float("nan")),
+                         "mask_sha256": tags.get("ltvl.mask_sha256", "")})
+    rounds = pd.DataFrame(rows, columns=ROUND_COLUMNS)
+    # sparsities of equal schedules agree to float noise; a 0.1% grid makes them one column
+    rounds["sparsity"] = rounds["sparsity"].round(3)
+    dense_df = pd.DataFrame(dense, columns=["experiment", "run_id", "task", "seed", "epsilon", "metric", "dense"])
+    dense_df = dense_df.drop_duplicates(subset=["dense"]) if len(dense_df) else dense_df
+    if rounds.empty:
+        raise LtvlError(f"{', '.join(experiments)}: no finished rounds to report on"
+                        + (f" ({len(skipped)} run(s) skipped: {'; '.join(skipped[:3])})" if skipped else ""),
+                        where="--experiment", fix="run the sweep (or --resume it) until at least one round finishes")
+    return Records(rounds, dense_df, skipped, list(experiments), uri)
+
+
+def download_mask(uri: str, run_id: str, sha: str, dest: str) -> str:
+    """A round's mask artifact, verified against the sha256 it was logged with."""
+    from mlflow import MlflowClient
+    from ltvl.pruning import load_mask
+    path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, f"mask/{sha}.mask.safetensors", dest)
+    if load_mask(path).sha256 != sha:
+        raise LtvlError(f"mask artifact of run {run_id} does not match its sha256 {sha[:12]}", where=path)
+    return path
