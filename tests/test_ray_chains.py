@@ -1,4 +1,5 @@
 """IMP chains on a real local Ray cluster: one TorchTrainer per chain, one Tune iteration per round."""
+import csv
 import json
 from pathlib import Path
 
@@ -211,6 +212,18 @@ def test_killed_driver_resumes_the_sweep_without_rerunning_rounds(tmp_path, monk
     for c in chains:
         steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "metric"))
         assert steps == [0, 1, 2, 3]  # complete, no duplicates
+    # the report over this real sweep holds exactly the values Tune received, recomputed here
+    from ltvl.report.build import build_report
+    build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", ["crash"], tmp_path / "report", p=0.99, min_seeds=1)
+    rewinding = {row["sparsity"]: row for row in csv.DictReader(open(tmp_path / "report" / "rewinding.csv"))}
+    for r in results:
+        for s, m in zip(r["sparsity"], r["metric"]):
+            got = float(rewinding[f"{round(s, 3):.1%}"][f"rewind {r['config']['rewind_step']} mean"])
+            assert got == pytest.approx(m)
+    theta0 = next(r for r in results if r["config"]["rewind_step"] == 0)
+    keeps = [s for s, m in zip(theta0["sparsity"], theta0["metric"]) if s > 0 and m >= 0.99 * theta0["metric"][0]]
+    table1 = next(csv.DictReader(open(tmp_path / "report" / "table1.csv")))
+    assert table1["winning sparsity"] == (f"{round(max(keeps), 3):.1%}" if keeps else "none")
 
 
 def test_below_dense_stopper_drops_a_chain_only_after_grace():

@@ -27,6 +27,7 @@ grid = run_chains(space, root=spec["root"], storage=spec["storage"], name=spec["
 out = [{"config": {k: r.config[k] for k in spec["space"]}, "error": str(r.error) if r.error else None,
         "rounds": list(r.metrics_dataframe["round"]) if r.metrics_dataframe is not None else [],
         "iterations": list(r.metrics_dataframe["training_iteration"]) if r.metrics_dataframe is not None else [],
-        "masks": list(r.metrics_dataframe["mask_sha256"]) if r.metrics_dataframe is not None else []}
+        "masks": list(r.metrics_dataframe["mask_sha256"]) if r.metrics_dataframe is not None else [],
+        **{k: list(r.metrics_dataframe[k]) if r.metrics_dataframe is not None else [] for k in ("metric", "sparsity")}}
        for r in grid]
 open(spec["out"], "w").write(json.dumps(out))
