@@ -328,6 +328,7 @@ def cluster_status(directory: ClusterDir = None,
         for name, alive in st["services"].items():
             console.print(f"{name:<14} {'running' if alive else '[red]stopped[/]'}")
         console.print(f"ray {st['ray_address']}  dashboard {st['dashboard']}  mlflow {st['tracking_uri']}")
+        console.print(f"logs: {st['dir']}/*.log, Ray's session logs under {st['ray_logs']}")
         console.print("listening: " + ", ".join(st["listening"]))
         if st["public"]:
             err.print(f"[bold red]listening on a public address:[/] {', '.join(st['public'])}")

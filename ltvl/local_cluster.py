@@ -237,5 +237,5 @@ def status(directory: Path) -> dict:
     socks = cluster_listeners(state)
     return {"running": all(alive.values()) and bool(alive), "dir": state.dir, "services": alive,
             "ray_address": state.ray_address, "dashboard": state.dashboard, "tracking_uri": state.tracking_uri,
-            "nodes": state.nodes, "listening": [str(s) for s in socks],
+            "nodes": state.nodes, "ray_logs": state.ray_tmp, "listening": [str(s) for s in socks],
             "public": [str(s) for s in socks if not s.loopback], "env": state.env()}

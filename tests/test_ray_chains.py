@@ -95,20 +95,6 @@ def test_sweep_runs_each_chain_as_a_trial_with_rounds_as_iterations(tmp_path, cl
 
 
 @pytest.mark.long
-def test_ddp_chain_on_two_workers_matches_masks_across_ranks(tmp_path, cluster):
-    """Two gloo DDP workers train one chain; every round all ranks agree on the mask (checked in
-    the worker with all_gather), and the chain completes with verified masks on disk."""
-    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
-    grid = run_chains(_space(tmp_path / "data"), root=tmp_path / "chains", storage=tmp_path / "ray", name="ddp",
-                      num_workers=2, cpus_per_worker=1)
-    assert not grid.errors
-    df = grid[0].metrics_dataframe
-    assert list(df["round"]) == [0, 1, 2]
-    chain = tmp_path / "chains" / df["chain"].iloc[0][:16]
-    assert len(list((chain / "rounds").iterdir())) == 3
-
-
-@pytest.mark.long
 def test_killed_worker_resumes_from_last_round_with_identical_masks(tmp_path, cluster, monkeypatch):
     make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
     space = _space(tmp_path / "data", target_sparsity=0.8)  # rounds at 0, .5, .75, .875
