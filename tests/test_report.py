@@ -74,6 +74,9 @@ def study(tmp_path_factory):
     # θ''0 on one seed only (flagged), high-magnitude never run (missing)
     _log_chain(t, tmp, {"task": "vqa", "seed": 0, "ticket": "theta0_shuffled", "source": {"task": "vqa"}},
                lambda task, seed, s: 0.5, "ticket:shuffled-0", 0)
+    # θ''0 on the θi chain's masks: a line of its own, never pooled into Table 1's θ''0
+    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "rewind_step": 2, "ticket": "theta0_shuffled",
+                        "source": {"task": "vqa"}}, lambda task, seed, s: 0.3, "ticket:shuffled-rw2-0", 20)
     # the pre-training ticket on vqa, two seeds: 0.05 below vqa's own ticket
     for seed in (0, 1):
         _log_chain(t, tmp, {"task": "vqa", "seed": seed, "ticket": "imp", "source": {"task": "pretrain"}},
@@ -108,6 +111,8 @@ def test_report_tables_match_an_independent_computation(study):
     assert t1["vqa"]["RP n"] == "2"
     assert t1["vqa"]["θ''0 n"] == "1" and float(t1["vqa"]["θ''0 mean"]) == pytest.approx(0.5)
     assert t1["vqa"]["high-magnitude n"] == "0"
+    curves = {(r["line"], r["sparsity"]) for r in _rows(tmp / "out" / "curves.csv") if r["task"] == "vqa"}
+    assert ("θ''0 (θi@2 masks)", "0.5") in curves
     assert t1["gqa"]["dense n"] == "2" and t1["gqa"]["winning sparsity"] == "50.0%"
 
     md = rep.markdown.read_text()

@@ -48,9 +48,12 @@ class Cell:
 def line_of(row) -> str:
     """Which curve of the paper a round belongs to."""
     if row["chain_key"].startswith("ticket:"):
+        # a ticket carries its source chain's rewind step: tickets on θi masks are lines of their own
+        on = f" (θi@{row['rewind_step']} masks)" if row["rewind_step"] else ""
         if row["init"] == "theta0":  # a transferred IMP ticket
-            return "pre-training ticket" if row["source_task"] == PRETRAIN else f"transfer from {row['source_task']}"
-        return TICKET_LINES.get(row["init"], row["init"])
+            src = "pre-training ticket" if row["source_task"] == PRETRAIN else f"transfer from {row['source_task']}"
+            return src + on
+        return TICKET_LINES.get(row["init"], row["init"]) + on
     if row["adv_use"] in ("imp", "both") and row["epsilon"] > 0:
         return f"AT-IMP ε={row['epsilon']:g}"
     return {"theta0": "IMP", "theta_i": f"IMP θi@{row['rewind_step']}", "RP": "RP",
@@ -132,8 +135,8 @@ def transfer(rounds: pd.DataFrame, min_seeds: int) -> tuple[pd.DataFrame, pd.Dat
     """Source × target at each sparsity (the diagonal is the target's own IMP ticket), and the
     pre-training ticket's average drop against each target's own ticket."""
     std = _standard(rounds)
-    own = std[std["line"] == "IMP"]
-    moved = std[std["chain_key"].str.startswith("ticket:") & (std["init"] == "theta0")]
+    own = std[std["line"] == "IMP"]  # θ0 tickets; transfers of θi masks are left out of the matrix
+    moved = std[std["chain_key"].str.startswith("ticket:") & (std["init"] == "theta0") & (std["rewind_step"] == 0)]
     if moved.empty:
         return pd.DataFrame(), pd.DataFrame()
     rows, drops = [], []
