@@ -43,7 +43,7 @@ def _masks(tmp_path, seed):
 
 def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task=None):
     p = {"preset": "tiny", **params}
-    dense = f"d{p['task']}{p['seed']}{p.get('adv_use', 'off')}".ljust(64, "0")
+    dense = f"d{p['task']}{p['seed']}{p.get('adv_use', 'off')}{p.get('steps', '')}".ljust(64, "0")
     ops = [] if p.get("ticket") else dense_ops(dense, p, {"metric": DENSE[(p["task"], p["seed"])]})
     ops += chain_ops(key, p, None if p.get("ticket") else dense)
     masks, paths = _masks(tmp_path, mask_seed)
@@ -84,6 +84,8 @@ def study(tmp_path_factory):
     # AT-IMP at ε = 0.01 on vqa, seed 0
     _log_chain(t, tmp, {"task": "vqa", "seed": 0, "adv_use": "imp", "adv_epsilon": 0.01},
                lambda task, seed, s: imp_metric(task, seed, s) + 0.01, "chain:vqa-at-0", 50)
+    # a smoke-sized run logged into the same experiment: another recipe, named and skipped
+    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "steps": 4}, lambda task, seed, s: 0.1, "chain:vqa-smoke", 60)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("study")
     stray = client.create_run(exp.experiment_id, run_name="someone's notebook run")  # not ours: named, skipped
@@ -100,6 +102,7 @@ def test_report_tables_match_an_independent_computation(study):
     uri, tmp = study
     rep = build_report(uri, ["study"], tmp / "out", p=0.99, min_seeds=2)
     assert any("someone's notebook run" in s and "not an ltvl sweep record" in s for s in rep.skipped)
+    assert any(s.startswith("theta0-vqa-rw0-rate0.5-s0") and "steps 4 (not 200)" in s for s in rep.skipped)
 
     t1 = {r["task"]: r for r in _rows(tmp / "out" / "table1.csv")}
     vqa_dense = [DENSE[("vqa", s)] for s in (0, 1, 2)]

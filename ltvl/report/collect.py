@@ -15,6 +15,9 @@ import pandas as pd
 from ltvl.errors import LtvlError
 
 ROUND_TAGS = ("ltvl.task", "ltvl.init", "ltvl.seed", "ltvl.round", "ltvl.chain_key")
+# What makes two chains' numbers comparable: the same data, backbone and training budget. (Swept
+# axes such as seed, rewind step, rate, method, lr and AT settings are what a report compares.)
+RECIPE_KEYS = ("data", "preset", "layers", "checkpoint", "steps", "batch_size", "max_len", "eval_limit")
 ROUND_COLUMNS = ["experiment", "run_id", "chain_key", "task", "source_task", "init", "method", "seed",
                  "rewind_step", "rate", "epsilon", "adv_use", "preset", "round", "sparsity", "metric",
                  "finetune_metric", "mask_sha256"]
@@ -53,21 +56,26 @@ def collect(uri: str, experiments: list[str]) -> Records:
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=uri)
     rows, dense, skipped = [], [], []
+    chains: dict[str, tuple[str, dict]] = {}  # ltvl.key -> (run label, params)
     for name in experiments:
         exp = _experiment(client, name)
         for run in client.search_runs([exp.experiment_id], max_results=50000):
             tags, metrics = run.data.tags, run.data.metrics
             label = f"{run.info.run_name} ({run.info.run_id[:8]})"
             kind = tags.get("ltvl.kind")
-            if kind in ("chain", "ticket", "report"):
-                continue  # chain runs aggregate their rounds; reports are our own output
+            if kind in ("chain", "ticket"):  # their rounds carry the numbers; their params the recipe
+                chains[tags.get("ltvl.key", run.info.run_id)] = (label, dict(run.data.params))
+                continue
+            if kind == "report":
+                continue  # our own output
             if kind == "dense":
                 if "metric" not in metrics:
                     skipped.append(f"{label}: dense run without a metric")
                     continue
                 dense.append({"experiment": name, "run_id": run.info.run_id, "task": tags.get("ltvl.task"),
                               "seed": int(_f(tags.get("ltvl.seed"), 0)), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
-                              "metric": metrics["metric"], "dense": tags.get("ltvl.dense", "")})
+                              "metric": metrics["metric"], "dense": tags.get("ltvl.dense", ""),
+                              "recipe": _recipe(run.data.params)})
                 continue
             if kind != "round":
                 skipped.append(f"{label}: not an ltvl sweep record (no ltvl.kind tag)" if kind is None
@@ -86,16 +94,53 @@ def collect(uri: str, experiments: list[str]) -> Records:
                          "round": int(tags["ltvl.round"]), "sparsity": metrics["sparsity"], "metric": metrics["metric"],
                          "finetune_metric": metrics.get("finetune_metric", float("nan")),
                          "mask_sha256": tags.get("ltvl.mask_sha256", "")})
+    rows = _compatible(rows, chains, dense, skipped)
     rounds = pd.DataFrame(rows, columns=ROUND_COLUMNS)
     # sparsities of equal schedules agree to float noise; a 0.1% grid makes them one column
     rounds["sparsity"] = rounds["sparsity"].round(3)
-    dense_df = pd.DataFrame(dense, columns=["experiment", "run_id", "task", "seed", "epsilon", "metric", "dense"])
+    dense_df = pd.DataFrame(dense, columns=["experiment", "run_id", "task", "seed", "epsilon", "metric", "dense",
+                                            "recipe"])
     dense_df = dense_df.drop_duplicates(subset=["dense"]) if len(dense_df) else dense_df
     if rounds.empty:
         raise LtvlError(f"{', '.join(experiments)}: no finished rounds to report on"
                         + (f" ({len(skipped)} run(s) skipped: {'; '.join(skipped[:3])})" if skipped else ""),
                         where="--experiment", fix="run the sweep (or --resume it) until at least one round finishes")
     return Records(rounds, dense_df, skipped, list(experiments), uri)
+
+
+def _recipe(params: dict) -> tuple:
+    return tuple(str(params.get(k)) for k in RECIPE_KEYS)
+
+
+def _compatible(rows: list[dict], chains: dict, dense: list[dict], skipped: list[str]) -> list[dict]:
+    """Keep, per task, the rounds of chains that share the most common recipe; name and skip the
+    chains of any other recipe (e.g. a smoke run logged into a real study's experiment), and the
+    dense runs that do not match. With several backbones, each (task, preset) is its own row."""
+    for r in rows:
+        label, params = chains.get(r["chain_key"], ("", {}))
+        r["_recipe"], r["_chain"] = _recipe(params) if params else None, label or r["chain_key"]
+    presets = {r["preset"] for r in rows}
+    if len(presets) > 1:  # a backbone comparison: every backbone is its own task row
+        for r in rows:
+            r["task"] = f"{r['task']} [{r['preset']}]"
+        for d in dense:
+            d["task"] = f"{d['task']} [{d['recipe'][RECIPE_KEYS.index('preset')]}]"
+    keep, bad = [], {}
+    for task in {r["task"] for r in rows}:
+        mine = [r for r in rows if r["task"] == task]
+        recipes = pd.Series([r["_recipe"] for r in mine if r["_recipe"] is not None])
+        main = recipes.value_counts().index[0] if len(recipes) else None
+        for r in mine:
+            if r["_recipe"] is None:
+                bad[r["_chain"]] = "its chain run is missing"
+            elif r["_recipe"] != main:
+                diff = ", ".join(f"{k} {a} (not {b})" for k, a, b in zip(RECIPE_KEYS, r["_recipe"], main) if a != b)
+                bad[r["_chain"]] = f"another recipe than the other {task} runs: {diff}"
+            else:
+                keep.append(r)
+        dense[:] = [d for d in dense if d["task"] != task or main is None or d["recipe"] == main]
+    skipped += [f"{name}: {why}" for name, why in sorted(bad.items())]
+    return keep
 
 
 def download_mask(uri: str, run_id: str, sha: str, dest: str) -> str:
