@@ -145,8 +145,11 @@ def _compatible(rows: list[dict], chains: dict, dense: list[dict], skipped: list
 
 def download_mask(uri: str, run_id: str, sha: str, dest: str) -> str:
     """A round's mask artifact, verified against the sha256 it was logged with."""
+    import os
+
     from mlflow import MlflowClient
     from ltvl.pruning import load_mask
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per mask drowns the output
     path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, f"mask/{sha}.mask.safetensors", dest)
     if load_mask(path).sha256 != sha:
         raise LtvlError(f"mask artifact of run {run_id} does not match its sha256 {sha[:12]}", where=path)
