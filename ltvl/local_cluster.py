@@ -166,6 +166,8 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
         if v < 1:
             raise LtvlError(f"{name} {v} is below 1: a node needs at least one CPU to run a chain's worker",
                             where=name, fix=f"{name} 1")
+    if timeout_s <= 0:
+        raise LtvlError(f"--timeout {timeout_s:g} must be positive", where="--timeout", fix="--timeout 180")
     directory.mkdir(parents=True, exist_ok=True)
     # Each node gets its own Ray temp dir: nodes sharing one would garbage-collect each other's
     # runtime-env files (the job's working_dir) and find each other via ray_current_cluster.
@@ -177,7 +179,8 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
     try:
         head = _spawn("ray-head", [
             _bin("ray"), "start", "--head", "--block", f"--port={state.gcs_port}", f"--node-ip-address={LOOPBACK}",
-            "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}", "--resources", json.dumps({"trial_driver": 64}),
+            "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}",
+            "--resources", json.dumps({"trial_driver": 64}),
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={state.dashboard_port}",
             f"--ray-client-server-port={free_port()}", *store], directory, env)
         state.services.append(head)

@@ -1,18 +1,13 @@
 """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a served artifact store."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ltvl.local_cluster import free_port  # noqa: F401 (re-exported for tests)
 
 
 class MlflowServer:

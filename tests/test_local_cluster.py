@@ -146,6 +146,8 @@ def test_public_bind_is_detected_and_only_recorded_groups_are_stopped(tmp_path):
 def test_cluster_bad_input_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(LtvlError, match="--worker-cpus 0.5 is below 1"):
         up(tmp_path / "c", worker_cpus=0.5)
+    with pytest.raises(LtvlError, match="--timeout 0 must be positive"):
+        up(tmp_path / "c", timeout_s=0)
     assert not (tmp_path / "c" / "cluster.json").exists()
     from typer.testing import CliRunner
     from ltvl.cli import app

@@ -165,7 +165,26 @@ def test_report_bad_input(study, tmp_path):
         build_report(uri, ["empty"], tmp_path)
     with pytest.raises(LtvlError, match="outside"):
         build_report(uri, ["study"], tmp_path, p=99)
+    with pytest.raises(LtvlError, match="min_seeds 0 is below 1"):
+        build_report(uri, ["study"], tmp_path, min_seeds=0)
     from typer.testing import CliRunner
     from ltvl.cli import app
     res = CliRunner().invoke(app, ["report", "--experiment", "study", "--tracking-uri", uri, "--p", "150"])
     assert res.exit_code != 0 and "--p 150" in str(res.exception)
+
+
+def test_several_backbones_make_one_row_per_task_and_preset(tmp_path):
+    """The backbone study: chains that differ in preset are compared, not skipped as another recipe."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    t = LineageTracker(uri, "backbones", "rewind_grid", tmp_path / "spool.jsonl")
+    t.connect()
+    for preset, seed_base in (("tiny", 0), ("tiny-vilt", 100)):
+        for seed in (0, 1):
+            _log_chain(t, tmp_path, {"task": "vqa", "seed": seed, "preset": preset,
+                                     "steps": 200 + seed_base},  # distinct dense keys per preset
+                       imp_metric, f"chain:{preset}-{seed}", seed_base + seed)
+    rep = build_report(uri, ["backbones"], tmp_path / "out", log_to_mlflow=False)
+    rows = {r["task"]: r for r in _rows(tmp_path / "out" / "table1.csv")}
+    assert sorted(rows) == ["vqa [tiny-vilt]", "vqa [tiny]"]
+    assert rows["vqa [tiny]"]["dense n"] == "2" and rows["vqa [tiny-vilt]"]["IMP n"] == "2"
+    assert rep.skipped == []

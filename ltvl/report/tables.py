@@ -82,7 +82,7 @@ def cell_at(rounds: pd.DataFrame, task: str, line: str, sparsity: float, min_see
     return Cell.of(r.groupby("seed")[column].mean(), min_seeds)  # one value per seed
 
 
-def winning_sparsity(rounds: pd.DataFrame, task: str, dense: Cell, p: float, min_seeds: int) -> float | None:
+def winning_sparsity(rounds: pd.DataFrame, task: str, dense: Cell, p: float) -> float | None:
     """The highest sparsity whose mean IMP metric keeps p of the mean dense metric (a relaxed
     winning ticket, SPEC §3); None when no pruned IMP round does."""
     imp = rounds[(rounds["task"] == task) & (rounds["line"] == "IMP") & (rounds["sparsity"] > 0)]
@@ -99,7 +99,7 @@ def table1(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_seeds: int) 
         if task == PRETRAIN:
             continue  # the pre-training ticket has no downstream metric of its own
         d = dense_cell(dense, task, min_seeds)
-        s = winning_sparsity(std, task, d, p, min_seeds)
+        s = winning_sparsity(std, task, d, p)
         row = {"task": task, "dense": d, f"{p:.0%} of dense": (f"{p * d.mean:.4f}" if d.n else "missing"),
                "winning sparsity": f"{s:.1%}" if s is not None else "none"}
         for line in TABLE1_LINES:
