@@ -27,11 +27,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=32)
     a = ap.parse_args()
-    from ltvl.adversarial import AdvConfig
-    from ltvl.models.presets import BackboneSpec
-    from ltvl.paths import resolve_dataset
-    from ltvl.train import Trainer, TrainConfig
-    from ltvl.vl import VLSpec, build_vl
+    from ltvl.core.adversarial import AdvConfig
+    from ltvl.vl.models.presets import BackboneSpec
+    from ltvl.vl.datasets import resolve_dataset
+    from ltvl.core.train import Trainer, TrainConfig
+    from ltvl.vl.assemble import VLSpec, build_vl
     setup = build_vl(VLSpec(task="vqa", data=str(resolve_dataset("easy-vqa")), backbone=BackboneSpec("minilm"),
                             max_len=16))
     std = Trainer(setup.data, TrainConfig(steps=10_000, batch_size=a.batch, max_grad_norm=None))
@@ -60,7 +60,7 @@ def main() -> None:
 def _one_step(trainer, model, step):
     """Exactly the trainer's per-step work (batch, forward/backward(s), optimizer step)."""
     import torch
-    from ltvl.train import param_groups, to_device
+    from ltvl.core.train import param_groups, to_device
     if not hasattr(model, "_bench_opt"):
         model._bench_opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-5)
     opt = model._bench_opt

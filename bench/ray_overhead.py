@@ -42,12 +42,12 @@ def main() -> None:
     a = ap.parse_args()
     import ray
     from ray import tune
-    from ltvl.chainjob import build_job, with_prunable
-    from ltvl.data.synthetic import make_synthetic
-    from ltvl.imp import run_chain_with_trainer
+    from ltvl.params.resolve import build_job, with_prunable
+    from ltvl.vl.data.synthetic import make_synthetic
+    from ltvl.core.imp import run_chain_with_trainer
     from ltvl.ray.tune_chain import run_chains, stage_results
-    from ltvl.train import Trainer
-    from ltvl.vl import build_vl
+    from ltvl.core.train import Trainer
+    from ltvl.vl.assemble import build_vl
 
     tmp = Path(tempfile.mkdtemp())
     make_synthetic("vqa", tmp / "data", n_train=a.n_train, n_test=256)

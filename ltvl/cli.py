@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Lottery tickets for vision-and-language transformers.")
@@ -43,7 +43,7 @@ def prune(
     list_only: Annotated[bool, typer.Option("--list", help="only print the selected prunable tensors")] = False,
 ) -> None:
     """One-shot pruning of a checkpoint (global magnitude by default)."""
-    from ltvl.checkpoint import load_safetensors
+    from ltvl.util.weights import load_safetensors
     from ltvl.pruning import Method, PrunableSpec, Scope, describe, prune_to_sparsity, save_mask, select_from_state
 
     if random and high_magnitude:
@@ -102,7 +102,7 @@ def mask_export(path: Path, out: Annotated[Path, typer.Option(help="the .safeten
     import torch
     from safetensors.torch import save
 
-    from ltvl.atomic import atomic_write_bytes
+    from ltvl.util.atomic import atomic_write_bytes
     from ltvl.pruning import load_mask
 
     mask = load_mask(path)
@@ -140,14 +140,15 @@ def imp(
 ) -> None:
     """Run one local IMP chain (resumable: re-run the same command to continue).
 
-    Options map one-to-one onto the chain parameters of ltvl.chainjob (what sweeps vary).
+    Options map one-to-one onto the chain parameters of ltvl.params.resolve (what sweeps vary).
 
     Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
     """
-    from ltvl.chainjob import build_job, data_for, with_prunable
-    from ltvl.imp import run_chain_with_trainer
-    from ltvl.paths import home, resolve_dataset
-    from ltvl.train import Trainer
+    from ltvl.params.resolve import build_job, data_for, with_prunable
+    from ltvl.core.imp import run_chain_with_trainer
+    from ltvl.util.home import home
+    from ltvl.vl.datasets import resolve_dataset
+    from ltvl.core.train import Trainer
 
     adv_use = {(False, False): "off", (True, False): "imp", (False, True): "finetune", (True, True): "both"}
     params = dict(task=task, data=data, preset=preset, layers=layers, checkpoint=checkpoint, eval_limit=eval_limit,
@@ -157,13 +158,13 @@ def imp(
                   adv_step_size=adv_step_size, adv_steps=adv_steps, adv_kl=adv_kl)
     if task == "toy":  # the built-in text task: same chain parameters, no VL data or backbone
         from ltvl.pruning import PrunableSpec
-        from ltvl.toy import ToyTask, make_toy_model
+        from ltvl.core.toy import ToyTask, make_toy_model
         job = build_job({**params, "task": "vqa"}, data_path="-")  # task/data/backbone are replaced below
         spec = dataclasses.replace(job.chain, prunable=PrunableSpec(),
                                    context=(("task", "toy"), ("backbone", "toy-bert")))
         factory, train_task = (lambda: make_toy_model(seed)), ToyTask()
     else:
-        from ltvl.vl import build_vl
+        from ltvl.vl.assemble import build_vl
         job = build_job(params, str(resolve_dataset(data_for(params))))
         setup = build_vl(job.vl)
         spec = with_prunable(job, setup.prunable).chain
@@ -195,7 +196,7 @@ def data_prepare(
     if name != "easy-vqa":
         raise LtvlError(f"unknown dataset {name!r}", where="NAME", fix="the importable dataset is 'easy-vqa'; "
                         "for your own features see README 'Bring your own features'")
-    from ltvl.data.easy_vqa import prepare_easy_vqa
+    from ltvl.vl.data.easy_vqa import prepare_easy_vqa
     info = prepare_easy_vqa(out, grid, limit)
     console.print(f"wrote {out}: task {info.task}, {info.num_regions} regions x {info.feat_dim}-d, "
                   f"{len(info.answers)} answers, pixels {info.image_size}x{info.image_size}")
@@ -210,8 +211,8 @@ def data_synth(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a synthetic dataset for TASK whose labels depend on both image and text."""
-    from ltvl.data.synthetic import make_synthetic
-    from ltvl.tasks import get_task
+    from ltvl.vl.data.synthetic import make_synthetic
+    from ltvl.vl.tasks import get_task
     get_task(task)
     info = make_synthetic(task, out, n_train, n_test, seed)
     console.print(f"wrote {out}: synthetic {info.task}, {n_train} train / {n_test} test")
@@ -220,8 +221,8 @@ def data_synth(
 @app.command("list")
 def list_registered() -> None:
     """Registered backbone presets and tasks."""
-    from ltvl.models.presets import PRESETS
-    from ltvl.tasks import TASK_DESCRIPTIONS
+    from ltvl.vl.models.presets import PRESETS
+    from ltvl.vl.tasks import TASK_DESCRIPTIONS
     t = Table("preset", "backbone", "description", "weights", title="backbone presets")
     for p in PRESETS.values():
         t.add_row(p.name, p.kind, p.description, p.weights)
@@ -297,7 +298,7 @@ def cluster_up(
     timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 180,
 ) -> None:
     """Start a Ray head, a second Ray node and an MLflow server, all bound to 127.0.0.1."""
-    from ltvl.local_cluster import default_dir, up
+    from ltvl.cluster.local import default_dir, up
     state = up(directory or default_dir(), head_cpus, worker_cpus, mlflow, timeout_s=timeout)
     console.print(f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}; dashboard + job API "
                   f"{state.dashboard}" + (f"; MLflow {state.tracking_uri}" if state.tracking_uri else ""))
@@ -308,7 +309,7 @@ def cluster_up(
 @cluster_app.command("down")
 def cluster_down(directory: ClusterDir = None) -> None:
     """Stop exactly the processes `up` started (by recorded PID); other Ray clusters are left alone."""
-    from ltvl.local_cluster import default_dir, down
+    from ltvl.cluster.local import default_dir, down
     stopped = down(directory or default_dir())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
@@ -318,7 +319,7 @@ def cluster_status(directory: ClusterDir = None,
                    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
     """Which recorded services run, their addresses, and every port they listen on (a port on a
     public address is flagged and exits 1)."""
-    from ltvl.local_cluster import default_dir, status
+    from ltvl.cluster.local import default_dir, status
     st = status(directory or default_dir())
     if as_json:
         console.print_json(json.dumps(st))
@@ -339,7 +340,7 @@ def cluster_status(directory: ClusterDir = None,
 @cluster_app.command("env")
 def cluster_env(directory: ClusterDir = None) -> None:
     """Shell exports for the running local cluster: eval "$(ltvl cluster env)"."""
-    from ltvl.local_cluster import ClusterState, default_dir
+    from ltvl.cluster.local import ClusterState, default_dir
     state = ClusterState.load((directory or default_dir()).resolve())
     if state is None:
         raise LtvlError("no local cluster is recorded there", where=str(directory or default_dir()),

@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ltvl.local_cluster import free_port  # noqa: F401 (re-exported for tests)
+from ltvl.cluster.local import free_port  # noqa: F401 (re-exported for tests)
 
 
 class MlflowServer:

@@ -3,13 +3,13 @@ robustness gained, masks respected, all three backbones, bad input."""
 import pytest
 import torch
 
-from ltvl.adversarial import AdvConfig, Perturbations, adversarial_backward, per_example_norm, project, symmetric_kl
-from ltvl.data.synthetic import make_synthetic
-from ltvl.errors import LtvlError
-from ltvl.models.presets import BackboneSpec
+from ltvl.core.adversarial import AdvConfig, Perturbations, adversarial_backward, per_example_norm, project, symmetric_kl
+from ltvl.vl.data.synthetic import make_synthetic
+from ltvl.util.errors import LtvlError
+from ltvl.vl.models.presets import BackboneSpec
 from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
-from ltvl.train import Trainer, TrainConfig
-from ltvl.vl import VLSpec, build_vl
+from ltvl.core.train import Trainer, TrainConfig
+from ltvl.vl.assemble import VLSpec, build_vl
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +160,12 @@ def test_image_perturbation_on_a_text_only_batch_is_refused():
     lin = torch.nn.Linear(4, 2)
     x = torch.randn(3, 4)
 
-    from ltvl.models.base import add_delta
+    from ltvl.vl.models.base import add_delta
 
     def text_only_forward(text_delta=None, image_delta=None):
         return lin(add_delta(x, text_delta, "text"))  # never asks for an image delta
     with pytest.raises(LtvlError, match="batch has no image input"):
         adversarial_backward(text_only_forward, lambda out: out.sum(), AdvConfig(enabled=True, modality="image"))
-    from ltvl.toy import ToyTask
+    from ltvl.core.toy import ToyTask
     with pytest.raises(LtvlError, match="does not support adversarial"):
         Trainer(ToyTask(n_train=8, n_test=8), TrainConfig(adversarial=AdvConfig(enabled=True)))

@@ -113,7 +113,7 @@ def test_damaged_mask_files(tmp_path, ckpt):
 def test_mask_for_another_model_names_first_mismatch(tmp_path, ckpt):
     from transformers import BertConfig, BertModel
     from ltvl.pruning import MaskEnforcer
-    from ltvl.errors import LtvlError
+    from ltvl.util.errors import LtvlError
     m = tmp_path / "m.mask"
     ltvl("prune", ckpt, "--sparsity", "0.5", "--out", m)
     other = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -134,7 +134,7 @@ def test_imp_command_runs_and_resumes(tmp_path):
 
 
 def test_core_imports_neither_ray_nor_mlflow():
-    code = ("import sys, ltvl.imp, ltvl.train, ltvl.ticket, ltvl.pruning, ltvl.toy; "
+    code = ("import sys, ltvl.core.imp, ltvl.core.train, ltvl.core.baselines, ltvl.pruning, ltvl.core.toy; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]; print(bad); sys.exit(bool(bad))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

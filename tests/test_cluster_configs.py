@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltvl.cluster_config import validate_cluster_yaml, validate_kuberay
-from ltvl.errors import LtvlError
+from ltvl.cluster.config_check import validate_cluster_yaml, validate_kuberay
+from ltvl.util.errors import LtvlError
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 

@@ -1,10 +1,10 @@
 """The shared dense prefix: chains differing only in rewind step / rate / method train one dense run."""
 import dataclasses
 
-from ltvl.imp import ChainSpec, run_chain
+from ltvl.core.imp import ChainSpec, run_chain
 from ltvl.pruning import Method, Schedule, load_mask
-from ltvl.toy import ToyTask, make_toy_model
-from ltvl.train import Trainer, TrainConfig
+from ltvl.core.toy import ToyTask, make_toy_model
+from ltvl.core.train import Trainer, TrainConfig
 
 TASK = ToyTask(n_train=256, n_test=128)
 TRAIN = TrainConfig(steps=12, lr=3e-3, batch_size=16)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ltvl.errors import LtvlError
-from ltvl.local_cluster import ClusterState, cluster_listeners, up
-from ltvl.procs import group_members, listeners, proc_info, stop_group
+from ltvl.util.errors import LtvlError
+from ltvl.cluster.local import ClusterState, cluster_listeners, up
+from ltvl.cluster.procs import group_members, listeners, proc_info, stop_group
 from ltvl.pruning import load_mask
 from ltvl.tracking.lineage_tree import ancestry
 

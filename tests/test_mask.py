@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning import PrunableSpec, describe, select_from_state, select_prunable
 
 

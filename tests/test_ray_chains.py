@@ -8,8 +8,8 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
-from ltvl.data.synthetic import make_synthetic  # noqa: E402
-from ltvl.errors import LtvlError  # noqa: E402
+from ltvl.vl.data.synthetic import make_synthetic  # noqa: E402
+from ltvl.util.errors import LtvlError  # noqa: E402
 from ltvl.pruning import load_mask  # noqa: E402
 from ltvl.ray.tune_chain import grid_points, run_chains, validate_space  # noqa: E402
 
@@ -122,7 +122,7 @@ def test_rewind_by_rate_by_task_sweep_with_random_pruning_baseline(tmp_path, clu
     grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="grid", extra_points=rp)
     assert len(grid) == 10 and not grid.errors
     seen = set()
-    from ltvl.chainjob import DEFAULTS
+    from ltvl.params.resolve import DEFAULTS
     from ltvl.ray.tune_chain import flatten_config
     for result in grid:
         cfg, df = {**DEFAULTS, **flatten_config(result.config)}, result.metrics_dataframe

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, prune_to_sparsity, save_mask
 from ltvl.report.build import build_report
 from ltvl.tracking.mlflow_lineage import LineageTracker

@@ -1,6 +1,6 @@
 import pytest
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning import Schedule
 from ltvl.pruning.schedule import rounds_needed
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.sweep.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
@@ -85,7 +85,7 @@ def test_bad_search_space_and_data_are_named_before_running(setting, message, ca
 
 
 def test_synthetic_data_failure_leaves_no_half_dataset(tmp_path, monkeypatch):
-    from ltvl.paths import ensure_synthetic
+    from ltvl.vl.datasets import ensure_synthetic
     monkeypatch.setenv("LTVL_HOME", str(tmp_path))
     with pytest.raises(LtvlError, match="no synthetic generator"):
         ensure_synthetic("vqq")

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from ltvl.pruning import prune_to_sparsity, select_prunable, snapshot
-from ltvl.ticket import Baseline, prepare, train_ticket
-from ltvl.toy import ToyTask, make_toy_model
-from ltvl.train import Trainer, TrainConfig
+from ltvl.core.baselines import Baseline, prepare, train_ticket
+from ltvl.core.toy import ToyTask, make_toy_model
+from ltvl.core.train import Trainer, TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 """Ticket chains: baselines at an IMP chain's sparsities, and transfer, one resumable round per mask."""
 import pytest
 
-from ltvl.errors import LtvlError
-from ltvl.imp import ChainSpec, run_chain
+from ltvl.util.errors import LtvlError
+from ltvl.core.imp import ChainSpec, run_chain
 from ltvl.pruning import Schedule, load_mask
-from ltvl.ticket import Baseline
-from ltvl.ticket_chain import TicketSpec, chain_masks, run_ticket_chain
-from ltvl.toy import ToyTask, make_toy_model
-from ltvl.train import Trainer, TrainConfig
+from ltvl.core.baselines import Baseline
+from ltvl.core.ticket_chain import TicketSpec, chain_masks, run_ticket_chain
+from ltvl.core.toy import ToyTask, make_toy_model
+from ltvl.core.train import Trainer, TrainConfig
 
 TASK = ToyTask(n_train=256, n_test=128)
 TRAIN = TrainConfig(steps=10, lr=3e-3, batch_size=16)
@@ -60,7 +60,7 @@ def test_ticket_bad_input(chain, tmp_path):
     with pytest.raises(LtvlError, match="theta0_prime baseline needs another checkpoint"):
         run_ticket_chain(_spec("theta0_prime", res), chain_masks(res.directory), make_toy_model,
                          Trainer(TASK, TRAIN), tmp_path)
-    from ltvl.chainjob import build_ticket_job
+    from ltvl.params.resolve import build_ticket_job
     with pytest.raises(LtvlError, match="unknown ticket baseline 'lucky'"):
         build_ticket_job({"ticket": "lucky", "source": {}})
     with pytest.raises(LtvlError, match="ticket source must be"):

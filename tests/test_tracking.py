@@ -4,7 +4,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.tracking.mlflow_lineage import LineageTracker

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ltvl.data.schema import TASK_COLUMNS
-from ltvl.data.store import DatasetInfo, open_split, write_table
-from ltvl.data.synthetic import COLOURS, make_synthetic
-from ltvl.errors import LtvlError
+from ltvl.vl.data.schema import TASK_COLUMNS
+from ltvl.vl.data.store import DatasetInfo, open_split, write_table
+from ltvl.vl.data.synthetic import COLOURS, make_synthetic
+from ltvl.util.errors import LtvlError
 
 
 @pytest.mark.parametrize("task", sorted(TASK_COLUMNS))
@@ -79,14 +79,14 @@ def test_not_a_dataset_dir(tmp_path):
 
 
 def test_easy_vqa_grid_must_divide_the_image(tmp_path):
-    from ltvl.data.easy_vqa import prepare_easy_vqa
+    from ltvl.vl.data.easy_vqa import prepare_easy_vqa
     with pytest.raises(LtvlError, match="grid 3 does not divide"):
         prepare_easy_vqa(tmp_path, grid=3, limit=5)
     assert not (tmp_path / "dataset.json").exists()
 
 
 def test_easy_vqa_import_small(tmp_path):
-    from ltvl.data.easy_vqa import prepare_easy_vqa
+    from ltvl.vl.data.easy_vqa import prepare_easy_vqa
     info = prepare_easy_vqa(tmp_path, grid=4, limit=300)
     assert len(info.answers) == 13 and info.feat_dim == 768 and info.num_regions == 16
     s = open_split(tmp_path, "test")
@@ -99,7 +99,7 @@ def test_easy_vqa_import_small(tmp_path):
 
 @pytest.mark.long
 def test_easy_vqa_full_counts(tmp_path):
-    from ltvl.data.easy_vqa import prepare_easy_vqa
+    from ltvl.vl.data.easy_vqa import prepare_easy_vqa
     prepare_easy_vqa(tmp_path)
     assert open_split(tmp_path, "train").examples.num_rows == 38575
     assert open_split(tmp_path, "test").examples.num_rows == 9673

@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from ltvl.data.synthetic import make_synthetic
-from ltvl.errors import LtvlError
-from ltvl.models.presets import BackboneSpec
+from ltvl.vl.data.synthetic import make_synthetic
+from ltvl.util.errors import LtvlError
+from ltvl.vl.models.presets import BackboneSpec
 from ltvl.pruning import MaskEnforcer, load_mask, prune_to_sparsity, save_mask, select_prunable
-from ltvl.train import Trainer, TrainConfig
-from ltvl.vl import VLSpec, build_vl
+from ltvl.core.train import Trainer, TrainConfig
+from ltvl.vl.assemble import VLSpec, build_vl
 
 TASKS = ["vqa", "gqa", "snli_ve", "nlvr2", "vcr", "refcoco_plus", "flickr30k", "pretrain"]
 BACKBONES = ["tiny", "tiny-lxmert", "tiny-vilt"]
@@ -56,7 +56,7 @@ def test_model_factory_is_deterministic(datasets):
 
 def test_minilm_preset_loads_real_weights_and_truncates(datasets):
     from safetensors import safe_open
-    from ltvl.models.presets import minilm_dir
+    from ltvl.vl.models.presets import minilm_dir
     setup = build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("minilm", num_layers=2)))
     model = setup.model_factory()
     assert len(model.backbone.encoder.layer) == 2 and model.backbone.hidden_size == 384
@@ -67,9 +67,9 @@ def test_minilm_preset_loads_real_weights_and_truncates(datasets):
 
 def test_uniter_checkpoint_converter_roundtrip(tmp_path, datasets):
     """A checkpoint in the UNITER repo's naming loads into the UNITER-style backbone exactly."""
-    from ltvl.models.convert import load_uniter_checkpoint
-    from ltvl.models.presets import build_backbone
-    from ltvl.data.store import DatasetInfo
+    from ltvl.vl.models.convert import load_uniter_checkpoint
+    from ltvl.vl.models.presets import build_backbone
+    from ltvl.vl.data.store import DatasetInfo
     info = DatasetInfo.load(datasets["vqa"])
     src = build_backbone(BackboneSpec("tiny", seed=3), info)
     official = {f"uniter.{k}": v for k, v in src.state_dict().items() if not k.endswith("_ids")}
@@ -93,8 +93,8 @@ def test_uniter_checkpoint_converter_roundtrip(tmp_path, datasets):
 def test_base_presets_have_the_real_shapes(tmp_path):
     make_synthetic("vqa", tmp_path, n_train=8, n_test=4)
     meta = json.loads((tmp_path / "dataset.json").read_text())
-    from ltvl.data.store import DatasetInfo
-    from ltvl.models.presets import build_backbone
+    from ltvl.vl.data.store import DatasetInfo
+    from ltvl.vl.models.presets import build_backbone
     info = DatasetInfo(**{**meta, "feat_dim": 2048})
     bb = build_backbone(BackboneSpec("uniter-base"), info)
     assert bb.hidden_size == 768 and len(bb.encoder.layer) == 12 and bb.img_embeddings.img_linear.in_features == 2048
@@ -161,7 +161,7 @@ def test_minilm_prunes_the_encoder_but_not_its_untrained_pooler(datasets):
 
 def test_task_agnostic_imp_chain_on_pretraining_objectives(datasets, tmp_path):
     """The pre-training objectives drive an IMP chain (task-agnostic tickets)."""
-    from ltvl.imp import ChainSpec, run_chain_with_trainer
+    from ltvl.core.imp import ChainSpec, run_chain_with_trainer
     from ltvl.pruning import Schedule
     setup = build_vl(VLSpec(task="pretrain", data=datasets["pretrain"], backbone=BackboneSpec("tiny"), max_len=12))
     spec = ChainSpec(train=TrainConfig(steps=3, batch_size=8, lr=1e-3), schedule=Schedule("geometric", 0.5, 0.7),

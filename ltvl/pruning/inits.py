@@ -1,7 +1,7 @@
 """Initialisations a ticket can be trained from (SPEC §3).
 
 * θ0 — the given pre-trained state (``snapshot``)
-* θi — a snapshot at rewind step i (captured by the trainer, see ``ltvl.train``)
+* θi — a snapshot at rewind step i (captured by the trainer, see ``ltvl.core.train``)
 * θ'0 — another checkpoint in the same architecture (``load_matching``, e.g. BERT init)
 * θ''0 — θ0 with each prunable tensor's elements shuffled (``shuffle_within_tensors``)
 * random — a fresh seeded initialisation (``reinitialise``)

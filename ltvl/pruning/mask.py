@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 
 def fingerprint_of(shapes: Mapping[str, tuple[int, ...]]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 DEFAULT_INCLUDE: tuple[str, ...] = (r"(^|\.)encoder\.", r"(^|\.)pooler\.")
 

@@ -13,7 +13,7 @@ from enum import Enum
 
 import torch
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.pruning.kselect import ScoreFn, select_smallest
 from ltvl.pruning.mask import Mask
 

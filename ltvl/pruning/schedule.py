@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 _EPS = 1e-9
 

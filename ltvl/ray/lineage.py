@@ -10,7 +10,7 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from ltvl.atomic import atomic_write_text
+from ltvl.util.atomic import atomic_write_text
 from ltvl.tracking.mlflow_lineage import LineageTracker
 from ltvl.tracking.records import chain_name, chain_ops, dense_ops, round_op
 
@@ -47,7 +47,7 @@ class LineageCallback(tune.Callback):
         if result.get("ticket"):
             key, dense = f"ticket:{result['ticket']}", None
             ops = chain_ops(key, params, None, {"ltvl.source_task": result["source_task"],
-                                                "ltvl.ticket": result["ticket"]})
+                                                "ltvl.core.baselines": result["ticket"]})
         elif "chain" in result:
             key, dense = f"chain:{result['chain']}", dense_key(params)
             ops = []

@@ -30,9 +30,9 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ltvl.chainjob import DEFAULTS, build_job, chain_spec
-from ltvl.dense import DenseSpec, DenseStore
-from ltvl.errors import LtvlError
+from ltvl.params.resolve import DEFAULTS, build_job, chain_spec
+from ltvl.core.dense import DenseSpec, DenseStore
+from ltvl.util.errors import LtvlError
 from ltvl.ray.worker import train_chain, train_dense, train_tickets
 
 RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures")
@@ -196,7 +196,7 @@ class SweepOptions:
     # extra resources every trial driver asks for, e.g. {"trial_driver": 1}: a custom resource
     # only the head offers, so drivers never land on (and die with) spot workers
     driver_resources: tuple[tuple[str, float], ...] = ()
-    baselines: tuple[str, ...] = ()  # ticket baselines on every IMP chain's masks (ltvl.ticket.Baseline)
+    baselines: tuple[str, ...] = ()  # ticket baselines on every IMP chain's masks (ltvl.core.baselines.Baseline)
     transfer_to: tuple[str, ...] = ()  # tasks every IMP chain's masks are transferred to
     seed: int = 0
 

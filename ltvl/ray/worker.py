@@ -20,15 +20,15 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ltvl.chainjob import TICKET_KEYS, ChainJob, build_job, build_ticket_job, data_for, with_prunable
-from ltvl.checkpoint import load_safetensors
-from ltvl.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
-from ltvl.dense import DenseSpec, DenseStore, ensure_dense
-from ltvl.imp import RoundResult, run_chain, shared_first_mask
-from ltvl.paths import resolve_dataset
+from ltvl.params.resolve import TICKET_KEYS, ChainJob, build_job, build_ticket_job, data_for, with_prunable
+from ltvl.util.weights import load_safetensors
+from ltvl.core.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
+from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
+from ltvl.core.imp import RoundResult, run_chain, shared_first_mask
+from ltvl.vl.datasets import resolve_dataset
 from ltvl.pruning.mask import Mask
-from ltvl.train import Trainer
-from ltvl.vl import build_vl
+from ltvl.core.train import Trainer
+from ltvl.vl.assemble import build_vl
 
 
 def round_metrics(r: RoundResult) -> dict:

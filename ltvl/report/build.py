@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.report import figures, tables
 from ltvl.report.collect import Records, collect, download_mask
 from ltvl.report.tables import Cell

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 ROUND_TAGS = ("ltvl.task", "ltvl.init", "ltvl.seed", "ltvl.round", "ltvl.chain_key")
 # What makes two chains' numbers comparable: the same data, backbone and training budget. (Swept
@@ -74,7 +74,7 @@ def collect(uri: str, experiments: list[str]) -> Records:
                     continue
                 dense.append({"experiment": name, "run_id": run.info.run_id, "task": tags.get("ltvl.task"),
                               "seed": int(_f(tags.get("ltvl.seed"), 0)), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
-                              "metric": metrics["metric"], "dense": tags.get("ltvl.dense", ""),
+                              "metric": metrics["metric"], "dense": tags.get("ltvl.core.dense", ""),
                               "recipe": _recipe(run.data.params)})
                 continue
             if kind != "round":

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from ltvl.chainjob import DEFAULTS
-from ltvl.errors import LtvlError
+from ltvl.params.resolve import DEFAULTS
+from ltvl.util.errors import LtvlError
 
 KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
 
@@ -45,7 +45,7 @@ class Search:
 class SweepConfig:
     kind: str = "rewind_grid"
     name: str = "rewind-grid"  # the MLflow experiment and the Tune run name
-    params: dict[str, Any] = field(default_factory=dict)  # chain params (ltvl.chainjob.DEFAULTS)
+    params: dict[str, Any] = field(default_factory=dict)  # chain params (ltvl.params.resolve.DEFAULTS)
     grid: dict[str, list] = field(default_factory=dict)  # axes: every combination runs
     chains: list[dict] = field(default_factory=list)  # extra single chains (overrides of params)
     baselines: list[str] = field(default_factory=list)  # ticket baselines on every IMP chain's masks

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 from ltvl.sweep.config import SweepConfig, load_config
 
 def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +77,7 @@ def _domain(key: str, spec: dict):
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None) -> int:
     import ray
 
-    from ltvl.paths import home
+    from ltvl.util.home import home
     from ltvl.ray.lineage import LineageCallback
     from ltvl.ray.tune_chain import SweepOptions, grid_points, run_chains, validate_space
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 
 @dataclass

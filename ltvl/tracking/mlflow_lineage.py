@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ltvl.errors import LtvlError
+from ltvl.util.errors import LtvlError
 
 KEY, KIND, COMPLETE = "ltvl.key", "ltvl.kind", "ltvl.complete"
 SWEEP_KIND = "ltvl.sweep_kind"
@@ -40,7 +40,7 @@ def default_tracking_uri() -> str:
     import os
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    from ltvl.paths import home
+    from ltvl.util.home import home
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltvl.chainjob import DEFAULTS
+from ltvl.params.resolve import DEFAULTS
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric")
 
@@ -41,7 +41,7 @@ def dense_ops(dense_sha: str, params: dict, metrics: dict) -> list[dict]:
                                 "adv_epsilon")}
     key = f"dense:{dense_sha}"
     return [{"op": "run", "key": key, "name": f"dense-{p['task']}-{dense_sha[:8]}", "params": recipe,
-             "tags": {"ltvl.kind": "dense", "ltvl.dense": dense_sha, "ltvl.task": p["task"], "ltvl.seed": p["seed"],
+             "tags": {"ltvl.kind": "dense", "ltvl.core.dense": dense_sha, "ltvl.task": p["task"], "ltvl.seed": p["seed"],
                       "ltvl.init": "theta0", "ltvl.epsilon": _epsilon(p)}},
             {"op": "metrics", "key": key, "metrics": {k: v for k, v in metrics.items() if k == "metric"}, "step": 0}]
 

@@ -1,0 +1,244 @@
+"""A real two-node Ray cluster plus an MLflow server on this machine, all on 127.0.0.1.
+
+``ltvl cluster up`` starts a Ray head, a *second* Ray node that joins it with its own
+resources, and ``mlflow server`` (sqlite + served artifacts), each in its own session, and
+records their PIDs in ``<dir>/cluster.json``. ``down`` stops exactly those process groups and
+nothing else (never ``ray stop``, which kills every Ray on the machine). It is the multi-node
+path you can test without a cloud account: jobs go through ``ray job submit`` with token auth,
+and chains that need more than one node's CPUs are spread over both nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ltvl.util.atomic import atomic_write_text
+from ltvl.util.errors import LtvlError
+from ltvl.cluster.procs import Listener, group_members, listeners, proc_info, same_process, stop_group
+
+LOOPBACK = "127.0.0.1"
+STATE_FILE = "cluster.json"
+
+
+def default_dir() -> Path:
+    from ltvl.util.home import home
+    return home() / "local-cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    start_ticks: int
+    log: str
+
+
+@dataclass
+class ClusterState:
+    dir: str
+    gcs_port: int
+    dashboard_port: int
+    mlflow_port: int | None
+    ray_tmp: str = ""
+    services: list[Service] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
+
+    @property
+    def ray_address(self) -> str:
+        return f"{LOOPBACK}:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return f"http://{LOOPBACK}:{self.mlflow_port}" if self.mlflow_port else None
+
+    def env(self) -> dict[str, str]:
+        """What a shell (or a job) needs to talk to this cluster."""
+        out = {"RAY_ADDRESS": self.dashboard, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        if self.tracking_uri:
+            out["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return out
+
+    def save(self) -> None:
+        atomic_write_text(Path(self.dir) / STATE_FILE, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "ClusterState | None":
+        f = Path(directory) / STATE_FILE
+        if not f.exists():
+            return None
+        d = json.loads(f.read_text())
+        d["services"] = [Service(**s) for s in d["services"]]
+        return cls(**d)
+
+
+def _bin(name: str) -> str:
+    """The console script next to this interpreter (the project's venv), else from PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def service_env(mlflow_port: int | None) -> dict[str, str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if mlflow_port:  # jobs on this cluster log to its MLflow server unless told otherwise
+        env["MLFLOW_TRACKING_URI"] = f"http://{LOOPBACK}:{mlflow_port}"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _spawn(name: str, cmd: list[str], directory: Path, env: dict) -> Service:
+    log = directory / f"{name}.log"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=directory)
+    time.sleep(0.2)
+    info = proc_info(proc.pid)
+    if info is None:
+        raise LtvlError(f"{name} exited at once; see {log}", where="ltvl cluster up")
+    return Service(name, proc.pid, info.start_ticks, str(log))
+
+
+def _wait(what: str, ready, service: Service, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if ready():
+            return
+        if not same_process(service.pid, service.start_ticks):
+            tail = Path(service.log).read_text(errors="replace")[-2000:]
+            raise LtvlError(f"{what} exited while starting:\n{tail}", where=service.log)
+        time.sleep(1)
+    raise LtvlError(f"{what} did not come up within {timeout_s:.0f} s", where=service.log,
+                    fix="read the log; on a busy machine give it longer with --timeout")
+
+
+def _http_up(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answered (auth or 404): the server is up
+    except OSError:
+        return False
+
+
+def ray_nodes(state: ClusterState, env: dict) -> list[dict]:
+    """Alive nodes, through the state API behind the (token-protected) dashboard."""
+    out = subprocess.run([_bin("ray"), "list", "nodes", "--address", state.dashboard, "--format", "json",
+                          "--filter", "state=ALIVE"], env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return []
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return []
+
+
+def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflow: bool = True,
+       object_store_mb: int = 256, timeout_s: float = 180) -> ClusterState:
+    """Start head, second node and MLflow; on any failure stop what was started and raise."""
+    directory = Path(directory).resolve()
+    if (old := ClusterState.load(directory)) is not None and any(
+            same_process(s.pid, s.start_ticks) for s in old.services):
+        raise LtvlError(f"a local cluster from {directory} is already running", where=str(directory / STATE_FILE),
+                        fix="use it (ltvl cluster status), or stop it first with: ltvl cluster down")
+    for name, v in (("--head-cpus", head_cpus), ("--worker-cpus", worker_cpus)):
+        if v < 1:
+            raise LtvlError(f"{name} {v} is below 1: a node needs at least one CPU to run a chain's worker",
+                            where=name, fix=f"{name} 1")
+    if timeout_s <= 0:
+        raise LtvlError(f"--timeout {timeout_s:g} must be positive", where="--timeout", fix="--timeout 180")
+    directory.mkdir(parents=True, exist_ok=True)
+    # Each node gets its own Ray temp dir: nodes sharing one would garbage-collect each other's
+    # runtime-env files (the job's working_dir) and find each other via ray_current_cluster.
+    # It is short and under /tmp because Ray's unix sockets live there (107-byte path limit).
+    ray_tmp = tempfile.mkdtemp(prefix="ltvl-ray-", dir="/tmp")
+    state = ClusterState(str(directory), free_port(), free_port(), free_port() if with_mlflow else None, ray_tmp)
+    env = service_env(state.mlflow_port)
+    store = ["--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
+    try:
+        head = _spawn("ray-head", [
+            _bin("ray"), "start", "--head", "--block", f"--port={state.gcs_port}", f"--node-ip-address={LOOPBACK}",
+            "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}",
+            "--resources", json.dumps({"trial_driver": 64}),
+            "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={state.dashboard_port}",
+            f"--ray-client-server-port={free_port()}", *store], directory, env)
+        state.services.append(head)
+        state.save()  # recorded at once: `down` can stop a half-started cluster
+        _wait("the Ray head", lambda: _http_up(state.dashboard + "/api/version"), head, timeout_s)
+        worker = _spawn("ray-worker-1", [
+            sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block", f"--address={state.ray_address}",
+            f"--node-ip-address={LOOPBACK}", "--node-name=ltvl-worker-1", f"--temp-dir={ray_tmp}/worker-1",
+            f"--num-cpus={worker_cpus:g}", *store],
+            directory, env)
+        state.services.append(worker)
+        state.save()
+        if with_mlflow:
+            mlflow = _spawn("mlflow", [
+                _bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+                "--artifacts-destination", str(directory / "mlflow-artifacts")], directory, env)
+            state.services.append(mlflow)
+            state.save()
+        nodes: list[dict] = []
+
+        def both_nodes() -> bool:
+            nodes[:] = ray_nodes(state, env)
+            return len(nodes) >= 2
+        _wait("the second Ray node", both_nodes, worker, timeout_s)
+        state.nodes = {n.get("node_name") or n["node_id"]: n["node_id"] for n in nodes}
+        if with_mlflow:
+            _wait("the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), mlflow, timeout_s)
+        state.save()
+        return state
+    except BaseException:
+        down(directory)
+        raise
+
+
+def down(directory: Path) -> list[str]:
+    """Stop the recorded services, newest first; returns the names of those that were running."""
+    state = ClusterState.load(Path(directory).resolve())
+    if state is None:
+        return []
+    stopped = [s.name for s in reversed(state.services) if stop_group(s.pid, s.start_ticks)]
+    (Path(state.dir) / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def cluster_listeners(state: ClusterState) -> list[Listener]:
+    """Every listening socket held by a process of the cluster's recorded process groups."""
+    pids = [p.pid for s in state.services for p in group_members(s.pid)]
+    return listeners(pids)
+
+
+def status(directory: Path) -> dict:
+    state = ClusterState.load(Path(directory).resolve())
+    if state is None:
+        return {"running": False, "dir": str(Path(directory).resolve())}
+    alive = {s.name: same_process(s.pid, s.start_ticks) for s in state.services}
+    socks = cluster_listeners(state)
+    return {"running": all(alive.values()) and bool(alive), "dir": state.dir, "services": alive,
+            "ray_address": state.ray_address, "dashboard": state.dashboard, "tracking_uri": state.tracking_uri,
+            "nodes": state.nodes, "ray_logs": state.ray_tmp, "listening": [str(s) for s in socks],
+            "public": [str(s) for s in socks if not s.loopback], "env": state.env()}

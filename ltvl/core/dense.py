@@ -1,0 +1,211 @@
+"""The shared dense prefix: one dense training serves every chain that differs only in how it prunes.
+
+Round 0 of an IMP chain trains the dense model from θ0 for t steps. That run depends on the
+training recipe, the prunable set and the run context (task, data, backbone), and on nothing
+else: rewind step, pruning rate, schedule and method do not touch it. So chains that share
+those inputs share one dense run, which captures θi for *every* rewind step they need.
+
+Layout (``root/dense/<hash16>/``), every file written atomically and referenced by sha256:
+
+- ``spec.json``: the dense key (train, prunable, context)
+- ``record.json``: dense metrics, train loss, wall time, the final weights' sha256
+- ``final.safetensors``: the trained prunable weights (the first prune reads these)
+- ``theta/<step>.pt`` + ``theta/<step>.sha256``: θi per rewind step, one file per step, so two
+  writers adding different steps never race on a shared index
+- ``first/<method>-<scope>-<sparsity>-<seed>.sha256`` + ``masks/<sha>.mask.safetensors``: the
+  first pruned mask per pruning rate, shared by every chain with that rate
+
+A missing θi is added by training from θ0 only up to that step: batches and dropout are pure
+functions of (seed, step), so the result is bit-identical to capturing it in the first run.
+Imports neither Ray nor MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, claim_spec_dir, json_sha256, sha256_bytes
+from ltvl.util.errors import LtvlError
+from ltvl.pruning.mask import Mask
+from ltvl.pruning.maskfile import load_mask, save_mask
+from ltvl.pruning.prunable import PrunableSpec, select_prunable
+from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
+from ltvl.core.train import RewindPoint, TrainConfig
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """What determines the dense run, and nothing more."""
+
+    train: TrainConfig
+    prunable: PrunableSpec
+    context: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, chain_spec: Any) -> "DenseSpec":
+        return cls(chain_spec.train, chain_spec.prunable, chain_spec.context)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["context"] = dict(self.context)
+        return d
+
+    @property
+    def sha256(self) -> str:
+        return json_sha256(self.to_dict())
+
+
+@dataclass
+class DenseRecord:
+    dense: str  # DenseSpec sha256
+    metrics: dict[str, float]
+    train_loss: float
+    wall_s: float
+    steps: int
+    final_sha256: str
+    names: list[str]  # prunable tensors in model order: a mask's hash depends on it, safetensors sorts
+
+
+@dataclass
+class DenseOutcome:
+    """The dense run as this process sees it. Tensors computed here are kept in memory, because a
+    non-writing DDP rank must not wait for rank 0's files."""
+
+    record: DenseRecord
+    steps_trained: int  # optimizer steps this call executed (0 when everything was on disk)
+    store: "DenseStore"
+    thetas: dict[int, RewindPoint] = dataclasses.field(default_factory=dict)
+    final: dict[str, torch.Tensor] | None = None
+
+    def theta(self, step: int) -> RewindPoint:
+        return self.thetas[step] if step in self.thetas else self.store.get_theta(step)
+
+    def final_weights(self) -> dict[str, torch.Tensor]:
+        if self.final is None:
+            self.final = self.store.final_weights(self.record)
+        return self.final
+
+
+class DenseStore:
+    def __init__(self, root: str | Path, spec: DenseSpec, writer: bool = True):
+        self.spec, self.writer = spec, writer
+        self.dir = Path(root) / "dense" / spec.sha256[:16]
+
+    def open(self) -> None:
+        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "dense")
+
+    # --- the dense run's result -------------------------------------------------------------
+    def record(self) -> DenseRecord | None:
+        f = self.dir / "record.json"
+        return DenseRecord(**json.loads(f.read_text())) if f.exists() else None
+
+    def put_result(self, rec: DenseRecord, final_bytes: bytes) -> None:
+        if self.writer:
+            atomic_write_bytes(self.dir / "final.safetensors", final_bytes)  # before the record that names it
+            atomic_write_text(self.dir / "record.json", json.dumps(dataclasses.asdict(rec), indent=2, sort_keys=True))
+
+    def final_weights(self, rec: DenseRecord) -> dict[str, torch.Tensor]:
+        data = (self.dir / "final.safetensors").read_bytes()
+        if sha256_bytes(data) != rec.final_sha256:
+            raise LtvlError("dense final weights do not match their recorded sha256", where=str(self.dir),
+                            fix="the file is damaged; delete this dense directory to retrain it")
+        tensors = st_load(data)
+        return {n: tensors[n] for n in rec.names}
+
+    # --- θi per rewind step -----------------------------------------------------------------
+    def theta_path(self, step: int) -> Path:
+        return self.dir / "theta" / f"{step}.pt"
+
+    def has_theta(self, step: int) -> bool:
+        return (self.dir / "theta" / f"{step}.sha256").exists()
+
+    def put_theta(self, point: RewindPoint) -> str:
+        if not self.writer:
+            return ""
+        sha = point.save(self.theta_path(point.step))
+        atomic_write_text(self.dir / "theta" / f"{point.step}.sha256", sha)  # after the file it names
+        return sha
+
+    def theta_sha(self, step: int) -> str:
+        return (self.dir / "theta" / f"{step}.sha256").read_text().strip()
+
+    def get_theta(self, step: int) -> RewindPoint:
+        if not self.has_theta(step):
+            raise LtvlError(f"θi for rewind step {step} is missing", where=str(self.dir),
+                            fix="delete the chain's round records to recompute it")
+        return RewindPoint.load(self.theta_path(step), self.theta_sha(step))
+
+    # --- the first pruned mask, per pruning rate -----------------------------------------------
+    def first_mask(self, final: Callable[[], dict[str, torch.Tensor]], dense_mask: Mask, sparsity: float,
+                   method: Method, scope: Scope, seed: int) -> tuple[Mask, Path]:
+        """The mask after round 0 at ``sparsity``: read if a chain with this rate made it, else pruned now."""
+        key = self.dir / "first" / f"{Method(method).value}-{Scope(scope).value}-{sparsity:.8f}-{seed}.sha256"
+        if key.exists():
+            path = self.mask_path(key.read_text().strip())
+            return load_mask(path), path
+        mask = prune_to_sparsity(final(), dense_mask, sparsity, method=method, scope=scope, seed=seed,
+                                 metadata={"round": 1, "dense": self.spec.sha256})
+        path = self.mask_path(mask.sha256)
+        if self.writer:
+            if not path.exists():
+                save_mask(mask, path)
+            atomic_write_text(key, mask.sha256)
+        return mask, path
+
+    def mask_path(self, sha: str) -> Path:
+        return self.dir / "masks" / f"{sha}.mask.safetensors"
+
+
+TrainFn = Callable[..., Any]
+
+
+def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: Callable[[], nn.Module],
+                 train_fn: TrainFn, eval_fn: Callable[[nn.Module], dict],
+                 agree: Callable[[Any], Any] = lambda v: v) -> DenseOutcome:
+    """Make sure the dense run and θi for every step in ``rewind_steps`` are on disk; train only what is missing.
+
+    ``agree`` makes every DDP rank act on rank 0's view of the store (another trial may be writing
+    it), so all ranks train the same steps or none.
+    """
+    store.open()
+    wanted = sorted(set(rewind_steps))
+    have = agree({"record": store.record() is not None, "theta": [s for s in wanted if store.has_theta(s)]})
+    missing = [s for s in wanted if s not in have["theta"]]
+    if have["record"] and not missing:
+        return DenseOutcome(store.record() or _require_record(store), 0, store)
+    model = model_factory()
+    t0 = time.perf_counter()
+    if have["record"]:  # only some θi are missing: replay the dense run up to the last of them
+        out = train_fn(model, enforcer=None, start=None, until=max(missing), capture_at=missing)
+        for s in missing:
+            store.put_theta(out.captured[s])
+        return DenseOutcome(store.record() or _require_record(store), out.steps_run, store, out.captured)
+    out = train_fn(model, enforcer=None, start=None, capture_at=missing)
+    for s in missing:
+        store.put_theta(out.captured[s])
+    metrics = eval_fn(model)
+    names = list(select_prunable(model, store.spec.prunable))
+    params = dict(model.named_parameters())
+    final = {n: params[n].detach().cpu().contiguous() for n in names}
+    final_bytes = st_save(final)
+    rec = DenseRecord(dense=store.spec.sha256, metrics=metrics, train_loss=out.mean_loss,
+                      wall_s=time.perf_counter() - t0, steps=out.steps_run, final_sha256=sha256_bytes(final_bytes),
+                      names=names)
+    store.put_result(rec, final_bytes)
+    return DenseOutcome(rec, out.steps_run, store, out.captured, final)
+
+
+def _require_record(store: DenseStore) -> DenseRecord:
+    raise LtvlError("the dense record vanished while adding θi", where=str(store.dir),
+                    fix="another process deleted it; re-run")

@@ -1,0 +1,285 @@
+"""One IMP chain (SPEC §2, Algorithm 1) as a plain, resumable loop.
+
+Round 0 is the dense model trained from θ0 to step t, capturing θi on the way; chains that
+differ only in rewind step, rate or method share that run (:mod:`ltvl.core.dense`).
+Every later round r trains ``m_r ⊙ θi`` from step i to t (optimizer and LR schedule
+restored as at step i), evaluates, and prunes to the schedule's next sparsity.
+
+State lives in ``root/<spec hash>/`` (open_lth-style): ``spec.json``, a reference to θi by
+sha256 (``theta_i.json``; the weights live once, in the dense store), content-addressed masks, and one JSON record
+per finished round, each written atomically *after* the files it references.
+Re-running the same spec replays finished rounds and recomputes only the rest;
+because every step is a pure function of (seed, step), the result is bit-identical.
+This module imports neither Ray nor MLflow: they observe via ``reporter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ltvl.core.adversarial import AdvConfig
+from ltvl.util.atomic import atomic_write_text, claim_spec_dir, json_sha256
+from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
+from ltvl.util.errors import LtvlError, require
+from ltvl.pruning.enforce import MaskEnforcer
+from ltvl.pruning.mask import Mask
+from ltvl.pruning.maskfile import load_mask, save_mask
+from ltvl.pruning.prunable import PrunableSpec
+from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
+from ltvl.pruning.schedule import Schedule
+from ltvl.core.train import RewindPoint, TrainConfig, TrainOutcome, Trainer, derive_seed
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """Everything that determines a chain's result; its hash names the chain."""
+
+    train: TrainConfig = TrainConfig()
+    rewind_step: int = 0  # i: 0 rewinds to θ0
+    schedule: Schedule = Schedule()
+    method: Method = Method.MAGNITUDE  # MAGNITUDE = IMP; RANDOM = iterative random pruning
+    scope: Scope = Scope.GLOBAL
+    prunable: PrunableSpec = PrunableSpec()
+    context: tuple[tuple[str, str], ...] = ()  # task, backbone preset, …: whatever else defines the run
+    # AT uses (SPEC §4): train.adversarial makes every training phase adversarial (AT-IMP);
+    # finetune_adversarial additionally re-trains each round's ticket m ⊙ θi adversarially and
+    # reports its metrics as ``finetune_metrics`` (the paper's "AT on tickets").
+    finetune_adversarial: AdvConfig = AdvConfig()
+
+    def validate(self) -> None:
+        self.train.validate("train")
+        self.finetune_adversarial.validate("finetune_adversarial")
+        self.schedule.validate("schedule")
+        require(0 <= self.rewind_step < self.train.steps,
+                f"rewind step {self.rewind_step} is not in [0, train.steps={self.train.steps})",
+                where="rewind_step", fix="rewind to a step before the end of training (0 = θ0)")
+        Method(self.method), Scope(self.scope)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["method"], d["scope"] = Method(self.method).value, Scope(self.scope).value
+        d["context"] = dict(self.context)
+        return d
+
+    @property
+    def sha256(self) -> str:
+        return json_sha256(self.to_dict())
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:16]
+
+
+@dataclass
+class RoundResult:
+    chain: str
+    round: int
+    sparsity: float
+    mask_sha256: str
+    parent_sha256: str | None
+    metrics: dict[str, float]
+    train_loss: float
+    wall_s: float
+    next_mask_sha256: str | None
+    mask_path: str
+    steps_trained: int = 0  # optimizer steps this round executed (0: replayed or taken from the shared dense run)
+    dense_sha256: str | None = None  # the shared dense run round 0 came from
+    finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
+    fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)
+    replayed: bool = False  # True when read back from disk on resume rather than computed now
+
+    def record(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("replayed")
+        return d
+
+
+@dataclass
+class ChainResult:
+    spec: ChainSpec
+    directory: Path
+    rounds: list[RoundResult] = field(default_factory=list)
+
+    @property
+    def final_mask(self) -> Mask:
+        return load_mask(self.rounds[-1].mask_path)
+
+
+TrainFn = Callable[..., TrainOutcome]  # (model, *, enforcer, start, capture_at) -> TrainOutcome
+EvalFn = Callable[[nn.Module], dict]
+Reporter = Callable[[RoundResult], None]
+
+
+class ChainStore:
+    """The chain's directory: every write atomic, every read verified."""
+
+    def __init__(self, root: str | Path, spec: ChainSpec, writer: bool = True):
+        self.dir = Path(root) / spec.short_hash
+        self.spec, self.writer = spec, writer
+
+    def open(self) -> None:
+        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "chain")
+
+    def mask_path(self, sha: str) -> Path:
+        return self.dir / "masks" / f"{sha}.mask.safetensors"
+
+    def put_mask(self, mask: Mask) -> Path:
+        path = self.mask_path(mask.sha256)
+        if self.writer and not path.exists():
+            save_mask(mask, path)
+        return path
+
+    def round_path(self, r: int) -> Path:
+        return self.dir / "rounds" / f"{r:03d}.json"
+
+    def finished_rounds(self) -> list[dict]:
+        out = []
+        r = 0
+        while self.round_path(r).exists():
+            out.append(json.loads(self.round_path(r).read_text()))
+            r += 1
+        return out
+
+    def put_round(self, res: RoundResult) -> None:
+        if self.writer:
+            atomic_write_text(self.round_path(res.round), json.dumps(res.record(), indent=2, sort_keys=True))
+
+    def put_theta_ref(self, dense: DenseStore, step: int) -> None:
+        """θi lives once, in the dense store; the chain records which file and hash it rewinds to."""
+        if self.writer:
+            atomic_write_text(self.dir / "theta_i.json",
+                              json.dumps({"dense_dir": str(dense.dir), "step": step, "sha256": dense.theta_sha(step)}))
+
+    def get_theta_i(self, dense: DenseStore) -> RewindPoint:
+        ref = self.dir / "theta_i.json"
+        if not ref.exists():
+            raise LtvlError("finished rounds exist but the θi reference is missing", where=str(self.dir),
+                            fix="delete the chain directory to recompute it")
+        r = json.loads(ref.read_text())
+        return RewindPoint.load(dense.theta_path(r["step"]), r["sha256"])
+
+    def find_mask(self, sha: str, dense: DenseStore) -> Path:
+        """A mask by hash: this chain's own, or the first mask it shares with its dense siblings."""
+        own = self.mask_path(sha)
+        return own if own.exists() else dense.mask_path(sha)
+
+
+def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
+              root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None,
+              writer: bool = True, share_rewinds: Iterable[int] = (),
+              agree: Callable[[Any], Any] = lambda v: v) -> ChainResult:
+    """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
+
+    Round 0 comes from the shared dense run (:mod:`ltvl.core.dense`), trained now only if no sibling
+    chain has trained it yet; ``share_rewinds`` lists the siblings' rewind steps so that one
+    training captures θi for all of them. ``finetune_fn`` (needed when
+    ``spec.finetune_adversarial`` is enabled) trains a copy of each round's ticket adversarially
+    from θi; its evaluation becomes ``finetune_metrics``. ``writer=False`` (DDP ranks other than
+    0) computes everything but writes nothing; ``agree`` gives every rank rank 0's view of shared
+    files, so ranks never diverge on what to train.
+    """
+    spec.validate()
+    if spec.finetune_adversarial.active and finetune_fn is None:
+        raise LtvlError("finetune_adversarial is enabled but no finetune_fn was given", where="run_chain",
+                        fix="use run_chain_with_trainer, which builds it")
+    sparsities = [0.0] + spec.schedule.sparsities()
+    store = ChainStore(root, spec, writer)
+    store.open()
+    dense = DenseStore(root, DenseSpec.of(spec), writer)
+    result = ChainResult(spec, store.dir)
+    report = reporter or (lambda _r: None)
+
+    done = agree(store.finished_rounds())
+    for rec in done:
+        res = RoundResult(**rec, replayed=True)
+        load_mask(res.mask_path)  # verify: a finished round's mask must be intact
+        result.rounds.append(res)
+        report(res)
+    if len(done) == len(sparsities):
+        return result
+
+    def prune_seed(r: int) -> int:
+        return derive_seed(spec.train.seed, "prune", r)
+
+    if done:
+        theta_i = store.get_theta_i(dense)
+        mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
+    else:  # round 0: the shared dense run
+        t0 = time.perf_counter()
+        got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree)
+        theta_i = got.theta(spec.rewind_step)
+        store.put_theta_ref(dense, spec.rewind_step)
+        mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.spec.sha256})
+        mask_path = store.put_mask(mask)
+        next_mask = shared_first_mask(spec, got, mask)[0] if len(sparsities) > 1 else None
+        res = RoundResult(chain=spec.sha256, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
+                          metrics=got.record.metrics, train_loss=got.record.train_loss,
+                          wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
+                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.spec.sha256)
+        store.put_round(res)
+        result.rounds.append(res)
+        report(res)
+        mask = next_mask
+    for r in range(max(len(done), 1), len(sparsities)):
+        t0 = time.perf_counter()
+        model = model_factory()
+        enforcer = MaskEnforcer(model, mask)
+        out = train_fn(model, enforcer=enforcer, start=theta_i, capture_at=[])
+        metrics = eval_fn(model)
+        mask_path = store.put_mask(mask)
+        next_mask = None
+        if r + 1 < len(sparsities):
+            params = dict(model.named_parameters())
+            weights = {n: params[n].detach() for n in mask.names}
+            next_mask = prune_to_sparsity(weights, mask, sparsities[r + 1], method=spec.method, scope=spec.scope,
+                                          seed=prune_seed(r), metadata={"round": r + 1, "chain": spec.sha256})
+            store.put_mask(next_mask)
+        enforcer.remove()
+        steps = out.steps_run
+        finetuned = None
+        if spec.finetune_adversarial.active:
+            ticket = model_factory()
+            ticket_enforcer = MaskEnforcer(ticket, mask)
+            steps += finetune_fn(ticket, enforcer=ticket_enforcer, start=theta_i, capture_at=[]).steps_run
+            finetuned = eval_fn(ticket)
+            ticket_enforcer.remove()
+        res = RoundResult(chain=spec.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
+                          parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
+                          wall_s=time.perf_counter() - t0,
+                          next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
+                          steps_trained=steps, finetune_metrics=finetuned,
+                          fully_pruned=[n for n, t in mask.tensors.items() if not t.any()])
+        store.put_round(res)
+        result.rounds.append(res)
+        report(res)
+        mask = next_mask
+    return result
+
+
+def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask, Path]:
+    """The mask after round 0: shared by every chain with this dense run, rate, method and scope."""
+    first = spec.schedule.sparsities()[0]
+    return got.store.first_mask(got.final_weights, dense_mask, first, spec.method, spec.scope,
+                                derive_seed(spec.train.seed, "prune", 0))
+
+
+def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,
+                           root: str | Path, reporter: Reporter | None = None,
+                           share_rewinds: Iterable[int] = ()) -> ChainResult:
+    """Convenience: the chain driven by an :class:`ltvl.core.train.Trainer` (train + evaluate)."""
+    require(trainer.cfg == spec.train, "the trainer's TrainConfig differs from the chain spec's",
+            where="trainer", fix="build the Trainer from spec.train")
+    finetune = None
+    if spec.finetune_adversarial.active:
+        finetune = Trainer(trainer.task, dataclasses.replace(spec.train, adversarial=spec.finetune_adversarial),
+                           trainer.device).train
+    return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune,
+                     share_rewinds=share_rewinds)

@@ -1,0 +1,134 @@
+"""Baseline and transfer tickets over a finished chain's masks, one resumable round per mask.
+
+For every pruned round of a source chain (or a given list of masks), a ticket chain re-trains
+one (init, mask) pair of :mod:`ltvl.core.baselines` on a target task and evaluates it:
+
+- same task, ``theta0_prime`` / ``theta0_shuffled`` / ``high_magnitude`` / ``random_init`` /
+  ``random``: the paper's baselines at the IMP chain's sparsities (SPEC §3);
+- another task, ``imp``: ticket transfer (the source mask on the target's θ0; θi is task-specific).
+
+State lives in ``root/tickets/<spec hash16>/`` like a chain's: ``spec.json``, one record per
+finished round, derived masks by hash, all written atomically; re-running replays.
+Imports neither Ray nor MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ltvl.util.atomic import atomic_write_text, claim_spec_dir, json_sha256
+from ltvl.util.errors import LtvlError, require
+from ltvl.pruning.maskfile import load_mask, save_mask
+from ltvl.pruning.prunable import PrunableSpec
+from ltvl.core.baselines import Baseline, train_ticket
+from ltvl.core.train import Trainer, TrainConfig, derive_seed
+
+
+@dataclass(frozen=True)
+class SourceMask:
+    round: int
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    baseline: Baseline
+    source: str  # the source chain's sha256, or "masks:<sha of the mask list>"
+    source_task: str
+    train: TrainConfig
+    prunable: PrunableSpec
+    context: tuple[tuple[str, str], ...]  # the target: task, data, backbone …
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["baseline"], d["context"] = Baseline(self.baseline).value, dict(self.context)
+        return d
+
+    @property
+    def sha256(self) -> str:
+        return json_sha256(self.to_dict())
+
+
+@dataclass
+class TicketRound:
+    ticket: str  # TicketSpec sha256
+    round: int  # the source round whose mask this is
+    baseline: str
+    source: str
+    source_task: str
+    source_mask_sha256: str
+    mask_sha256: str  # the mask actually trained (differs for random / high_magnitude)
+    mask_path: str
+    sparsity: float
+    metrics: dict[str, float]
+    train_loss: float
+    wall_s: float
+    steps_trained: int
+    replayed: bool = False
+
+    def record(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("replayed")
+        return d
+
+
+def chain_masks(chain_dir: str | Path) -> list[SourceMask]:
+    """The pruned rounds' masks of a finished (or partly finished) chain, verified."""
+    rounds = sorted(Path(chain_dir, "rounds").glob("*.json")) if Path(chain_dir).exists() else []
+    out = []
+    for f in rounds:
+        rec = json.loads(f.read_text())
+        if rec["round"] > 0:
+            out.append(SourceMask(rec["round"], rec["mask_path"], rec["mask_sha256"]))
+    if not out:
+        raise LtvlError(f"source chain {chain_dir} has no finished pruned rounds", where="source",
+                        fix="run the source chain first (the sweep's chain stage runs before tickets)")
+    return out
+
+
+def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory: Callable[[], nn.Module],
+                     trainer: Trainer, root: str | Path, reporter: Callable[[TicketRound], None] | None = None,
+                     other_state: Mapping[str, torch.Tensor] | None = None, writer: bool = True,
+                     agree: Callable[[Any], Any] = lambda v: v) -> list[TicketRound]:
+    require(trainer.cfg == spec.train, "the trainer's TrainConfig differs from the ticket spec's", where="trainer")
+    if Baseline(spec.baseline) is Baseline.THETA0_PRIME and other_state is None:
+        raise LtvlError("the theta0_prime baseline needs another checkpoint", where="prime_checkpoint",
+                        fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
+    d = Path(root) / "tickets" / spec.sha256[:16]
+    claim_spec_dir(d, spec.to_dict(), writer, "ticket")
+    report = reporter or (lambda _r: None)
+    done = agree({p.name for p in (d / "rounds").glob("*.json")} if (d / "rounds").exists() else set())
+    out = []
+    for src in sources:
+        f = d / "rounds" / f"{src.round:03d}.json"
+        if f.name in done:
+            res = TicketRound(**json.loads(f.read_text()), replayed=True)
+            load_mask(res.mask_path)  # verify
+        else:
+            t0 = time.perf_counter()
+            mask = load_mask(src.path)
+            require(mask.sha256 == src.sha256, f"source mask {src.path} is not {src.sha256[:12]}", where="source")
+            run = train_ticket(spec.baseline, mask, model_factory, trainer,
+                               seed=derive_seed(spec.train.seed, "ticket", spec.baseline, src.round),
+                               other_state=other_state)
+            path = d / "masks" / f"{run.mask.sha256}.mask.safetensors"
+            if writer and not path.exists():
+                save_mask(run.mask, path)
+            res = TicketRound(spec.sha256, src.round, Baseline(spec.baseline).value, spec.source, spec.source_task,
+                              src.sha256, run.mask.sha256, str(path), run.mask.sparsity, run.metrics,
+                              run.train_loss, time.perf_counter() - t0, spec.train.steps)
+            if writer:
+                atomic_write_text(f, json.dumps(res.record(), indent=2, sort_keys=True))
+        out.append(res)
+        report(res)
+    return out

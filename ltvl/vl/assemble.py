@@ -1,0 +1,109 @@
+"""Assemble a VL experiment from names: task + dataset directory + backbone preset.
+
+Returns what the core needs — a deterministic model factory (θ0), a TrainTask, and the
+preset's prunable set — after checking every combination *before* any training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ltvl.vl.data.store import DatasetInfo, open_split
+from ltvl.util.errors import LtvlError
+from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
+from ltvl.vl.models.base import bert_init_
+from ltvl.pruning.prunable import PrunableSpec
+from ltvl.vl.tasks import TaskData, VLModel, get_task
+
+
+@dataclass(frozen=True)
+class VLSpec:
+    task: str = "vqa"
+    data: str = ""  # dataset directory (dataset.json + splits)
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    train_split: str = "train"
+    eval_split: str = "test"
+    max_len: int = 24
+    eval_limit: int | None = None  # evaluate on the first N eval examples (None = all)
+    eval_batch_size: int = 256
+    head_checkpoint: str | None = None  # optional trained head (safetensors)
+    objectives: tuple[str, ...] | None = None  # pretrain only; default: all (ViLT: mlm + itm)
+
+
+@dataclass
+class VLSetup:
+    spec: VLSpec
+    info: DatasetInfo
+    data: TaskData
+    model_factory: Callable[[], VLModel]
+    prunable: PrunableSpec
+
+
+def build_vl(spec: VLSpec) -> VLSetup:
+    if not spec.data:
+        raise LtvlError("no dataset directory given", where="data", fix="e.g. data=~/.ltvl/data/easy-vqa")
+    preset = get_preset(spec.backbone.preset)
+    task = get_task(spec.task, **_task_options(spec, preset.kind))
+    data_dir = Path(spec.data).expanduser()
+    info = DatasetInfo.load(data_dir)
+    if info.task != spec.task and not (spec.task == "pretrain" and info.task in ("flickr30k", "pretrain")):
+        raise LtvlError(f"dataset {data_dir} is a {info.task!r} dataset, not {spec.task!r}", where="data",
+                        fix="point data at a dataset prepared for this task")
+    if task.needs_regions and preset.kind == "vilt":
+        raise LtvlError(f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",
+                        where="backbone.preset", fix="use a region backbone (uniter/lxmert presets)")
+    train, evaluation = open_split(data_dir, spec.train_split, spec.task), open_split(data_dir, spec.eval_split, spec.task)
+    tokenizer = load_tokenizer(spec.backbone)
+    data = TaskData(task, train, evaluation, tokenizer, spec.max_len, spec.eval_batch_size, spec.eval_limit)
+    cache: dict[str, VLModel] = {}
+
+    def factory() -> VLModel:
+        """θ0: built once (seeded), then deep-copied, so every call is identical and cheap."""
+        if "m" not in cache:
+            backbone = build_backbone(spec.backbone, info)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.backbone.seed + 1)
+                head = task.build_head(backbone.hidden_size, info)
+                bert_init_(head, 0.02)
+            model = VLModel(backbone, head, task)
+            if spec.head_checkpoint:
+                load_head(model, spec.head_checkpoint, info)
+            cache["m"] = model
+        return copy.deepcopy(cache["m"])
+    return VLSetup(spec, info, data, factory, preset.prunable)
+
+
+def _task_options(spec: VLSpec, kind: str) -> dict:
+    if spec.task != "pretrain":
+        if spec.objectives:
+            raise LtvlError("objectives apply only to task 'pretrain'", where="objectives", fix="remove it")
+        return {}
+    from ltvl.vl.tasks.pretrain import OBJECTIVES
+    region = {"mrfr", "mrc"}
+    if spec.objectives is None:  # ViLT has patches, not detector regions: pre-trained with MLM + ITM
+        return {"objectives": tuple(o for o in OBJECTIVES if not (kind == "vilt" and o in region))}
+    if kind == "vilt" and region & set(spec.objectives):
+        raise LtvlError(f"objectives {sorted(region & set(spec.objectives))} need detector regions; ViLT has patches",
+                        where="objectives", fix="use objectives=[mlm, itm] with ViLT")
+    return {"objectives": tuple(spec.objectives)}
+
+
+def load_head(model: VLModel, path: str, info: DatasetInfo) -> None:
+    from ltvl.util.weights import load_safetensors
+    state = load_safetensors(path, where="head_checkpoint")
+    own = model.head.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            raise LtvlError(f"head checkpoint lacks '{k}'", where=str(path))
+        if tuple(state[k].shape) != tuple(v.shape):
+            n_out = state[k].shape[0]
+            raise LtvlError(f"head tensor '{k}' has shape {list(state[k].shape)}, the model needs {list(v.shape)}"
+                            + (f": the checkpoint's head has {n_out} outputs but the answer vocabulary has "
+                               f"{len(info.answers)} answers" if info.answers and v.shape[0] == len(info.answers) else ""),
+                            where=str(path), fix="use the dataset the head was trained with, or drop head_checkpoint")
+    model.head.load_state_dict(state)

@@ -1,0 +1,59 @@
+"""The one interface every backbone offers the tasks, adversarial training and pruning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class VLOutput:
+    pooled: torch.Tensor  # (B, H): the [CLS] summary every classification head reads
+    text: torch.Tensor  # (B, L, H) hidden states of the text tokens
+    image: torch.Tensor  # (B, R, H) hidden states of the regions / patches
+    image_mask: torch.Tensor  # (B, R) 1 for real regions
+
+
+class VLBackbone(nn.Module):
+    """Subclasses implement ``forward(batch, text_delta=None, image_delta=None) -> VLOutput``.
+
+    ``text_delta`` is added to the word embeddings (before position/type embeddings and
+    LayerNorm); ``image_delta`` to the image inputs (region features before the image
+    Linear; ViLT: patch embeddings). That is where VILLA-style adversarial training
+    perturbs (SPEC §4).
+    """
+
+    hidden_size: int
+    uses_pixels: bool = False
+    has_regions: bool = True  # False for ViLT: patches, not detector regions
+
+    def word_embeddings(self) -> nn.Embedding:
+        raise NotImplementedError
+
+    def image_input_shape(self, batch: dict) -> torch.Size:
+        """Shape of the tensor ``image_delta`` perturbs for this batch."""
+        raise NotImplementedError
+
+
+def add_delta(x: torch.Tensor, delta, kind: str) -> torch.Tensor:
+    """x + δ, where δ is a tensor, None, or a provider called as ``delta(kind, x)`` (ltvl.core.adversarial)."""
+    if delta is None:
+        return x
+    d = delta(kind, x) if callable(delta) else delta
+    return x if d is None else x + d
+
+
+def bert_init_(module: nn.Module, std: float) -> None:
+    """BERT's initialisation for freshly added layers (image embeddings, heads)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)

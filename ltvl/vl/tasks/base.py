@@ -1,0 +1,169 @@
+"""What every VL task shares: text tokenisation once per split, image batching, the model
+wrapper, and ``TaskData`` — the bridge to ``ltvl.core.train.Trainer``'s TrainTask protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from ltvl.vl.data.store import DatasetInfo, ImageStore, Split
+from ltvl.vl.models.base import VLBackbone
+from ltvl.core.train import batch_indices, derive_seed
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_len: int, pairs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, padding="max_length", truncation=True,
+                    max_length=max_len, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def column(table: pa.Table, name: str) -> np.ndarray:
+    return np.array(table[name].to_numpy())  # a writable copy: torch.from_numpy warns on Arrow's read-only view
+
+
+def list_column(table: pa.Table, name: str) -> list[list]:
+    return table[name].to_pylist()
+
+
+def image_batch(images: ImageStore, image_ids, prefix: str = "") -> dict[str, torch.Tensor]:
+    rows = images.rows(image_ids)
+    feats = images.features[rows].float()
+    n = images.num_regions[rows]
+    mask = (torch.arange(feats.shape[1])[None, :] < n[:, None]).long()
+    out = {f"{prefix}features": feats, f"{prefix}boxes": images.boxes[rows], f"{prefix}image_mask": mask}
+    if images.pixels is not None:
+        out[f"{prefix}pixels"] = images.pixels[rows]
+    if images.region_labels is not None:
+        out[f"{prefix}region_labels"] = images.region_labels[rows]
+    return out
+
+
+def mlp_head(hidden: int, out: int) -> nn.Sequential:
+    """UNITER's classifier: Linear(h, 2h) → GELU → LayerNorm → Linear(2h, out)."""
+    return nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.LayerNorm(2 * hidden, eps=1e-12),
+                         nn.Linear(2 * hidden, out))
+
+
+def subset(batch: dict, prefix: str) -> dict:
+    """Backbone inputs of image ``prefix`` (e.g. the second NLVR2 image) + the shared text."""
+    keys = ("features", "boxes", "image_mask", "pixels")
+    out = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    out.update({k: batch[prefix + k] for k in keys if prefix + k in batch})
+    return out
+
+
+class VLTask:
+    """One task: how to prepare a split, batch it, run the model, score it."""
+
+    name: str = ""
+    needs_regions: bool = False  # per-region outputs: needs a detector-region backbone
+
+    def num_outputs(self, info: DatasetInfo) -> int:
+        raise NotImplementedError
+
+    def build_head(self, hidden: int, info: DatasetInfo) -> nn.Module:
+        return mlp_head(hidden, self.num_outputs(info))
+
+    def prepare(self, split: Split, tokenizer, max_len: int) -> dict:
+        """Tokenise and extract labels once per split."""
+        raise NotImplementedError
+
+    def collate(self, prep: dict, split: Split, rows: torch.Tensor, gen: torch.Generator) -> dict:
+        raise NotImplementedError
+
+    def forward(self, backbone: VLBackbone, head: nn.Module, batch: dict, text_delta=None, image_delta=None):
+        return head(backbone(batch, text_delta, image_delta).pooled)
+
+    def loss(self, out, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kl_view(self, out, batch: dict) -> list[torch.Tensor]:
+        """The logits R_kl compares (softmax over the last dim); see ltvl.core.adversarial."""
+        from ltvl.core.adversarial import distributions
+        return distributions(out)
+
+    def score(self, out, batch: dict) -> dict[str, float]:
+        """Sums to accumulate over the eval set (``n`` = examples)."""
+        raise NotImplementedError
+
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, model: "VLModel", prep: dict, split: Split, batch_size: int, limit: int | None) -> dict:
+        n = len(prep["rows"]) if limit is None else min(limit, len(prep["rows"]))
+        sums: dict[str, float] = {}
+        dev = next(model.parameters()).device
+        from ltvl.core.train import to_device
+        for start in range(0, n, batch_size):
+            rows = torch.arange(start, min(start + batch_size, n))
+            batch = to_device(self.collate(prep, split, rows, torch.Generator().manual_seed(start)), dev)
+            for k, v in self.score(model(batch), batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+        return self.finalize(sums)
+
+
+class CrossEntropyAccuracy:
+    """Loss and metric for tasks with one integer target per example under ``label_key``."""
+
+    label_key = "labels"
+
+    def loss(self, logits, batch):
+        return nn.functional.cross_entropy(logits, batch[self.label_key])
+
+    def score(self, logits, batch):
+        y = batch[self.label_key]
+        return {"correct": float((logits.argmax(1) == y).sum()), "n": float(len(y))}
+
+    def finalize(self, s):
+        return {"metric": s["correct"] / s["n"], "accuracy": s["correct"] / s["n"], "n": s["n"]}
+
+
+class VLModel(nn.Module):
+    """Backbone + task head; ``forward`` runs the task's forward so DDP can wrap it whole."""
+
+    def __init__(self, backbone: VLBackbone, head: nn.Module, task: VLTask):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.task = task  # a plain object, not a Module: holds no parameters
+
+    def forward(self, batch: dict, text_delta=None, image_delta=None):
+        return self.task.forward(self.backbone, self.head, batch, text_delta, image_delta)
+
+
+@dataclass
+class TaskData:
+    """Binds a task to its train/eval splits: implements ltvl.core.train.TrainTask."""
+
+    task: VLTask
+    train: Split
+    eval: Split
+    tokenizer: object
+    max_len: int = 32
+    eval_batch_size: int = 128
+    eval_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        self.train_prep = self.task.prepare(self.train, self.tokenizer, self.max_len)
+        self.eval_prep = self.task.prepare(self.eval, self.tokenizer, self.max_len)
+
+    def batch(self, slot: int, batch_size: int, seed: int) -> dict:
+        rows = batch_indices(len(self.train_prep["rows"]), batch_size, slot, seed)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "collate", slot))
+        return self.task.collate(self.train_prep, self.train, rows, gen)
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return self.task.loss(model(batch), batch)
+
+    def adversarial_parts(self, model: nn.Module, batch: dict):
+        """(forward with deltas, the task's own loss, the logits R_kl compares) for ltvl.core.adversarial."""
+        return (lambda text_delta=None, image_delta=None: model(batch, text_delta, image_delta),
+                lambda out: self.task.loss(out, batch), lambda out: self.task.kl_view(out, batch))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return self.task.evaluate(model, self.eval_prep, self.eval, self.eval_batch_size, self.eval_limit)

@@ -1,0 +1,77 @@
+"""VQA (soft-score BCE, VQA accuracy), GQA and SNLI-VE (cross-entropy, accuracy)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ltvl.vl.data.store import DatasetInfo, Split
+from ltvl.util.errors import LtvlError
+from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, list_column, tokenize
+
+
+class VQATask(VLTask):
+    """UNITER's VQA: MLP over [CLS] → |answers| logits; BCE against soft scores x |answers|."""
+
+    name = "vqa"
+
+    def num_outputs(self, info: DatasetInfo) -> int:
+        if not info.answers:
+            raise LtvlError("VQA needs an answer vocabulary", where="dataset.json answers")
+        return len(info.answers)
+
+    def prepare(self, split: Split, tokenizer, max_len: int) -> dict:
+        ex = split.examples
+        n_ans = self.num_outputs(split.info)
+        ids, scores = list_column(ex, "answer_ids"), list_column(ex, "answer_scores")
+        bad = next((a for row in ids for a in row if not 0 <= a < n_ans), None)
+        if bad is not None:
+            raise LtvlError(f"answer id {bad} is outside the {n_ans}-answer vocabulary", where="examples.answer_ids",
+                            fix="answer_ids index dataset.json 'answers'")
+        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "answer_ids": ids,
+                "answer_scores": scores, "n_answers": n_ans, **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+
+    def collate(self, prep: dict, split: Split, rows: torch.Tensor, gen: torch.Generator) -> dict:
+        target = torch.zeros(len(rows), prep["n_answers"])
+        for i, r in enumerate(rows.tolist()):
+            target[i, prep["answer_ids"][r]] = torch.tensor(prep["answer_scores"][r], dtype=torch.float32)
+        return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
+                "targets": target, **image_batch(split.images, prep["image_id"][rows.numpy()])}
+
+    def loss(self, logits, batch):
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"]) * logits.shape[1]
+
+    def score(self, logits, batch):
+        picked = batch["targets"].gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
+        return {"vqa_score": float(picked.sum()), "n": float(len(picked))}
+
+    def finalize(self, s):
+        acc = s["vqa_score"] / s["n"]
+        return {"metric": acc, "vqa_accuracy": acc, "n": s["n"]}
+
+
+class LabelTask(CrossEntropyAccuracy, VLTask):
+    """Single-label classification over [CLS]: GQA (answer vocabulary) and SNLI-VE (3-way)."""
+
+    def __init__(self, name: str, n_labels: int | None = None):
+        self.name, self.n_labels = name, n_labels
+
+    def num_outputs(self, info: DatasetInfo) -> int:
+        n = self.n_labels or (len(info.answers) if info.answers else info.num_labels)
+        if not n:
+            raise LtvlError(f"{self.name} needs 'answers' or 'num_labels'", where="dataset.json")
+        return n
+
+    def prepare(self, split: Split, tokenizer, max_len: int) -> dict:
+        ex = split.examples
+        labels = torch.from_numpy(column(ex, "label").astype("int64"))
+        n = self.num_outputs(split.info)
+        if len(labels) and (labels.min() < 0 or labels.max() >= n):
+            raise LtvlError(f"labels must be in [0, {n}), found {int(labels.min())}..{int(labels.max())}",
+                            where="examples.label")
+        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "labels": labels,
+                **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+
+    def collate(self, prep, split, rows, gen):
+        return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
+                "labels": prep["labels"][rows], **image_batch(split.images, prep["image_id"][rows.numpy()])}
