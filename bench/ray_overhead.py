@@ -42,10 +42,10 @@ def main() -> None:
     a = ap.parse_args()
     import ray
     from ray import tune
-    from ltvl.params.resolve import build_job, with_prunable
+    from ltvl.params.resolve import resolve_chain
     from ltvl.vl.data.synthetic import make_synthetic
     from ltvl.core.imp import run_chain_with_trainer
-    from ltvl.ray.tune_chain import run_chains, stage_results
+    from ltvl.ray.stages import run_chains, stage_results
     from ltvl.core.train import Trainer
     from ltvl.vl.assemble import build_vl
 
@@ -60,9 +60,8 @@ def main() -> None:
     t = time.perf_counter()
     executed = naive = rounds = 0
     for p in points:
-        job = build_job(p)
+        job = resolve_chain(p)
         setup = build_vl(job.vl)
-        job = with_prunable(job, setup.prunable)
         res = run_chain_with_trainer(job.chain, setup.model_factory, Trainer(setup.data, job.chain.train),
                                      tmp / "bare", share_rewinds=rewinds)
         executed += sum(r.steps_trained for r in res.rounds)

@@ -4,6 +4,7 @@ turns :class:`LtvlError` into a one-paragraph message and exit code 2."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -112,65 +113,37 @@ def mask_export(path: Path, out: Annotated[Path, typer.Option(help="the .safeten
     console.print(f"wrote {out} ({len(mask.tensors)} tensors)")
 
 
-@app.command()
-def imp(
-    task: Annotated[str, typer.Option(help="VL task (see `ltvl list`), or 'toy' for the built-in text task")] = "vqa",
-    data: Annotated[str, typer.Option(help="dataset directory, or 'easy-vqa' (prepared under $LTVL_HOME on first use)")] = "easy-vqa",
-    preset: Annotated[str, typer.Option(help="backbone preset (see `ltvl list`)")] = "minilm",
-    layers: Annotated[Optional[int], typer.Option(help="keep only the first N encoder layers (CPU speed)")] = 2,
-    checkpoint: Annotated[Optional[str], typer.Option(help="backbone weights for base presets")] = None,
-    root: Annotated[Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")] = None,
-    steps: Annotated[int, typer.Option(help="training steps t per round")] = 200,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    rewind_step: Annotated[int, typer.Option(help="rewind step i (0 = θ0)")] = 0,
-    rate: Annotated[float, typer.Option(help="pruning rate per round")] = 0.5,
-    schedule: Annotated[str, typer.Option(help="geometric | linear")] = "geometric",
-    target: Annotated[float, typer.Option(help="target sparsity")] = 0.9,
-    lr: Annotated[float, typer.Option()] = 1e-4,
-    seed: Annotated[int, typer.Option()] = 0,
-    eval_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test examples")] = 2000,
-    random: Annotated[bool, typer.Option("--random", help="random pruning instead of magnitude")] = False,
-    adv_imp: Annotated[bool, typer.Option("--adv-imp", help="AT-IMP: every training phase adversarial")] = False,
-    adv_finetune: Annotated[bool, typer.Option("--adv-finetune", help="also AT-fine-tune each round's ticket")] = False,
-    adv_modality: Annotated[str, typer.Option(help="text | image | both")] = "both",
-    adv_epsilon: Annotated[float, typer.Option(help="Frobenius radius per example (0 = unbounded)")] = 0.0,
-    adv_step_size: Annotated[float, typer.Option(help="PGD step size η")] = 1e-3,
-    adv_steps: Annotated[int, typer.Option(help="PGD steps K")] = 3,
-    adv_kl: Annotated[float, typer.Option(help="KL weight α")] = 1.5,
-) -> None:
+def _imp(root: Optional[Path] = None, **options) -> None:
     """Run one local IMP chain (resumable: re-run the same command to continue).
 
-    Options map one-to-one onto the chain parameters of ltvl.params.resolve (what sweeps vary).
-
-    Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
+    Every option is a chain parameter (the same names as in a sweep's `params:`, generated from
+    ltvl.params.schema). Default: the real pre-trained MiniLM (first 2 layers) on real easy-VQA.
+    --task toy runs the built-in text task instead (no VL data or backbone).
     """
-    from ltvl.params.resolve import build_job, data_for, with_prunable
     from ltvl.core.imp import run_chain_with_trainer
+    from ltvl.core.train import Trainer
+    from ltvl.params.resolve import data_for, resolve_chain
+    from ltvl.params.schema import DEFAULTS
     from ltvl.util.home import home
     from ltvl.vl.datasets import resolve_dataset
-    from ltvl.core.train import Trainer
 
-    adv_use = {(False, False): "off", (True, False): "imp", (False, True): "finetune", (True, True): "both"}
-    params = dict(task=task, data=data, preset=preset, layers=layers, checkpoint=checkpoint, eval_limit=eval_limit,
-                  steps=steps, lr=lr, batch_size=batch_size, seed=seed, rewind_step=rewind_step, schedule=schedule,
-                  rate=rate, target_sparsity=target, method="random" if random else "magnitude",
-                  adv_use=adv_use[(adv_imp, adv_finetune)], adv_modality=adv_modality, adv_epsilon=adv_epsilon,
-                  adv_step_size=adv_step_size, adv_steps=adv_steps, adv_kl=adv_kl)
-    if task == "toy":  # the built-in text task: same chain parameters, no VL data or backbone
-        from ltvl.pruning import PrunableSpec
+    raw = {k: v for k, v in options.items() if v != DEFAULTS[k]}  # what the user set: rewind conflicts need it
+    if raw.get("task") == "toy":  # same chain parameters, the toy task and model instead of VL data
         from ltvl.core.toy import ToyTask, make_toy_model
-        job = build_job({**params, "task": "vqa"}, data_path="-")  # task/data/backbone are replaced below
+        from ltvl.pruning import PrunableSpec
+        job = resolve_chain({**raw, "task": "vqa"}, where="option")
         spec = dataclasses.replace(job.chain, prunable=PrunableSpec(),
                                    context=(("task", "toy"), ("backbone", "toy-bert")))
+        seed = job.params.seed
         factory, train_task = (lambda: make_toy_model(seed)), ToyTask()
     else:
         from ltvl.vl.assemble import build_vl
-        job = build_job(params, str(resolve_dataset(data_for(params))))
+        job = resolve_chain(raw, where="option")
+        job = job.with_data(str(resolve_dataset(data_for(job.params))))
         setup = build_vl(job.vl)
-        spec = with_prunable(job, setup.prunable).chain
-        factory, train_task = setup.model_factory, setup.data
+        spec, factory, train_task = job.chain, setup.model_factory, setup.data
     root = root or home() / "chains"
-    console.print(f"chain {spec.short_hash} ({task}, {'random' if random else 'magnitude'} pruning) → {root / spec.short_hash}")
+    console.print(f"chain {spec.short_hash} ({options['task']}, {options['method']} pruning) → {root}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")
 
     def show(r):
@@ -181,8 +154,33 @@ def imp(
             console.print(f"   [yellow]warning: layer collapse — fully pruned: {', '.join(r.fully_pruned)}[/yellow]")
         table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
                       r.mask_sha256[:12], f"{r.wall_s:.1f}")
-    run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)
+    result = run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)
     console.print(table)
+    console.print(f"chain store: {result.directory}")
+
+
+def _imp_signature() -> inspect.Signature:
+    """``ltvl imp``'s options, one per chain parameter of the schema (ticket keys excepted)."""
+    from ltvl.params.schema import DEFAULTS, INFO, TICKET
+    aliases = {"target_sparsity": ["--target"]}
+    params = [inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")])]
+    for name, info in INFO.items():
+        if info.role == TICKET:
+            continue
+        typ = Optional[info.type] if info.nullable else info.type
+        allowed = info.allowed()
+        helptext = info.help + (f" [{'|'.join(allowed)}]" if allowed and name != "task" else "")
+        flags = [f"--{name.replace('_', '-')}", *aliases.get(name, [])]
+        if info.type is bool:
+            flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=DEFAULTS[name],
+                                        annotation=Annotated[typ, typer.Option(*flags, help=helptext)]))
+    return inspect.Signature(params)
+
+
+_imp.__signature__ = _imp_signature()
+app.command("imp")(_imp)
 
 
 @data_app.command("prepare")

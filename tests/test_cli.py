@@ -166,18 +166,18 @@ def test_imp_on_real_easy_vqa_tiny_budget(tmp_path):
     assert "round 2: sparsity 0.750" in res.stdout
 
 
-@pytest.mark.parametrize("flag", ["--adv-imp", "--adv-finetune"])
-def test_both_adversarial_uses_run_on_real_easy_vqa(tmp_path, flag):
+@pytest.mark.parametrize("use", ["imp", "finetune"])
+def test_both_adversarial_uses_run_on_real_easy_vqa(tmp_path, use):
     data = tmp_path / "evqa"
     assert ltvl("data", "prepare", "easy-vqa", "--out", data, "--limit", "300").returncode == 0
     res = ltvl("imp", "--data", data, "--layers", "1", "--steps", "3", "--batch-size", "8", "--rate", "0.5",
-               "--target", "0.5", "--eval-limit", "64", "--root", tmp_path / "chains", flag,
+               "--target", "0.5", "--eval-limit", "64", "--root", tmp_path / "chains", "--adv-use", use,
                "--adv-epsilon", "0.5", "--adv-steps", "2")
     assert res.returncode == 0, res.stderr
     assert "round 1: sparsity 0.500" in res.stdout
-    assert ("AT-finetuned" in res.stdout) == (flag == "--adv-finetune")
-    spec = json.loads(next((tmp_path / "chains").glob("*/spec.json")).read_text())
-    key = spec["train"]["adversarial"] if flag == "--adv-imp" else spec["finetune_adversarial"]
+    assert ("AT-finetuned" in res.stdout) == (use == "finetune")
+    spec = json.loads(next((tmp_path / "chains").glob("*/spec.json")).read_text())["spec"]
+    key = spec["train"]["adversarial"] if use == "imp" else spec["finetune_adversarial"]
     assert key["enabled"] and key["epsilon"] == 0.5 and key["steps"] == 2
-    bad = ltvl("imp", "--data", data, flag, "--adv-epsilon", "-1")
-    assert bad.returncode == 2 and "epsilon must be >= 0" in bad.stderr
+    bad = ltvl("imp", "--data", data, "--adv-use", use, "--adv-epsilon", "-1")
+    assert bad.returncode == 2 and "option.adv_epsilon = -1.0 is below its range" in bad.stderr, bad.stderr

@@ -30,7 +30,8 @@ def test_chain_rounds_sparsities_and_lineage(tmp_path):
     assert res.rounds[-1].next_mask_sha256 is None
     assert all(0.0 <= r.metrics["metric"] <= 1.0 for r in res.rounds)
     assert (res.directory / "theta_i.json").exists()
-    assert json.loads((res.directory / "spec.json").read_text())["rewind_step"] == 5
+    doc = json.loads((res.directory / "spec.json").read_text())
+    assert doc["format"] == 1 and doc["identity"]["rewind_step"] == 5 and doc["spec"]["rewind_step"] == 5
     # every mask on disk verifies against its hash
     for f in (res.directory / "masks").iterdir():
         assert load_mask(f).sha256 == f.name.split(".")[0]

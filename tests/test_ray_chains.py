@@ -11,7 +11,9 @@ from ray import tune  # noqa: E402
 from ltvl.vl.data.synthetic import make_synthetic  # noqa: E402
 from ltvl.util.errors import LtvlError  # noqa: E402
 from ltvl.pruning import load_mask  # noqa: E402
-from ltvl.ray.tune_chain import grid_points, run_chains, validate_space  # noqa: E402
+from ltvl.params.schema import DEFAULTS  # noqa: E402
+from ltvl.ray.space import grid_points, trial_params, validate_space  # noqa: E402
+from ltvl.ray.stages import run_chains  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_grid_expansion_and_validation(tmp_path):
         validate_space(_space(tmp_path, rewind_step=tune.grid_search([0, 4])))
     with pytest.raises(LtvlError, match="did you mean 'rewind_step'"):
         validate_space(_space(tmp_path, rewind_stp=1))
-    with pytest.raises(LtvlError, match="outside"):
+    with pytest.raises(LtvlError, match=r"params.rate = 1.5 is above its range \(\(0, 1\)\)"):
         validate_space(_space(tmp_path, rate=1.5))
     with pytest.raises(LtvlError, match="adv_epsilon"):
         validate_space(_space(tmp_path, adv_use="imp", adv_epsilon=-1.0))
@@ -45,11 +47,11 @@ def test_grid_expansion_and_validation(tmp_path):
         validate_space(_space(tmp_path, method="prune"))
     with pytest.raises(LtvlError, match="unknown adv_use 'always'"):
         validate_space(_space(tmp_path, adv_use="always"))
-    with pytest.raises(LtvlError, match="rewind_fraction 1.5 outside"):
+    with pytest.raises(LtvlError, match="rewind_fraction = 1.5 is above its range"):
         validate_space(_space(tmp_path, rewind_fraction=1.5))
     with pytest.raises(LtvlError, match="unknown task 'vqq'.*"):
         validate_space(_space(tmp_path, task=tune.grid_search(["vqa", "vqq"])))
-    with pytest.raises(LtvlError, match="unknown backbone preset 'tiny-vit'"):
+    with pytest.raises(LtvlError, match="unknown preset 'tiny-vit'"):
         validate_space(_space(tmp_path, preset="tiny-vit"))
     with pytest.raises(LtvlError, match="target sparsity 0.95 is unreachable"):
         validate_space(_space(tmp_path, schedule="linear", rate=0.3, target_sparsity=0.95))
@@ -71,18 +73,18 @@ def test_sweep_runs_each_chain_as_a_trial_with_rounds_as_iterations(tmp_path, cl
         assert list(df["round"]) == [0, 1, 2]
         assert [round(s, 3) for s in df["sparsity"]] == [0.0, 0.5, 0.75]
         assert list(df["training_iteration"]) == [1, 2, 3]
-        chain = tmp_path / "chains" / df["chain"].iloc[0][:16]
+        chain = tmp_path / "chains" / df["chain_sha256"].iloc[0][:16]
         records = [json.loads(p.read_text()) for p in sorted((chain / "rounds").iterdir())]
         assert [r["mask_sha256"] for r in records] == list(df["mask_sha256"])
         for r in records:
             assert load_mask(r["mask_path"]).sha256 == r["mask_sha256"]
-        chain_masks[result.config["rewind_step"]] = list(df["mask_sha256"])[1:]
-    from ltvl.ray.tune_chain import stage_results
+        chain_masks[trial_params(result.config).get("rewind_step", 0)] = list(df["mask_sha256"])[1:]
+    from ltvl.ray.stages import stage_results
     tickets = stage_results(tmp_path / "ray", "t", "tickets")
     assert len(tickets) == 4 and not tickets.errors
     kinds = set()
     for t in tickets:
-        job, df = t.config["job"], t.metrics_dataframe
+        job, df = {**DEFAULTS, **trial_params(t.config)}, t.metrics_dataframe
         kinds.add((job["ticket"], job["task"], job["rewind_step"]))
         assert list(df["round"]) == [1, 2] and [round(s, 3) for s in df["sparsity"]] == [0.5, 0.75]
         assert list(df["source_mask_sha256"]) == chain_masks[job["rewind_step"]]
@@ -122,19 +124,17 @@ def test_rewind_by_rate_by_task_sweep_with_random_pruning_baseline(tmp_path, clu
     grid = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="grid", extra_points=rp)
     assert len(grid) == 10 and not grid.errors
     seen = set()
-    from ltvl.params.resolve import DEFAULTS
-    from ltvl.ray.tune_chain import flatten_config
     for result in grid:
-        cfg, df = {**DEFAULTS, **flatten_config(result.config)}, result.metrics_dataframe
+        cfg, df = {**DEFAULTS, **trial_params(result.config)}, result.metrics_dataframe
         expected = [0.0, 0.5, 0.75] if cfg["rate"] == 0.5 else [0.0, 0.7]
         assert [round(s, 3) for s in df["sparsity"]] == expected
-        seen.add((cfg["task"], cfg["rewind_step"], cfg["rate"], cfg["method"], df["chain"].iloc[0]))
+        seen.add((cfg["task"], cfg["rewind_step"], cfg["rate"], cfg["method"], df["chain_sha256"].iloc[0]))
         assert df["steps_trained"].iloc[0] == 0  # round 0 came from the shared dense run
         assert list(df["steps_trained"].iloc[1:]) == [3 - cfg["rewind_step"]] * (len(df) - 1)  # i..t
     assert len(seen) == 10  # 10 distinct chains, each run once
     assert {(t, m) for t, _, _, m, _ in seen} == {(t, m) for t in ("vqa", "gqa") for m in ("magnitude", "random")}
     # the shared dense prefix: one dense training per task serves its 5 chains
-    from ltvl.ray.tune_chain import stage_results
+    from ltvl.ray.stages import stage_results
     dense = stage_results(tmp_path / "ray", "grid", "dense")
     assert len(dense) == 2 and sorted(r.metrics["dense_steps"] for r in dense) == [3, 3]
 
@@ -213,7 +213,7 @@ def test_killed_driver_resumes_the_sweep_without_rerunning_rounds(tmp_path, monk
 
 
 def test_below_dense_stopper_drops_a_chain_only_after_grace():
-    from ltvl.ray.tune_chain import BelowDenseStopper
+    from ltvl.ray.stopping import BelowDenseStopper
     stop = BelowDenseStopper(0.9, grace_rounds=1)
     assert not stop("t", {"round": 0, "dense_ratio": 1.0})
     assert not stop("t", {"round": 1, "dense_ratio": 0.95})
@@ -243,8 +243,8 @@ def test_optuna_study_per_grid_point_with_early_stop(tmp_path, cluster):
     results = run_chains(space, root=tmp_path / "chains", storage=tmp_path / "ray", name="opt", search="optuna",
                          num_samples=1, early_stop="below_dense", early_stop_p=0.98)
     assert len(results) == 2 and not any(r.error for r in results)  # one study per grid point
-    assert sorted(r.config["rewind_step"] for r in results) == [0, 2]
-    lrs = [r.config["lr"] for r in results]
+    assert sorted(trial_params(r.config)["rewind_step"] for r in results) == [0, 2]
+    lrs = [trial_params(r.config)["lr"] for r in results]
     assert len(set(lrs)) == 2 and all(1e-4 <= lr <= 3e-3 for lr in lrs)
     for r in results:
         df = r.metrics_dataframe

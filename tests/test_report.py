@@ -13,6 +13,7 @@ from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, prune_to_sparsity, save_mask
 from ltvl.report.build import build_report
 from ltvl.tracking.mlflow_lineage import LineageTracker
+from ltvl.params.resolve import resolve
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
 
 SPARSITIES = [0.0, 0.5, 0.75]
@@ -44,8 +45,8 @@ def _masks(tmp_path, seed):
 def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task=None):
     p = {"preset": "tiny", **params}
     dense = f"d{p['task']}{p['seed']}{p.get('adv_use', 'off')}{p.get('steps', '')}".ljust(64, "0")
-    ops = [] if p.get("ticket") else dense_ops(dense, p, {"metric": DENSE[(p["task"], p["seed"])]})
-    ops += chain_ops(key, p, None if p.get("ticket") else dense)
+    ops = [] if p.get("ticket") else dense_ops(dense, resolve(p), {"metric": DENSE[(p["task"], p["seed"])]})
+    ops += chain_ops(key, resolve(p), None if p.get("ticket") else dense)
     masks, paths = _masks(tmp_path, mask_seed)
     for r, (m, path) in enumerate(zip(masks, paths)):
         if p.get("ticket") and r == 0:
@@ -54,7 +55,7 @@ def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task
                "mask_sha256": m.sha256, "parent_sha256": ""}
         if source_task:
             res["source_task"] = source_task
-        ops.append(round_op(key, p, res, None if p.get("ticket") else dense, path))
+        ops.append(round_op(key, resolve(p), res, None if p.get("ticket") else dense, path))
     for op in ops:
         tracker.record(op)
 

@@ -12,7 +12,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
 @pytest.mark.parametrize("kind", ["rewind_grid", "adversarial_grid", "transfer", "search"])
 def test_shipped_configs_load_and_build_every_chain(kind):
     from ltvl.sweep.main import space_of
-    from ltvl.ray.tune_chain import validate_space
+    from ltvl.ray.space import validate_space
     cfg = load_config(kind, CONFIGS / f"{kind}.yaml", [])
     assert cfg.kind == kind
     assert validate_space(space_of(cfg)) >= 1
@@ -35,7 +35,7 @@ def test_set_overrides_params_grid_and_nested_sections():
 
 
 @pytest.mark.parametrize("setting, message", [
-    (["params.stpes=5"], "(?s)unknown config key 'params.stpes'.*did you mean params.steps"),
+    (["params.stpes=5"], "(?s)params.stpes: unknown chain parameter 'stpes'.*did you mean 'steps'"),
     (["resorces.num_workers=2"], "(?s)unknown config key 'resorces'.*did you mean resources"),
     (["resources.num_wrkers=2"], "(?s)unknown config key 'resources.num_wrkers'.*num_workers"),
     (["params.steps=ten"], "params.steps must be int, got str 'ten'"),
@@ -111,7 +111,7 @@ STUDIES = {"table1": "rewind_grid", "rewinding": "rewind_grid", "transfer": "tra
 @pytest.mark.parametrize("study", sorted(STUDIES))
 def test_every_study_config_builds_every_chain_at_every_scale(study):
     from ltvl.sweep.main import space_of
-    from ltvl.ray.tune_chain import validate_space
+    from ltvl.ray.space import validate_space
     names = set()
     for scale in ("smoke", "real-cpu", "paper"):
         cfg = load_config(STUDIES[study], CONFIGS / f"study_{study}.yaml", [], scale)
@@ -127,5 +127,5 @@ def test_scale_updates_params_and_grid_and_is_checked(tmp_path):
     with pytest.raises(LtvlError, match="(?s)no scale 'big'.*smoke, real-cpu, paper"):
         load_config("rewind_grid", CONFIGS / "study_table1.yaml", [], "big")
     (tmp_path / "s.yaml").write_text("scales: {smoke: {params: {stpes: 3}}}\n")  # checked even when not chosen
-    with pytest.raises(LtvlError, match="did you mean scales.smoke.params.steps"):
+    with pytest.raises(LtvlError, match="(?s)scales.smoke.params.stpes: unknown chain parameter.*did you mean 'steps'"):
         load_config("rewind_grid", tmp_path / "s.yaml", [])

@@ -27,8 +27,8 @@ def _spec(baseline, chain_result):
 
 @pytest.mark.parametrize("baseline", ["theta0_shuffled", "high_magnitude", "random", "imp"])
 def test_baseline_tickets_follow_the_chain_sparsities(chain, baseline, tmp_path):
-    res, _ = chain
-    sources = chain_masks(res.directory)
+    res, root = chain
+    sources = chain_masks(root, res.spec)[1]
     assert [s.round for s in sources] == [1, 2, 3]
     out = run_ticket_chain(_spec(baseline, res), sources, make_toy_model, Trainer(TASK, TRAIN), tmp_path)
     assert [r.round for r in out] == [1, 2, 3]
@@ -42,8 +42,8 @@ def test_baseline_tickets_follow_the_chain_sparsities(chain, baseline, tmp_path)
 
 
 def test_ticket_chain_replays_finished_rounds(chain, tmp_path):
-    res, _ = chain
-    sources = chain_masks(res.directory)
+    res, root = chain
+    sources = chain_masks(root, res.spec)[1]
     first = run_ticket_chain(_spec("theta0_shuffled", res), sources, make_toy_model, Trainer(TASK, TRAIN), tmp_path)
 
     class NoTrain(Trainer):
@@ -54,16 +54,16 @@ def test_ticket_chain_replays_finished_rounds(chain, tmp_path):
 
 
 def test_ticket_bad_input(chain, tmp_path):
-    res, _ = chain
+    res, root = chain
     with pytest.raises(LtvlError, match="no finished pruned rounds"):
-        chain_masks(tmp_path / "nothing")
+        chain_masks(tmp_path / "nothing", ChainSpec())
     with pytest.raises(LtvlError, match="theta0_prime baseline needs another checkpoint"):
-        run_ticket_chain(_spec("theta0_prime", res), chain_masks(res.directory), make_toy_model,
+        run_ticket_chain(_spec("theta0_prime", res), chain_masks(root, res.spec)[1], make_toy_model,
                          Trainer(TASK, TRAIN), tmp_path)
-    from ltvl.params.resolve import build_ticket_job
-    with pytest.raises(LtvlError, match="unknown ticket baseline 'lucky'"):
-        build_ticket_job({"ticket": "lucky", "source": {}})
+    from ltvl.params.resolve import resolve_ticket
+    with pytest.raises(LtvlError, match="params.ticket: unknown ticket 'lucky'"):
+        resolve_ticket({"ticket": "lucky", "source": {}})
     with pytest.raises(LtvlError, match="ticket source must be"):
-        build_ticket_job({"ticket": "imp", "source": 3})
+        resolve_ticket({"ticket": "imp", "source": 3})
     with pytest.raises(LtvlError, match="prime_checkpoint"):
-        build_ticket_job({"ticket": "theta0_prime", "source": {}})
+        resolve_ticket({"ticket": "theta0_prime", "source": {}})

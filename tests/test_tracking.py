@@ -8,6 +8,7 @@ from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.tracking.mlflow_lineage import LineageTracker
+from ltvl.params.resolve import resolve
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
 
 PARAMS = {"task": "vqa", "preset": "tiny", "rewind_step": 2, "rate": 0.5, "steps": 10}
@@ -29,11 +30,11 @@ def _masks(tmp_path):
 
 def _ops(tmp_path, chain="c" * 64, dense="d" * 64):
     masks, paths = _masks(tmp_path)
-    ops = dense_ops(dense, PARAMS, {"metric": 0.8}) + chain_ops(f"chain:{chain}", PARAMS, dense)
+    ops = dense_ops(dense, resolve(PARAMS), {"metric": 0.8}) + chain_ops(f"chain:{chain}", resolve(PARAMS), dense)
     for r, (m, p) in enumerate(zip(masks, paths)):
         result = {"round": r, "sparsity": m.sparsity, "metric": 0.8 - 0.1 * r, "train_loss": 1.0, "wall_s": 2.0,
                   "dense_ratio": (0.8 - 0.1 * r) / 0.8, "mask_sha256": m.sha256, "parent_sha256": m.parent or ""}
-        ops.append(round_op(f"chain:{chain}", PARAMS, result, dense, p))
+        ops.append(round_op(f"chain:{chain}", resolve(PARAMS), result, dense, p))
     return ops, masks
 
 

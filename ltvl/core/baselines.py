@@ -47,26 +47,61 @@ class TicketRun:
     init_report: InitReport | None = None
 
 
+Prepared = tuple[nn.Module, Mask, "InitReport | None"]
+
+
+def _keep(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    return model, mask, None
+
+
+def _random_mask(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    return model, matched_random(mask, seed), None
+
+
+def _other_checkpoint(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    require(other is not None, "the θ'0 baseline needs another checkpoint", where="other_state",
+            fix="pass the state dict of e.g. the plain BERT checkpoint")
+    return model, mask, load_matching(model, other)
+
+
+def _shuffled(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    shuffle_within_tensors(model, mask.names, seed)
+    return model, mask, None
+
+
+def _high_magnitude(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    params = dict(model.named_parameters())
+    return model, high_magnitude_mask({n: params[n].detach() for n in mask.names}, mask), None
+
+
+def _random_init(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
+    reinitialise(model, seed)
+    return model, mask, None
+
+
+@dataclass(frozen=True)
+class BaselineInfo:
+    """Everything about one baseline in one place: how it is prepared and what it is called."""
+
+    prepare: Callable[[nn.Module, Mask, int, Mapping[str, torch.Tensor] | None], Prepared]
+    init_label: str  # the ``ltvl.init`` tag of its rounds in MLflow
+    report_label: str  # its line in the report's tables and figures
+
+
+BASELINES: dict[Baseline, BaselineInfo] = {
+    Baseline.IMP: BaselineInfo(_keep, "theta0", "IMP"),
+    Baseline.RANDOM: BaselineInfo(_random_mask, "RP", "RP"),
+    Baseline.THETA0_PRIME: BaselineInfo(_other_checkpoint, "theta0_prime", "θ'0"),
+    Baseline.THETA0_SHUFFLED: BaselineInfo(_shuffled, "theta0_shuffled", "θ''0"),
+    Baseline.HIGH_MAGNITUDE: BaselineInfo(_high_magnitude, "high_magnitude", "high-magnitude"),
+    Baseline.RANDOM_INIT: BaselineInfo(_random_init, "random", "random init"),
+}
+
+
 def prepare(baseline: Baseline | str, mask: Mask, model_factory: Callable[[], nn.Module], *, seed: int = 0,
-            other_state: Mapping[str, torch.Tensor] | None = None) -> tuple[nn.Module, Mask, InitReport | None]:
+            other_state: Mapping[str, torch.Tensor] | None = None) -> Prepared:
     """Build the model and the mask a baseline trains (weights not yet masked)."""
-    baseline = Baseline(baseline)
-    model = model_factory()
-    report = None
-    if baseline is Baseline.RANDOM:
-        mask = matched_random(mask, seed)
-    elif baseline is Baseline.THETA0_PRIME:
-        require(other_state is not None, "the θ'0 baseline needs another checkpoint", where="other_state",
-                fix="pass the state dict of e.g. the plain BERT checkpoint")
-        report = load_matching(model, other_state)
-    elif baseline is Baseline.THETA0_SHUFFLED:
-        shuffle_within_tensors(model, mask.names, seed)
-    elif baseline is Baseline.HIGH_MAGNITUDE:
-        params = dict(model.named_parameters())
-        mask = high_magnitude_mask({n: params[n].detach() for n in mask.names}, mask)
-    elif baseline is Baseline.RANDOM_INIT:
-        reinitialise(model, seed)
-    return model, mask, report
+    return BASELINES[Baseline(baseline)].prepare(model_factory(), mask, seed, other_state)
 
 
 def train_ticket(baseline: Baseline | str, mask: Mask, model_factory: Callable[[], nn.Module], trainer: Trainer, *,

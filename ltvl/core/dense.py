@@ -5,7 +5,8 @@ training recipe, the prunable set and the run context (task, data, backbone), an
 else: rewind step, pruning rate, schedule and method do not touch it. So chains that share
 those inputs share one dense run, which captures θi for *every* rewind step they need.
 
-Layout (``root/dense/<hash16>/``), every file written atomically and referenced by sha256:
+Layout (``root/dense/<hash16>/``, :mod:`ltvl.core.store`), every file written atomically and
+referenced by sha256:
 
 - ``spec.json``: the dense key (train, prunable, context)
 - ``record.json``: dense metrics, train loss, wall time, the final weights' sha256
@@ -35,7 +36,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, claim_spec_dir, json_sha256, sha256_bytes
+from ltvl.core.store import Spec, SpecStore
+from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ltvl.util.errors import LtvlError
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
@@ -45,7 +47,7 @@ from ltvl.core.train import RewindPoint, TrainConfig
 
 
 @dataclass(frozen=True)
-class DenseSpec:
+class DenseSpec(Spec):
     """What determines the dense run, and nothing more."""
 
     train: TrainConfig
@@ -55,15 +57,6 @@ class DenseSpec:
     @classmethod
     def of(cls, chain_spec: Any) -> "DenseSpec":
         return cls(chain_spec.train, chain_spec.prunable, chain_spec.context)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["context"] = dict(self.context)
-        return d
-
-    @property
-    def sha256(self) -> str:
-        return json_sha256(self.to_dict())
 
 
 @dataclass
@@ -97,13 +90,11 @@ class DenseOutcome:
         return self.final
 
 
-class DenseStore:
-    def __init__(self, root: str | Path, spec: DenseSpec, writer: bool = True):
-        self.spec, self.writer = spec, writer
-        self.dir = Path(root) / "dense" / spec.sha256[:16]
+class DenseStore(SpecStore):
+    kind = "dense"
 
-    def open(self) -> None:
-        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "dense")
+    def __init__(self, root: str | Path, spec: DenseSpec, writer: bool = True):
+        super().__init__(Path(root) / "dense", spec, writer)
 
     # --- the dense run's result -------------------------------------------------------------
     def record(self) -> DenseRecord | None:
@@ -155,7 +146,7 @@ class DenseStore:
             path = self.mask_path(key.read_text().strip())
             return load_mask(path), path
         mask = prune_to_sparsity(final(), dense_mask, sparsity, method=method, scope=scope, seed=seed,
-                                 metadata={"round": 1, "dense": self.spec.sha256})
+                                 metadata={"round": 1, "dense": self.sha256})
         path = self.mask_path(mask.sha256)
         if self.writer:
             if not path.exists():
@@ -199,7 +190,7 @@ def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: 
     params = dict(model.named_parameters())
     final = {n: params[n].detach().cpu().contiguous() for n in names}
     final_bytes = st_save(final)
-    rec = DenseRecord(dense=store.spec.sha256, metrics=metrics, train_loss=out.mean_loss,
+    rec = DenseRecord(dense=store.sha256, metrics=metrics, train_loss=out.mean_loss,
                       wall_s=time.perf_counter() - t0, steps=out.steps_run, final_sha256=sha256_bytes(final_bytes),
                       names=names)
     store.put_result(rec, final_bytes)

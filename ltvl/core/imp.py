@@ -5,9 +5,11 @@ differ only in rewind step, rate or method share that run (:mod:`ltvl.core.dense
 Every later round r trains ``m_r ⊙ θi`` from step i to t (optimizer and LR schedule
 restored as at step i), evaluates, and prunes to the schedule's next sparsity.
 
-State lives in ``root/<spec hash>/`` (open_lth-style): ``spec.json``, a reference to θi by
-sha256 (``theta_i.json``; the weights live once, in the dense store), content-addressed masks, and one JSON record
-per finished round, each written atomically *after* the files it references.
+State lives in ``root/<spec hash16>/`` (open_lth-style, :mod:`ltvl.core.store`): ``spec.json``, a
+reference to θi by sha256 (``theta_i.json``; the weights live once, in the dense store),
+content-addressed masks, and one JSON record per finished round, each written atomically
+*after* the files it references. Files are found by hash inside the root, never by a recorded
+absolute path, so a root can be moved or mounted elsewhere.
 Re-running the same spec replays finished rounds and recomputes only the rest;
 because every step is a pure function of (seed, step), the result is bit-identical.
 This module imports neither Ray nor MLflow: they observe via ``reporter``.
@@ -26,8 +28,10 @@ from typing import Any
 from torch import nn
 
 from ltvl.core.adversarial import AdvConfig
-from ltvl.util.atomic import atomic_write_text, claim_spec_dir, json_sha256
+from ltvl.util.atomic import atomic_write_text
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
+from ltvl.core.identity import FORMAT
+from ltvl.core.store import Spec, SpecStore
 from ltvl.util.errors import LtvlError, require
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
@@ -39,8 +43,8 @@ from ltvl.core.train import RewindPoint, TrainConfig, TrainOutcome, Trainer, der
 
 
 @dataclass(frozen=True)
-class ChainSpec:
-    """Everything that determines a chain's result; its hash names the chain."""
+class ChainSpec(Spec):
+    """Everything that determines a chain's result; the hash of its non-default fields names the chain."""
 
     train: TrainConfig = TrainConfig()
     rewind_step: int = 0  # i: 0 rewinds to θ0
@@ -63,24 +67,10 @@ class ChainSpec:
                 where="rewind_step", fix="rewind to a step before the end of training (0 = θ0)")
         Method(self.method), Scope(self.scope)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["method"], d["scope"] = Method(self.method).value, Scope(self.scope).value
-        d["context"] = dict(self.context)
-        return d
-
-    @property
-    def sha256(self) -> str:
-        return json_sha256(self.to_dict())
-
-    @property
-    def short_hash(self) -> str:
-        return self.sha256[:16]
-
 
 @dataclass
 class RoundResult:
-    chain: str
+    chain_sha256: str  # the chain's identity (its store's hash)
     round: int
     sparsity: float
     mask_sha256: str
@@ -99,7 +89,15 @@ class RoundResult:
     def record(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("replayed")
-        return d
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "RoundResult":
+        """A finished round read back (format 0 named the chain hash ``chain``)."""
+        d = {k: v for k, v in rec.items() if k != "format"}
+        if "chain" in d:
+            d["chain_sha256"] = d.pop("chain")
+        return cls(**d, replayed=True)
 
 
 @dataclass
@@ -118,15 +116,10 @@ EvalFn = Callable[[nn.Module], dict]
 Reporter = Callable[[RoundResult], None]
 
 
-class ChainStore:
+class ChainStore(SpecStore):
     """The chain's directory: every write atomic, every read verified."""
 
-    def __init__(self, root: str | Path, spec: ChainSpec, writer: bool = True):
-        self.dir = Path(root) / spec.short_hash
-        self.spec, self.writer = spec, writer
-
-    def open(self) -> None:
-        claim_spec_dir(self.dir, self.spec.to_dict(), self.writer, "chain")
+    kind = "chain"
 
     def mask_path(self, sha: str) -> Path:
         return self.dir / "masks" / f"{sha}.mask.safetensors"
@@ -163,7 +156,7 @@ class ChainStore:
         if not ref.exists():
             raise LtvlError("finished rounds exist but the θi reference is missing", where=str(self.dir),
                             fix="delete the chain directory to recompute it")
-        r = json.loads(ref.read_text())
+        r = json.loads(ref.read_text())  # its dense_dir is informational: the dense store is found by hash
         return RewindPoint.load(dense.theta_path(r["step"]), r["sha256"])
 
     def find_mask(self, sha: str, dense: DenseStore) -> Path:
@@ -194,12 +187,14 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     store = ChainStore(root, spec, writer)
     store.open()
     dense = DenseStore(root, DenseSpec.of(spec), writer)
+    chain_sha = store.sha256
     result = ChainResult(spec, store.dir)
     report = reporter or (lambda _r: None)
 
     done = agree(store.finished_rounds())
     for rec in done:
-        res = RoundResult(**rec, replayed=True)
+        res = RoundResult.from_record(rec)
+        res.mask_path = str(store.find_mask(res.mask_sha256, dense))
         load_mask(res.mask_path)  # verify: a finished round's mask must be intact
         result.rounds.append(res)
         report(res)
@@ -217,13 +212,13 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree)
         theta_i = got.theta(spec.rewind_step)
         store.put_theta_ref(dense, spec.rewind_step)
-        mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.spec.sha256})
+        mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.sha256})
         mask_path = store.put_mask(mask)
         next_mask = shared_first_mask(spec, got, mask)[0] if len(sparsities) > 1 else None
-        res = RoundResult(chain=spec.sha256, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
+        res = RoundResult(chain_sha256=chain_sha, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
                           metrics=got.record.metrics, train_loss=got.record.train_loss,
                           wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
-                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.spec.sha256)
+                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.sha256)
         store.put_round(res)
         result.rounds.append(res)
         report(res)
@@ -240,7 +235,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
             params = dict(model.named_parameters())
             weights = {n: params[n].detach() for n in mask.names}
             next_mask = prune_to_sparsity(weights, mask, sparsities[r + 1], method=spec.method, scope=spec.scope,
-                                          seed=prune_seed(r), metadata={"round": r + 1, "chain": spec.sha256})
+                                          seed=prune_seed(r), metadata={"round": r + 1, "chain": chain_sha})
             store.put_mask(next_mask)
         enforcer.remove()
         steps = out.steps_run
@@ -251,7 +246,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
             steps += finetune_fn(ticket, enforcer=ticket_enforcer, start=theta_i, capture_at=[]).steps_run
             finetuned = eval_fn(ticket)
             ticket_enforcer.remove()
-        res = RoundResult(chain=spec.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
+        res = RoundResult(chain_sha256=chain_sha, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltvl.util.atomic import atomic_write_text, claim_spec_dir, json_sha256
+from ltvl.core.identity import FORMAT
+from ltvl.core.store import Spec, SpecStore
+from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError, require
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
@@ -41,7 +43,7 @@ class SourceMask:
 
 
 @dataclass(frozen=True)
-class TicketSpec:
+class TicketSpec(Spec):
     baseline: Baseline
     source: str  # the source chain's sha256, or "masks:<sha of the mask list>"
     source_task: str
@@ -49,14 +51,18 @@ class TicketSpec:
     prunable: PrunableSpec
     context: tuple[tuple[str, str], ...]  # the target: task, data, backbone …
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["baseline"], d["context"] = Baseline(self.baseline).value, dict(self.context)
-        return d
 
-    @property
-    def sha256(self) -> str:
-        return json_sha256(self.to_dict())
+class TicketStore(SpecStore):
+    kind = "ticket"
+
+    def __init__(self, root: str | Path, spec: TicketSpec, writer: bool = True):
+        super().__init__(Path(root) / "tickets", spec, writer)
+
+    def round_path(self, r: int) -> Path:
+        return self.dir / "rounds" / f"{r:03d}.json"
+
+    def mask_path(self, sha: str) -> Path:
+        return self.dir / "masks" / f"{sha}.mask.safetensors"
 
 
 @dataclass
@@ -79,21 +85,25 @@ class TicketRound:
     def record(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("replayed")
-        return d
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "TicketRound":
+        return cls(**{k: v for k, v in rec.items() if k != "format"}, replayed=True)
 
 
-def chain_masks(chain_dir: str | Path) -> list[SourceMask]:
-    """The pruned rounds' masks of a finished (or partly finished) chain, verified."""
-    rounds = sorted(Path(chain_dir, "rounds").glob("*.json")) if Path(chain_dir).exists() else []
-    out = []
-    for f in rounds:
-        rec = json.loads(f.read_text())
-        if rec["round"] > 0:
-            out.append(SourceMask(rec["round"], rec["mask_path"], rec["mask_sha256"]))
+def chain_masks(root: str | Path, source: Any) -> tuple[str, list[SourceMask]]:
+    """The source chain's identity and its pruned rounds' masks (found by hash in ``root``)."""
+    from ltvl.core.dense import DenseSpec, DenseStore
+    from ltvl.core.imp import ChainStore
+    store = ChainStore(root, source, writer=False)
+    dense = DenseStore(root, DenseSpec.of(source), writer=False)
+    out = [SourceMask(rec["round"], str(store.find_mask(rec["mask_sha256"], dense)), rec["mask_sha256"])
+           for rec in store.finished_rounds() if rec["round"] > 0]
     if not out:
-        raise LtvlError(f"source chain {chain_dir} has no finished pruned rounds", where="source",
+        raise LtvlError(f"source chain {store.dir} has no finished pruned rounds", where="source",
                         fix="run the source chain first (the sweep's chain stage runs before tickets)")
-    return out
+    return store.sha256, out
 
 
 def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory: Callable[[], nn.Module],
@@ -104,15 +114,17 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
     if Baseline(spec.baseline) is Baseline.THETA0_PRIME and other_state is None:
         raise LtvlError("the theta0_prime baseline needs another checkpoint", where="prime_checkpoint",
                         fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
-    d = Path(root) / "tickets" / spec.sha256[:16]
-    claim_spec_dir(d, spec.to_dict(), writer, "ticket")
+    store = TicketStore(root, spec, writer)
+    store.open()
+    d = store.dir
     report = reporter or (lambda _r: None)
     done = agree({p.name for p in (d / "rounds").glob("*.json")} if (d / "rounds").exists() else set())
     out = []
     for src in sources:
-        f = d / "rounds" / f"{src.round:03d}.json"
+        f = store.round_path(src.round)
         if f.name in done:
-            res = TicketRound(**json.loads(f.read_text()), replayed=True)
+            res = TicketRound.from_record(json.loads(f.read_text()))
+            res.mask_path = str(store.mask_path(res.mask_sha256))
             load_mask(res.mask_path)  # verify
         else:
             t0 = time.perf_counter()
@@ -121,10 +133,10 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
             run = train_ticket(spec.baseline, mask, model_factory, trainer,
                                seed=derive_seed(spec.train.seed, "ticket", spec.baseline, src.round),
                                other_state=other_state)
-            path = d / "masks" / f"{run.mask.sha256}.mask.safetensors"
+            path = store.mask_path(run.mask.sha256)
             if writer and not path.exists():
                 save_mask(run.mask, path)
-            res = TicketRound(spec.sha256, src.round, Baseline(spec.baseline).value, spec.source, spec.source_task,
+            res = TicketRound(store.sha256, src.round, Baseline(spec.baseline).value, spec.source, spec.source_task,
                               src.sha256, run.mask.sha256, str(path), run.mask.sparsity, run.metrics,
                               run.train_loss, time.perf_counter() - t0, spec.train.steps)
             if writer:

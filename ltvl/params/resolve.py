@@ -1,162 +1,164 @@
-"""A chain job as one flat, JSON-able dict: what a sweep's param_space varies and what a Ray
-worker receives. ``build_job`` validates every key before any compute and names the culprit."""
+"""Resolve a chain's raw parameters once into the typed job every layer uses.
+
+The sweep driver resolves each chain before any trial starts (so bad input fails first); the
+trial, the Train worker, MLflow records and trial names all read the same resolved job, so
+they can never disagree on what a chain is (its hash, its rewind step, its prunable set).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ltvl.core.adversarial import AdvConfig
-from ltvl.util.errors import LtvlError
-from ltvl.core.imp import ChainSpec
-from ltvl.vl.models.presets import BackboneSpec
-from ltvl.pruning import Method, Schedule
 from ltvl.core.baselines import Baseline
+from ltvl.core.dense import DenseSpec
+from ltvl.core.imp import ChainSpec, ChainStore
+from ltvl.params.schema import CONTEXT_KEYS, DEFAULTS, MAX_ROUNDS, TICKET_KEYS, ChainParams, check
+from ltvl.pruning import Method, Schedule
+from ltvl.pruning.schedule import rounds_needed
 from ltvl.core.train import TrainConfig
+from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
-
-DEFAULTS: dict[str, Any] = {
-    # what to train
-    "task": "vqa", "data": "easy-vqa", "preset": "minilm", "layers": 2, "checkpoint": None,
-    "max_len": 16, "eval_limit": 2000,
-    # training recipe (t steps per round)
-    "steps": 200, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0,
-    "amp": "off",
-    # IMP
-    "rewind_step": 0, "rewind_fraction": None, "schedule": "geometric", "rate": 0.5, "target_sparsity": 0.9,
-    "rounds": None, "method": "magnitude", "scope": "global",
-    # adversarial training (SPEC §4): 'imp' = AT-IMP, 'finetune' = AT on each round's ticket, 'both' = both
-    "adv_use": "off", "adv_modality": "both", "adv_epsilon": 0.0, "adv_step_size": 1e-3, "adv_steps": 3,
-    "adv_kl": 1.5,
-    # tickets (ltvl.core.ticket_chain): set `ticket` to re-train every pruned round's mask of `source`
-    # (a chain's params, or a list of mask files) with that baseline on this job's task
-    "ticket": None, "source": None, "prime_checkpoint": None,
-}
-TICKET_KEYS = ("ticket", "source", "prime_checkpoint")
+from ltvl.vl.models.presets import BackboneSpec, get_preset
 
 
 @dataclass(frozen=True)
 class ChainJob:
+    """One chain, resolved: its typed params and the core's specs built from them."""
+
+    params: ChainParams
     vl: VLSpec
-    chain: ChainSpec
-    params: dict
+    chain: ChainSpec  # prunable set from the preset: exactly what the worker trains and hashes
 
+    @property
+    def rewind_step(self) -> int:
+        """The step the chain actually rewinds to (``rewind_fraction`` resolved)."""
+        return self.chain.rewind_step
 
-def _check_keys(params: dict) -> None:
-    for key in params:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, n=1)
-            raise LtvlError(f"unknown chain parameter {key!r}", where=key,
-                            fix=(f"did you mean {close[0]!r}? " if close else "") + "see ltvl.params.resolve.DEFAULTS")
+    @property
+    def dense(self) -> DenseSpec:
+        return DenseSpec.of(self.chain)
 
+    def store_sha256(self, root: str | Path) -> str:
+        """The chain's identity as its store knows it (an older-format store keeps its old hash)."""
+        return ChainStore(root, self.chain, writer=False).sha256
 
-def _typed(p: dict, key: str, typ) -> Any:
-    v = p[key]
-    if v is None:
-        return None
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-        raise LtvlError(f"{key} must be {typ.__name__}, got {type(v).__name__} {v!r}", where=key)
-    return v
-
-
-def build_job(params: dict, data_path: str | None = None) -> ChainJob:
-    """Validate a flat param dict (defaults filled in) into the core's specs."""
-    _check_keys(params)
-    if params.get("ticket") is not None:
-        build_ticket_job(params, data_path)  # a ticket job validates its own keys and source
-    p = {**DEFAULTS, **params}
-    from ltvl.vl.models.presets import get_preset
-    from ltvl.vl.tasks import TASK_DESCRIPTIONS
-    if p["task"] not in TASK_DESCRIPTIONS:
-        close = difflib.get_close_matches(str(p["task"]), TASK_DESCRIPTIONS, n=1)
-        raise LtvlError(f"unknown task {p['task']!r}", where="task",
-                        fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(TASK_DESCRIPTIONS)}")
-    get_preset(p["preset"])  # an unknown preset fails here, with the closest name
-    data = data_for(p)
-    if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in TASK_DESCRIPTIONS:
-        raise LtvlError(f"data {data!r} names no task", where="data",
-                        fix=f"synthetic:<task> with a task of {', '.join(TASK_DESCRIPTIONS)}, or synthetic:{{task}}")
-    steps = _typed(p, "steps", int)
-    rewind = _typed(p, "rewind_step", int)
-    if p["rewind_fraction"] is not None:
-        frac = _typed(p, "rewind_fraction", float)
-        if not 0 <= frac < 1:
-            raise LtvlError(f"rewind_fraction {frac} outside [0, 1)", where="rewind_fraction")
-        rewind = int(frac * steps)
-    if p["adv_use"] not in ("off", "imp", "finetune", "both"):
-        raise LtvlError(f"unknown adv_use {p['adv_use']!r}", where="adv_use", fix="off, imp, finetune or both")
-    adv = AdvConfig(enabled=p["adv_use"] != "off", modality=p["adv_modality"],
-                    epsilon=_typed(p, "adv_epsilon", float), step_size=_typed(p, "adv_step_size", float),
-                    steps=_typed(p, "adv_steps", int), kl_weight=_typed(p, "adv_kl", float))
-    adv.validate("adv", sep="_")
-    train = TrainConfig(steps=steps, lr=_typed(p, "lr", float), batch_size=_typed(p, "batch_size", int),
-                        weight_decay=_typed(p, "weight_decay", float), warmup_ratio=_typed(p, "warmup_ratio", float),
-                        seed=_typed(p, "seed", int), amp=p["amp"],
-                        adversarial=adv if p["adv_use"] in ("imp", "both") else AdvConfig())
-    backbone = BackboneSpec(p["preset"], p["checkpoint"], _typed(p, "layers", int), _typed(p, "seed", int))
-    vl = VLSpec(task=p["task"], data=data_path or data_for(p), backbone=backbone, max_len=_typed(p, "max_len", int),
-                eval_limit=_typed(p, "eval_limit", int))
-    try:
-        method, scope = Method(p["method"]), p["scope"]
-    except ValueError as e:
-        raise LtvlError(f"unknown method {p['method']!r}", where="method", fix="magnitude, random or high_magnitude") from e
-    context = tuple((k, data_for(p) if k == "data" else str(p[k]))
-                    for k in ("task", "data", "preset", "layers", "checkpoint", "max_len", "eval_limit"))
-    chain = ChainSpec(train=train, rewind_step=rewind,
-                      schedule=Schedule(p["schedule"], _typed(p, "rate", float), p["target_sparsity"], p["rounds"]),
-                      method=method, scope=scope, context=context,
-                      finetune_adversarial=adv if p["adv_use"] in ("finetune", "both") else AdvConfig())
-    chain.validate()
-    return ChainJob(vl, chain, p)
-
-
-def chain_spec(params: dict) -> ChainSpec:
-    """The chain's spec as its worker will hash it (prunable set from the preset), without loading a model."""
-    from ltvl.vl.models.presets import get_preset
-    job = build_job(params, data_path="/unused")
-    return with_prunable(job, get_preset(job.vl.backbone.preset).prunable).chain
+    def with_data(self, data_path: str) -> "ChainJob":
+        """The same job reading its dataset from ``data_path`` (where this node keeps it)."""
+        return dataclasses.replace(self, vl=dataclasses.replace(self.vl, data=data_path))
 
 
 @dataclass(frozen=True)
 class TicketJob:
+    params: ChainParams  # as given, ticket keys included
     target: ChainJob  # the task, data and recipe the tickets are trained with
     baseline: Baseline
-    source: ChainSpec | None  # a chain whose pruned rounds give the masks …
+    source: ChainJob | None  # a chain whose pruned rounds give the masks …
     source_task: str
     masks: tuple[str, ...] = ()  # … or explicit mask files
 
+    def masks_id(self, shas: list[str]) -> str:
+        return "masks:" + hashlib.sha256("".join(shas).encode()).hexdigest()
 
-def build_ticket_job(params: dict, data_path: str | None = None) -> TicketJob:
-    """Validate a ticket job: ``ticket`` names the baseline, ``source`` the masks' origin."""
-    _check_keys(params)
-    try:
-        baseline = Baseline(params.get("ticket"))
-    except ValueError as e:
-        raise LtvlError(f"unknown ticket baseline {params.get('ticket')!r}", where="ticket",
-                        fix=", ".join(b.value for b in Baseline)) from e
-    target = build_job({k: v for k, v in params.items() if k not in TICKET_KEYS}, data_path)
-    src = params.get("source")
-    if baseline is Baseline.THETA0_PRIME and not params.get("prime_checkpoint"):
-        raise LtvlError("the theta0_prime baseline needs another checkpoint", where="prime_checkpoint",
+
+def data_for(p: ChainParams) -> str:
+    """The dataset of a chain: ``data`` may name the task as ``{task}`` so one sweep spans tasks."""
+    return str(p.data).format(task=p.task)
+
+
+def _context(p: ChainParams) -> tuple[tuple[str, str], ...]:
+    """What the dense run trains on, beyond the recipe: only values that differ from their
+    defaults, so a context parameter added later does not change any existing hash."""
+    out = []
+    for k in CONTEXT_KEYS:
+        value = data_for(p) if k == "data" else getattr(p, k)
+        if str(value) != str(DEFAULTS[k]):
+            out.append((k, str(value)))
+    return tuple(out)
+
+
+def _rewind_step(raw: Mapping[str, Any], p: ChainParams, where: str) -> int:
+    if p.rewind_fraction is None:
+        return p.rewind_step
+    if "rewind_step" in raw:
+        raise LtvlError(f"both rewind_step ({p.rewind_step}) and rewind_fraction ({p.rewind_fraction}) are set",
+                        where=f"{where}.rewind_step/{where}.rewind_fraction", fix="set one of them")
+    return int(p.rewind_fraction * p.steps)
+
+
+def _schedule(p: ChainParams, where: str) -> Schedule:
+    sched = Schedule(p.schedule, p.rate, p.target_sparsity, p.rounds)
+    sched.validate(where)
+    if p.target_sparsity is not None and not p.override_limits:
+        n = (rounds_needed(p.rate, p.target_sparsity) if p.schedule == "geometric"
+             else math.ceil(p.target_sparsity / p.rate - 1e-9))
+        if n > MAX_ROUNDS:
+            raise LtvlError(f"rate {p.rate:g} needs {n:,} rounds to reach sparsity {p.target_sparsity:g}, beyond the "
+                            f"limit {MAX_ROUNDS}", where=f"{where}.rate",
+                            fix=f"raise the rate, or set {where}.override_limits: true if you mean it")
+    return sched
+
+
+def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str | None = None) -> ChainJob:
+    """Check a raw param mapping and build the core's specs; every error names the key."""
+    if isinstance(raw, Mapping) and raw.get("ticket") is not None:
+        raise LtvlError("this is a ticket job, not a chain", where=f"{where}.ticket",
+                        fix="resolve it with resolve_ticket")
+    p = check(raw, where)
+    data = data_for(p)
+    if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in _tasks():
+        raise LtvlError(f"data {data!r} names no task", where=f"{where}.data",
+                        fix=f"synthetic:<task> with a task of {', '.join(_tasks())}, or synthetic:{{task}}")
+    adv = AdvConfig(enabled=p.adv_use != "off", modality=p.adv_modality, epsilon=p.adv_epsilon,
+                    step_size=p.adv_step_size, steps=p.adv_steps, kl_weight=p.adv_kl)
+    train = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
+                        warmup_ratio=p.warmup_ratio, seed=p.seed, amp=p.amp,
+                        adversarial=adv if p.adv_use in ("imp", "both") else AdvConfig())
+    preset = get_preset(p.preset)
+    vl = VLSpec(task=p.task, data=data_path or data, backbone=BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed),
+                max_len=p.max_len, eval_limit=p.eval_limit)
+    chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
+                      method=Method(p.method), scope=p.scope, prunable=preset.prunable, context=_context(p),
+                      finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig())
+    chain.validate()
+    return ChainJob(p, vl, chain)
+
+
+def resolve_ticket(raw: Mapping[str, Any], where: str = "params", data_path: str | None = None) -> TicketJob:
+    """A ticket job: ``ticket`` names the baseline, ``source`` the masks' origin (a chain's params
+    or a list of mask files); the other keys are the target chain's."""
+    p = check(raw, where)
+    if p.ticket is None:
+        raise LtvlError("a ticket job needs a baseline", where=f"{where}.ticket", fix="e.g. ticket: theta0_shuffled")
+    baseline = Baseline(p.ticket)
+    target = resolve_chain({k: v for k, v in raw.items() if k not in TICKET_KEYS}, where, data_path)
+    if baseline is Baseline.THETA0_PRIME and not p.prime_checkpoint:
+        raise LtvlError("the theta0_prime baseline needs another checkpoint", where=f"{where}.prime_checkpoint",
                         fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
+    src = p.source
     if isinstance(src, dict):
-        source_params = {k: v for k, v in src.items() if k not in TICKET_KEYS}
-        return TicketJob(target, baseline, chain_spec(source_params), {**DEFAULTS, **source_params}["task"])
-    if isinstance(src, (list, tuple)) and src and all(isinstance(m, str) for m in src):
-        return TicketJob(target, baseline, None, "masks", tuple(src))
-    raise LtvlError(f"ticket source must be a chain's params or a list of mask files, got {src!r}", where="source",
+        source = resolve_chain({k: v for k, v in src.items() if k not in TICKET_KEYS}, f"{where}.source")
+        return TicketJob(p, target, baseline, source, source.params.task)
+    if isinstance(src, list) and src and all(isinstance(m, str) for m in src):
+        return TicketJob(p, target, baseline, None, "masks", tuple(src))
+    raise LtvlError(f"ticket source must be a chain's params or a list of mask files, got {src!r}",
+                    where=f"{where}.source",
                     fix="e.g. source: {task: vqa, rewind_step: 0} or source: [a.mask.safetensors, …]")
 
 
-def data_for(params: dict) -> str:
-    """The dataset of a chain: ``data`` may name the task as ``{task}`` so one sweep spans tasks."""
-    p = {**DEFAULTS, **params}
-    return str(p["data"]).format(task=p["task"])
+def resolve(raw: Mapping[str, Any], where: str = "params", data_path: str | None = None) -> ChainJob | TicketJob:
+    """A chain or a ticket job, whichever ``raw`` describes."""
+    if isinstance(raw, Mapping) and raw.get("ticket") is not None:
+        return resolve_ticket(raw, where, data_path)
+    return resolve_chain(raw, where, data_path)
 
 
-def with_prunable(job: ChainJob, prunable) -> ChainJob:
-    return dataclasses.replace(job, chain=dataclasses.replace(job.chain, prunable=prunable))
+def _tasks() -> tuple[str, ...]:
+    from ltvl.vl.tasks import TASK_DESCRIPTIONS
+    return tuple(TASK_DESCRIPTIONS)

@@ -9,7 +9,6 @@ restarted worker group (FailureConfig.max_failures) replays finished rounds from
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -20,21 +19,22 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ltvl.params.resolve import TICKET_KEYS, ChainJob, build_job, build_ticket_job, data_for, with_prunable
-from ltvl.util.weights import load_safetensors
-from ltvl.core.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
-from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
+from ltvl.core.dense import DenseStore, ensure_dense
 from ltvl.core.imp import RoundResult, run_chain, shared_first_mask
-from ltvl.vl.datasets import resolve_dataset
-from ltvl.pruning.mask import Mask
+from ltvl.core.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
 from ltvl.core.train import Trainer
+from ltvl.params.resolve import ChainJob, data_for, resolve_chain, resolve_ticket
+from ltvl.params.schema import TICKET_KEYS
+from ltvl.pruning.mask import Mask
+from ltvl.util.weights import load_safetensors
 from ltvl.vl.assemble import build_vl
+from ltvl.vl.datasets import resolve_dataset
 
 
 def round_metrics(r: RoundResult) -> dict:
     out = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
            "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "parent_sha256": r.parent_sha256 or "",
-           "chain": r.chain, "replayed": r.replayed, "steps_trained": r.steps_trained, "mask_path": r.mask_path}
+           "chain_sha256": r.chain_sha256, "replayed": r.replayed, "steps_trained": r.steps_trained, "mask_path": r.mask_path}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     return out
@@ -69,7 +69,7 @@ def _log_round(r) -> None:
     replayed), so a test can prove that no finished round ran twice across crashes and resumes."""
     if (log := os.environ.get("LTVL_ROUND_LOG")) and not r.replayed:
         with open(log, "a") as f:
-            f.write(f"{getattr(r, 'chain', None) or r.ticket} {r.round}\n")
+            f.write(f"{getattr(r, 'chain_sha256', None) or r.ticket} {r.round}\n")
 
 
 def check_same_mask_everywhere(sha: str, round_: int) -> None:
@@ -111,9 +111,11 @@ def setup_worker(params: dict, cpus: float = 1) -> WorkerSetup:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # Ray sets OMP_NUM_THREADS = floor(CPUs); a worker granted 1.9 CPUs should still use 2 threads.
     torch.set_num_threads(max(1, round(cpus)))
-    job = build_job(params, str(resolve_dataset(data_for(params))))
+    job = resolve_chain(params)
+    job = job.with_data(str(resolve_dataset(data_for(job.params))))
     setup = build_vl(job.vl)
-    job = with_prunable(job, setup.prunable)
+    if setup.prunable != job.chain.prunable:  # the hash the driver named this chain by must be the one trained
+        raise RuntimeError(f"preset {job.params.preset!r}: the model's prunable set differs from the resolved job's")
     trainer = Trainer(setup.data, job.chain.train, ray.train.torch.get_device(), rank=rank, world_size=world)
     return WorkerSetup(job, setup.model_factory, trainer, rank, world, _nodes_of_all_ranks(world))
 
@@ -127,19 +129,19 @@ def _nodes_of_all_ranks(world: int) -> str:
 
 
 def train_dense(config: dict) -> None:
-    """``train_loop_per_worker`` of a dense-prefix trial. config = {"group": [<chain params>, ...],
-    "root": ...}: the chains share one dense run, trained here once with θi for all their rewind
-    steps and the first mask of each rate, reported as one iteration."""
-    group = config["group"]
+    """``train_loop_per_worker`` of a dense-prefix trial. config = {"group": {"dense_sha256": …,
+    "chains": [<chain params>, ...]}, "root": ...}: the chains share one dense run, trained here
+    once with θi for all their rewind steps and the first mask of each rate, reported as one iteration."""
+    group = config["group"]["chains"]
     w = setup_worker(group[0], config.get("cpus", 1))
-    specs = [with_prunable(build_job(p, w.job.vl.data), w.job.chain.prunable).chain for p in group]
-    store = DenseStore(config["root"], DenseSpec.of(w.job.chain), writer=w.rank == 0)
+    specs = [resolve_chain(p).chain for p in group]
+    store = DenseStore(config["root"], w.job.dense, writer=w.rank == 0)
     got = ensure_dense(store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate,
                        w.agree)
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
         shared_first_mask(spec, got, dense_mask)
-    ray.train.report({"dense": store.spec.sha256, "dense_steps": got.steps_trained, "round": 0,
+    ray.train.report({"dense": store.sha256, "dense_steps": got.steps_trained, "round": 0,
                       "metric": got.record.metrics["metric"], "nodes": w.nodes})
 
 
@@ -147,19 +149,19 @@ def train_tickets(config: dict) -> None:
     """``train_loop_per_worker`` of a ticket trial: every pruned round of the source re-trained as
     the baseline ticket on this job's task, one Tune iteration per round."""
     params = config["params"]
-    tj = build_ticket_job(params)
+    tj = resolve_ticket(params)
     w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS}, config.get("cpus", 1))
     if tj.source is not None:
-        sources = chain_masks(Path(config["root"]) / tj.source.short_hash)
-        source_id = tj.source.sha256
+        source_id, sources = chain_masks(config["root"], tj.source.chain)
     else:
         from ltvl.pruning.maskfile import load_mask
         masks = [load_mask(p) for p in tj.masks]
         sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
-        source_id = "masks:" + hashlib.sha256("".join(m.sha256 for m in masks).encode()).hexdigest()
+        source_id = tj.masks_id([m.sha256 for m in masks])
     chain = w.job.chain
     spec = TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context)
-    other = load_safetensors(params["prime_checkpoint"], "prime_checkpoint") if params.get("prime_checkpoint") else None
+    prime = params.get("prime_checkpoint")
+    other = load_safetensors(prime, "prime_checkpoint") if prime else None
 
     def report(r: TicketRound) -> None:
         metrics = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ltvl.params import schema
 from ltvl.util.errors import LtvlError
 
 ROUND_TAGS = ("ltvl.task", "ltvl.init", "ltvl.seed", "ltvl.round", "ltvl.chain_key")
 # What makes two chains' numbers comparable: the same data, backbone and training budget. (Swept
 # axes such as seed, rewind step, rate, method, lr and AT settings are what a report compares.)
-RECIPE_KEYS = ("data", "preset", "layers", "checkpoint", "steps", "batch_size", "max_len", "eval_limit")
+RECIPE_KEYS = schema.RECIPE_KEYS  # declared once, in the parameter schema
 ROUND_COLUMNS = ["experiment", "run_id", "chain_key", "task", "source_task", "init", "method", "seed",
                  "rewind_step", "rate", "epsilon", "adv_use", "preset", "round", "sparsity", "metric",
                  "finetune_metric", "mask_sha256"]
@@ -74,7 +75,7 @@ def collect(uri: str, experiments: list[str]) -> Records:
                     continue
                 dense.append({"experiment": name, "run_id": run.info.run_id, "task": tags.get("ltvl.task"),
                               "seed": int(_f(tags.get("ltvl.seed"), 0)), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
-                              "metric": metrics["metric"], "dense": tags.get("ltvl.core.dense", ""),
+                              "metric": metrics["metric"], "dense": tags.get("ltvl.dense", ""),
                               "recipe": _recipe(run.data.params)})
                 continue
             if kind != "round":

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ltvl.core.baselines import BASELINES
+
 PRETRAIN = "pretrain"
-TICKET_LINES = {"theta0_prime": "θ'0", "theta0_shuffled": "θ''0", "random": "random init",
-                "high_magnitude": "high-magnitude", "RP": "RP"}
+TICKET_LINES = {b.init_label: b.report_label for b in BASELINES.values()}  # init tag -> line
 TABLE1_LINES = ("IMP", "RP", "θ'0", "θ''0", "high-magnitude")
 
 

@@ -1,51 +1,32 @@
 """Sweep configs: YAML files in ``sweeps/configs/`` plus ``--set key=value`` overrides, checked
-key by key before Ray or MLflow is touched."""
+key by key before Ray or MLflow is touched. Chain parameters are checked by their one schema
+(:mod:`ltvl.params.schema`); scheduling options are :mod:`ltvl.sweep.options`."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ltvl.params.resolve import DEFAULTS
+from ltvl.params.schema import DEFAULTS, check_value, unknown_key
+from ltvl.sweep import yamlio
+from ltvl.sweep.options import EarlyStop, Resources, Search, SweepOptions
 from ltvl.util.errors import LtvlError
 
 KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
-
-
-@dataclass
-class Resources:
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 0.9
-    max_failures: int = 1
-    max_concurrent_trials: int | None = None
-    driver_resources: dict[str, float] = field(default_factory=dict)  # e.g. {trial_driver: 1} on cloud clusters
-
-
-@dataclass
-class EarlyStop:
-    kind: str = "off"  # off | below_dense | asha
-    p: float = 0.9
-
-
-@dataclass
-class Search:
-    space: dict[str, dict] = field(default_factory=dict)  # key: {loguniform: [lo, hi]} | {uniform: …} | {choice: […]}
-    num_samples: int = 4
-    metric: str = "metric"
-
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a sweep's name becomes a directory
 
 @dataclass
 class SweepConfig:
     kind: str = "rewind_grid"
     name: str = "rewind-grid"  # the MLflow experiment and the Tune run name
-    params: dict[str, Any] = field(default_factory=dict)  # chain params (ltvl.params.resolve.DEFAULTS)
+    params: dict[str, Any] = field(default_factory=dict)  # chain params (ltvl.params.schema.ChainParams)
     grid: dict[str, list] = field(default_factory=dict)  # axes: every combination runs
     chains: list[dict] = field(default_factory=list)  # extra single chains (overrides of params)
     baselines: list[str] = field(default_factory=list)  # ticket baselines on every IMP chain's masks
@@ -64,23 +45,37 @@ class SweepConfig:
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise LtvlError(f"unknown sweep kind {self.kind!r}", where="kind", fix=", ".join(KINDS))
+        if not SAFE_NAME.match(self.name) or ".." in self.name:
+            raise LtvlError(f"name {self.name!r} is not a safe directory name", where="name",
+                            fix="letters, digits, '.', '_' and '-' only (no '/' or '..'), e.g. name: rewind-grid-v2")
+        for k, v in self.params.items():
+            _check_param(k, v, f"params.{k}")
         for axis, values in self.grid.items():
             if axis not in DEFAULTS:
-                _unknown(axis, DEFAULTS, f"grid.{axis}")
+                raise unknown_key(axis, f"grid.{axis}")
             if not isinstance(values, list) or not values:
                 raise LtvlError(f"grid.{axis} must be a non-empty list, got {values!r}", where=f"grid.{axis}",
                                 fix=f"e.g. --set grid.{axis}=[a,b]")
-        for k in self.params:
-            if k not in DEFAULTS:
-                _unknown(k, DEFAULTS, f"params.{k}")
+            for i, v in enumerate(values):
+                _check_param(axis, v, f"grid.{axis}[{i}]")
         for i, c in enumerate(self.chains):
             if not isinstance(c, dict):
                 raise LtvlError(f"chains[{i}] must be a mapping of chain params", where=f"chains[{i}]")
-            for k in c:
-                if k not in DEFAULTS:
-                    _unknown(k, DEFAULTS, f"chains[{i}].{k}")
+            for k, v in c.items():
+                _check_param(k, v, f"chains[{i}].{k}")
         if not 0 < self.report_p <= 1:
             raise LtvlError(f"report_p {self.report_p} outside (0, 1]", where="report_p", fix="e.g. 0.99")
+        self.options().validate()
+
+    def options(self) -> SweepOptions:
+        search = dataclasses.replace(self.search, algorithm="optuna") if self.search.space else self.search
+        return SweepOptions(self.resources, self.early_stop, search, tuple(self.baselines), tuple(self.transfer_to))
+
+
+def _check_param(key: str, value: Any, where: str) -> None:
+    if key not in DEFAULTS:
+        raise unknown_key(key, where)
+    check_value(key, value, where)
 
 
 def _unknown(key: str, known, where: str) -> None:
@@ -155,9 +150,15 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
         if not p.exists():
             raise LtvlError(f"config file {p} does not exist", where="--config", fix="check the path")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yamlio.load(p.read_text())
         except yaml.YAMLError as e:
             raise LtvlError(f"{p} is not valid YAML ({e})", where=str(p)) from e
+        if data is None:
+            raise LtvlError(f"{p} is empty", where=str(p),
+                            fix=f"give at least `kind: {kind}` and the params to sweep (see sweeps/configs/)")
+        if not isinstance(data, dict):
+            raise LtvlError(f"{p} must be a mapping of config keys, got a {type(data).__name__}", where=str(p),
+                            fix="top-level keys such as kind, name, params, grid (see sweeps/configs/)")
         if data.get("kind", kind) != kind:
             raise LtvlError(f"{p} is a {data['kind']!r} config, this entry point runs {kind!r}", where="kind",
                             fix=f"run sweeps/{data['kind']}.py with it")
@@ -173,7 +174,7 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
         if not sep or not key:
             raise LtvlError(f"--set {item!r} is not key=value", where="--set", fix="e.g. --set params.lr=1e-4")
         try:
-            value = yaml.safe_load(raw)
+            value = yamlio.load(raw)
         except yaml.YAMLError as e:
             raise LtvlError(f"--set {key}: cannot parse {raw!r} ({e})", where=f"--set {key}") from e
         _set(cfg, key.split("."), value, key)
@@ -184,27 +185,14 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
 def _set(cfg: SweepConfig, parts: list[str], value: Any, key: str) -> None:
     head = parts[0]
     if head in ("params", "grid") and len(parts) == 2:
-        target = getattr(cfg, head)
         if parts[1] not in DEFAULTS:
-            _unknown(parts[1], DEFAULTS, key)
-        if head == "params":
-            _check_param_type(parts[1], value, key)
-        target[parts[1]] = value
+            raise unknown_key(parts[1], key)
+        getattr(cfg, head)[parts[1]] = value  # checked with the rest by validate()
         return
     nested: dict[str, Any] = value
     for p in reversed(parts[1:]):
         nested = {p: nested}
     _merge(cfg, {head: nested}, "")
-
-
-def _check_param_type(name: str, value: Any, key: str) -> None:
-    default = DEFAULTS[name]
-    if default is None or value is None:
-        return
-    ok = isinstance(value, (int, float)) if isinstance(default, float) else isinstance(value, type(default))
-    if not ok or (isinstance(value, bool) and not isinstance(default, bool)):
-        raise LtvlError(f"{key} must be {type(default).__name__}, got {type(value).__name__} {value!r}", where=key,
-                        fix=f"e.g. --set {key}={default!r}")
 
 
 def to_dict(cfg: SweepConfig) -> dict:

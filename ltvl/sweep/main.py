@@ -79,7 +79,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
 
     from ltvl.util.home import home
     from ltvl.ray.lineage import LineageCallback
-    from ltvl.ray.tune_chain import SweepOptions, grid_points, run_chains, validate_space
+    from ltvl.ray.space import grid_points, validate_space
+    from ltvl.ray.stages import run_chains
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
 
     console = console or sweep_console()
@@ -87,13 +88,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     n = validate_space(space) + len(cfg.chains)
     base = home() / "sweeps" / cfg.name
     root, storage = Path(cfg.root or base / "chains"), cfg.storage or str(base / "ray")  # storage may be s3://…
-    opts = SweepOptions(num_workers=cfg.resources.num_workers, use_gpu=cfg.resources.use_gpu,
-                        cpus_per_worker=cfg.resources.cpus_per_worker, max_failures=cfg.resources.max_failures,
-                        max_concurrent_trials=cfg.resources.max_concurrent_trials, early_stop=cfg.early_stop.kind,
-                        early_stop_p=cfg.early_stop.p, search="optuna" if cfg.search.space else "grid",
-                        num_samples=cfg.search.num_samples, search_metric=cfg.search.metric,
-                        baselines=tuple(cfg.baselines), transfer_to=tuple(cfg.transfer_to),
-                        driver_resources=tuple(sorted(cfg.resources.driver_resources.items())))
+    opts = cfg.options()
     opts.validate()
     if dry_run:
         for p in grid_points({k: v for k, v in space.items() if k not in cfg.search.space}) + cfg.chains:

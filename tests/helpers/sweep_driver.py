@@ -9,7 +9,7 @@ import sys
 import ray
 from ray import tune
 
-from ltvl.ray.tune_chain import run_chains
+from ltvl.ray.stages import run_chains
 
 spec = json.loads(open(sys.argv[1]).read())
 space = {k: tune.grid_search(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v

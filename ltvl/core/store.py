@@ -1,0 +1,77 @@
+"""The shared shape of every content-addressed store (chain, dense run, ticket chain).
+
+A spec names its directory by the sha256 of its identity (:mod:`ltvl.core.identity`). Opening a
+store writes ``spec.json`` once and refuses a directory that holds another spec. A directory
+written by an older format is found by what its spec *means*, and used in place under the hash
+it was written with, so its records, masks and MLflow keys stay valid and nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ltvl.core.identity import FORMAT, identity, identity_from_format0, identity_sha256, spec_document, to_json
+from ltvl.util.atomic import atomic_write_text, json_sha256
+from ltvl.util.errors import LtvlError
+
+_STORE_NAME = re.compile(r"^[0-9a-f]{16}$")
+
+
+class Spec:
+    """Mixin for frozen spec dataclasses: identity hash and JSON form."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_json(self)
+
+    @property
+    def sha256(self) -> str:
+        return identity_sha256(self)
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:16]
+
+
+def locate(parent: Path, spec: Any) -> tuple[str, Path, int]:
+    """(identity sha256, directory, format) of ``spec``'s store under ``parent``: the current
+    format's directory if it exists, else an older-format directory holding the same spec."""
+    sha = identity_sha256(spec)
+    current = parent / sha[:16]
+    if current.exists() or not parent.is_dir():
+        return sha, current, FORMAT
+    want = identity(spec)
+    for cand in sorted(parent.iterdir()):
+        f = cand / "spec.json"
+        if not (_STORE_NAME.match(cand.name) and f.is_file()):
+            continue
+        raw = json.loads(f.read_text())
+        if "format" not in raw and identity_from_format0(raw, type(spec)) == want:
+            return json_sha256(raw), cand, 0
+    return sha, current, FORMAT
+
+
+class SpecStore:
+    """A directory named by its spec; ``writer=False`` (DDP ranks other than 0) never writes."""
+
+    kind = "store"
+
+    def __init__(self, parent: str | Path, spec: Any, writer: bool = True):
+        self.spec, self.writer = spec, writer
+        self.sha256, self.dir, self.format = locate(Path(parent), spec)
+
+    @property
+    def short_hash(self) -> str:
+        return self.dir.name
+
+    def open(self) -> None:
+        f = self.dir / "spec.json"
+        if f.exists():
+            doc = json.loads(f.read_text())
+            if doc.get("format", 0) >= 1 and doc.get("identity") != json.loads(json.dumps(identity(self.spec))):
+                raise LtvlError(f"{self.kind} directory holds a different spec (hash prefix collision?)",
+                                where=str(self.dir), fix="use a different root directory")
+        elif self.writer:
+            atomic_write_text(f, json.dumps(spec_document(self.spec), indent=2, sort_keys=True))

@@ -1,0 +1,156 @@
+"""A sweep as Tune stages, each a Tuner under ``storage/<name>-<stage>``:
+
+1. ``dense``: one trial per group of chains that share a dense run (same recipe and context,
+   different rewind step / rate / method). It trains the dense model once, captures θi for
+   every rewind step of the group and the first mask of every rate.
+2. ``chains``: one trial per chain; round 0 comes from the dense store at no training cost.
+3. ``tickets``: baselines and transfers on the finished chains' masks.
+
+Every stage is idempotent (the stores replay what is on disk), so ``resume`` restores each
+stage's Tuner and finishes only what is unfinished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ray import tune
+
+from ltvl.core.dense import DenseStore
+from ltvl.params.resolve import resolve_chain
+from ltvl.ray.resources import check_resources, concurrency, dense_cpus
+from ltvl.ray.space import (grid_points, job_entry, longest_first, search_domains, ticket_points,
+                            validate_space)
+from ltvl.ray.stopping import early_stop_config
+from ltvl.ray.trainable import chain_trainable
+from ltvl.sweep.options import DRIVER_CPU, SweepOptions
+from ltvl.util.errors import LtvlError
+
+
+def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
+               options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
+               callbacks: list | None = None, **kw) -> tune.ResultGrid:
+    """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
+    combination runs) and sampled domains (``tune.loguniform``…), which run one Optuna study per
+    grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
+    chain). ``callbacks`` (Tune callbacks, e.g. the MLflow lineage) see every stage. Options come
+    as ``options`` or as keywords (``num_workers=2, max_failures=1, baselines=(…)``).
+    Returns the chain stage's ResultGrid (merged over studies when searching)."""
+    opts = options or SweepOptions.from_flat(**kw)
+    opts.validate()
+    check_resources(opts.resources)
+    validate_space(param_space)
+    domains = search_domains(param_space)
+    if domains and opts.search.algorithm != "optuna":
+        raise LtvlError(f"{sorted(domains)} are sampled, which needs search=optuna", where="search",
+                        fix="set search: optuna, or give these keys fixed values / grid_search lists")
+    storage = str(storage)  # a path or a URI (s3://, gs://): Tune and Train write there, never ltvl
+    stages = [f"{name}-{s}" for s in ("dense", "chains", "tickets")] + [f"{name}-study{i}" for i in range(64)]
+    if resume and not any(tune.Tuner.can_restore(stage_path(storage, s)) for s in stages):
+        raise LtvlError(f"no sweep to resume at {stage_path(storage, name)}", where="--resume",
+                        fix="check --storage/--name")
+    base = {"root": str(root), "storage": storage, "resources": dataclasses.asdict(opts.resources),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")}}  # e.g. LTVL_HOME
+    fixed_space = {k: v for k, v in param_space.items() if k not in domains}
+    points = grid_points(fixed_space)
+    if extra_points:
+        if domains:
+            raise LtvlError("extra chains cannot be combined with a search", where="chains", fix="use one or the other")
+        plain = {k: v for k, v in fixed_space.items() if not (isinstance(v, dict) and "grid_search" in v)}
+        points += [{**plain, **e} for e in extra_points]
+        for i, p in enumerate(points[-len(extra_points):]):
+            resolve_chain(p, where=f"chains[{i}]")
+    entries = [job_entry(p, root) for p in points] if not domains else []
+    groups = _dense_groups(entries, root)
+    if groups:
+        res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups)))
+        _stage(f"{name}-dense", {**base, "resources": dataclasses.asdict(res), "group": tune.grid_search(groups)},
+               opts, resume, tune_config={}, callbacks=callbacks)
+    base["dense_rewinds"] = _rewinds_by_dense(entries)
+    if domains:
+        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks)
+    chains = _stage(f"{name}-chains", {**base, "job": tune.grid_search(longest_first(entries))}, opts, resume,
+                    tune_config=early_stop_config(opts.early_stop), callbacks=callbacks)
+    tickets = ticket_points(points, opts.baselines, opts.transfer_to)
+    if tickets:
+        _stage(f"{name}-tickets", {**base, "job": tune.grid_search([job_entry(t, root) for t in tickets])}, opts,
+               resume, tune_config={}, callbacks=callbacks)
+    return chains
+
+
+def _rewinds_by_dense(entries: list[dict]) -> dict[str, list[int]]:
+    out: dict[str, set[int]] = {}
+    for e in entries:
+        out.setdefault(e["dense_sha256"], set()).add(e["rewind_step"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _dense_groups(entries: list[dict], root: str | Path) -> list[dict]:
+    """Chains that share a dense run (groups of one need no stage of their own), minus groups
+    whose dense run and every θi are already on disk."""
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(e["dense_sha256"], []).append(e)
+    out = []
+    for sha, group in groups.items():
+        if len(group) < 2:
+            continue
+        store = DenseStore(root, resolve_chain(group[0]["params"]).dense, writer=False)
+        if store.record() is None or not all(store.has_theta(e["rewind_step"]) for e in group):
+            out.append({"dense_sha256": sha, "chains": [e["params"] for e in group]})
+    return out
+
+
+def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict,
+           callbacks: list | None = None) -> tune.ResultGrid:
+    # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
+    trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU, **opts.resources.driver_resources})
+    path = stage_path(space["storage"], name)
+    if resume and tune.Tuner.can_restore(path):
+        # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
+        # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        if callbacks:
+            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        return tuner.fit()
+    cfg = dict(tune_config)
+    stop = cfg.pop("stop", None)
+    from ltvl.ray.space import trial_name
+    tuner = tune.Tuner(trainable, param_space=space,
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(opts.resources),
+                                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                                                   **cfg),
+                       run_config=tune.RunConfig(name=name, storage_path=space["storage"], stop=stop,
+                                                 callbacks=list(callbacks or []), verbose=0 if callbacks else 1))
+    return tuner.fit()
+
+
+def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, resume: bool,
+                    callbacks: list | None = None) -> list:
+    """OptunaSearch rejects grid_search, so each grid point gets its own study over the sampled
+    params; studies run one after another, each with up to max_concurrent_trials in flight."""
+    from ray.tune.search.optuna import OptunaSearch
+    results = []
+    for i, point in enumerate(grid_points({k: v for k, v in space.items() if k not in domains})):
+        search = OptunaSearch(metric=opts.search.metric, mode="max", seed=opts.seed + i)
+        grid = _stage(f"{name}-study{i}", {**point, **domains}, opts, resume,
+                      tune_config={"search_alg": search, "num_samples": opts.search.num_samples,
+                                   **early_stop_config(opts.early_stop)},
+                      callbacks=callbacks)
+        results.extend(grid)
+    return results
+
+
+def stage_path(storage: str, name: str) -> str:
+    """``storage/name`` for local paths and URIs alike (pathlib would mangle ``s3://``)."""
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def stage_results(storage: str | Path, name: str, stage: str) -> tune.ResultGrid:
+    """Read a finished stage's results (``dense``, ``chains`` or ``tickets``) without running anything."""
+    path = stage_path(str(storage), f"{name}-{stage}")
+    if not tune.Tuner.can_restore(path):
+        raise LtvlError(f"no {stage} stage at {path}", where="storage/name", fix="check the sweep's storage and name")
+    return tune.Tuner.restore(path, tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})).get_results()

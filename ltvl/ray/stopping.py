@@ -1,0 +1,36 @@
+"""Early stopping on rounds: a chain's IMP curve only falls once it drops below its dense metric."""
+
+from __future__ import annotations
+
+from ray import tune
+
+from ltvl.sweep.options import EarlyStop
+from ltvl.util.errors import LtvlError
+
+
+class BelowDenseStopper(tune.Stopper):
+    """Drop a chain once a pruned round keeps less than ``p`` of its dense metric, after
+    ``grace_rounds`` pruned rounds."""
+
+    def __init__(self, p: float, grace_rounds: int = 1):
+        if not 0 < p <= 1:
+            raise LtvlError(f"early-stop fraction {p} outside (0, 1]", where="early_stop.p", fix="e.g. 0.9")
+        self.p, self.grace = p, grace_rounds
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        r = result.get("round", 0)
+        return r >= self.grace and result.get("dense_ratio", 1.0) < self.p
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def early_stop_config(es: EarlyStop) -> dict:
+    """TuneConfig/RunConfig pieces for an early-stop choice (``stop`` goes to the RunConfig)."""
+    if es.kind == "below_dense":
+        return {"stop": BelowDenseStopper(es.p)}
+    if es.kind == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        return {"scheduler": ASHAScheduler(time_attr="round", metric="dense_ratio", mode="max", max_t=64,
+                                           grace_period=1)}
+    return {}
