@@ -28,10 +28,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     a = ap.parse_args()
     from ltvl.core.adversarial import AdvConfig
-    from ltvl.vl.models.presets import BackboneSpec
-    from ltvl.vl.datasets import resolve_dataset
-    from ltvl.core.train import Trainer, TrainConfig
+    from ltvl.core.train import TrainConfig, Trainer
     from ltvl.vl.assemble import VLSpec, build_vl
+    from ltvl.vl.datasets import resolve_dataset
+    from ltvl.vl.models.presets import BackboneSpec
     setup = build_vl(VLSpec(task="vqa", data=str(resolve_dataset("easy-vqa")), backbone=BackboneSpec("minilm"),
                             max_len=16))
     std = Trainer(setup.data, TrainConfig(steps=10_000, batch_size=a.batch, max_grad_norm=None))
@@ -59,7 +59,6 @@ def main() -> None:
 
 def _one_step(trainer, model, step):
     """Exactly the trainer's per-step work (batch, forward/backward(s), optimizer step)."""
-    import torch
     from ltvl.core.train import param_groups, to_device
     if not hasattr(model, "_bench_opt"):
         model._bench_opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-5)

@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=64)
     a = ap.parse_args()
-    from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
     from ltvl.core.train import param_groups
+    from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
     torch.manual_seed(0)
     dense_model, masked_model = Classifier(), Classifier()
     prunable = select_prunable(masked_model)

@@ -42,12 +42,13 @@ def main() -> None:
     a = ap.parse_args()
     import ray
     from ray import tune
-    from ltvl.params.resolve import resolve_chain
-    from ltvl.vl.data.synthetic import make_synthetic
+
     from ltvl.core.imp import run_chain_with_trainer
-    from ltvl.ray.stages import run_chains, stage_results
     from ltvl.core.train import Trainer
+    from ltvl.params.resolve import resolve_chain
+    from ltvl.ray.stages import run_chains, stage_results
     from ltvl.vl.assemble import build_vl
+    from ltvl.vl.data.synthetic import make_synthetic
 
     tmp = Path(tempfile.mkdtemp())
     make_synthetic("vqa", tmp / "data", n_train=a.n_train, n_test=256)

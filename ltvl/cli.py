@@ -16,14 +16,19 @@ from rich.table import Table
 
 from ltvl.util.errors import LtvlError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Lottery tickets for vision-and-language transformers.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Lottery tickets for vision-and-language transformers.",
+)
 mask_app = typer.Typer(no_args_is_help=True, help="Inspect, compare and export mask files.")
 app.add_typer(mask_app, name="mask")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets in ltvl's Arrow/Parquet format.")
 app.add_typer(data_app, name="data")
-cluster_app = typer.Typer(no_args_is_help=True, help="A real two-node Ray cluster + MLflow server on this machine "
-                                                     "(127.0.0.1 only).")
+cluster_app = typer.Typer(
+    no_args_is_help=True, help="A real two-node Ray cluster + MLflow server on this machine (127.0.0.1 only)."
+)
 app.add_typer(cluster_app, name="cluster")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -44,8 +49,8 @@ def prune(
     list_only: Annotated[bool, typer.Option("--list", help="only print the selected prunable tensors")] = False,
 ) -> None:
     """One-shot pruning of a checkpoint (global magnitude by default)."""
-    from ltvl.util.weights import load_safetensors
     from ltvl.pruning import Method, PrunableSpec, Scope, describe, prune_to_sparsity, save_mask, select_from_state
+    from ltvl.util.weights import load_safetensors
 
     if random and high_magnitude:
         raise LtvlError("--random and --high-magnitude exclude each other", where="options")
@@ -59,12 +64,20 @@ def prune(
         console.print(describe(weights))
         return
     method = Method.RANDOM if random else Method.HIGH_MAGNITUDE if high_magnitude else Method.MAGNITUDE
-    mask = prune_to_sparsity(weights, None, sparsity, method=method,
-                             scope=Scope.LAYERWISE if layerwise else Scope.GLOBAL,
-                             seed=seed if random else None, metadata={"source": str(checkpoint)})
+    mask = prune_to_sparsity(
+        weights,
+        None,
+        sparsity,
+        method=method,
+        scope=Scope.LAYERWISE if layerwise else Scope.GLOBAL,
+        seed=seed if random else None,
+        metadata={"source": str(checkpoint)},
+    )
     save_mask(mask, out)
-    console.print(f"wrote {out}: {mask.n_pruned:,} of {mask.numel:,} weights pruned "
-                  f"(sparsity {mask.sparsity:.4f}), sha256 {mask.sha256}")
+    console.print(
+        f"wrote {out}: {mask.n_pruned:,} of {mask.numel:,} weights pruned "
+        f"(sparsity {mask.sparsity:.4f}), sha256 {mask.sha256}"
+    )
 
 
 @mask_app.command("info")
@@ -77,9 +90,11 @@ def mask_info(path: Path, as_json: Annotated[bool, typer.Option("--json", help="
     if as_json:
         print(json.dumps(s, indent=2))
         return
-    console.print(f"[bold]{path}[/bold]\n sha256      {s['sha256']}\n fingerprint {s['fingerprint']}\n"
-                  f" parent      {s['parent'] or '-'}\n sparsity    {s['sparsity']:.4f} "
-                  f"({s['pruned']:,} of {s['numel']:,} pruned)")
+    console.print(
+        f"[bold]{path}[/bold]\n sha256      {s['sha256']}\n fingerprint {s['fingerprint']}\n"
+        f" parent      {s['parent'] or '-'}\n sparsity    {s['sparsity']:.4f} "
+        f"({s['pruned']:,} of {s['numel']:,} pruned)"
+    )
     t = Table("tensor", "shape", "weights", "sparsity")
     for name, d in s["per_tensor"].items():
         t.add_row(name, str(d["shape"]), f"{d['numel']:,}", f"{d['sparsity']:.4f}")
@@ -103,12 +118,14 @@ def mask_export(path: Path, out: Annotated[Path, typer.Option(help="the .safeten
     import torch
     from safetensors.torch import save
 
-    from ltvl.util.atomic import atomic_write_bytes
     from ltvl.pruning import load_mask
+    from ltvl.util.atomic import atomic_write_bytes
 
     mask = load_mask(path)
-    data = save({n: t.to(torch.uint8).contiguous() for n, t in mask.tensors.items()},
-                metadata={"sha256": mask.sha256, "fingerprint": mask.fingerprint})
+    data = save(
+        {n: t.to(torch.uint8).contiguous() for n, t in mask.tensors.items()},
+        metadata={"sha256": mask.sha256, "fingerprint": mask.fingerprint},
+    )
     atomic_write_bytes(out, data)
     console.print(f"wrote {out} ({len(mask.tensors)} tensors)")
 
@@ -131,13 +148,16 @@ def _imp(root: Optional[Path] = None, **options) -> None:
     if raw.get("task") == "toy":  # same chain parameters, the toy task and model instead of VL data
         from ltvl.core.toy import ToyTask, make_toy_model
         from ltvl.pruning import PrunableSpec
+
         job = resolve_chain({**raw, "task": "vqa"}, where="option")
-        spec = dataclasses.replace(job.chain, prunable=PrunableSpec(),
-                                   context=(("task", "toy"), ("backbone", "toy-bert")))
+        spec = dataclasses.replace(
+            job.chain, prunable=PrunableSpec(), context=(("task", "toy"), ("backbone", "toy-bert"))
+        )
         seed = job.params.seed
         factory, train_task = (lambda: make_toy_model(seed)), ToyTask()
     else:
         from ltvl.vl.assemble import build_vl
+
         job = resolve_chain(raw, where="option")
         job = job.with_data(str(resolve_dataset(data_for(job.params))))
         setup = build_vl(job.vl)
@@ -148,12 +168,21 @@ def _imp(root: Optional[Path] = None, **options) -> None:
 
     def show(r):
         at = f"  AT-finetuned {r.finetune_metrics['metric']:.4f}" if r.finetune_metrics else ""
-        console.print(f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}{at}"
-                      f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}")
+        console.print(
+            f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}{at}"
+            f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}"
+        )
         if r.fully_pruned:
             console.print(f"   [yellow]warning: layer collapse — fully pruned: {', '.join(r.fully_pruned)}[/yellow]")
-        table.add_row(str(r.round), f"{r.sparsity:.3f}", f"{r.metrics['metric']:.4f}", f"{r.train_loss:.4f}",
-                      r.mask_sha256[:12], f"{r.wall_s:.1f}")
+        table.add_row(
+            str(r.round),
+            f"{r.sparsity:.3f}",
+            f"{r.metrics['metric']:.4f}",
+            f"{r.train_loss:.4f}",
+            r.mask_sha256[:12],
+            f"{r.wall_s:.1f}",
+        )
+
     result = run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)
     console.print(table)
     console.print(f"chain store: {result.directory}")
@@ -162,9 +191,18 @@ def _imp(root: Optional[Path] = None, **options) -> None:
 def _imp_signature() -> inspect.Signature:
     """``ltvl imp``'s options, one per chain parameter of the schema (ticket keys excepted)."""
     from ltvl.params.schema import DEFAULTS, INFO, TICKET
+
     aliases = {"target_sparsity": ["--target"]}
-    params = [inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")])]
+    params = [
+        inspect.Parameter(
+            "root",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Optional[Path], typer.Option(help="chain state directory (default $LTVL_HOME/chains)")
+            ],
+        )
+    ]
     for name, info in INFO.items():
         if info.role == TICKET:
             continue
@@ -174,8 +212,14 @@ def _imp_signature() -> inspect.Signature:
         flags = [f"--{name.replace('_', '-')}", *aliases.get(name, [])]
         if info.type is bool:
             flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=DEFAULTS[name],
-                                        annotation=Annotated[typ, typer.Option(*flags, help=helptext)]))
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=DEFAULTS[name],
+                annotation=Annotated[typ, typer.Option(*flags, help=helptext)],
+            )
+        )
     return inspect.Signature(params)
 
 
@@ -192,12 +236,18 @@ def data_prepare(
 ) -> None:
     """Import a real dataset (easy-VQA from its PyPI package) into DIR."""
     if name != "easy-vqa":
-        raise LtvlError(f"unknown dataset {name!r}", where="NAME", fix="the importable dataset is 'easy-vqa'; "
-                        "for your own features see README 'Bring your own features'")
+        raise LtvlError(
+            f"unknown dataset {name!r}",
+            where="NAME",
+            fix="the importable dataset is 'easy-vqa'; for your own features see README 'Bring your own features'",
+        )
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
+
     info = prepare_easy_vqa(out, grid, limit)
-    console.print(f"wrote {out}: task {info.task}, {info.num_regions} regions x {info.feat_dim}-d, "
-                  f"{len(info.answers)} answers, pixels {info.image_size}x{info.image_size}")
+    console.print(
+        f"wrote {out}: task {info.task}, {info.num_regions} regions x {info.feat_dim}-d, "
+        f"{len(info.answers)} answers, pixels {info.image_size}x{info.image_size}"
+    )
 
 
 @data_app.command("synth")
@@ -211,6 +261,7 @@ def data_synth(
     """Write a synthetic dataset for TASK whose labels depend on both image and text."""
     from ltvl.vl.data.synthetic import make_synthetic
     from ltvl.vl.tasks import get_task
+
     get_task(task)
     info = make_synthetic(task, out, n_train, n_test, seed)
     console.print(f"wrote {out}: synthetic {info.task}, {n_train} train / {n_test} test")
@@ -221,6 +272,7 @@ def list_registered() -> None:
     """Registered backbone presets and tasks."""
     from ltvl.vl.models.presets import PRESETS
     from ltvl.vl.tasks import TASK_DESCRIPTIONS
+
     t = Table("preset", "backbone", "description", "weights", title="backbone presets")
     for p in PRESETS.values():
         t.add_row(p.name, p.kind, p.description, p.weights)
@@ -233,18 +285,26 @@ def list_registered() -> None:
 
 @app.command()
 def lineage(
-    ref: Annotated[str, typer.Argument(metavar="MASK_SHA_OR_RUN", help="a mask sha256 (≥ 8 hex digits) or an MLflow run id")] = "",
+    ref: Annotated[
+        str, typer.Argument(metavar="MASK_SHA_OR_RUN", help="a mask sha256 (≥ 8 hex digits) or an MLflow run id")
+    ] = "",
     tracking_uri: Annotated[str | None, typer.Option(help="default: the local sqlite store under LTVL_HOME")] = None,
-    sync: Annotated[Path | None, typer.Option(help="send records a sweep spooled while MLflow was down "
-                                                   "(the mlflow-spool.jsonl under the sweep's root)")] = None,
+    sync: Annotated[
+        Path | None,
+        typer.Option(
+            help="send records a sweep spooled while MLflow was down (the mlflow-spool.jsonl under the sweep's root)"
+        ),
+    ] = None,
     experiment: Annotated[str | None, typer.Option(help="with --sync: the sweep's name")] = None,
 ) -> None:
     """A mask's ancestry from MLflow, as a tree: dense run → round 0 → … → the mask (with source
     chains for transferred and baseline tickets)."""
     from ltvl.tracking.mlflow_lineage import default_tracking_uri
+
     uri = tracking_uri or default_tracking_uri()
     if sync is not None:
         from ltvl.tracking.mlflow_lineage import LineageTracker
+
         if not experiment:
             raise LtvlError("--sync needs the sweep's experiment name", where="--experiment")
         kind = _experiment_kind(uri, experiment)
@@ -256,16 +316,19 @@ def lineage(
     if not ref:
         raise LtvlError("give a mask sha256 or a run id", where="MASK_SHA_OR_RUN")
     from ltvl.tracking.lineage_tree import ancestry, print_tree
+
     print_tree(ancestry(uri, ref), console)
 
 
 @app.command()
 def report(
     experiment: Annotated[list[str], typer.Option(help="the sweep's MLflow experiment (repeat to combine sweeps)")],
-    tracking_uri: Annotated[str | None, typer.Option(help="default: $MLFLOW_TRACKING_URI, else the local sqlite "
-                                                          "store under LTVL_HOME")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="directory for report.md, CSVs and PNGs "
-                                                     "(default: ./reports/<experiment>)")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="default: $MLFLOW_TRACKING_URI, else the local sqlite store under LTVL_HOME")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="directory for report.md, CSVs and PNGs (default: ./reports/<experiment>)")
+    ] = None,
     p: Annotated[float, typer.Option("--p", help="a winning ticket keeps p% of the dense metric")] = 99,
     min_seeds: Annotated[int, typer.Option(help="cells with fewer seeds are flagged †")] = 2,
     log: Annotated[bool, typer.Option(help="log the report as artifacts of a report run in MLflow")] = True,
@@ -274,17 +337,22 @@ def report(
     mask IoU, AT) from a sweep's tracked runs, with seeds counted in every cell."""
     from ltvl.report.build import build_report
     from ltvl.tracking.mlflow_lineage import default_tracking_uri
+
     if not 0 < p <= 100:
         raise LtvlError(f"--p {p} is outside (0, 100]", where="--p", fix="a percentage, e.g. --p 99")
     uri = tracking_uri or default_tracking_uri()
     rep = build_report(uri, experiment, out or Path("reports") / experiment[0], p / 100, min_seeds, log)
     for s in rep.skipped:
         err.print(f"[yellow]skipped[/] {s}")
-    console.print(f"report: {rep.markdown} ({len(rep.files)} files)"
-                  + (f"; in MLflow as run {rep.run_id} (artifacts/report)" if rep.run_id else ""))
+    console.print(
+        f"report: {rep.markdown} ({len(rep.files)} files)"
+        + (f"; in MLflow as run {rep.run_id} (artifacts/report)" if rep.run_id else "")
+    )
 
 
-ClusterDir = Annotated[Optional[Path], typer.Option("--dir", help="state directory (default: $LTVL_HOME/local-cluster)")]
+ClusterDir = Annotated[
+    Optional[Path], typer.Option("--dir", help="state directory (default: $LTVL_HOME/local-cluster)")
+]
 
 
 @cluster_app.command("up")
@@ -297,27 +365,35 @@ def cluster_up(
 ) -> None:
     """Start a Ray head, a second Ray node and an MLflow server, all bound to 127.0.0.1."""
     from ltvl.cluster.local import default_dir, up
+
     state = up(directory or default_dir(), head_cpus, worker_cpus, mlflow, timeout_s=timeout)
-    console.print(f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}; dashboard + job API "
-                  f"{state.dashboard}" + (f"; MLflow {state.tracking_uri}" if state.tracking_uri else ""))
-    console.print("Use it from this shell:\n  eval \"$(ltvl cluster env)\"\n"
-                  "  ray job submit --working-dir . -- python sweeps/rewind_grid.py\nStop it:  ltvl cluster down")
+    console.print(
+        f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}; dashboard + job API "
+        f"{state.dashboard}" + (f"; MLflow {state.tracking_uri}" if state.tracking_uri else "")
+    )
+    console.print(
+        'Use it from this shell:\n  eval "$(ltvl cluster env)"\n'
+        "  ray job submit --working-dir . -- python sweeps/rewind_grid.py\nStop it:  ltvl cluster down"
+    )
 
 
 @cluster_app.command("down")
 def cluster_down(directory: ClusterDir = None) -> None:
     """Stop exactly the processes `up` started (by recorded PID); other Ray clusters are left alone."""
     from ltvl.cluster.local import default_dir, down
+
     stopped = down(directory or default_dir())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @cluster_app.command("status")
-def cluster_status(directory: ClusterDir = None,
-                   as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+def cluster_status(
+    directory: ClusterDir = None, as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
+) -> None:
     """Which recorded services run, their addresses, and every port they listen on (a port on a
     public address is flagged and exits 1)."""
     from ltvl.cluster.local import default_dir, status
+
     st = status(directory or default_dir())
     if as_json:
         console.print_json(json.dumps(st))
@@ -339,16 +415,21 @@ def cluster_status(directory: ClusterDir = None,
 def cluster_env(directory: ClusterDir = None) -> None:
     """Shell exports for the running local cluster: eval "$(ltvl cluster env)"."""
     from ltvl.cluster.local import ClusterState, default_dir
+
     state = ClusterState.load((directory or default_dir()).resolve())
     if state is None:
-        raise LtvlError("no local cluster is recorded there", where=str(directory or default_dir()),
-                        fix="start one with: ltvl cluster up")
+        raise LtvlError(
+            "no local cluster is recorded there",
+            where=str(directory or default_dir()),
+            fix="start one with: ltvl cluster up",
+        )
     for k, v in state.env().items():
         print(f"export {k}={v}")
 
 
 def _experiment_kind(uri: str, name: str) -> str:
     from mlflow import MlflowClient
+
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     if exp is None:
         raise LtvlError(f"no experiment {name!r} at {uri}", where="--experiment")

@@ -1,5 +1,8 @@
-"""ltvl adversarial_grid sweep. Run: python sweeps/adversarial_grid.py [--config FILE] [--set key=value]... [--resume]
-or: ray job submit --working-dir . -- python sweeps/adversarial_grid.py ...  (config: sweeps/configs/adversarial_grid.yaml)"""
+"""ltvl adversarial_grid sweep. Run:
+python sweeps/adversarial_grid.py [--config FILE] [--set key=value]... [--resume]
+or: ray job submit --working-dir . -- python sweeps/adversarial_grid.py ...
+(config: sweeps/configs/adversarial_grid.yaml)"""
+
 import sys
 from pathlib import Path
 

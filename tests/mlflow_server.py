@@ -19,7 +19,7 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90) -> "MlflowServer":
+    def start(self, timeout: float = 90) -> MlflowServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "mlflow"
         self.proc = subprocess.Popen(
@@ -34,7 +34,7 @@ class MlflowServer:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError((self.dir / "server.log").read_text()[-3000:])
+                    raise RuntimeError((self.dir / "server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
         raise TimeoutError("mlflow server did not come up")
 

@@ -3,13 +3,20 @@ robustness gained, masks respected, all three backbones, bad input."""
 import pytest
 import torch
 
-from ltvl.core.adversarial import AdvConfig, Perturbations, adversarial_backward, per_example_norm, project, symmetric_kl
-from ltvl.vl.data.synthetic import make_synthetic
-from ltvl.util.errors import LtvlError
-from ltvl.vl.models.presets import BackboneSpec
+from ltvl.core.adversarial import (
+    AdvConfig,
+    Perturbations,
+    adversarial_backward,
+    per_example_norm,
+    project,
+    symmetric_kl,
+)
+from ltvl.core.train import TrainConfig, Trainer
 from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec, build_vl
+from ltvl.vl.data.synthetic import make_synthetic
+from ltvl.vl.models.presets import BackboneSpec
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +111,7 @@ def test_damaged_mask_files(tmp_path, ckpt):
 
 def test_mask_for_another_model_names_first_mismatch(tmp_path, ckpt):
     from transformers import BertConfig, BertModel
+
     from ltvl.pruning import MaskEnforcer
     from ltvl.util.errors import LtvlError
     m = tmp_path / "m.mask"

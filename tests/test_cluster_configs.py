@@ -1,4 +1,5 @@
 """The cloud cluster configs pass Ray's own validation and ltvl's security rules; drift fails."""
+
 import copy
 from pathlib import Path
 
@@ -28,14 +29,23 @@ def _mutated(tmp_path, name, change):
     return p
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.update(max_wrkers=3), "Additional properties are not allowed"),
-    (lambda c: c["available_node_types"]["gpu_spot"].update(min_workers=3, max_workers=2), "min_workers 3 > max_workers 2"),
-    (lambda c: c["available_node_types"]["gpu_spot"].update(min_workers=9), "smaller than the sum of `min_workers`"),
-    (lambda c: c.update(head_node_type="nope"), "head_node_type"),
-    (lambda c: c["head_start_ray_commands"].append("ray start --head --dashboard-host=0.0.0.0"), "0.0.0.0"),
-    (lambda c: c["setup_commands"].append("export AWS_KEY=AKIAABCDEFGHIJKLMNOP"), "credential"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(max_wrkers=3), "Additional properties are not allowed"),
+        (
+            lambda c: c["available_node_types"]["gpu_spot"].update(min_workers=3, max_workers=2),
+            "min_workers 3 > max_workers 2",
+        ),
+        (
+            lambda c: c["available_node_types"]["gpu_spot"].update(min_workers=9),
+            "smaller than the sum of `min_workers`",
+        ),
+        (lambda c: c.update(head_node_type="nope"), "head_node_type"),
+        (lambda c: c["head_start_ray_commands"].append("ray start --head --dashboard-host=0.0.0.0"), "0.0.0.0"),
+        (lambda c: c["setup_commands"].append("export AWS_KEY=AKIAABCDEFGHIJKLMNOP"), "credential"),
+    ],
+)
 def test_aws_config_drift_is_caught(tmp_path, change, message):
     with pytest.raises(LtvlError, match=message):
         validate_cluster_yaml(_mutated(tmp_path, "aws.yaml", change))

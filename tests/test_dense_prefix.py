@@ -2,9 +2,9 @@
 import dataclasses
 
 from ltvl.core.imp import ChainSpec, run_chain
-from ltvl.pruning import Method, Schedule, load_mask
 from ltvl.core.toy import ToyTask, make_toy_model
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import Method, Schedule, load_mask
 
 TASK = ToyTask(n_train=256, n_test=128)
 TRAIN = TrainConfig(steps=12, lr=3e-3, batch_size=16)

@@ -4,11 +4,11 @@ import collections
 
 import pytest
 
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.vl.assemble import VLSpec, build_vl
 from ltvl.vl.data.easy_vqa import prepare_easy_vqa
 from ltvl.vl.data.store import open_split
 from ltvl.vl.models.presets import BackboneSpec
-from ltvl.core.train import Trainer, TrainConfig
-from ltvl.vl.assemble import VLSpec, build_vl
 
 
 @pytest.mark.long

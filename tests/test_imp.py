@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from ltvl.util.errors import LtvlError
 from ltvl.core.imp import ChainSpec, run_chain, run_chain_with_trainer
-from ltvl.pruning import Method, Schedule, load_mask
 from ltvl.core.toy import ToyTask, make_toy_model
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import Method, Schedule, load_mask
+from ltvl.util.errors import LtvlError
 
 TASK = ToyTask(n_train=256, n_test=128)
 SPEC = ChainSpec(train=TrainConfig(steps=20, lr=3e-3, batch_size=16), rewind_step=5,

@@ -1,7 +1,7 @@
 import torch
 
-from ltvl.pruning import load_matching, reinitialise, select_prunable, shuffle_within_tensors, snapshot
 from ltvl.core.toy import make_toy_model
+from ltvl.pruning import load_matching, reinitialise, select_prunable, shuffle_within_tensors, snapshot
 
 
 def test_shuffle_permutes_within_each_tensor_deterministically():

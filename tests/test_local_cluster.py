@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ltvl.util.errors import LtvlError
 from ltvl.cluster.local import ClusterState, cluster_listeners, up
 from ltvl.cluster.procs import group_members, listeners, proc_info, stop_group
 from ltvl.pruning import load_mask
 from ltvl.tracking.lineage_tree import ancestry
+from ltvl.util.errors import LtvlError
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -150,6 +150,7 @@ def test_cluster_bad_input_is_refused_before_anything_starts(tmp_path):
         up(tmp_path / "c", timeout_s=0)
     assert not (tmp_path / "c" / "cluster.json").exists()
     from typer.testing import CliRunner
+
     from ltvl.cli import app
     res = CliRunner().invoke(app, ["cluster", "env", "--dir", str(tmp_path / "none")])
     assert res.exit_code != 0 and "ltvl cluster up" in str(res.exception)

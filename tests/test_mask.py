@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from ltvl.util.errors import LtvlError
 from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
+from ltvl.util.errors import LtvlError
 
 
 def _mask(seed=0, shapes=((5, 7), (3, 11), (13,))):

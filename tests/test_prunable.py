@@ -1,9 +1,8 @@
 import pytest
-import torch
 from torch import nn
 
-from ltvl.util.errors import LtvlError
 from ltvl.pruning import PrunableSpec, describe, select_from_state, select_prunable
+from ltvl.util.errors import LtvlError
 
 
 def test_default_selects_encoder_linear_weights_and_pooler(tiny_bert):

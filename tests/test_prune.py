@@ -1,11 +1,20 @@
 import pytest
 import torch
 
-from tests.conftest import brute_force_prune
-from ltvl.util.errors import LtvlError
-from ltvl.pruning import (Mask, Method, Scope, high_magnitude_mask, matched_random, prune_fraction_of_remaining,
-                          prune_to_sparsity, random_mask, select_prunable)
+from ltvl.pruning import (
+    Mask,
+    Method,
+    Scope,
+    high_magnitude_mask,
+    matched_random,
+    prune_fraction_of_remaining,
+    prune_to_sparsity,
+    random_mask,
+    select_prunable,
+)
 from ltvl.pruning.kselect import select_smallest, sortable_keys
+from ltvl.util.errors import LtvlError
+from tests.conftest import brute_force_prune
 
 
 def _weights(seed=0, ties=False):

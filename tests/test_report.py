@@ -1,6 +1,7 @@
 """`ltvl report` against a real sqlite-backed MLflow: records written through the sweep's own
 record functions (ltvl.tracking.records) with chosen metrics, so every table value can be
 checked against an independent computation; real masks for the IoU heatmap."""
+
 import csv
 import statistics
 
@@ -9,12 +10,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ltvl.util.errors import LtvlError
+from ltvl.params.resolve import resolve
 from ltvl.pruning import Mask, prune_to_sparsity, save_mask
 from ltvl.report.build import build_report
 from ltvl.tracking.mlflow_lineage import LineageTracker
-from ltvl.params.resolve import resolve
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
+from ltvl.util.errors import LtvlError
 
 SPARSITIES = [0.0, 0.5, 0.75]
 DENSE = {("vqa", 0): 0.80, ("vqa", 1): 0.82, ("vqa", 2): 0.78, ("gqa", 0): 0.60, ("gqa", 1): 0.62}
@@ -51,8 +52,13 @@ def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task
     for r, (m, path) in enumerate(zip(masks, paths)):
         if p.get("ticket") and r == 0:
             continue  # tickets re-train pruned rounds only
-        res = {"round": r, "sparsity": SPARSITIES[r], "metric": metric_fn(p["task"], p["seed"], SPARSITIES[r]),
-               "mask_sha256": m.sha256, "parent_sha256": ""}
+        res = {
+            "round": r,
+            "sparsity": SPARSITIES[r],
+            "metric": metric_fn(p["task"], p["seed"], SPARSITIES[r]),
+            "mask_sha256": m.sha256,
+            "parent_sha256": "",
+        }
         if source_task:
             res["source_task"] = source_task
         ops.append(round_op(key, resolve(p), res, None if p.get("ticket") else dense, path))
@@ -69,22 +75,51 @@ def study(tmp_path_factory):
     for seed in (0, 1, 2):
         _log_chain(t, tmp, {"task": "vqa", "seed": seed}, imp_metric, f"chain:vqa-imp-{seed}", seed)
     for seed in (0, 1):
-        _log_chain(t, tmp, {"task": "vqa", "seed": seed, "method": "random"}, rp_metric, f"chain:vqa-rp-{seed}", 10 + seed)
-        _log_chain(t, tmp, {"task": "vqa", "seed": seed, "rewind_step": 2}, imp_metric, f"chain:vqa-rw2-{seed}", 20 + seed)
+        _log_chain(
+            t, tmp, {"task": "vqa", "seed": seed, "method": "random"}, rp_metric, f"chain:vqa-rp-{seed}", 10 + seed
+        )
+        _log_chain(
+            t, tmp, {"task": "vqa", "seed": seed, "rewind_step": 2}, imp_metric, f"chain:vqa-rw2-{seed}", 20 + seed
+        )
         _log_chain(t, tmp, {"task": "gqa", "seed": seed}, imp_metric, f"chain:gqa-imp-{seed}", 30 + seed)
     # θ''0 on one seed only (flagged), high-magnitude never run (missing)
-    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "ticket": "theta0_shuffled", "source": {"task": "vqa"}},
-               lambda task, seed, s: 0.5, "ticket:shuffled-0", 0)
+    _log_chain(
+        t,
+        tmp,
+        {"task": "vqa", "seed": 0, "ticket": "theta0_shuffled", "source": {"task": "vqa"}},
+        lambda task, seed, s: 0.5,
+        "ticket:shuffled-0",
+        0,
+    )
     # θ''0 on the θi chain's masks: a line of its own, never pooled into Table 1's θ''0
-    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "rewind_step": 2, "ticket": "theta0_shuffled",
-                        "source": {"task": "vqa"}}, lambda task, seed, s: 0.3, "ticket:shuffled-rw2-0", 20)
+    _log_chain(
+        t,
+        tmp,
+        {"task": "vqa", "seed": 0, "rewind_step": 2, "ticket": "theta0_shuffled", "source": {"task": "vqa"}},
+        lambda task, seed, s: 0.3,
+        "ticket:shuffled-rw2-0",
+        20,
+    )
     # the pre-training ticket on vqa, two seeds: 0.05 below vqa's own ticket
     for seed in (0, 1):
-        _log_chain(t, tmp, {"task": "vqa", "seed": seed, "ticket": "imp", "source": {"task": "pretrain"}},
-                   lambda task, seed, s: imp_metric(task, seed, s) - 0.05, f"ticket:pre-{seed}", 40 + seed, "pretrain")
+        _log_chain(
+            t,
+            tmp,
+            {"task": "vqa", "seed": seed, "ticket": "imp", "source": {"task": "pretrain"}},
+            lambda task, seed, s: imp_metric(task, seed, s) - 0.05,
+            f"ticket:pre-{seed}",
+            40 + seed,
+            "pretrain",
+        )
     # AT-IMP at ε = 0.01 on vqa, seed 0
-    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "adv_use": "imp", "adv_epsilon": 0.01},
-               lambda task, seed, s: imp_metric(task, seed, s) + 0.01, "chain:vqa-at-0", 50)
+    _log_chain(
+        t,
+        tmp,
+        {"task": "vqa", "seed": 0, "adv_use": "imp", "adv_epsilon": 0.01},
+        lambda task, seed, s: imp_metric(task, seed, s) + 0.01,
+        "chain:vqa-at-0",
+        50,
+    )
     # a smoke-sized run logged into the same experiment: another recipe, named and skipped
     _log_chain(t, tmp, {"task": "vqa", "seed": 0, "steps": 4}, lambda task, seed, s: 0.1, "chain:vqa-smoke", 60)
     client = MlflowClient(tracking_uri=uri)
@@ -129,9 +164,16 @@ def test_report_tables_match_an_independent_computation(study):
     assert rw[("vqa", "75.0%")]["rewind 0 n"] == "3"
 
     drop = _rows(tmp / "out" / "pretrain_drop.csv")
-    assert [float(d["pre-training ticket avg drop"]) for d in drop] == pytest.approx([
-        statistics.mean(vqa_dense) - (statistics.mean(vqa_dense[:2]) - 0.05),  # own IMP (3 seeds) vs pretrain (2)
-        0.9 * statistics.mean(vqa_dense) - (0.9 * statistics.mean(vqa_dense[:2]) - 0.05)])
+    assert (
+        [float(d["pre-training ticket avg drop"]) for d in drop]
+        == pytest.approx(
+            [
+                statistics.mean(vqa_dense)
+                - (statistics.mean(vqa_dense[:2]) - 0.05),  # own IMP (3 seeds) vs pretrain (2)
+                0.9 * statistics.mean(vqa_dense) - (0.9 * statistics.mean(vqa_dense[:2]) - 0.05),
+            ]
+        )
+    )
 
     at = {r["sparsity"]: r for r in _rows(tmp / "out" / "adversarial.csv")}
     assert float(at["75.0%"]["AT-IMP mean"]) == pytest.approx(0.9 * 0.80 + 0.01)
@@ -169,7 +211,9 @@ def test_report_bad_input(study, tmp_path):
     with pytest.raises(LtvlError, match="min_seeds 0 is below 1"):
         build_report(uri, ["study"], tmp_path, min_seeds=0)
     from typer.testing import CliRunner
+
     from ltvl.cli import app
+
     res = CliRunner().invoke(app, ["report", "--experiment", "study", "--tracking-uri", uri, "--p", "150"])
     assert res.exit_code != 0 and "--p 150" in str(res.exception)
 
@@ -181,9 +225,19 @@ def test_several_backbones_make_one_row_per_task_and_preset(tmp_path):
     t.connect()
     for preset, seed_base in (("tiny", 0), ("tiny-vilt", 100)):
         for seed in (0, 1):
-            _log_chain(t, tmp_path, {"task": "vqa", "seed": seed, "preset": preset,
-                                     "steps": 200 + seed_base},  # distinct dense keys per preset
-                       imp_metric, f"chain:{preset}-{seed}", seed_base + seed)
+            _log_chain(
+                t,
+                tmp_path,
+                {
+                    "task": "vqa",
+                    "seed": seed,
+                    "preset": preset,
+                    "steps": 200 + seed_base,
+                },  # distinct dense keys per preset
+                imp_metric,
+                f"chain:{preset}-{seed}",
+                seed_base + seed,
+            )
     rep = build_report(uri, ["backbones"], tmp_path / "out", log_to_mlflow=False)
     rows = {r["task"]: r for r in _rows(tmp_path / "out" / "table1.csv")}
     assert sorted(rows) == ["vqa [tiny-vilt]", "vqa [tiny]"]

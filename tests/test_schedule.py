@@ -1,8 +1,8 @@
 import pytest
 
-from ltvl.util.errors import LtvlError
 from ltvl.pruning import Schedule
 from ltvl.pruning.schedule import rounds_needed
+from ltvl.util.errors import LtvlError
 
 
 def test_geometric_until_target():

@@ -3,16 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from ltvl.util.errors import LtvlError
 from ltvl.sweep.config import load_config
+from ltvl.util.errors import LtvlError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
 
 
 @pytest.mark.parametrize("kind", ["rewind_grid", "adversarial_grid", "transfer", "search"])
 def test_shipped_configs_load_and_build_every_chain(kind):
-    from ltvl.sweep.main import space_of
     from ltvl.ray.space import validate_space
+    from ltvl.sweep.main import space_of
     cfg = load_config(kind, CONFIGS / f"{kind}.yaml", [])
     assert cfg.kind == kind
     assert validate_space(space_of(cfg)) >= 1
@@ -110,8 +110,8 @@ STUDIES = {"table1": "rewind_grid", "rewinding": "rewind_grid", "transfer": "tra
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
 def test_every_study_config_builds_every_chain_at_every_scale(study):
-    from ltvl.sweep.main import space_of
     from ltvl.ray.space import validate_space
+    from ltvl.sweep.main import space_of
     names = set()
     for scale in ("smoke", "real-cpu", "paper"):
         cfg = load_config(STUDIES[study], CONFIGS / f"study_{study}.yaml", [], scale)

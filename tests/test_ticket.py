@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from ltvl.pruning import prune_to_sparsity, select_prunable, snapshot
 from ltvl.core.baselines import Baseline, prepare, train_ticket
 from ltvl.core.toy import ToyTask, make_toy_model
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import prune_to_sparsity, select_prunable, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 """Ticket chains: baselines at an IMP chain's sparsities, and transfer, one resumable round per mask."""
 import pytest
 
-from ltvl.util.errors import LtvlError
-from ltvl.core.imp import ChainSpec, run_chain
-from ltvl.pruning import Schedule, load_mask
 from ltvl.core.baselines import Baseline
+from ltvl.core.imp import ChainSpec, run_chain
 from ltvl.core.ticket_chain import TicketSpec, chain_masks, run_ticket_chain
 from ltvl.core.toy import ToyTask, make_toy_model
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import Schedule, load_mask
+from ltvl.util.errors import LtvlError
 
 TASK = ToyTask(n_train=256, n_test=128)
 TRAIN = TrainConfig(steps=10, lr=3e-3, batch_size=16)

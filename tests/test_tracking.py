@@ -4,12 +4,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ltvl.util.errors import LtvlError
+from ltvl.params.resolve import resolve
 from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.tracking.mlflow_lineage import LineageTracker
-from ltvl.params.resolve import resolve
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
+from ltvl.util.errors import LtvlError
 
 PARAMS = {"task": "vqa", "preset": "tiny", "rewind_step": 2, "rate": 0.5, "steps": 10}
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
 from ltvl.core.toy import ToyTask, make_toy_model
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import MaskEnforcer, prune_to_sparsity, select_prunable
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def test_rewind_restores_optimizer_and_schedule_exactly(task):
 
 
 def test_rewind_point_roundtrip_and_hash(tmp_path, task):
-    from ltvl.util.errors import LtvlError
     from ltvl.core.train import RewindPoint
+    from ltvl.util.errors import LtvlError
     model = make_toy_model()
     p = Trainer(task, TrainConfig(steps=4, batch_size=8)).train(model, capture_at=[2]).captured[2]
     sha = p.save(tmp_path / "ti.pt")

@@ -1,4 +1,5 @@
 """Arrow datasets: schema declaration and checks, synthetic generators, the easy-VQA importer."""
+
 import json
 
 import numpy as np
@@ -6,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ltvl.util.errors import LtvlError
 from ltvl.vl.data.schema import TASK_COLUMNS
 from ltvl.vl.data.store import DatasetInfo, open_split, write_table
 from ltvl.vl.data.synthetic import COLOURS, make_synthetic
-from ltvl.util.errors import LtvlError
 
 
 @pytest.mark.parametrize("task", sorted(TASK_COLUMNS))
@@ -44,8 +45,9 @@ def test_synthetic_labels_depend_on_the_image(tmp_path):
 def test_refcoco_target_is_the_named_region(tmp_path):
     make_synthetic("refcoco_plus", tmp_path, n_train=50, n_test=10)
     s = open_split(tmp_path, "train")
-    for t, i, r in zip(s.examples["text"].to_pylist(), s.examples["image_id"].to_pylist(),
-                       s.examples["target_region"].to_pylist()):
+    for t, i, r in zip(
+        s.examples["text"].to_pylist(), s.examples["image_id"].to_pylist(), s.examples["target_region"].to_pylist()
+    ):
         assert _colours_of(s, i)[r] == COLOURS.index(t.split()[1])
 
 
@@ -56,7 +58,9 @@ def test_missing_and_mistyped_columns_are_named(tmp_path):
     write_table(table.drop(["label"]), path)
     with pytest.raises(LtvlError, match="missing column 'label'"):
         open_split(tmp_path, "train")
-    write_table(table.set_column(table.schema.get_field_index("label"), "label", table["label"].cast(pa.string())), path)
+    write_table(
+        table.set_column(table.schema.get_field_index("label"), "label", table["label"].cast(pa.string())), path
+    )
     with pytest.raises(LtvlError, match="column 'label' has type string, expected int32"):
         open_split(tmp_path, "train")
 
@@ -80,6 +84,7 @@ def test_not_a_dataset_dir(tmp_path):
 
 def test_easy_vqa_grid_must_divide_the_image(tmp_path):
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
+
     with pytest.raises(LtvlError, match="grid 3 does not divide"):
         prepare_easy_vqa(tmp_path, grid=3, limit=5)
     assert not (tmp_path / "dataset.json").exists()
@@ -87,6 +92,7 @@ def test_easy_vqa_grid_must_divide_the_image(tmp_path):
 
 def test_easy_vqa_import_small(tmp_path):
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
+
     info = prepare_easy_vqa(tmp_path, grid=4, limit=300)
     assert len(info.answers) == 13 and info.feat_dim == 768 and info.num_regions == 16
     s = open_split(tmp_path, "test")
@@ -100,6 +106,7 @@ def test_easy_vqa_import_small(tmp_path):
 @pytest.mark.long
 def test_easy_vqa_full_counts(tmp_path):
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
+
     prepare_easy_vqa(tmp_path)
     assert open_split(tmp_path, "train").examples.num_rows == 38575
     assert open_split(tmp_path, "test").examples.num_rows == 9673

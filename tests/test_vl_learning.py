@@ -6,10 +6,10 @@ import collections
 
 import pytest
 
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.vl.assemble import VLSpec, build_vl
 from ltvl.vl.data.synthetic import R, make_synthetic
 from ltvl.vl.models.presets import BackboneSpec
-from ltvl.core.train import Trainer, TrainConfig
-from ltvl.vl.assemble import VLSpec, build_vl
 
 
 def _majority(values):

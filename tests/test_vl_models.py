@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from ltvl.vl.data.synthetic import make_synthetic
-from ltvl.util.errors import LtvlError
-from ltvl.vl.models.presets import BackboneSpec
+from ltvl.core.train import TrainConfig, Trainer
 from ltvl.pruning import MaskEnforcer, load_mask, prune_to_sparsity, save_mask, select_prunable
-from ltvl.core.train import Trainer, TrainConfig
+from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec, build_vl
+from ltvl.vl.data.synthetic import make_synthetic
+from ltvl.vl.models.presets import BackboneSpec
 
 TASKS = ["vqa", "gqa", "snli_ve", "nlvr2", "vcr", "refcoco_plus", "flickr30k", "pretrain"]
 BACKBONES = ["tiny", "tiny-lxmert", "tiny-vilt"]
@@ -56,6 +56,7 @@ def test_model_factory_is_deterministic(datasets):
 
 def test_minilm_preset_loads_real_weights_and_truncates(datasets):
     from safetensors import safe_open
+
     from ltvl.vl.models.presets import minilm_dir
     setup = build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("minilm", num_layers=2)))
     model = setup.model_factory()
@@ -67,9 +68,9 @@ def test_minilm_preset_loads_real_weights_and_truncates(datasets):
 
 def test_uniter_checkpoint_converter_roundtrip(tmp_path, datasets):
     """A checkpoint in the UNITER repo's naming loads into the UNITER-style backbone exactly."""
+    from ltvl.vl.data.store import DatasetInfo
     from ltvl.vl.models.convert import load_uniter_checkpoint
     from ltvl.vl.models.presets import build_backbone
-    from ltvl.vl.data.store import DatasetInfo
     info = DatasetInfo.load(datasets["vqa"])
     src = build_backbone(BackboneSpec("tiny", seed=3), info)
     official = {f"uniter.{k}": v for k, v in src.state_dict().items() if not k.endswith("_ids")}

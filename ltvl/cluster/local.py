@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ltvl.cluster.procs import Listener, group_members, listeners, proc_info, same_process, stop_group
 from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError
-from ltvl.cluster.procs import Listener, group_members, listeners, proc_info, same_process, stop_group
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"
@@ -83,7 +83,7 @@ class ClusterState:
         atomic_write_text(Path(self.dir) / STATE_FILE, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> "ClusterState | None":
+    def load(cls, directory: Path) -> ClusterState | None:
         f = Path(directory) / STATE_FILE
         if not f.exists():
             return None

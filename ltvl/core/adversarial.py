@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ltvl.util.errors import LtvlError, require
-
-Modality = Literal["text", "image", "both"]
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,32 @@ class AdvConfig:
 
     def validate(self, where: str = "adversarial", sep: str = ".") -> None:
         """``where``/``sep`` name the keys as the user wrote them (``adversarial.epsilon``, ``adv_epsilon``)."""
-        require(self.modality in ("text", "image", "both"), f"unknown modality {self.modality!r}",
-                where=f"{where}{sep}modality", fix="use text, image or both")
-        require(self.epsilon >= 0, f"epsilon must be >= 0 (0 = unbounded), got {self.epsilon}", where=f"{where}{sep}epsilon")
+        require(
+            self.modality in ("text", "image", "both"),
+            f"unknown modality {self.modality!r}",
+            where=f"{where}{sep}modality",
+            fix="use text, image or both",
+        )
+        require(
+            self.epsilon >= 0, f"epsilon must be >= 0 (0 = unbounded), got {self.epsilon}", where=f"{where}{sep}epsilon"
+        )
         require(self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}", where=f"{where}{sep}step_size")
-        require(isinstance(self.steps, int) and self.steps >= 0, f"steps (K) must be an integer >= 0, got {self.steps}",
-                where=f"{where}{sep}steps")
-        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}", where=f"{where}{sep}kl_weight" if sep == "." else f"{where}{sep}kl")
-        require(self.init in ("zero", "random"), f"unknown init {self.init!r}", where=f"{where}{sep}init",
-                fix="use zero or random")
+        require(
+            isinstance(self.steps, int) and self.steps >= 0,
+            f"steps (K) must be an integer >= 0, got {self.steps}",
+            where=f"{where}{sep}steps",
+        )
+        require(
+            self.kl_weight >= 0,
+            f"kl_weight must be >= 0, got {self.kl_weight}",
+            where=f"{where}{sep}kl_weight" if sep == "." else f"{where}{sep}kl",
+        )
+        require(
+            self.init in ("zero", "random"),
+            f"unknown init {self.init!r}",
+            where=f"{where}{sep}init",
+            fix="use zero or random",
+        )
         require(self.init_magnitude >= 0, "init_magnitude must be >= 0", where=f"{where}{sep}init_magnitude")
 
     @property
@@ -110,8 +125,11 @@ class Perturbations:
 
     def check_used(self) -> None:
         if self.cfg.modality in ("image", "both") and not any(k == "image" for k, _ in self.deltas):
-            raise LtvlError("image perturbation was requested but the batch has no image input",
-                            where="adversarial.modality", fix="use modality=text for text-only batches")
+            raise LtvlError(
+                "image perturbation was requested but the batch has no image input",
+                where="adversarial.modality",
+                fix="use modality=text for text-only batches",
+            )
 
 
 def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -132,10 +150,15 @@ def distributions(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def adversarial_backward(forward: Callable[..., Any], criterion: Callable[[Any], torch.Tensor], cfg: AdvConfig,
-                         scale: float = 1.0, generator: torch.Generator | None = None,
-                         kl_view: Callable[[Any], list[torch.Tensor]] = distributions,
-                         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> dict[str, float]:
+def adversarial_backward(
+    forward: Callable[..., Any],
+    criterion: Callable[[Any], torch.Tensor],
+    cfg: AdvConfig,
+    scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    kl_view: Callable[[Any], list[torch.Tensor]] = distributions,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+) -> dict[str, float]:
     """One AT step's backward passes. ``forward(text_delta=…, image_delta=…)`` runs the model on
     the batch; ``criterion(out)`` is the task's own loss. Gradients are scaled by ``scale``
     (1/grad_accum); ``backward`` lets AMP's GradScaler scale the loss. Returns the clean,

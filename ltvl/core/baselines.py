@@ -21,12 +21,12 @@ from enum import Enum
 import torch
 from torch import nn
 
-from ltvl.util.errors import require
+from ltvl.core.train import RewindPoint, Trainer
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.inits import InitReport, load_matching, reinitialise, shuffle_within_tensors
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.prune import high_magnitude_mask, matched_random
-from ltvl.core.train import RewindPoint, Trainer
+from ltvl.util.errors import require
 
 
 class Baseline(str, Enum):

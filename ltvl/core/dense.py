@@ -37,13 +37,13 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ltvl.core.store import Spec, SpecStore
-from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
-from ltvl.util.errors import LtvlError
+from ltvl.core.train import RewindPoint, TrainConfig
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec, select_prunable
 from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
-from ltvl.core.train import RewindPoint, TrainConfig
+from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
+from ltvl.util.errors import LtvlError
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class DenseSpec(Spec):
     context: tuple[tuple[str, str], ...]
 
     @classmethod
-    def of(cls, chain_spec: Any) -> "DenseSpec":
+    def of(cls, chain_spec: Any) -> DenseSpec:
         return cls(chain_spec.train, chain_spec.prunable, chain_spec.context)
 
 
@@ -77,7 +77,7 @@ class DenseOutcome:
 
     record: DenseRecord
     steps_trained: int  # optimizer steps this call executed (0 when everything was on disk)
-    store: "DenseStore"
+    store: DenseStore
     thetas: dict[int, RewindPoint] = dataclasses.field(default_factory=dict)
     final: dict[str, torch.Tensor] | None = None
 

@@ -28,18 +28,18 @@ from typing import Any
 from torch import nn
 
 from ltvl.core.adversarial import AdvConfig
-from ltvl.util.atomic import atomic_write_text
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.identity import FORMAT
 from ltvl.core.store import Spec, SpecStore
-from ltvl.util.errors import LtvlError, require
+from ltvl.core.train import RewindPoint, TrainConfig, Trainer, TrainOutcome, derive_seed
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
 from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
 from ltvl.pruning.schedule import Schedule
-from ltvl.core.train import RewindPoint, TrainConfig, TrainOutcome, Trainer, derive_seed
+from ltvl.util.atomic import atomic_write_text
+from ltvl.util.errors import LtvlError, require
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class RoundResult:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "RoundResult":
+    def from_record(cls, rec: dict[str, Any]) -> RoundResult:
         """A finished round read back (format 0 named the chain hash ``chain``)."""
         d = {k: v for k, v in rec.items() if k != "format"}
         if "chain" in d:

@@ -25,14 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ltvl.core.baselines import Baseline, train_ticket
 from ltvl.core.identity import FORMAT
 from ltvl.core.store import Spec, SpecStore
-from ltvl.util.atomic import atomic_write_text
-from ltvl.util.errors import LtvlError, require
+from ltvl.core.train import TrainConfig, Trainer, derive_seed
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
-from ltvl.core.baselines import Baseline, train_ticket
-from ltvl.core.train import Trainer, TrainConfig, derive_seed
+from ltvl.util.atomic import atomic_write_text
+from ltvl.util.errors import LtvlError, require
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class TicketRound:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "TicketRound":
+    def from_record(cls, rec: dict[str, Any]) -> TicketRound:
         return cls(**{k: v for k, v in rec.items() if k != "format"}, replayed=True)
 
 

@@ -19,10 +19,19 @@ from ltvl.core.train import batch_indices, derive_seed
 N_CLASSES = 4
 
 
-def tiny_bert_config(layers: int = 2, hidden: int = 64, heads: int = 2, vocab: int = 32, seq_len: int = 16) -> BertConfig:
-    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      intermediate_size=hidden * 4, max_position_embeddings=seq_len + 2,
-                      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+def tiny_bert_config(
+    layers: int = 2, hidden: int = 64, heads: int = 2, vocab: int = 32, seq_len: int = 16
+) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=seq_len + 2,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
 
 
 class ToyClassifier(nn.Module):
@@ -64,7 +73,7 @@ class ToyTask:
             ids[i, pos] = torch.repeat_interleave(torch.arange(1, N_CLASSES + 1), counts)
         ids[:, 0] = 0  # [CLS]-like position
         self.ids = ids
-        self.labels = torch.stack([torch.bincount(r, minlength=N_CLASSES + 1)[1: N_CLASSES + 1].argmax() for r in ids])
+        self.labels = torch.stack([torch.bincount(r, minlength=N_CLASSES + 1)[1 : N_CLASSES + 1].argmax() for r in ids])
 
     def batch(self, slot: int, batch_size: int, seed: int):
         idx = batch_indices(self.n_train, batch_size, slot, seed)
@@ -76,6 +85,6 @@ class ToyTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         dev = next(model.parameters()).device
-        ids, labels = self.ids[self.n_train:].to(dev), self.labels[self.n_train:].to(dev)
-        pred = torch.cat([model(ids[i: i + 256]).argmax(-1) for i in range(0, len(ids), 256)])
+        ids, labels = self.ids[self.n_train :].to(dev), self.labels[self.n_train :].to(dev)
+        pred = torch.cat([model(ids[i : i + 256]).argmax(-1) for i in range(0, len(ids), 256)])
         return {"metric": float((pred == labels).float().mean()), "accuracy": float((pred == labels).float().mean())}

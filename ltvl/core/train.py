@@ -22,9 +22,9 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from ltvl.core.adversarial import AdvConfig, adversarial_backward
+from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.util.atomic import atomic_write_bytes, sha256_bytes
 from ltvl.util.errors import LtvlError, require
-from ltvl.pruning.enforce import MaskEnforcer
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,19 @@ class TrainConfig:
     def validate(self, where: str = "train") -> None:
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}", where=f"{where}.steps")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}", where=f"{where}.lr")
-        require(0 <= self.warmup_ratio < 1, f"warmup_ratio {self.warmup_ratio} outside [0, 1)",
-                where=f"{where}.warmup_ratio")
-        require(self.batch_size >= 1, f"batch_size must be >= 1", where=f"{where}.batch_size")
-        require(self.grad_accum >= 1, f"grad_accum must be >= 1", where=f"{where}.grad_accum")
-        require(self.amp in ("off", "bf16", "fp16"), f"unknown amp mode {self.amp!r}",
-                where=f"{where}.amp", fix="use off, bf16 or fp16")
+        require(
+            0 <= self.warmup_ratio < 1,
+            f"warmup_ratio {self.warmup_ratio} outside [0, 1)",
+            where=f"{where}.warmup_ratio",
+        )
+        require(self.batch_size >= 1, "batch_size must be >= 1", where=f"{where}.batch_size")
+        require(self.grad_accum >= 1, "grad_accum must be >= 1", where=f"{where}.grad_accum")
+        require(
+            self.amp in ("off", "bf16", "fp16"),
+            f"unknown amp mode {self.amp!r}",
+            where=f"{where}.amp",
+            fix="use off, bf16 or fp16",
+        )
         self.adversarial.validate(f"{where}.adversarial")
 
 
@@ -73,7 +80,7 @@ def batch_indices(n: int, batch_size: int, slot: int, seed: int) -> torch.Tensor
     while len(idx) < batch_size:
         epoch, offset = divmod(start + len(idx), n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch)))
-        idx.extend(perm[offset: offset + batch_size - len(idx)].tolist())
+        idx.extend(perm[offset : offset + batch_size - len(idx)].tolist())
     return torch.tensor(idx)
 
 
@@ -99,8 +106,16 @@ class RewindPoint:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        torch.save({"step": self.step, "model": self.model, "optimizer": self.optimizer,
-                    "scheduler": self.scheduler, "scaler": self.scaler}, buf)
+        torch.save(
+            {
+                "step": self.step,
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "scheduler": self.scheduler,
+                "scaler": self.scaler,
+            },
+            buf,
+        )
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike) -> str:
@@ -110,11 +125,14 @@ class RewindPoint:
         return sha256_bytes(data)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect_sha256: str | None = None) -> "RewindPoint":
+    def load(cls, path: str | os.PathLike, expect_sha256: str | None = None) -> RewindPoint:
         data = open(path, "rb").read()
         if expect_sha256 is not None and sha256_bytes(data) != expect_sha256:
-            raise LtvlError(f"rewind point hash mismatch (expected {expect_sha256[:12]}…)", where=str(path),
-                            fix="the file is damaged; delete the chain directory's round records to recompute")
+            raise LtvlError(
+                f"rewind point hash mismatch (expected {expect_sha256[:12]}…)",
+                where=str(path),
+                fix="the file is damaged; delete the chain directory's round records to recompute",
+            )
         d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never unpickle code
         return cls(d["step"], d["model"], d["optimizer"], d["scheduler"], d.get("scaler"))
 
@@ -139,15 +157,25 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class Trainer:
     """Runs optimizer steps [start, until) of a task on a model, optionally under a mask."""
 
-    def __init__(self, task: TrainTask, cfg: TrainConfig, device: str | torch.device = "cpu",
-                 on_step: Callable[[int, float], None] | None = None, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        task: TrainTask,
+        cfg: TrainConfig,
+        device: str | torch.device = "cpu",
+        on_step: Callable[[int, float], None] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         """``rank``/``world_size``: under DDP each rank draws its own micro-batches (slot interleaved
         by rank, so the global batch is world_size x batch_size) and the model is wrapped in
         DistributedDataParallel for the backward passes; masks and optimizer act on the bare module."""
         cfg.validate()
         if cfg.adversarial.active and not hasattr(task, "adversarial_parts"):
-            raise LtvlError(f"{type(task).__name__} does not support adversarial training", where="train.adversarial",
-                            fix="use a VL task (ltvl.vl.assemble.build_vl), or set adversarial.enabled=false")
+            raise LtvlError(
+                f"{type(task).__name__} does not support adversarial training",
+                where="train.adversarial",
+                fix="use a VL task (ltvl.vl.assemble.build_vl), or set adversarial.enabled=false",
+            )
         self.task, self.cfg, self.device, self.on_step = task, cfg, torch.device(device), on_step
         self.rank, self.world_size = rank, world_size
 
@@ -163,8 +191,15 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def train(self, model: nn.Module, *, enforcer: MaskEnforcer | None = None, start: RewindPoint | None = None,
-              until: int | None = None, capture_at: Iterable[int] = ()) -> TrainOutcome:
+    def train(
+        self,
+        model: nn.Module,
+        *,
+        enforcer: MaskEnforcer | None = None,
+        start: RewindPoint | None = None,
+        until: int | None = None,
+        capture_at: Iterable[int] = (),
+    ) -> TrainOutcome:
         """Train to step ``until`` (default: cfg.steps), from ``start`` (θi) or from step 0.
 
         ``capture_at`` lists steps whose full state (weights + optimizer + schedule)
@@ -184,8 +219,12 @@ class Trainer:
             if scaler is not None and start.scaler:
                 scaler.load_state_dict(start.scaler)
             step0 = start.step
-        require(0 <= step0 <= until <= cfg.steps, f"cannot train steps [{step0}, {until}) of a {cfg.steps}-step run",
-                where="until", fix="rewind steps must be < train steps")
+        require(
+            0 <= step0 <= until <= cfg.steps,
+            f"cannot train steps [{step0}, {until}) of a {cfg.steps}-step run",
+            where="until",
+            fix="rewind steps must be < train steps",
+        )
         if enforcer is not None:
             enforcer.apply_()
             enforcer.attach(opt)
@@ -194,12 +233,18 @@ class Trainer:
         net = model
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
+
             net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         def snap(step: int) -> None:
-            captured[step] = RewindPoint(step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-                                         _cpu(opt.state_dict()), sched.state_dict(),
-                                         scaler.state_dict() if scaler is not None else None)
+            captured[step] = RewindPoint(
+                step,
+                {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                _cpu(opt.state_dict()),
+                sched.state_dict(),
+                scaler.state_dict() if scaler is not None else None,
+            )
+
         if step0 in capture:
             snap(step0)
         losses: list[float] = []
@@ -250,9 +295,17 @@ class Trainer:
         def crit(out):
             with self._autocast():
                 return criterion(out)
+
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "adv", step, micro))
-        stats = adversarial_backward(fwd, crit, self.cfg.adversarial, 1.0 / self.cfg.grad_accum, gen, kl_view,
-                                     backward=(lambda t: scaler.scale(t).backward()) if scaler else torch.Tensor.backward)
+        stats = adversarial_backward(
+            fwd,
+            crit,
+            self.cfg.adversarial,
+            1.0 / self.cfg.grad_accum,
+            gen,
+            kl_view,
+            backward=(lambda t: scaler.scale(t).backward()) if scaler else torch.Tensor.backward,
+        )
         return stats["loss"] / self.cfg.grad_accum
 
     @torch.no_grad()

@@ -19,10 +19,10 @@ from ltvl.core.adversarial import AdvConfig
 from ltvl.core.baselines import Baseline
 from ltvl.core.dense import DenseSpec
 from ltvl.core.imp import ChainSpec, ChainStore
+from ltvl.core.train import TrainConfig
 from ltvl.params.schema import CONTEXT_KEYS, DEFAULTS, MAX_ROUNDS, TICKET_KEYS, ChainParams, check
 from ltvl.pruning import Method, Schedule
 from ltvl.pruning.schedule import rounds_needed
-from ltvl.core.train import TrainConfig
 from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
 from ltvl.vl.models.presets import BackboneSpec, get_preset
@@ -49,7 +49,7 @@ class ChainJob:
         """The chain's identity as its store knows it (an older-format store keeps its old hash)."""
         return ChainStore(root, self.chain, writer=False).sha256
 
-    def with_data(self, data_path: str) -> "ChainJob":
+    def with_data(self, data_path: str) -> ChainJob:
         """The same job reading its dataset from ``data_path`` (where this node keeps it)."""
         return dataclasses.replace(self, vl=dataclasses.replace(self.vl, data=data_path))
 

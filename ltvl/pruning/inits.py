@@ -12,18 +12,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
 import torch
 from torch import nn
-
-
-class InitKind(str, Enum):
-    THETA_0 = "theta0"
-    THETA_I = "theta_i"
-    OTHER_CHECKPOINT = "theta0_prime"  # θ'0, e.g. plain BERT weights
-    SHUFFLED = "theta0_shuffled"  # θ''0
-    RANDOM = "random"
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

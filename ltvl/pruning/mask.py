@@ -55,11 +55,11 @@ class Mask:
 
     # ----------------------------------------------------------- construction
     @classmethod
-    def ones(cls, shapes: Mapping[str, Iterable[int]], **kw) -> "Mask":
+    def ones(cls, shapes: Mapping[str, Iterable[int]], **kw) -> Mask:
         return cls({n: torch.ones(tuple(s), dtype=torch.bool) for n, s in shapes.items()}, **kw)
 
     @classmethod
-    def dense_like(cls, params: Mapping[str, torch.Tensor], **kw) -> "Mask":
+    def dense_like(cls, params: Mapping[str, torch.Tensor], **kw) -> Mask:
         return cls({n: torch.ones(p.shape, dtype=torch.bool) for n, p in params.items()}, **kw)
 
     # ------------------------------------------------------------- properties
@@ -146,21 +146,21 @@ class Mask:
                 fix="select the same prunable set (include/exclude patterns) the mask was made with",
             )
 
-    def _binary(self, other: "Mask", op) -> "Mask":
+    def _binary(self, other: Mask, op) -> Mask:
         self.check_compatible(other.shapes, what="other mask")
         return Mask({n: op(t, other.tensors[n]) for n, t in self.tensors.items()})
 
-    def intersection(self, other: "Mask") -> "Mask":
+    def intersection(self, other: Mask) -> Mask:
         return self._binary(other, torch.logical_and)
 
-    def union(self, other: "Mask") -> "Mask":
+    def union(self, other: Mask) -> Mask:
         return self._binary(other, torch.logical_or)
 
-    def complement(self) -> "Mask":
+    def complement(self) -> Mask:
         """Keep exactly what this mask prunes, within the prunable set."""
         return Mask({n: ~t for n, t in self.tensors.items()}, parent=self.sha256)
 
-    def iou(self, other: "Mask") -> float:
+    def iou(self, other: Mask) -> float:
         """|a ∩ b| / |a ∪ b| over kept weights (1.0 when both keep nothing)."""
         self.check_compatible(other.shapes, what="other mask")
         inter = union = 0
@@ -170,7 +170,7 @@ class Mask:
             union += int(torch.logical_or(a, b).sum())
         return inter / union if union else 1.0
 
-    def equal(self, other: "Mask") -> bool:
+    def equal(self, other: Mask) -> bool:
         return self.shapes == other.shapes and all(
             torch.equal(t, other.tensors[n]) for n, t in self.tensors.items()
         )

@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from ltvl.pruning.mask import Mask, pack_bits, unpack_bits
 from ltvl.util.atomic import atomic_write_bytes
 from ltvl.util.errors import LtvlError
-from ltvl.pruning.mask import Mask, pack_bits, unpack_bits
 
 FORMAT = "ltvl-mask/1"
 

@@ -29,8 +29,9 @@ class PrunableSpec:
     linear_only: bool = True
 
     @classmethod
-    def of(cls, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-           linear_only: bool = True) -> "PrunableSpec":
+    def of(
+        cls, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None, linear_only: bool = True
+    ) -> PrunableSpec:
         return cls(tuple(include) if include else DEFAULT_INCLUDE, tuple(exclude or ()), linear_only)
 
 
@@ -45,12 +46,16 @@ def _compile(patterns: Sequence[str], kind: str) -> list[re.Pattern]:
 
 
 def _linear_weight_names(model: nn.Module) -> set[str]:
-    return {f"{mod_name}.weight" if mod_name else "weight"
-            for mod_name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+    return {
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear)
+    }
 
 
-def select_names(candidates: Mapping[str, tuple[int, ...]], spec: PrunableSpec,
-                 linear_weights: set[str] | None = None) -> list[str]:
+def select_names(
+    candidates: Mapping[str, tuple[int, ...]], spec: PrunableSpec, linear_weights: set[str] | None = None
+) -> list[str]:
     """Apply the spec to ``name -> shape``; errors name any pattern that selects nothing.
 
     ``linear_weights`` is the set of nn.Linear weight names when a module is known;
@@ -70,20 +75,30 @@ def select_names(candidates: Mapping[str, tuple[int, ...]], spec: PrunableSpec,
         if not any(rx.search(n) for n in pool):
             raise LtvlError(
                 f"include pattern {rx.pattern!r} selects no parameter"
-                + (" (only Linear weights are eligible; pass linear_only=False / --all-params to widen)"
-                   if spec.linear_only else ""),
+                + (
+                    " (only Linear weights are eligible; pass linear_only=False / --all-params to widen)"
+                    if spec.linear_only
+                    else ""
+                ),
                 where="--include",
-                fix=f"check names with `ltvl prune --list`; e.g. {pool[0] if pool else '(model has no eligible parameters)'}",
+                fix="check names with `ltvl prune --list`; e.g. "
+                + (pool[0] if pool else "(model has no eligible parameters)"),
             )
     chosen = [n for n in pool if any(rx.search(n) for rx in inc)]
     for rx in exc:
         if not any(rx.search(n) for n in chosen):
-            raise LtvlError(f"exclude pattern {rx.pattern!r} matches none of the {len(chosen)} selected parameters",
-                            where="--exclude", fix="drop or correct the pattern")
+            raise LtvlError(
+                f"exclude pattern {rx.pattern!r} matches none of the {len(chosen)} selected parameters",
+                where="--exclude",
+                fix="drop or correct the pattern",
+            )
     chosen = [n for n in chosen if not any(rx.search(n) for rx in exc)]
     if not chosen:
-        raise LtvlError("the include/exclude patterns leave no prunable parameter",
-                        where="--include/--exclude", fix="loosen the exclude patterns")
+        raise LtvlError(
+            "the include/exclude patterns leave no prunable parameter",
+            where="--include/--exclude",
+            fix="loosen the exclude patterns",
+        )
     return chosen
 
 
@@ -94,7 +109,9 @@ def select_prunable(model: nn.Module, spec: PrunableSpec = PrunableSpec()) -> di
     return {n: params[n] for n in names}
 
 
-def select_from_state(state: Mapping[str, torch.Tensor], spec: PrunableSpec = PrunableSpec()) -> dict[str, torch.Tensor]:
+def select_from_state(
+    state: Mapping[str, torch.Tensor], spec: PrunableSpec = PrunableSpec()
+) -> dict[str, torch.Tensor]:
     names = select_names({n: tuple(t.shape) for n, t in state.items()}, spec)
     return {n: state[n] for n in names}
 

@@ -13,9 +13,9 @@ from enum import Enum
 
 import torch
 
-from ltvl.util.errors import LtvlError
 from ltvl.pruning.kselect import ScoreFn, select_smallest
 from ltvl.pruning.mask import Mask
+from ltvl.util.errors import LtvlError
 
 
 class Method(str, Enum):
@@ -34,8 +34,11 @@ def check_finite(weights: Mapping[str, torch.Tensor], where: str = "weights") ->
     for name, w in weights.items():
         if not torch.isfinite(w).all():
             bad = int((~torch.isfinite(w)).sum())
-            raise LtvlError(f"parameter '{name}' has {bad} NaN/inf values", where=where,
-                            fix="the checkpoint is damaged or training diverged; use a finite checkpoint")
+            raise LtvlError(
+                f"parameter '{name}' has {bad} NaN/inf values",
+                where=where,
+                fix="the checkpoint is damaged or training diverged; use a finite checkpoint",
+            )
 
 
 def _seed_for(seed: int, name: str) -> int:
@@ -51,8 +54,12 @@ def score_fn(weights: Mapping[str, torch.Tensor], method: Method, seed: int | No
 
         def rand(name: str, out: torch.Tensor) -> torch.Tensor:
             g = torch.Generator(device="cpu").manual_seed(_seed_for(seed, name))
-            return out.copy_(torch.rand(out.shape, generator=g)) if out.device.type != "cpu" \
+            return (
+                out.copy_(torch.rand(out.shape, generator=g))
+                if out.device.type != "cpu"
                 else torch.rand(out.shape, generator=g, out=out)
+            )
+
         return rand
     sign = -1.0 if method is Method.HIGH_MAGNITUDE else 1.0
 
@@ -60,19 +67,30 @@ def score_fn(weights: Mapping[str, torch.Tensor], method: Method, seed: int | No
         w = weights[name].detach()
         torch.abs(w, out=out) if w.dtype == torch.float32 else out.copy_(w).abs_()
         return out.mul_(sign) if sign < 0 else out
+
     magnitude.nonnegative = sign > 0  # lets the selector skip the sign-flip pass
     return magnitude
 
 
 def _validate_sparsity(s: float, where: str) -> None:
     if not (0.0 <= s < 1.0):
-        raise LtvlError(f"sparsity {s} is outside [0, 1)", where=where,
-                        fix="give the fraction of weights to prune, e.g. 0.7 for 70%")
+        raise LtvlError(
+            f"sparsity {s} is outside [0, 1)",
+            where=where,
+            fix="give the fraction of weights to prune, e.g. 0.7 for 70%",
+        )
 
 
-def prune_to_sparsity(weights: Mapping[str, torch.Tensor], mask: Mask | None, sparsity: float, *,
-                      method: Method | str = Method.MAGNITUDE, scope: Scope | str = Scope.GLOBAL,
-                      seed: int | None = None, metadata: dict | None = None) -> Mask:
+def prune_to_sparsity(
+    weights: Mapping[str, torch.Tensor],
+    mask: Mask | None,
+    sparsity: float,
+    *,
+    method: Method | str = Method.MAGNITUDE,
+    scope: Scope | str = Scope.GLOBAL,
+    seed: int | None = None,
+    metadata: dict | None = None,
+) -> Mask:
     """Prune more weights until exactly ``round(sparsity * N)`` are pruned (per tensor if layerwise)."""
     _validate_sparsity(sparsity, "sparsity")
     method, scope = Method(method), Scope(scope)
@@ -97,27 +115,43 @@ def prune_to_sparsity(weights: Mapping[str, torch.Tensor], mask: Mask | None, sp
             raise LtvlError(
                 f"target sparsity {sparsity:.4f} is below the mask's current sparsity "
                 f"({already / total:.4f}{' in ' + names[0] if scope is Scope.LAYERWISE else ''})",
-                where="sparsity", fix="pruning only removes weights; ask for a higher sparsity")
-        chosen = select_smallest({n: shapes[n] for n in names}, scores, {n: alive[n] for n in names},
-                                 target - already, device=device)
+                where="sparsity",
+                fix="pruning only removes weights; ask for a higher sparsity",
+            )
+        chosen = select_smallest(
+            {n: shapes[n] for n in names}, scores, {n: alive[n] for n in names}, target - already, device=device
+        )
         for n in names:
             new[n] = mask.tensors[n] & ~chosen[n]
-    meta = {"method": method.value, "scope": scope.value, "sparsity_target": sparsity,
-            **({"seed": seed} if seed is not None else {}), **(metadata or {})}
+    meta = {
+        "method": method.value,
+        "scope": scope.value,
+        "sparsity_target": sparsity,
+        **({"seed": seed} if seed is not None else {}),
+        **(metadata or {}),
+    }
     return Mask(new, parent=mask.sha256, metadata=meta)
 
 
 def prune_fraction_of_remaining(weights: Mapping[str, torch.Tensor], mask: Mask | None, rate: float, **kw) -> Mask:
     """One IMP step: prune ``rate`` of the weights still alive (counted globally)."""
     if not (0.0 < rate < 1.0):
-        raise LtvlError(f"pruning rate {rate} is outside (0, 1)", where="rate", fix="e.g. 0.2 prunes 20% of what remains")
+        raise LtvlError(
+            f"pruning rate {rate} is outside (0, 1)", where="rate", fix="e.g. 0.2 prunes 20% of what remains"
+        )
     mask = mask or Mask.dense_like(weights)
     n, pruned = mask.numel, mask.n_pruned
     return prune_to_sparsity(weights, mask, (pruned + round(rate * (n - pruned))) / n, **kw)
 
 
-def random_mask(shapes: Mapping[str, tuple[int, ...]], sparsity: float, seed: int, *,
-                scope: Scope | str = Scope.GLOBAL, metadata: dict | None = None) -> Mask:
+def random_mask(
+    shapes: Mapping[str, tuple[int, ...]],
+    sparsity: float,
+    seed: int,
+    *,
+    scope: Scope | str = Scope.GLOBAL,
+    metadata: dict | None = None,
+) -> Mask:
     """The RP baseline: a random mask with exactly the requested number of pruned weights."""
     fake = {n: torch.empty(tuple(s), device="meta") for n, s in shapes.items()}
     _validate_sparsity(sparsity, "sparsity")
@@ -128,15 +162,23 @@ def random_mask(shapes: Mapping[str, tuple[int, ...]], sparsity: float, seed: in
         total = sum(int(torch.Size(shapes[n]).numel()) for n in names)
         chosen = select_smallest({n: torch.Size(shapes[n]) for n in names}, scores, None, round(sparsity * total))
         new.update({n: ~chosen[n] for n in names})
-    return Mask(new, parent=None, metadata={"method": "random", "scope": Scope(scope).value,
-                                            "sparsity_target": sparsity, "seed": seed, **(metadata or {})})
+    return Mask(
+        new,
+        parent=None,
+        metadata={
+            "method": "random",
+            "scope": Scope(scope).value,
+            "sparsity_target": sparsity,
+            "seed": seed,
+            **(metadata or {}),
+        },
+    )
 
 
 def matched_random(mask: Mask, seed: int, scope: Scope | str = Scope.GLOBAL) -> Mask:
     """RP at the same sparsity as ``mask`` (per tensor too, if layerwise)."""
     if Scope(scope) is Scope.GLOBAL:
-        return random_mask(mask.shapes, mask.n_pruned / mask.numel, seed,
-                           metadata={"matched_to": mask.sha256})
+        return random_mask(mask.shapes, mask.n_pruned / mask.numel, seed, metadata={"matched_to": mask.sha256})
     out = {}
     for n, t in mask.tensors.items():
         sub = random_mask({n: tuple(t.shape)}, 1.0 - float(t.sum()) / t.numel(), seed)
@@ -146,5 +188,6 @@ def matched_random(mask: Mask, seed: int, scope: Scope | str = Scope.GLOBAL) -> 
 
 def high_magnitude_mask(weights: Mapping[str, torch.Tensor], like: Mask) -> Mask:
     """Keep the *smallest* weights, pruning as many as ``like`` prunes (LXMERT study)."""
-    return prune_to_sparsity(weights, None, like.n_pruned / like.numel, method=Method.HIGH_MAGNITUDE,
-                             metadata={"matched_to": like.sha256})
+    return prune_to_sparsity(
+        weights, None, like.n_pruned / like.numel, method=Method.HIGH_MAGNITUDE, metadata={"matched_to": like.sha256}
+    )

@@ -29,30 +29,46 @@ class Schedule:
 
     def validate(self, where: str = "schedule") -> None:
         if self.kind not in ("geometric", "linear"):
-            raise LtvlError(f"unknown schedule kind {self.kind!r}", where=f"{where}.kind",
-                            fix="use 'geometric' or 'linear'")
+            raise LtvlError(
+                f"unknown schedule kind {self.kind!r}", where=f"{where}.kind", fix="use 'geometric' or 'linear'"
+            )
         if not (0.0 < self.rate < 1.0):
-            raise LtvlError(f"pruning rate {self.rate} is outside (0, 1)", where=f"{where}.rate",
-                            fix="e.g. 0.2 (geometric: 20% of the remaining weights per round)")
+            raise LtvlError(
+                f"pruning rate {self.rate} is outside (0, 1)",
+                where=f"{where}.rate",
+                fix="e.g. 0.2 (geometric: 20% of the remaining weights per round)",
+            )
         if (self.target_sparsity is None) == (self.rounds is None):
-            raise LtvlError("give exactly one of target_sparsity and rounds",
-                            where=f"{where}.target_sparsity/{where}.rounds", fix="set one, leave the other unset")
+            raise LtvlError(
+                "give exactly one of target_sparsity and rounds",
+                where=f"{where}.target_sparsity/{where}.rounds",
+                fix="set one, leave the other unset",
+            )
         if self.target_sparsity is not None and not (0.0 < self.target_sparsity < 1.0):
-            raise LtvlError(f"target sparsity {self.target_sparsity} is outside (0, 1)",
-                            where=f"{where}.target_sparsity", fix="e.g. 0.9")
+            raise LtvlError(
+                f"target sparsity {self.target_sparsity} is outside (0, 1)",
+                where=f"{where}.target_sparsity",
+                fix="e.g. 0.9",
+            )
         if self.rounds is not None and self.rounds < 1:
             raise LtvlError(f"rounds must be >= 1, got {self.rounds}", where=f"{where}.rounds")
         if self.kind == "linear":
             if self.rounds is not None and self.rounds * self.rate >= 1.0 - _EPS:
-                raise LtvlError(f"a linear schedule with step {self.rate} reaches sparsity "
-                                f"{self.rounds * self.rate:.3f} >= 1 after {self.rounds} rounds",
-                                where=f"{where}.rounds", fix="use fewer rounds or a smaller step")
+                raise LtvlError(
+                    f"a linear schedule with step {self.rate} reaches sparsity "
+                    f"{self.rounds * self.rate:.3f} >= 1 after {self.rounds} rounds",
+                    where=f"{where}.rounds",
+                    fix="use fewer rounds or a smaller step",
+                )
             if self.target_sparsity is not None:
                 k = math.ceil(self.target_sparsity / self.rate - _EPS)
                 if k * self.rate >= 1.0 - _EPS:
-                    raise LtvlError(f"target sparsity {self.target_sparsity} is unreachable with linear step "
-                                    f"{self.rate}: the round that reaches it would prune {k * self.rate:.2f} >= 1",
-                                    where=f"{where}.target_sparsity", fix="lower the target or pick a step that divides it")
+                    raise LtvlError(
+                        f"target sparsity {self.target_sparsity} is unreachable with linear step "
+                        f"{self.rate}: the round that reaches it would prune {k * self.rate:.2f} >= 1",
+                        where=f"{where}.target_sparsity",
+                        fix="lower the target or pick a step that divides it",
+                    )
 
     def sparsities(self) -> list[float]:
         """Sparsity after each pruning round: round k prunes to ``sparsities()[k-1]``."""

@@ -10,9 +10,9 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from ltvl.util.atomic import atomic_write_text
 from ltvl.tracking.mlflow_lineage import LineageTracker
 from ltvl.tracking.records import chain_name, chain_ops, dense_ops, round_op
+from ltvl.util.atomic import atomic_write_text
 
 
 class LineageCallback(tune.Callback):

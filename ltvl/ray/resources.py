@@ -15,7 +15,7 @@ def check_resources(res: Resources) -> None:
         if total.get(name, 0) < amount:
             raise LtvlError(f"trial drivers need resource {name!r} x{amount:g}, the cluster offers "
                             f"{total.get(name, 0):g}", where="resources.driver_resources",
-                            fix="start the head with --resources='{\"%s\": 1000}' or drop it" % name)
+                            fix=f"start the head with --resources='{{\"{name}\": 1000}}' or drop it")
     need_cpu = res.num_workers * res.cpus_per_worker + DRIVER_CPU
     if res.use_gpu and total.get("GPU", 0) < res.num_workers:
         raise LtvlError(f"a trial needs {res.num_workers} GPUs but the cluster has {total.get('GPU', 0):g}",

@@ -60,9 +60,14 @@ def job_entry(params: dict, root: str | Path) -> dict[str, Any]:
     job = resolve(params)
     if isinstance(job, TicketJob):
         return {"params": params, "kind": "ticket", "name": f"ticket-{job.baseline.value}-{job.target.params.task}"}
-    return {"params": params, "kind": "chain", "sha256": job.store_sha256(root),
-            "dense_sha256": DenseStore(root, job.dense, writer=False).sha256, "rewind_step": job.rewind_step,
-            "cost": len(job.chain.schedule.sparsities()) * (job.chain.train.steps - job.rewind_step)}
+    return {
+        "params": params,
+        "kind": "chain",
+        "sha256": job.store_sha256(root),
+        "dense_sha256": DenseStore(root, job.dense, writer=False).sha256,
+        "rewind_step": job.rewind_step,
+        "cost": len(job.chain.schedule.sparsities()) * (job.chain.train.steps - job.rewind_step),
+    }
 
 
 def trial_params(config: dict) -> dict:
@@ -83,7 +88,11 @@ def trial_name(trial) -> str:
         return f"dense-{config['group']['dense_sha256'][:16]}-{trial.trial_id}"
     if "job" in config:
         job = config["job"]
-        return f"{job['name']}-{trial.trial_id}" if job["kind"] == "ticket" else f"chain-{job['sha256'][:16]}-{trial.trial_id}"
+        return (
+            f"{job['name']}-{trial.trial_id}"
+            if job["kind"] == "ticket"
+            else f"chain-{job['sha256'][:16]}-{trial.trial_id}"
+        )
     job = trial_job(config)
     return f"chain-{job.store_sha256(config['root'])[:16]}-{trial.trial_id}"
 

@@ -21,8 +21,7 @@ from ray import tune
 from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus
-from ltvl.ray.space import (grid_points, job_entry, longest_first, search_domains, ticket_points,
-                            validate_space)
+from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
 from ltvl.ray.stopping import early_stop_config
 from ltvl.ray.trainable import chain_trainable
 from ltvl.sweep.options import DRIVER_CPU, SweepOptions

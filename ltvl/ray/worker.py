@@ -32,9 +32,19 @@ from ltvl.vl.datasets import resolve_dataset
 
 
 def round_metrics(r: RoundResult) -> dict:
-    out = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
-           "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "parent_sha256": r.parent_sha256 or "",
-           "chain_sha256": r.chain_sha256, "replayed": r.replayed, "steps_trained": r.steps_trained, "mask_path": r.mask_path}
+    out = {
+        "round": r.round,
+        "sparsity": r.sparsity,
+        "metric": r.metrics["metric"],
+        "train_loss": r.train_loss,
+        "wall_s": r.wall_s,
+        "mask_sha256": r.mask_sha256,
+        "parent_sha256": r.parent_sha256 or "",
+        "chain_sha256": r.chain_sha256,
+        "replayed": r.replayed,
+        "steps_trained": r.steps_trained,
+        "mask_path": r.mask_path,
+    }
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     return out
@@ -61,6 +71,7 @@ def _fault_injected(train_fn):
             Path(marker).write_text("killed")
             os._exit(1)
         return train_fn(*a, **kw)
+
     return wrapped
 
 
@@ -83,12 +94,14 @@ def check_same_mask_everywhere(sha: str, round_: int) -> None:
 def rank0_view(world: int):
     """``agree`` for the core: every rank acts on rank 0's reading of shared files (another trial
     may be writing them), so all ranks train the same steps and DDP collectives stay matched."""
+
     def agree(value):
         if world == 1:
             return value
         box = [value]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
+
     return agree
 
 
@@ -136,13 +149,21 @@ def train_dense(config: dict) -> None:
     w = setup_worker(group[0], config.get("cpus", 1))
     specs = [resolve_chain(p).chain for p in group]
     store = DenseStore(config["root"], w.job.dense, writer=w.rank == 0)
-    got = ensure_dense(store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate,
-                       w.agree)
+    got = ensure_dense(
+        store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate, w.agree
+    )
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
         shared_first_mask(spec, got, dense_mask)
-    ray.train.report({"dense": store.sha256, "dense_steps": got.steps_trained, "round": 0,
-                      "metric": got.record.metrics["metric"], "nodes": w.nodes})
+    ray.train.report(
+        {
+            "dense": store.sha256,
+            "dense_steps": got.steps_trained,
+            "round": 0,
+            "metric": got.record.metrics["metric"],
+            "nodes": w.nodes,
+        }
+    )
 
 
 def train_tickets(config: dict) -> None:
@@ -155,6 +176,7 @@ def train_tickets(config: dict) -> None:
         source_id, sources = chain_masks(config["root"], tj.source.chain)
     else:
         from ltvl.pruning.maskfile import load_mask
+
         masks = [load_mask(p) for p in tj.masks]
         sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
         source_id = tj.masks_id([m.sha256 for m in masks])
@@ -164,15 +186,29 @@ def train_tickets(config: dict) -> None:
     other = load_safetensors(prime, "prime_checkpoint") if prime else None
 
     def report(r: TicketRound) -> None:
-        metrics = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
-                   "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "source_mask_sha256": r.source_mask_sha256,
-                   "baseline": r.baseline, "source_task": r.source_task, "ticket": r.ticket, "mask_path": r.mask_path,
-                   "replayed": r.replayed, "steps_trained": 0 if r.replayed else r.steps_trained, "nodes": w.nodes}
+        metrics = {
+            "round": r.round,
+            "sparsity": r.sparsity,
+            "metric": r.metrics["metric"],
+            "train_loss": r.train_loss,
+            "wall_s": r.wall_s,
+            "mask_sha256": r.mask_sha256,
+            "source_mask_sha256": r.source_mask_sha256,
+            "baseline": r.baseline,
+            "source_task": r.source_task,
+            "ticket": r.ticket,
+            "mask_path": r.mask_path,
+            "replayed": r.replayed,
+            "steps_trained": 0 if r.replayed else r.steps_trained,
+            "nodes": w.nodes,
+        }
         if w.rank == 0 and not r.replayed:
             _log_round(r)
         ray.train.report(metrics)
-    run_ticket_chain(spec, sources, w.model_factory, w.trainer, config["root"], report, other,
-                     writer=w.rank == 0, agree=w.agree)
+
+    run_ticket_chain(
+        spec, sources, w.model_factory, w.trainer, config["root"], report, other, writer=w.rank == 0, agree=w.agree
+    )
 
 
 def train_chain(config: dict) -> None:
@@ -182,8 +218,13 @@ def train_chain(config: dict) -> None:
     rank, world, job = w.rank, w.world, w.job
     finetune = None
     if job.chain.finetune_adversarial.active:
-        finetune = Trainer(w.trainer.task, dataclasses.replace(job.chain.train, adversarial=job.chain.finetune_adversarial),
-                           w.trainer.device, rank=rank, world_size=world).train
+        finetune = Trainer(
+            w.trainer.task,
+            dataclasses.replace(job.chain.train, adversarial=job.chain.finetune_adversarial),
+            w.trainer.device,
+            rank=rank,
+            world_size=world,
+        ).train
 
     # After a worker-group restart, Train hands back the last reported checkpoint: rounds up to
     # it already reached Tune, so replaying them from the chain store must not report them again.
@@ -200,8 +241,11 @@ def train_chain(config: dict) -> None:
             dense_metric.append(r.metrics["metric"])
         if r.replayed and r.round <= reported:
             return
-        metrics = {**round_metrics(r), "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0]),
-                   "nodes": w.nodes}
+        metrics = {
+            **round_metrics(r),
+            "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0]),
+            "nodes": w.nodes,
+        }
         if world > 1:
             check_same_mask_everywhere(r.mask_sha256, r.round)
         if rank == 0:
@@ -212,7 +256,18 @@ def train_chain(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
-    run_chain(job.chain, w.model_factory, _fault_injected(w.trainer.train), w.trainer.evaluate, config["root"],
-              report, finetune, writer=rank == 0, share_rewinds=config.get("share_rewinds", ()), agree=w.agree)
+
+    run_chain(
+        job.chain,
+        w.model_factory,
+        _fault_injected(w.trainer.train),
+        w.trainer.evaluate,
+        config["root"],
+        report,
+        finetune,
+        writer=rank == 0,
+        share_rewinds=config.get("share_rewinds", ()),
+        agree=w.agree,
+    )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltvl.util.errors import LtvlError
 from ltvl.report import figures, tables
 from ltvl.report.collect import Records, collect, download_mask
 from ltvl.report.tables import Cell
+from ltvl.util.errors import LtvlError
 
 CURVE_LINES = ["IMP", "RP", "pre-training ticket", "θ'0", "θ''0", "high-magnitude"]
 
@@ -112,7 +112,7 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
         d = tables.dense_cell(records.dense, task, min_seeds)
         png = figures.sparsity_curves(curves, task, CURVE_LINES, p * d.mean if d.n else None,
                                       f"{task}: metric vs sparsity", out / f"curves_{task}.png")
-        rw = sorted(l for l in curves[curves["task"] == task]["line"].unique() if l.startswith("IMP"))
+        rw = sorted(line for line in curves[curves["task"] == task]["line"].unique() if line.startswith("IMP"))
         png_rw = figures.sparsity_curves(curves, task, rw, p * d.mean if d.n else None,
                                          f"{task}: rewinding (one line per rewind step)", out / f"rewind_{task}.png")
         files += [png, png_rw]
@@ -146,8 +146,8 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
     if not at.empty:
         files.append(_csv(at, out / "adversarial.csv"))
         for task in sorted(at["task"].unique()):
-            lines = ["IMP"] + sorted(l for l in curves[curves["task"] == task]["line"].unique()
-                                     if l.startswith("AT-IMP"))
+            lines = ["IMP"] + sorted(line for line in curves[curves["task"] == task]["line"].unique()
+                                     if line.startswith("AT-IMP"))
             files.append(figures.sparsity_curves(curves, task, lines, None, f"{task}: AT-IMP vs IMP",
                                                  out / f"at_{task}.png"))
             md += [f"![AT {task}]({files[-1].name})", ""]

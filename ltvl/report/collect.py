@@ -149,6 +149,7 @@ def download_mask(uri: str, run_id: str, sha: str, dest: str) -> str:
     import os
 
     from mlflow import MlflowClient
+
     from ltvl.pruning import load_mask
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per mask drowns the output
     path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, f"mask/{sha}.mask.safetensors", dest)

@@ -28,7 +28,7 @@ class Cell:
     min_seeds: int = 2
 
     @classmethod
-    def of(cls, values, min_seeds: int = 2) -> "Cell":
+    def of(cls, values, min_seeds: int = 2) -> Cell:
         v = [float(x) for x in values if x == x]
         if not v:
             return cls(math.nan, math.nan, 0, min_seeds)
@@ -57,8 +57,12 @@ def line_of(row) -> str:
         return TICKET_LINES.get(row["init"], row["init"]) + on
     if row["adv_use"] in ("imp", "both") and row["epsilon"] > 0:
         return f"AT-IMP ε={row['epsilon']:g}"
-    return {"theta0": "IMP", "theta_i": f"IMP θi@{row['rewind_step']}", "RP": "RP",
-            "high_magnitude": "high-magnitude"}.get(row["init"], row["init"])
+    return {
+        "theta0": "IMP",
+        "theta_i": f"IMP θi@{row['rewind_step']}",
+        "RP": "RP",
+        "high_magnitude": "high-magnitude",
+    }.get(row["init"], row["init"])
 
 
 def with_lines(rounds: pd.DataFrame) -> pd.DataFrame:
@@ -77,8 +81,9 @@ def dense_cell(dense: pd.DataFrame, task: str, min_seeds: int, epsilon: float = 
     return Cell.of(d.groupby("seed")["metric"].mean(), min_seeds)
 
 
-def cell_at(rounds: pd.DataFrame, task: str, line: str, sparsity: float, min_seeds: int,
-            column: str = "metric") -> Cell:
+def cell_at(
+    rounds: pd.DataFrame, task: str, line: str, sparsity: float, min_seeds: int, column: str = "metric"
+) -> Cell:
     r = rounds[(rounds["task"] == task) & (rounds["line"] == line) & (rounds["sparsity"] == sparsity)]
     return Cell.of(r.groupby("seed")[column].mean(), min_seeds)  # one value per seed
 
@@ -89,7 +94,9 @@ def winning_sparsity(rounds: pd.DataFrame, task: str, dense: Cell, p: float) -> 
     imp = rounds[(rounds["task"] == task) & (rounds["line"] == "IMP") & (rounds["sparsity"] > 0)]
     if dense.n == 0 or imp.empty:
         return None
-    keeps = [s for s, g in imp.groupby("sparsity") if Cell.of(g.groupby("seed")["metric"].mean()).mean >= p * dense.mean]
+    keeps = [
+        s for s, g in imp.groupby("sparsity") if Cell.of(g.groupby("seed")["metric"].mean()).mean >= p * dense.mean
+    ]
     return max(keeps) if keeps else None
 
 
@@ -101,8 +108,12 @@ def table1(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_seeds: int) 
             continue  # the pre-training ticket has no downstream metric of its own
         d = dense_cell(dense, task, min_seeds)
         s = winning_sparsity(std, task, d, p)
-        row = {"task": task, "dense": d, f"{p:.0%} of dense": (f"{p * d.mean:.4f}" if d.n else "missing"),
-               "winning sparsity": f"{s:.1%}" if s is not None else "none"}
+        row = {
+            "task": task,
+            "dense": d,
+            f"{p:.0%} of dense": (f"{p * d.mean:.4f}" if d.n else "missing"),
+            "winning sparsity": f"{s:.1%}" if s is not None else "none",
+        }
         for line in TABLE1_LINES:
             row[line] = cell_at(std, task, line, s, min_seeds) if s is not None else Cell.of([], min_seeds)
         rows.append(row)
@@ -114,8 +125,9 @@ def curves(rounds: pd.DataFrame, min_seeds: int) -> pd.DataFrame:
     rows = []
     for (task, line, s), g in rounds.groupby(["task", "line", "sparsity"]):
         c = Cell.of(g.groupby("seed")["metric"].mean(), min_seeds)
-        rows.append({"task": task, "line": line, "sparsity": s, "mean": c.mean, "std": c.std, "n": c.n,
-                     "flagged": c.flagged})
+        rows.append(
+            {"task": task, "line": line, "sparsity": s, "mean": c.mean, "std": c.std, "n": c.n, "flagged": c.flagged}
+        )
     return pd.DataFrame(rows, columns=["task", "line", "sparsity", "mean", "std", "n", "flagged"])
 
 
@@ -158,8 +170,13 @@ def transfer(rounds: pd.DataFrame, min_seeds: int) -> tuple[pd.DataFrame, pd.Dat
             if mine.n and theirs.n:
                 gaps.append(mine.mean - theirs.mean)
         if not pre.empty:
-            drops.append({"sparsity": f"{s:.1%}", "targets": len(gaps),
-                          "pre-training ticket avg drop": f"{sum(gaps) / len(gaps):.4f}" if gaps else "missing"})
+            drops.append(
+                {
+                    "sparsity": f"{s:.1%}",
+                    "targets": len(gaps),
+                    "pre-training ticket avg drop": f"{sum(gaps) / len(gaps):.4f}" if gaps else "missing",
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(drops)
 
 
@@ -175,9 +192,14 @@ def adversarial(rounds: pd.DataFrame, min_seeds: int) -> pd.DataFrame:
         base = std[(std["task"] == task) & (std["line"] == "IMP") & (std["sparsity"] == s)]
         found = g[g["adv_use"].isin(["imp", "both"])]
         tuned = g[g["adv_use"].isin(["finetune", "both"])]
-        rows.append({"task": task, "ε": eps, "sparsity": f"{s:.1%}",
-                     "standard IMP": Cell.of(base.groupby("seed")["metric"].mean(), min_seeds),
-                     "AT-IMP": Cell.of(found.groupby("seed")["metric"].mean(), min_seeds),
-                     "standard ticket + AT fine-tuning": Cell.of(tuned.groupby("seed")["finetune_metric"].mean(),
-                                                                 min_seeds)})
+        rows.append(
+            {
+                "task": task,
+                "ε": eps,
+                "sparsity": f"{s:.1%}",
+                "standard IMP": Cell.of(base.groupby("seed")["metric"].mean(), min_seeds),
+                "AT-IMP": Cell.of(found.groupby("seed")["metric"].mean(), min_seeds),
+                "standard ticket + AT fine-tuning": Cell.of(tuned.groupby("seed")["finetune_metric"].mean(), min_seeds),
+            }
+        )
     return pd.DataFrame(rows)

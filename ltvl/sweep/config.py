@@ -22,6 +22,7 @@ from ltvl.util.errors import LtvlError
 KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a sweep's name becomes a directory
 
+
 @dataclass
 class SweepConfig:
     kind: str = "rewind_grid"
@@ -46,16 +47,22 @@ class SweepConfig:
         if self.kind not in KINDS:
             raise LtvlError(f"unknown sweep kind {self.kind!r}", where="kind", fix=", ".join(KINDS))
         if not SAFE_NAME.match(self.name) or ".." in self.name:
-            raise LtvlError(f"name {self.name!r} is not a safe directory name", where="name",
-                            fix="letters, digits, '.', '_' and '-' only (no '/' or '..'), e.g. name: rewind-grid-v2")
+            raise LtvlError(
+                f"name {self.name!r} is not a safe directory name",
+                where="name",
+                fix="letters, digits, '.', '_' and '-' only (no '/' or '..'), e.g. name: rewind-grid-v2",
+            )
         for k, v in self.params.items():
             _check_param(k, v, f"params.{k}")
         for axis, values in self.grid.items():
             if axis not in DEFAULTS:
                 raise unknown_key(axis, f"grid.{axis}")
             if not isinstance(values, list) or not values:
-                raise LtvlError(f"grid.{axis} must be a non-empty list, got {values!r}", where=f"grid.{axis}",
-                                fix=f"e.g. --set grid.{axis}=[a,b]")
+                raise LtvlError(
+                    f"grid.{axis} must be a non-empty list, got {values!r}",
+                    where=f"grid.{axis}",
+                    fix=f"e.g. --set grid.{axis}=[a,b]",
+                )
             for i, v in enumerate(values):
                 _check_param(axis, v, f"grid.{axis}[{i}]")
         for i, c in enumerate(self.chains):
@@ -80,15 +87,20 @@ def _check_param(key: str, value: Any, where: str) -> None:
 
 def _unknown(key: str, known, where: str) -> None:
     close = difflib.get_close_matches(key, list(known), n=1)
-    raise LtvlError(f"unknown config key {where!r}", where=where,
-                    fix=(f"did you mean {where.rsplit('.', 1)[0] + '.' if '.' in where else ''}{close[0]}? " if close
-                         else "") + f"known: {', '.join(sorted(known))}")
+    raise LtvlError(
+        f"unknown config key {where!r}",
+        where=where,
+        fix=(f"did you mean {where.rsplit('.', 1)[0] + '.' if '.' in where else ''}{close[0]}? " if close else "")
+        + f"known: {', '.join(sorted(known))}",
+    )
 
 
 def _merge(base: Any, data: dict, where: str) -> Any:
     """Fill a dataclass from a mapping, naming any unknown key and any value of the wrong type."""
     if not isinstance(data, dict):
-        raise LtvlError(f"{where or 'the config'} must be a mapping, got {type(data).__name__}", where=where or "config")
+        raise LtvlError(
+            f"{where or 'the config'} must be a mapping, got {type(data).__name__}", where=where or "config"
+        )
     fields = {f.name: f for f in dataclasses.fields(base)}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
@@ -115,16 +127,22 @@ def _typed(value: Any, current: Any, f: dataclasses.Field, path: str) -> Any:
     if base_type in checks:
         ok = isinstance(value, checks[base_type]) and not (base_type in ("int", "float") and isinstance(value, bool))
         if not ok:
-            raise LtvlError(f"{path} must be {base_type}, got {type(value).__name__} {value!r}", where=path,
-                            fix=f"e.g. --set {path}={current!r}" if current is not None else None)
+            raise LtvlError(
+                f"{path} must be {base_type}, got {type(value).__name__} {value!r}",
+                where=path,
+                fix=f"e.g. --set {path}={current!r}" if current is not None else None,
+            )
         return float(value) if base_type == "float" else value
     return value
 
 
 def apply_scale(cfg: SweepConfig, scale: str) -> None:
     if scale not in cfg.scales:
-        raise LtvlError(f"this config has no scale {scale!r}", where="--scale",
-                        fix=f"one of: {', '.join(cfg.scales) or '(none defined: drop --scale)'}")
+        raise LtvlError(
+            f"this config has no scale {scale!r}",
+            where="--scale",
+            fix=f"one of: {', '.join(cfg.scales) or '(none defined: drop --scale)'}",
+        )
     data = cfg.scales[scale]
     if not isinstance(data, dict):
         raise LtvlError(f"scales.{scale} must be a mapping of config keys", where=f"scales.{scale}")
@@ -154,14 +172,23 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
         except yaml.YAMLError as e:
             raise LtvlError(f"{p} is not valid YAML ({e})", where=str(p)) from e
         if data is None:
-            raise LtvlError(f"{p} is empty", where=str(p),
-                            fix=f"give at least `kind: {kind}` and the params to sweep (see sweeps/configs/)")
+            raise LtvlError(
+                f"{p} is empty",
+                where=str(p),
+                fix=f"give at least `kind: {kind}` and the params to sweep (see sweeps/configs/)",
+            )
         if not isinstance(data, dict):
-            raise LtvlError(f"{p} must be a mapping of config keys, got a {type(data).__name__}", where=str(p),
-                            fix="top-level keys such as kind, name, params, grid (see sweeps/configs/)")
+            raise LtvlError(
+                f"{p} must be a mapping of config keys, got a {type(data).__name__}",
+                where=str(p),
+                fix="top-level keys such as kind, name, params, grid (see sweeps/configs/)",
+            )
         if data.get("kind", kind) != kind:
-            raise LtvlError(f"{p} is a {data['kind']!r} config, this entry point runs {kind!r}", where="kind",
-                            fix=f"run sweeps/{data['kind']}.py with it")
+            raise LtvlError(
+                f"{p} is a {data['kind']!r} config, this entry point runs {kind!r}",
+                where="kind",
+                fix=f"run sweeps/{data['kind']}.py with it",
+            )
         _merge(cfg, data, "")
     for name in cfg.scales:  # every scale is checked, not only the one chosen
         trial = copy.deepcopy(cfg)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ltvl.util.errors import LtvlError
 from ltvl.sweep.config import SweepConfig, load_config
+from ltvl.util.errors import LtvlError
+
 
 def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog=f"sweeps/{kind}.py", description=f"ltvl {kind} sweep")
@@ -77,11 +78,11 @@ def _domain(key: str, spec: dict):
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None) -> int:
     import ray
 
-    from ltvl.util.home import home
     from ltvl.ray.lineage import LineageCallback
     from ltvl.ray.space import grid_points, validate_space
     from ltvl.ray.stages import run_chains
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
+    from ltvl.util.home import home
 
     console = console or sweep_console()
     space = space_of(cfg)

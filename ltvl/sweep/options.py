@@ -30,15 +30,19 @@ class Resources:
 
     def validate(self, where: str = "resources") -> None:
         if self.num_workers < 1:
-            raise LtvlError(f"{where}.num_workers must be >= 1, got {self.num_workers}", where=f"{where}.num_workers",
-                            fix="1 for one worker per chain, more for DDP")
+            raise LtvlError(
+                f"{where}.num_workers must be >= 1, got {self.num_workers}",
+                where=f"{where}.num_workers",
+                fix="1 for one worker per chain, more for DDP",
+            )
         if self.cpus_per_worker <= 0:
             raise LtvlError(f"{where}.cpus_per_worker must be > 0", where=f"{where}.cpus_per_worker", fix="e.g. 0.9")
         if self.max_failures < 0:
             raise LtvlError(f"{where}.max_failures must be >= 0", where=f"{where}.max_failures")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise LtvlError(f"{where}.max_concurrent_trials must be >= 1 (or null)",
-                            where=f"{where}.max_concurrent_trials")
+            raise LtvlError(
+                f"{where}.max_concurrent_trials must be >= 1 (or null)", where=f"{where}.max_concurrent_trials"
+            )
 
 
 @dataclass
@@ -81,19 +85,25 @@ class SweepOptions:
         self.early_stop.validate()
         self.search.validate()
         from ltvl.params.schema import check_value
+
         for i, b in enumerate(self.baselines):
             check_value("ticket", b, f"baselines[{i}]")
         for i, t in enumerate(self.transfer_to):
             check_value("task", t, f"transfer_to[{i}]")
 
     @classmethod
-    def from_flat(cls, **kw: Any) -> "SweepOptions":
+    def from_flat(cls, **kw: Any) -> SweepOptions:
         """``num_workers=2, early_stop="asha", baselines=(…)``: the keyword form of the Python API."""
         groups = {"resources": Resources, "early_stop": EarlyStop, "search": Search}
         parts: dict[str, dict] = {g: {} for g in groups}
         top = {}
-        renames = {"early_stop": ("early_stop", "kind"), "early_stop_p": ("early_stop", "p"), "search": ("search", "algorithm"),
-                   "num_samples": ("search", "num_samples"), "search_metric": ("search", "metric")}
+        renames = {
+            "early_stop": ("early_stop", "kind"),
+            "early_stop_p": ("early_stop", "p"),
+            "search": ("search", "algorithm"),
+            "num_samples": ("search", "num_samples"),
+            "search_metric": ("search", "metric"),
+        }
         for k, v in kw.items():
             if k in renames:
                 g, name = renames[k]

@@ -18,16 +18,25 @@ def load_safetensors(path: str | Path, where: str = "checkpoint") -> dict[str, t
     if path.is_dir():
         cands = sorted(path.glob("*.safetensors"))
         if len(cands) != 1:
-            raise LtvlError(f"directory {path} holds {len(cands)} .safetensors files, expected 1", where=where,
-                            fix="pass the .safetensors file itself")
+            raise LtvlError(
+                f"directory {path} holds {len(cands)} .safetensors files, expected 1",
+                where=where,
+                fix="pass the .safetensors file itself",
+            )
         path = cands[0]
     with open(path, "rb") as f:
         head = f.read(8)
     if path.suffix in (".bin", ".pt", ".pth", ".ckpt") or len(head) < 8:
-        raise LtvlError(f"{path} is not a safetensors file", where=where,
-                        fix="convert it: safetensors.torch.save_file(torch.load(p, weights_only=True), 'model.safetensors')")
+        raise LtvlError(
+            f"{path} is not a safetensors file",
+            where=where,
+            fix="convert it: safetensors.torch.save_file(torch.load(p, weights_only=True), 'model.safetensors')",
+        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise LtvlError(f"{path} is not a readable safetensors file ({e})", where=where,
-                        fix="pass a .safetensors checkpoint (pickled .bin/.pt files are refused for safety)") from e
+        raise LtvlError(
+            f"{path} is not a readable safetensors file ({e})",
+            where=where,
+            fix="pass a .safetensors checkpoint (pickled .bin/.pt files are refused for safety)",
+        ) from e

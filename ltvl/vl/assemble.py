@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ltvl.vl.data.store import DatasetInfo, open_split
-from ltvl.util.errors import LtvlError
-from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
-from ltvl.vl.models.base import bert_init_
 from ltvl.pruning.prunable import PrunableSpec
+from ltvl.util.errors import LtvlError
+from ltvl.vl.data.store import DatasetInfo, open_split
+from ltvl.vl.models.base import bert_init_
+from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
 from ltvl.vl.tasks import TaskData, VLModel, get_task
 
 
@@ -52,12 +52,21 @@ def build_vl(spec: VLSpec) -> VLSetup:
     data_dir = Path(spec.data).expanduser()
     info = DatasetInfo.load(data_dir)
     if info.task != spec.task and not (spec.task == "pretrain" and info.task in ("flickr30k", "pretrain")):
-        raise LtvlError(f"dataset {data_dir} is a {info.task!r} dataset, not {spec.task!r}", where="data",
-                        fix="point data at a dataset prepared for this task")
+        raise LtvlError(
+            f"dataset {data_dir} is a {info.task!r} dataset, not {spec.task!r}",
+            where="data",
+            fix="point data at a dataset prepared for this task",
+        )
     if task.needs_regions and preset.kind == "vilt":
-        raise LtvlError(f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",
-                        where="backbone.preset", fix="use a region backbone (uniter/lxmert presets)")
-    train, evaluation = open_split(data_dir, spec.train_split, spec.task), open_split(data_dir, spec.eval_split, spec.task)
+        raise LtvlError(
+            f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",
+            where="backbone.preset",
+            fix="use a region backbone (uniter/lxmert presets)",
+        )
+    train, evaluation = (
+        open_split(data_dir, spec.train_split, spec.task),
+        open_split(data_dir, spec.eval_split, spec.task),
+    )
     tokenizer = load_tokenizer(spec.backbone)
     data = TaskData(task, train, evaluation, tokenizer, spec.max_len, spec.eval_batch_size, spec.eval_limit)
     cache: dict[str, VLModel] = {}
@@ -75,6 +84,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
                 load_head(model, spec.head_checkpoint, info)
             cache["m"] = model
         return copy.deepcopy(cache["m"])
+
     return VLSetup(spec, info, data, factory, preset.prunable)
 
 
@@ -84,17 +94,22 @@ def _task_options(spec: VLSpec, kind: str) -> dict:
             raise LtvlError("objectives apply only to task 'pretrain'", where="objectives", fix="remove it")
         return {}
     from ltvl.vl.tasks.pretrain import OBJECTIVES
+
     region = {"mrfr", "mrc"}
     if spec.objectives is None:  # ViLT has patches, not detector regions: pre-trained with MLM + ITM
         return {"objectives": tuple(o for o in OBJECTIVES if not (kind == "vilt" and o in region))}
     if kind == "vilt" and region & set(spec.objectives):
-        raise LtvlError(f"objectives {sorted(region & set(spec.objectives))} need detector regions; ViLT has patches",
-                        where="objectives", fix="use objectives=[mlm, itm] with ViLT")
+        raise LtvlError(
+            f"objectives {sorted(region & set(spec.objectives))} need detector regions; ViLT has patches",
+            where="objectives",
+            fix="use objectives=[mlm, itm] with ViLT",
+        )
     return {"objectives": tuple(spec.objectives)}
 
 
 def load_head(model: VLModel, path: str, info: DatasetInfo) -> None:
     from ltvl.util.weights import load_safetensors
+
     state = load_safetensors(path, where="head_checkpoint")
     own = model.head.state_dict()
     for k, v in own.items():
@@ -102,8 +117,15 @@ def load_head(model: VLModel, path: str, info: DatasetInfo) -> None:
             raise LtvlError(f"head checkpoint lacks '{k}'", where=str(path))
         if tuple(state[k].shape) != tuple(v.shape):
             n_out = state[k].shape[0]
-            raise LtvlError(f"head tensor '{k}' has shape {list(state[k].shape)}, the model needs {list(v.shape)}"
-                            + (f": the checkpoint's head has {n_out} outputs but the answer vocabulary has "
-                               f"{len(info.answers)} answers" if info.answers and v.shape[0] == len(info.answers) else ""),
-                            where=str(path), fix="use the dataset the head was trained with, or drop head_checkpoint")
+            raise LtvlError(
+                f"head tensor '{k}' has shape {list(state[k].shape)}, the model needs {list(v.shape)}"
+                + (
+                    f": the checkpoint's head has {n_out} outputs but the answer vocabulary has "
+                    f"{len(info.answers)} answers"
+                    if info.answers and v.shape[0] == len(info.answers)
+                    else ""
+                ),
+                where=str(path),
+                fix="use the dataset the head was trained with, or drop head_checkpoint",
+            )
     model.head.load_state_dict(state)

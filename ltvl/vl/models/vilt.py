@@ -29,7 +29,7 @@ class ViltBackbone(VLBackbone):
         self.vilt.embeddings.patch_embeddings.projection.register_forward_hook(self._add_delta)
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "ViltBackbone":
+    def from_pretrained(cls, directory: str) -> ViltBackbone:
         model = ViltModel.from_pretrained(directory)
         return cls(model.config, model)
 

@@ -11,14 +11,22 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from ltvl.core.train import batch_indices, derive_seed
 from ltvl.vl.data.store import DatasetInfo, ImageStore, Split
 from ltvl.vl.models.base import VLBackbone
-from ltvl.core.train import batch_indices, derive_seed
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_len: int, pairs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, padding="max_length", truncation=True,
-                    max_length=max_len, return_tensors="pt")
+def tokenize(
+    tokenizer, texts: Sequence[str], max_len: int, pairs: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    enc = tokenizer(
+        list(texts),
+        list(pairs) if pairs is not None else None,
+        padding="max_length",
+        truncation=True,
+        max_length=max_len,
+        return_tensors="pt",
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
@@ -45,8 +53,9 @@ def image_batch(images: ImageStore, image_ids, prefix: str = "") -> dict[str, to
 
 def mlp_head(hidden: int, out: int) -> nn.Sequential:
     """UNITER's classifier: Linear(h, 2h) → GELU → LayerNorm → Linear(2h, out)."""
-    return nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.LayerNorm(2 * hidden, eps=1e-12),
-                         nn.Linear(2 * hidden, out))
+    return nn.Sequential(
+        nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.LayerNorm(2 * hidden, eps=1e-12), nn.Linear(2 * hidden, out)
+    )
 
 
 def subset(batch: dict, prefix: str) -> dict:
@@ -85,6 +94,7 @@ class VLTask:
     def kl_view(self, out, batch: dict) -> list[torch.Tensor]:
         """The logits R_kl compares (softmax over the last dim); see ltvl.core.adversarial."""
         from ltvl.core.adversarial import distributions
+
         return distributions(out)
 
     def score(self, out, batch: dict) -> dict[str, float]:
@@ -94,11 +104,12 @@ class VLTask:
     def finalize(self, sums: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate(self, model: "VLModel", prep: dict, split: Split, batch_size: int, limit: int | None) -> dict:
+    def evaluate(self, model: VLModel, prep: dict, split: Split, batch_size: int, limit: int | None) -> dict:
         n = len(prep["rows"]) if limit is None else min(limit, len(prep["rows"]))
         sums: dict[str, float] = {}
         dev = next(model.parameters()).device
         from ltvl.core.train import to_device
+
         for start in range(0, n, batch_size):
             rows = torch.arange(start, min(start + batch_size, n))
             batch = to_device(self.collate(prep, split, rows, torch.Generator().manual_seed(start)), dev)
@@ -161,8 +172,11 @@ class TaskData:
 
     def adversarial_parts(self, model: nn.Module, batch: dict):
         """(forward with deltas, the task's own loss, the logits R_kl compares) for ltvl.core.adversarial."""
-        return (lambda text_delta=None, image_delta=None: model(batch, text_delta, image_delta),
-                lambda out: self.task.loss(out, batch), lambda out: self.task.kl_view(out, batch))
+        return (
+            lambda text_delta=None, image_delta=None: model(batch, text_delta, image_delta),
+            lambda out: self.task.loss(out, batch),
+            lambda out: self.task.kl_view(out, batch),
+        )
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ltvl.vl.data.store import DatasetInfo, Split
 from ltvl.util.errors import LtvlError
+from ltvl.vl.data.store import DatasetInfo, Split
 from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, list_column, tokenize
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ltvl.vl.tasks.base import image_batch, mlp_head, subset
 from ltvl.vl.tasks.classify import LabelTask

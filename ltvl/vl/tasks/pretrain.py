@@ -27,17 +27,28 @@ class PretrainTask(VLTask):
     def __init__(self, objectives: tuple[str, ...] = OBJECTIVES):
         bad = [o for o in objectives if o not in OBJECTIVES]
         if bad or not objectives:
-            raise LtvlError(f"unknown pre-training objective(s) {bad}", where="task.objectives",
-                            fix=f"choose from {list(OBJECTIVES)}")
+            raise LtvlError(
+                f"unknown pre-training objective(s) {bad}",
+                where="task.objectives",
+                fix=f"choose from {list(OBJECTIVES)}",
+            )
         self.objectives = tuple(objectives)
 
     def build_head(self, hidden, info):
-        heads = nn.ModuleDict({"mlm": nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12)),
-                               "mrfr": _head(hidden, info.feat_dim), "itm": nn.Linear(hidden, 2)})
+        heads = nn.ModuleDict(
+            {
+                "mlm": nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12)),
+                "mrfr": _head(hidden, info.feat_dim),
+                "itm": nn.Linear(hidden, 2),
+            }
+        )
         if "mrc" in self.objectives:
             if not info.num_labels:
-                raise LtvlError("MRC needs region classes: 'num_labels' in dataset.json and a region_labels column",
-                                where="dataset.json num_labels", fix="add them, or drop 'mrc' from task.objectives")
+                raise LtvlError(
+                    "MRC needs region classes: 'num_labels' in dataset.json and a region_labels column",
+                    where="dataset.json num_labels",
+                    fix="add them, or drop 'mrc' from task.objectives",
+                )
             heads["mrc"] = _head(hidden, info.num_labels)
         return heads
 
@@ -46,8 +57,13 @@ class PretrainTask(VLTask):
         if "mrc" in self.objectives and split.images.region_labels is None:
             raise LtvlError("MRC needs a region_labels column in images.parquet", where=f"{split.name}/images.parquet")
         special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "special": special,
-                "mask_id": tokenizer.mask_token_id, **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+        return {
+            "rows": torch.arange(ex.num_rows),
+            "image_id": column(ex, "image_id"),
+            "special": special,
+            "mask_id": tokenizer.mask_token_id,
+            **tokenize(tokenizer, ex["text"].to_pylist(), max_len),
+        }
 
     def collate(self, prep, split, rows, gen):
         ids, att = prep["input_ids"][rows], prep["attention_mask"][rows]
@@ -67,31 +83,47 @@ class PretrainTask(VLTask):
         other = torch.where(img_ids[other] == img_ids[rows], (other + n // 2) % n, other)
         itm_neg = torch.rand(len(rows), generator=gen) < 0.5
         itm_texts = torch.where(itm_neg, other, rows)
-        return {"input_ids": ids, "attention_mask": att, "mlm_input_ids": torch.where(pick, prep["mask_id"], ids),
-                "mlm_labels": mlm_labels, "region_pick": region_pick,
-                "itm_input_ids": prep["input_ids"][itm_texts], "itm_attention_mask": prep["attention_mask"][itm_texts],
-                "itm_labels": (~itm_neg).long(), **img}
+        return {
+            "input_ids": ids,
+            "attention_mask": att,
+            "mlm_input_ids": torch.where(pick, prep["mask_id"], ids),
+            "mlm_labels": mlm_labels,
+            "region_pick": region_pick,
+            "itm_input_ids": prep["input_ids"][itm_texts],
+            "itm_attention_mask": prep["attention_mask"][itm_texts],
+            "itm_labels": (~itm_neg).long(),
+            **img,
+        }
 
     def forward(self, backbone, head, batch, text_delta=None, image_delta=None):
         img = {k: batch[k] for k in ("features", "boxes", "image_mask", "pixels") if k in batch}
         out = {}
         if "mlm" in self.objectives:
-            o = backbone({"input_ids": batch["mlm_input_ids"], "attention_mask": batch["attention_mask"], **img},
-                         text_delta, image_delta)
+            o = backbone(
+                {"input_ids": batch["mlm_input_ids"], "attention_mask": batch["attention_mask"], **img},
+                text_delta,
+                image_delta,
+            )
             h = head["mlm"](o.text[batch["mlm_labels"] != -100])
             out["mlm"] = h @ backbone.word_embeddings().weight.T  # decoder tied to the word embeddings
         if "mrfr" in self.objectives or "mrc" in self.objectives:
             masked = dict(img, features=batch["features"].masked_fill(batch["region_pick"][..., None], 0.0))
-            o = backbone({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **masked},
-                         text_delta, image_delta)
+            o = backbone(
+                {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **masked},
+                text_delta,
+                image_delta,
+            )
             hid = o.image[batch["region_pick"]]
             if "mrfr" in self.objectives:
                 out["mrfr"] = head["mrfr"](hid)
             if "mrc" in self.objectives:
                 out["mrc"] = head["mrc"](hid)
         if "itm" in self.objectives:
-            o = backbone({"input_ids": batch["itm_input_ids"], "attention_mask": batch["itm_attention_mask"], **img},
-                         text_delta, image_delta)
+            o = backbone(
+                {"input_ids": batch["itm_input_ids"], "attention_mask": batch["itm_attention_mask"], **img},
+                text_delta,
+                image_delta,
+            )
             out["itm"] = head["itm"](o.pooled)
         return out
 

@@ -15,19 +15,29 @@ class RefCOCOTask(CrossEntropyAccuracy, VLTask):
     needs_regions = True
 
     def build_head(self, hidden, info):
-        return nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12), nn.Linear(hidden, 1))
+        return nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12), nn.Linear(hidden, 1)
+        )
 
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
         target = torch.from_numpy(column(ex, "target_region").astype("int64"))
         if len(target) and (target.min() < 0 or target.max() >= split.info.num_regions):
             raise LtvlError(f"target_region must be in [0, {split.info.num_regions})", where="examples.target_region")
-        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "target": target,
-                **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+        return {
+            "rows": torch.arange(ex.num_rows),
+            "image_id": column(ex, "image_id"),
+            "target": target,
+            **tokenize(tokenizer, ex["text"].to_pylist(), max_len),
+        }
 
     def collate(self, prep, split, rows, gen):
-        return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
-                "target": prep["target"][rows], **image_batch(split.images, prep["image_id"][rows.numpy()])}
+        return {
+            "input_ids": prep["input_ids"][rows],
+            "attention_mask": prep["attention_mask"][rows],
+            "target": prep["target"][rows],
+            **image_batch(split.images, prep["image_id"][rows.numpy()]),
+        }
 
     def forward(self, backbone, head, batch, text_delta=None, image_delta=None):
         out = backbone(batch, text_delta, image_delta)
