@@ -156,3 +156,18 @@ def test_cluster_bad_input_is_refused_before_anything_starts(tmp_path):
     assert res.exit_code != 0 and "ltvl cluster up" in str(res.exception)
     res = CliRunner().invoke(app, ["cluster", "status", "--dir", str(tmp_path / "none")])
     assert res.exit_code == 0 and "no local cluster recorded" in res.output
+
+
+def test_the_cluster_brings_its_own_auth_token(tmp_path, monkeypatch):
+    """`ray start --head` with token auth refuses to start without a token: a fresh machine has
+    no ~/.ray/auth_token, so the cluster makes its own (private to the user) and exports its path."""
+    from ltvl.cluster.local import ensure_token
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    path = Path(ensure_token(tmp_path))
+    assert path.parent == tmp_path and len(path.read_text()) == 64
+    assert path.stat().st_mode & 0o077 == 0  # nobody else can read it
+    assert ensure_token(tmp_path) == str(path) and len(path.read_text()) == 64  # kept, not regenerated
+    state = ClusterState(str(tmp_path), 1, 2, None, token_path=str(path))
+    assert state.env()["RAY_AUTH_TOKEN_PATH"] == str(path)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/elsewhere/token")
+    assert ensure_token(tmp_path / "other") == "/elsewhere/token"  # the user's own token wins

@@ -216,3 +216,10 @@ def test_the_dense_store_of_a_chain_is_found_for_format0_roots(tmp_path):
     spec = dataclasses.replace(spec, prunable=PrunableSpec())
     assert ChainStore(tmp_path / "r", spec, writer=False).dir.name == "b5f888e096b2b7a4"
     assert DenseStore(tmp_path / "r", DenseSpec.of(spec), writer=False).dir.name == "61dd55bdceef96d5"
+
+
+def test_readme_documents_every_parameter_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    for name, default in DEFAULTS.items():
+        shown = "null" if default is None else default
+        assert f"| `{name}` | `{shown}` | {INFO[name].role} |" in readme, f"README's parameter table lacks {name}"

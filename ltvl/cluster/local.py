@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -58,6 +59,7 @@ class ClusterState:
     mlflow_port: int | None
     ray_tmp: str = ""
     services: list[Service] = field(default_factory=list)
+    token_path: str = ""  # Ray's auth token for this cluster (RAY_AUTH_TOKEN_PATH); never ~/.ray
     nodes: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
 
     @property
@@ -75,6 +77,8 @@ class ClusterState:
     def env(self) -> dict[str, str]:
         """What a shell (or a job) needs to talk to this cluster."""
         out = {"RAY_ADDRESS": self.dashboard, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        if self.token_path:
+            out["RAY_AUTH_TOKEN_PATH"] = self.token_path
         if self.tracking_uri:
             out["MLFLOW_TRACKING_URI"] = self.tracking_uri
         return out
@@ -98,9 +102,25 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-def service_env(mlflow_port: int | None) -> dict[str, str]:
+def ensure_token(directory: Path) -> str:
+    """The cluster's Ray auth token file: the user's (``RAY_AUTH_TOKEN_PATH``) if set, else one
+    made for this cluster in its state directory. ``ray start --head`` with token auth refuses to
+    start without one, and relying on ``~/.ray/auth_token`` would make a fresh machine fail."""
+    if given := os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return given
+    path = Path(directory) / "auth_token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return str(path)
+
+
+def service_env(mlflow_port: int | None, token_path: str = "") -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if token_path and "RAY_AUTH_TOKEN" not in os.environ:
+        env["RAY_AUTH_TOKEN_PATH"] = token_path
     if mlflow_port:  # jobs on this cluster log to its MLflow server unless told otherwise
         env["MLFLOW_TRACKING_URI"] = f"http://{LOOPBACK}:{mlflow_port}"
     env.pop("RAY_ADDRESS", None)
@@ -173,8 +193,9 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
     # runtime-env files (the job's working_dir) and find each other via ray_current_cluster.
     # It is short and under /tmp because Ray's unix sockets live there (107-byte path limit).
     ray_tmp = tempfile.mkdtemp(prefix="ltvl-ray-", dir="/tmp")
-    state = ClusterState(str(directory), free_port(), free_port(), free_port() if with_mlflow else None, ray_tmp)
-    env = service_env(state.mlflow_port)
+    state = ClusterState(str(directory), free_port(), free_port(), free_port() if with_mlflow else None, ray_tmp,
+                         token_path="" if "RAY_AUTH_TOKEN" in os.environ else ensure_token(directory))
+    env = service_env(state.mlflow_port, state.token_path)
     store = ["--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
     try:
         head = _spawn("ray-head", [

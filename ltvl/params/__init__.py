@@ -1,0 +1,1 @@
+"""Chain parameters: declared once (:mod:`ltvl.params.schema`), resolved once (:mod:`ltvl.params.resolve`)."""

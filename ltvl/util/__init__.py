@@ -1,0 +1,1 @@
+"""Small shared utilities: errors, atomic writes and hashes, stable locations, safetensors loading."""
