@@ -31,20 +31,15 @@ from ltvl.vl.assemble import build_vl
 from ltvl.vl.datasets import resolve_dataset
 
 
+def _common_metrics(r: RoundResult | TicketRound) -> dict:
+    """What every reported round carries, chain round or ticket round alike."""
+    return {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
+            "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "mask_path": r.mask_path, "replayed": r.replayed}
+
+
 def round_metrics(r: RoundResult) -> dict:
-    out = {
-        "round": r.round,
-        "sparsity": r.sparsity,
-        "metric": r.metrics["metric"],
-        "train_loss": r.train_loss,
-        "wall_s": r.wall_s,
-        "mask_sha256": r.mask_sha256,
-        "parent_sha256": r.parent_sha256 or "",
-        "chain_sha256": r.chain_sha256,
-        "replayed": r.replayed,
-        "steps_trained": r.steps_trained,
-        "mask_path": r.mask_path,
-    }
+    out = {**_common_metrics(r), "parent_sha256": r.parent_sha256 or "", "chain_sha256": r.chain_sha256,
+           "steps_trained": r.steps_trained}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     return out
@@ -186,22 +181,9 @@ def train_tickets(config: dict) -> None:
     other = load_safetensors(prime, "prime_checkpoint") if prime else None
 
     def report(r: TicketRound) -> None:
-        metrics = {
-            "round": r.round,
-            "sparsity": r.sparsity,
-            "metric": r.metrics["metric"],
-            "train_loss": r.train_loss,
-            "wall_s": r.wall_s,
-            "mask_sha256": r.mask_sha256,
-            "source_mask_sha256": r.source_mask_sha256,
-            "baseline": r.baseline,
-            "source_task": r.source_task,
-            "ticket": r.ticket,
-            "mask_path": r.mask_path,
-            "replayed": r.replayed,
-            "steps_trained": 0 if r.replayed else r.steps_trained,
-            "nodes": w.nodes,
-        }
+        metrics = {**_common_metrics(r), "source_mask_sha256": r.source_mask_sha256, "baseline": r.baseline,
+                   "source_task": r.source_task, "ticket": r.ticket,
+                   "steps_trained": 0 if r.replayed else r.steps_trained, "nodes": w.nodes}
         if w.rank == 0 and not r.replayed:
             _log_round(r)
         ray.train.report(metrics)
