@@ -36,6 +36,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from ltvl.core.identity import FORMAT
 from ltvl.core.store import Spec, SpecStore
 from ltvl.core.train import RewindPoint, TrainConfig
 from ltvl.pruning.mask import Mask
@@ -99,12 +100,15 @@ class DenseStore(SpecStore):
     # --- the dense run's result -------------------------------------------------------------
     def record(self) -> DenseRecord | None:
         f = self.dir / "record.json"
-        return DenseRecord(**json.loads(f.read_text())) if f.exists() else None
+        if not f.exists():
+            return None
+        return DenseRecord(**{k: v for k, v in json.loads(f.read_text()).items() if k != "format"})
 
     def put_result(self, rec: DenseRecord, final_bytes: bytes) -> None:
         if self.writer:
             atomic_write_bytes(self.dir / "final.safetensors", final_bytes)  # before the record that names it
-            atomic_write_text(self.dir / "record.json", json.dumps(dataclasses.asdict(rec), indent=2, sort_keys=True))
+            atomic_write_text(self.dir / "record.json", json.dumps({"format": FORMAT, **dataclasses.asdict(rec)},
+                                                                   indent=2, sort_keys=True))
 
     def final_weights(self, rec: DenseRecord) -> dict[str, torch.Tensor]:
         data = (self.dir / "final.safetensors").read_bytes()
