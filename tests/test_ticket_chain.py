@@ -63,7 +63,9 @@ def test_ticket_bad_input(chain, tmp_path):
     from ltvl.params.resolve import resolve_ticket
     with pytest.raises(LtvlError, match="params.ticket: unknown ticket 'lucky'"):
         resolve_ticket({"ticket": "lucky", "source": {}})
-    with pytest.raises(LtvlError, match="ticket source must be"):
+    with pytest.raises(LtvlError, match="params.source must be dict or list, got int 3"):
         resolve_ticket({"ticket": "imp", "source": 3})
+    with pytest.raises(LtvlError, match="ticket source must be a chain's params or a list of mask files"):
+        resolve_ticket({"ticket": "imp", "source": [3]})
     with pytest.raises(LtvlError, match="prime_checkpoint"):
         resolve_ticket({"ticket": "theta0_prime", "source": {}})

@@ -9,6 +9,8 @@ import sys
 import ray
 from ray import tune
 
+from ltvl.params.schema import DEFAULTS
+from ltvl.ray.space import trial_params
 from ltvl.ray.stages import run_chains
 
 spec = json.loads(open(sys.argv[1]).read())
@@ -24,7 +26,8 @@ if spec.get("tracking_uri"):  # lineage into MLflow, as the sweep entry points d
     callbacks = [LineageCallback(tracker, spec["root"])]
 grid = run_chains(space, root=spec["root"], storage=spec["storage"], name=spec["name"], resume=spec["resume"],
                   max_concurrent_trials=1, callbacks=callbacks)
-out = [{"config": {k: r.config[k] for k in spec["space"]}, "error": str(r.error) if r.error else None,
+out = [{"config": {k: {**DEFAULTS, **trial_params(r.config)}[k] for k in spec["space"]},
+        "error": str(r.error) if r.error else None,
         "rounds": list(r.metrics_dataframe["round"]) if r.metrics_dataframe is not None else [],
         "iterations": list(r.metrics_dataframe["training_iteration"]) if r.metrics_dataframe is not None else [],
         "masks": list(r.metrics_dataframe["mask_sha256"]) if r.metrics_dataframe is not None else [],
