@@ -48,8 +48,12 @@ class ListenerSampler(threading.Thread):
 @pytest.mark.long
 def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(tmp_path):
     cdir = tmp_path / "cluster"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "LTVL_HOME": str(tmp_path / "home")}
-    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+    # its own HOME: nothing the cluster or the job writes under ~ (e.g. ~/.ray) may touch the user's,
+    # and nothing already there (a token from an earlier run) may make this test pass
+    (tmp_path / "user").mkdir()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "LTVL_HOME": str(tmp_path / "home"),
+           "HOME": str(tmp_path / "user")}
+    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(k, None)
     bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)  # not ours: must survive `down`
     rc, out = _local_sh("up", "--dir", str(cdir), env=env)
