@@ -60,14 +60,13 @@ def test_each_parameter_changes_exactly_the_identities_its_role_declares(name):
 
 
 def test_identity_hashes_only_non_default_fields():
+    from ltvl.core.identity import identity
     a = resolve_chain({})
     assert resolve_chain({"steps": DEFAULTS["steps"], "lr": DEFAULTS["lr"]}).chain.sha256 == a.chain.sha256
-    doc = ChainStore("/nonexistent", a.chain, writer=False)
-    assert doc.format == 1
-    ident = json.dumps(dataclasses.asdict(a.chain.schedule))
-    assert "geometric" in ident  # sanity: the schedule is there …
-    from ltvl.core.identity import identity
-    assert "scope" not in identity(a.chain) and "method" not in identity(a.chain)  # … defaults are not hashed
+    ident = identity(a.chain)
+    assert ident["schedule"] == {"rate": 0.5}  # the schema's rate differs from Schedule's default; kind does not
+    assert "scope" not in ident and "method" not in ident and "finetune_adversarial" not in ident
+    assert ChainStore("/nonexistent", a.chain, writer=False).format == 1
 
 
 def _toy_chain(root, train=None):
@@ -223,3 +222,28 @@ def test_readme_documents_every_parameter_with_its_default():
     for name, default in DEFAULTS.items():
         shown = "null" if default is None else default
         assert f"| `{name}` | `{shown}` | {INFO[name].role} |" in readme, f"README's parameter table lacks {name}"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("resources.cpus_per_worker=0", "resources.cpus_per_worker must be > 0"),
+    ("resources.max_failures=-1", "resources.max_failures must be >= 0"),
+    ("resources.max_concurrent_trials=0", "resources.max_concurrent_trials must be >= 1"),
+    ("search.num_samples=0", "search.num_samples must be >= 1"),
+    ("search.algorithm=bayes", "unknown search 'bayes'"),
+    ("early_stop.kind=soon", "unknown early_stop 'soon'"),
+    ("early_stop.p=1.5", "early-stop fraction 1.5 outside"),
+    ("baselines=[lucky]", r"(?s)baselines\[0\]: unknown ticket 'lucky'"),
+    ("transfer_to=[vqq]", r"(?s)transfer_to\[0\]: unknown task 'vqq'.*did you mean 'vqa'"),
+])
+def test_bad_sweep_options_are_refused_with_the_key(setting, message):
+    with pytest.raises(LtvlError, match=message):
+        load_config("rewind_grid", None, [setting])
+
+
+def test_python_api_options_are_checked():
+    from ltvl.sweep.options import SweepOptions
+    with pytest.raises(LtvlError, match="unknown sweep option 'num_wrkers'"):
+        SweepOptions.from_flat(num_wrkers=2)
+    opts = SweepOptions.from_flat(num_workers=2, early_stop="asha", search="optuna", driver_resources=(("d", 1),))
+    assert (opts.resources.num_workers, opts.early_stop.kind, opts.search.algorithm) == (2, "asha", "optuna")
+    assert opts.resources.driver_resources == {"d": 1}

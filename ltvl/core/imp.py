@@ -29,8 +29,7 @@ from torch import nn
 
 from ltvl.core.adversarial import AdvConfig
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
-from ltvl.core.identity import FORMAT
-from ltvl.core.store import Spec, SpecStore
+from ltvl.core.store import Record, Spec, SpecStore
 from ltvl.core.train import RewindPoint, TrainConfig, Trainer, TrainOutcome, derive_seed
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
@@ -69,7 +68,7 @@ class ChainSpec(Spec):
 
 
 @dataclass
-class RoundResult:
+class RoundResult(Record):
     chain_sha256: str  # the chain's identity (its store's hash)
     round: int
     sparsity: float
@@ -86,18 +85,7 @@ class RoundResult:
     fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)
     replayed: bool = False  # True when read back from disk on resume rather than computed now
 
-    def record(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("replayed")
-        return {"format": FORMAT, **d}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> RoundResult:
-        """A finished round read back (format 0 named the chain hash ``chain``)."""
-        d = {k: v for k, v in rec.items() if k != "format"}
-        if "chain" in d:
-            d["chain_sha256"] = d.pop("chain")
-        return cls(**d, replayed=True)
+    RENAMED = {"chain": "chain_sha256"}  # format 0 called the chain's hash ``chain``
 
 
 @dataclass

@@ -8,6 +8,7 @@ it was written with, so its records, masks and MLflow keys stay valid and nothin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -51,6 +52,23 @@ def locate(parent: Path, spec: Any) -> tuple[str, Path, int]:
         if "format" not in raw and identity_from_format0(raw, type(spec)) == want:
             return json_sha256(raw), cand, 0
     return sha, current, FORMAT
+
+
+class Record:
+    """Mixin for the records a store keeps per round: written with the format version, read back
+    (``replayed``) from any format. ``RENAMED`` maps older field names to current ones."""
+
+    RENAMED: dict[str, str] = {}
+
+    def record(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("replayed")
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]):
+        d = {cls.RENAMED.get(k, k): v for k, v in rec.items() if k != "format"}
+        return cls(**d, replayed=True)
 
 
 class SpecStore:

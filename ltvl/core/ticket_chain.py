@@ -14,7 +14,6 @@ Imports neither Ray nor MLflow.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -26,8 +25,7 @@ import torch
 from torch import nn
 
 from ltvl.core.baselines import Baseline, train_ticket
-from ltvl.core.identity import FORMAT
-from ltvl.core.store import Spec, SpecStore
+from ltvl.core.store import Record, Spec, SpecStore
 from ltvl.core.train import TrainConfig, Trainer, derive_seed
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
@@ -66,7 +64,7 @@ class TicketStore(SpecStore):
 
 
 @dataclass
-class TicketRound:
+class TicketRound(Record):
     ticket: str  # TicketSpec sha256
     round: int  # the source round whose mask this is
     baseline: str
@@ -82,14 +80,6 @@ class TicketRound:
     steps_trained: int
     replayed: bool = False
 
-    def record(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("replayed")
-        return {"format": FORMAT, **d}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> TicketRound:
-        return cls(**{k: v for k, v in rec.items() if k != "format"}, replayed=True)
 
 
 def chain_masks(root: str | Path, source: Any) -> tuple[str, list[SourceMask]]:

@@ -20,7 +20,7 @@ from ltvl.core.baselines import Baseline
 from ltvl.core.dense import DenseSpec
 from ltvl.core.imp import ChainSpec, ChainStore
 from ltvl.core.train import TrainConfig
-from ltvl.params.schema import CONTEXT_KEYS, DEFAULTS, MAX_ROUNDS, TICKET_KEYS, ChainParams, check
+from ltvl.params.schema import CONTEXT_KEYS, DEFAULTS, INFO, MAX_ROUNDS, TICKET_KEYS, ChainParams, check
 from ltvl.pruning import Method, Schedule
 from ltvl.pruning.schedule import rounds_needed
 from ltvl.util.errors import LtvlError
@@ -112,9 +112,10 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
                         fix="resolve it with resolve_ticket")
     p = check(raw, where)
     data = data_for(p)
-    if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in _tasks():
+    tasks = INFO["task"].allowed()
+    if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in tasks:
         raise LtvlError(f"data {data!r} names no task", where=f"{where}.data",
-                        fix=f"synthetic:<task> with a task of {', '.join(_tasks())}, or synthetic:{{task}}")
+                        fix=f"synthetic:<task> with a task of {', '.join(tasks)}, or synthetic:{{task}}")
     adv = AdvConfig(enabled=p.adv_use != "off", modality=p.adv_modality, epsilon=p.adv_epsilon,
                     step_size=p.adv_step_size, steps=p.adv_steps, kl_weight=p.adv_kl)
     train = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
@@ -157,8 +158,3 @@ def resolve(raw: Mapping[str, Any], where: str = "params", data_path: str | None
     if isinstance(raw, Mapping) and raw.get("ticket") is not None:
         return resolve_ticket(raw, where, data_path)
     return resolve_chain(raw, where, data_path)
-
-
-def _tasks() -> tuple[str, ...]:
-    from ltvl.vl.tasks import TASK_DESCRIPTIONS
-    return tuple(TASK_DESCRIPTIONS)

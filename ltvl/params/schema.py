@@ -46,11 +46,10 @@ class ParamInfo:
 
 
 def param(default: Any, help: str, role: str, type: type | tuple[type, ...] | None = None, **info: Any) -> Any:
-    return field(default=default, metadata={"param": ParamInfo(type or builtin_type(default), help, role, **info)})
+    return field(default=default, metadata={"param": ParamInfo(type or type_of(default), help, role, **info)})
 
 
-def builtin_type(default: Any) -> type:
-    return type(default)
+type_of = type  # `type` is shadowed by param()'s argument of that name
 
 
 def _tasks() -> tuple[str, ...]:

@@ -53,7 +53,7 @@ class EarlyStop:
     def validate(self, where: str = "early_stop") -> None:
         if self.kind not in EARLY_STOPS:
             raise LtvlError(f"unknown early_stop {self.kind!r}", where=f"{where}.kind", fix=", ".join(EARLY_STOPS))
-        if self.kind != "off" and not 0 < self.p <= 1:
+        if not 0 < self.p <= 1:  # checked even while off: a typo should not wait for the day it is switched on
             raise LtvlError(f"early-stop fraction {self.p} outside (0, 1]", where=f"{where}.p", fix="e.g. 0.9")
 
 
