@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -254,17 +255,66 @@ def data_prepare(
 def data_synth(
     task: Annotated[str, typer.Argument(help="task name (see `ltvl list`)")],
     out: Annotated[Path, typer.Option(help="output directory")],
-    n_train: Annotated[int, typer.Option()] = 1024,
-    n_test: Annotated[int, typer.Option()] = 256,
+    examples: Annotated[Optional[int], typer.Option(help="train examples (default: --images, else 1024)")] = None,
+    images: Annotated[Optional[int], typer.Option(help="train images (VQA: questions share them)")] = None,
+    regions: Annotated[int, typer.Option(help="regions per image (>= 9)")] = 9,
+    feat_dim: Annotated[int, typer.Option(help="region feature width (UNITER: 2048)")] = 16,
+    min_regions: Annotated[Optional[int], typer.Option(help="vary region counts in [min, --regions]")] = None,
+    test_examples: Annotated[Optional[int], typer.Option(help="test examples (default: train/10, at most 256)")] = None,
+    test_images: Annotated[Optional[int], typer.Option(help="test images (VQA)")] = None,
+    pixels: Annotated[bool, typer.Option(help="store PNG images too (ViLT)")] = True,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Write a synthetic dataset for TASK whose labels depend on both image and text."""
-    from ltvl.vl.data.synthetic import make_synthetic
+    """Write a synthetic TASK dataset of any size, streaming (bounded memory); its labels depend on
+    both image and text, so models can learn it. Paper shape: `--images 60000 --regions 36 --feat-dim 2048`."""
+    from ltvl.vl.data.synthetic import Shape, make_synthetic
     from ltvl.vl.tasks import get_task
 
     get_task(task)
-    info = make_synthetic(task, out, n_train, n_test, seed)
-    console.print(f"wrote {out}: synthetic {info.task}, {n_train} train / {n_test} test")
+    n_train = examples or images or 1024
+    n_test = test_examples or max(1, min(256, n_train // 10))
+    t_images = test_images or (max(1, min(n_test, (images or n_train) // 10)) if images else None)
+    started = time.perf_counter()
+    info = make_synthetic(task, out, n_train, n_test, seed, shape=Shape(regions, feat_dim, min_regions, pixels),
+                          train_images=images, test_images=t_images)
+    console.print(f"wrote {out}: synthetic {info.task}, {n_train:,} train / {n_test:,} test examples, "
+                  f"{info.num_regions} regions x {info.feat_dim}-d, {info.total_bytes / 1e9:.2f} GB "
+                  f"in {time.perf_counter() - started:.1f} s")
+
+
+@data_app.command("info")
+def data_info(
+    directory: Annotated[str, typer.Argument(metavar="DIR", help="a dataset directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    verify: Annotated[bool, typer.Option(help="check every file's sha256 against the manifest")] = False,
+) -> None:
+    """Format version, splits, row counts and bytes on disk of a dataset."""
+    from ltvl.vl.data.inspect import describe
+
+    d = describe(Path(directory), verify)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    console.print(f"{directory}: format {d['format']}, task {d['task']}, {d['num_regions']} regions max "
+                  f"x {d['feat_dim']}-d, {d['bytes'] / 1e9:.3f} GB, content {d['content_sha256'][:12]}")
+    t = Table("split", "images", "examples", "bytes")
+    for name, sp in d["splits"].items():
+        t.add_row(name, f"{sp['images']:,}", f"{sp['examples']:,}", f"{sp['bytes']:,}")
+    console.print(t)
+    if verify:
+        console.print("every file matches its sha256")
+
+
+@data_app.command("migrate")
+def data_migrate(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="a format-0 (Parquet) dataset")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+) -> None:
+    """Convert a dataset written by an older ltvl (Parquet, format 0) to the current layout."""
+    from ltvl.vl.data.migrate import migrate
+
+    info = migrate(directory, out)
+    console.print(f"wrote {out}: format {info.format}, {info.total_bytes / 1e9:.3f} GB")
 
 
 @app.command("list")

@@ -1,6 +1,22 @@
+import os
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ltvl_home(tmp_path_factory):
+    """Every test session gets its own LTVL_HOME: datasets ltvl prepares, the prep cache and the
+    MLflow store start empty, so nothing an earlier run left in ~/.ltvl can make a test pass."""
+    old = os.environ.get("LTVL_HOME")
+    path = tmp_path_factory.mktemp("ltvl_home")
+    os.environ["LTVL_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LTVL_HOME", None)
+    else:
+        os.environ["LTVL_HOME"] = old
 
 
 @pytest.fixture

@@ -145,9 +145,18 @@ def test_list_and_data_commands(tmp_path):
     assert listing.returncode == 0
     for name in ("minilm", "uniter-base", "lxmert-base", "vilt-base", "tiny", "vqa", "refcoco_plus", "pretrain"):
         assert name in listing.stdout
-    res = ltvl("data", "synth", "nlvr2", "--out", tmp_path / "syn", "--n-train", "16", "--n-test", "8")
+    res = ltvl("data", "synth", "nlvr2", "--out", tmp_path / "syn", "--examples", "16", "--test-examples", "8")
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "syn" / "train" / "examples.parquet").exists()
+    info = ltvl("data", "info", tmp_path / "syn", "--json", "--verify")
+    assert info.returncode == 0, info.stderr
+    d = json.loads(info.stdout)
+    assert d["format"] == 1 and d["splits"]["train"] == {"images": 32, "examples": 16,
+                                                          "bytes": d["splits"]["train"]["bytes"]}
+    assert d["bytes"] == sum(p.stat().st_size for p in (tmp_path / "syn").rglob("*.arrow"))
+    damaged = tmp_path / "syn" / "test" / "images.arrow"
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    bad = ltvl("data", "info", tmp_path / "syn", "--verify")
+    assert bad.returncode == 2 and "test/images.arrow" in bad.stderr and "sha256" in bad.stderr
     res = ltvl("data", "prepare", "easy-vqa", "--out", tmp_path / "evqa", "--limit", "50")
     assert res.returncode == 0, res.stderr and "13 answers" in res.stdout
     bad = ltvl("data", "prepare", "coco", "--out", tmp_path / "x")

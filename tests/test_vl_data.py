@@ -1,33 +1,62 @@
-"""Arrow datasets: schema declaration and checks, synthetic generators, the easy-VQA importer."""
+"""Arrow datasets: layout, checks before compute, synthetic generators, the easy-VQA importer,
+migration from format 0, the prep cache and the loader's determinism."""
 
 import json
+import pickle
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ltvl.util.errors import LtvlError
+from ltvl.vl.data.info import DatasetInfo
 from ltvl.vl.data.schema import TASK_COLUMNS
-from ltvl.vl.data.store import DatasetInfo, open_split, write_table
-from ltvl.vl.data.synthetic import COLOURS, make_synthetic
+from ltvl.vl.data.store import open_split
+from ltvl.vl.data.synthetic import COLOURS, Shape, make_synthetic
+from ltvl.vl.data.writer import DatasetWriter
+
+
+def replace_file(directory, rel: str, table: pa.Table) -> None:
+    """Rewrite one dataset file and its manifest entry (a hand-edited dataset, not a truncated one)."""
+    path = directory / rel
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    meta = json.loads((directory / "dataset.json").read_text())
+    meta["files"][rel]["bytes"] = path.stat().st_size
+    (directory / "dataset.json").write_text(json.dumps(meta))
+
+
+def read(directory, rel: str) -> pa.Table:
+    return pa.ipc.open_file(str(directory / rel)).read_all()
 
 
 @pytest.mark.parametrize("task", sorted(TASK_COLUMNS))
 def test_synthetic_dataset_matches_declared_schema(tmp_path, task):
     info = make_synthetic(task, tmp_path, n_train=40, n_test=10)
     split = open_split(tmp_path, "train")
-    assert split.examples.num_rows == 40 and info.task == task
+    assert split.examples.num_rows == 40 and info.task == task and info.format == 1
     for name, typ in TASK_COLUMNS[task].items():
         assert split.examples.schema.field(name).type == typ
-    assert split.images.features.shape[1:] == (info.num_regions, info.feat_dim)
-    assert split.images.pixels.shape[1:] == (3, info.image_size, info.image_size)
+    b = split.images.batch(split.examples["image_id"].to_numpy()[:3])
+    assert b["features"].shape == (3, info.num_regions, info.feat_dim) and b["features"].dtype == torch.float16
+    assert b["pixels"].shape == (3, 3, info.image_size, info.image_size) and b["pixels"].dtype == torch.uint8
+    assert set(info.files) == {f"{s}/{f}" for s in ("train", "test") for f in ("images.arrow", "examples.arrow")}
+
+
+def test_columns_use_64_bit_offsets(tmp_path):
+    """int32 list offsets overflow at 2^31 values (VQA v2 holds 9.1e9): every list column is large."""
+    make_synthetic("pretrain", tmp_path, n_train=8, n_test=4)
+    schema = read(tmp_path, "train/images.arrow").schema
+    for name in ("features", "boxes", "region_labels"):
+        assert pa.types.is_large_list(schema.field(name).type), name
+    assert pa.types.is_large_binary(schema.field("image").type)
 
 
 def _colours_of(split, image_id):
     """Recover the colour grid from the stored features (one-hot code + noise)."""
-    feats = split.images.features[split.images.index[image_id]].float()
-    return feats[:, : len(COLOURS)].argmax(1).tolist()
+    return split.images.features(image_id)[:9, : len(COLOURS)].astype(np.float32).argmax(1).tolist()
 
 
 def test_synthetic_labels_depend_on_the_image(tmp_path):
@@ -37,9 +66,33 @@ def test_synthetic_labels_depend_on_the_image(tmp_path):
     answers = [a[0] for a in s.examples["answer_ids"].to_pylist()]
     for t, i, a in zip(texts, ids, answers):  # "is <colour> the main colour?"
         colour = COLOURS.index(t.split()[1])
-        grid = _colours_of(s, i)
-        assert a == int(grid.count(colour) >= 5)  # the answer is a fact about image *and* question
+        assert a == int(_colours_of(s, i).count(colour) >= 5)  # a fact about image *and* question
     assert 0.3 < np.mean(answers) < 0.7  # and not a constant
+
+
+def test_vqa_questions_share_images_and_stream_in_chunks(tmp_path):
+    make_synthetic("vqa", tmp_path, n_train=1000, n_test=20, train_images=100, test_images=5, chunk=30)
+    s = open_split(tmp_path, "train")
+    assert s.images.num_images == 100 and s.examples.num_rows == 1000
+    assert np.bincount(s.examples["image_id"].to_numpy()).tolist() == [10] * 100
+    assert read(tmp_path, "train/images.arrow").to_batches()[0].num_rows == 30  # one record batch per chunk
+
+
+def test_variable_region_counts_pad_only_to_the_batch(tmp_path):
+    make_synthetic("vqa", tmp_path, 40, 8, shape=Shape(regions=36, feat_dim=24, min_regions=10))
+    s = open_split(tmp_path, "train")
+    counts = s.images.num_regions
+    assert counts.min() >= 10 and counts.max() <= 36 and len(set(counts.tolist())) > 5
+    on_disk = read(tmp_path, "train/images.arrow")["features"]
+    assert sum(len(v) for v in on_disk.chunks[0].to_pylist()) == counts.sum() * 24  # no padding stored
+    ids = [0, 1, 2]
+    b = s.images.batch(ids)
+    assert b["features"].shape[1] == counts[:3].max()
+    for i, k in enumerate(ids):
+        n = counts[k]
+        assert b["image_mask"][i].sum() == n
+        assert torch.equal(b["features"][i, :n], torch.from_numpy(s.images.features(k).copy()))
+        assert not b["features"][i, n:].any()
 
 
 def test_refcoco_target_is_the_named_region(tmp_path):
@@ -53,41 +106,129 @@ def test_refcoco_target_is_the_named_region(tmp_path):
 
 def test_missing_and_mistyped_columns_are_named(tmp_path):
     make_synthetic("gqa", tmp_path, n_train=20, n_test=5)
-    path = tmp_path / "train" / "examples.parquet"
-    table = pq.read_table(path)
-    write_table(table.drop(["label"]), path)
+    table = read(tmp_path, "train/examples.arrow")
+    replace_file(tmp_path, "train/examples.arrow", table.drop(["label"]))
     with pytest.raises(LtvlError, match="missing column 'label'"):
         open_split(tmp_path, "train")
-    write_table(
-        table.set_column(table.schema.get_field_index("label"), "label", table["label"].cast(pa.string())), path
-    )
+    replace_file(tmp_path, "train/examples.arrow",
+                 table.set_column(table.schema.get_field_index("label"), "label", table["label"].cast(pa.string())))
     with pytest.raises(LtvlError, match="column 'label' has type string, expected int32"):
         open_split(tmp_path, "train")
 
 
-def test_feature_dimension_mismatch_is_reported(tmp_path):
+def test_feature_width_that_differs_from_dataset_json_is_named(tmp_path):
     make_synthetic("gqa", tmp_path, n_train=20, n_test=5)
     meta = json.loads((tmp_path / "dataset.json").read_text())
     meta["feat_dim"] = 32
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(LtvlError, match="features hold 144 values per image, expected"):
+    with pytest.raises(LtvlError, match=r"(?s)images.arrow features.*image_id 0 has 16-d region features, "
+                                        r"dataset.json says feat_dim 32"):
         open_split(tmp_path, "train")
 
 
-def test_not_a_dataset_dir(tmp_path):
+def test_example_whose_image_is_missing_is_named(tmp_path):
+    make_synthetic("nlvr2", tmp_path, n_train=20, n_test=5)
+    table = read(tmp_path, "train/examples.arrow")
+    ids = table["image_id_2"].to_numpy().copy()
+    ids[3] = 99999
+    replace_file(tmp_path, "train/examples.arrow",
+                 table.set_column(table.schema.get_field_index("image_id_2"), "image_id_2", pa.array(ids)))
+    with pytest.raises(LtvlError, match=r"(?s)examples.arrow image_id_2.*image_id 99999 is not in the images"):
+        open_split(tmp_path, "train")
+
+
+def test_writer_refuses_examples_without_images_and_leaves_nothing(tmp_path):
+    info = DatasetInfo(task="gqa", feat_dim=4, num_regions=2, answers=["a", "b"])
+    out = tmp_path / "ds"
+    with pytest.raises(LtvlError, match=r"(?s)1 example\(s\) refer to images that are not in the split.*image_id 7"):
+        with DatasetWriter(out, info) as w:
+            w.images("train").write([0, 1], np.zeros((2, 2, 4)), np.zeros((2, 2, 7)))
+            w.examples("train", pa.table({"qid": pa.array([0, 1], pa.int64()), "image_id": pa.array([0, 7]),
+                                          "text": ["a", "b"], "label": pa.array([0, 1], pa.int32())}))
+    assert not out.exists() and not list(tmp_path.iterdir())  # no half-written dataset, no temp dir
+
+
+def test_truncated_and_corrupt_files_are_named(tmp_path):
+    make_synthetic("gqa", tmp_path, n_train=20, n_test=5)
+    path = tmp_path / "train" / "images.arrow"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LtvlError, match=r"(?s)train/images.arrow.*truncated or replaced"):
+        open_split(tmp_path, "train")
+    path.write_bytes(data[:-64] + b"\0" * 64)  # same size, damaged footer
+    with pytest.raises(LtvlError, match=r"(?s)train/images.arrow.*not a readable Arrow IPC file"):
+        open_split(tmp_path, "train")
+
+
+def test_not_a_dataset_dir_and_unknown_keys(tmp_path):
     with pytest.raises(LtvlError, match="no dataset.json"):
         DatasetInfo.load(tmp_path)
-    (tmp_path / "dataset.json").write_text(json.dumps({"task": "vqa", "feat_dim": 4, "num_regions": 2, "answerz": []}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"task": "vqa", "feat_dim": 4, "num_regions": 2,
+                                                       "answerz": [], "format": 1}))
     with pytest.raises(LtvlError, match=r"unknown keys \['answerz'\]"):
         DatasetInfo.load(tmp_path)
+
+
+def _format0_dataset(directory):
+    """A dataset as ltvl wrote it before format 1: Parquet, list<> columns, raw pixels."""
+    rng = np.random.default_rng(0)
+    n, r, d, s = 6, 4, 8, 8
+    feats, pix = rng.normal(size=(n, r * d)).astype(np.float16), rng.integers(0, 256, (n, s * s * 3), np.uint8)
+    images = pa.table({"image_id": pa.array(np.arange(n), pa.int64()),
+                       "features": pa.array(list(feats), pa.list_(pa.float16())),
+                       "boxes": pa.array(list(np.zeros((n, r * 7), np.float32)), pa.list_(pa.float32())),
+                       "num_regions": pa.array([r] * n, pa.int32()),
+                       "pixels": pa.array(list(pix), pa.list_(pa.uint8()))})
+    examples = pa.table({"qid": pa.array(np.arange(n), pa.int64()), "image_id": pa.array(np.arange(n), pa.int64()),
+                         "text": ["q"] * n, "label": pa.array([0, 1] * 3, pa.int32())})
+    for split in ("train", "test"):
+        (directory / split).mkdir(parents=True)
+        pq.write_table(images, directory / split / "images.parquet")
+        pq.write_table(examples, directory / split / "examples.parquet")
+    (directory / "dataset.json").write_text(json.dumps(
+        {"task": "gqa", "feat_dim": d, "num_regions": r, "answers": ["a", "b"], "num_labels": None,
+         "image_size": s, "source": "old", "splits": ["train", "test"]}))
+    return feats.reshape(n, r, d), pix.reshape(n, s, s, 3)
+
+
+def test_old_format_is_refused_with_the_command_that_converts_it(tmp_path):
+    from ltvl.vl.data.migrate import migrate
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    feats, pix = _format0_dataset(old)
+    with pytest.raises(LtvlError, match=r"(?s)old Parquet layout \(format 0\).*ltvl data migrate .*old --out"):
+        open_split(old, "train")
+    migrate(old, new)
+    s = open_split(new, "train")
+    b = s.images.batch([2, 5])
+    assert np.array_equal(b["features"].numpy(), feats[[2, 5]])  # values and ids in == out
+    assert np.array_equal(b["pixels"].permute(0, 2, 3, 1).numpy(), pix[[2, 5]])  # PNG is lossless
+
+
+def test_disk_too_small_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "huge"
+    with pytest.raises(LtvlError, match=r"(?s)the import needs about .* GB but .* free"):
+        make_synthetic("vqa", out, n_train=10**9, n_test=10, train_images=10**9,
+                       shape=Shape(regions=36, feat_dim=2048))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_image_table_pickles_by_path(tmp_path):
+    """Loader workers started with spawn re-map the file rather than copy its bytes."""
+    make_synthetic("vqa", tmp_path, n_train=16, n_test=4)
+    images = open_split(tmp_path, "train").images
+    blob = pickle.dumps(images)
+    assert len(blob) < 2000
+    again = pickle.loads(blob)
+    assert torch.equal(again.batch([3])["features"], images.batch([3])["features"])
 
 
 def test_easy_vqa_grid_must_divide_the_image(tmp_path):
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
 
     with pytest.raises(LtvlError, match="grid 3 does not divide"):
-        prepare_easy_vqa(tmp_path, grid=3, limit=5)
-    assert not (tmp_path / "dataset.json").exists()
+        prepare_easy_vqa(tmp_path / "e", grid=3, limit=5)
+    assert not (tmp_path / "e").exists()
 
 
 def test_easy_vqa_import_small(tmp_path):
@@ -97,10 +238,13 @@ def test_easy_vqa_import_small(tmp_path):
     assert len(info.answers) == 13 and info.feat_dim == 768 and info.num_regions == 16
     s = open_split(tmp_path, "test")
     assert s.examples.num_rows == 300
-    assert s.images.pixels.shape[1:] == (3, 64, 64)
+    image_id = s.examples["image_id"][0].as_py()
+    b = s.images.batch([image_id])
+    assert b["pixels"].shape == (1, 3, 64, 64)
+    assert s.images.encoded(image_id)[:8] == b"\x89PNG\r\n\x1a\n"  # the package's own PNG bytes
     # features are the pixels' patches, scaled to [-1, 1]
-    px = s.images.pixels[0].permute(1, 2, 0)[:16, :16].reshape(-1).float() / 127.5 - 1
-    assert np.allclose(s.images.features[0, 0].float().numpy(), px.numpy(), atol=1e-2)
+    px = b["pixels"][0].permute(1, 2, 0)[:16, :16].reshape(-1).float() / 127.5 - 1
+    assert np.allclose(b["features"][0, 0].float().numpy(), px.numpy(), atol=1e-2)
 
 
 @pytest.mark.long

@@ -12,7 +12,7 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -249,13 +249,13 @@ class Trainer:
             snap(step0)
         losses: list[float] = []
         model.train()
+        batches = self._batches(step0, until)
         for step in range(step0, until):
             torch.manual_seed(derive_seed(cfg.seed, "step", step))  # dropout = f(seed, step)
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for micro in range(cfg.grad_accum):
-                slot = (step * cfg.grad_accum + micro) * self.world_size + self.rank
-                batch = to_device(self.task.batch(slot, cfg.batch_size, cfg.seed), self.device)
+                batch = to_device(next(batches), self.device)
                 if cfg.adversarial.active:
                     total += self._adversarial_micro_step(net, batch, scaler, step, micro)
                     continue
@@ -280,10 +280,22 @@ class Trainer:
                 self.on_step(step + 1, total)
             if step + 1 in capture:
                 snap(step + 1)
+        batches.close()  # stops the loader's workers
         if enforcer is not None:
             enforcer.remove_optimizer_hooks()
         n = len(losses)
         return TrainOutcome(n, sum(losses) / n if n else float("nan"), losses[-1] if n else float("nan"), captured)
+
+    def _batches(self, step0: int, until: int) -> Iterator[Any]:
+        """Micro-batches of steps [step0, until): slot = (step * grad_accum + micro) * world_size + rank.
+        A task with ``batches`` builds them ahead (loader workers); otherwise one ``batch`` per slot."""
+        cfg = self.cfg
+        slots = [(step * cfg.grad_accum + micro) * self.world_size + self.rank
+                 for step in range(step0, until) for micro in range(cfg.grad_accum)]
+        if hasattr(self.task, "batches"):
+            yield from self.task.batches(slots, cfg.batch_size, cfg.seed)
+        else:
+            yield from (self.task.batch(s, cfg.batch_size, cfg.seed) for s in slots)
 
     def _adversarial_micro_step(self, model: nn.Module, batch: Any, scaler, step: int, micro: int) -> float:
         forward, criterion, kl_view = self.task.adversarial_parts(model, batch)

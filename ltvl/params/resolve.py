@@ -123,7 +123,7 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
                         adversarial=adv if p.adv_use in ("imp", "both") else AdvConfig())
     preset = get_preset(p.preset)
     vl = VLSpec(task=p.task, data=data_path or data, backbone=BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed),
-                max_len=p.max_len, eval_limit=p.eval_limit)
+                max_len=p.max_len, eval_limit=p.eval_limit, loader_workers=p.loader_workers)
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
                       method=Method(p.method), scope=p.scope, prunable=preset.prunable, context=_context(p),
                       finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig())

@@ -78,7 +78,8 @@ class ChainParams:
 
     # what to train
     task: str = param("vqa", "VL task (see `ltvl list`)", DENSE, choices=_tasks, context=True)
-    data: str = param("easy-vqa", "dataset directory, `easy-vqa`, or `synthetic:<task>`; `{task}` is filled in",
+    data: str = param("easy-vqa", "dataset directory or URI (s3://, gs://, file://), `easy-vqa`, or "
+                      "`synthetic:<task>`; `{task}` is filled in",
                       DENSE, recipe=True, context=True)
     preset: str = param("minilm", "backbone preset (see `ltvl list`)", DENSE, choices=_presets, recipe=True,
                         context=True)
@@ -131,6 +132,9 @@ class ChainParams:
                                          nullable=True)
     # how to run, not what
     override_limits: bool = param(False, f"allow steps > {MAX_STEPS:,} or more than {MAX_ROUNDS} rounds", NONE)
+    loader_workers: int | None = param(None, "data-loader worker processes per trainer; null = auto (0 on CPU, up "
+                                       "to 4 beside a GPU); batches are identical either way", NONE, int,
+                                       nullable=True, low=0, high=64)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

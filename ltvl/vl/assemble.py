@@ -15,7 +15,9 @@ import torch
 
 from ltvl.pruning.prunable import PrunableSpec
 from ltvl.util.errors import LtvlError
+from ltvl.util.home import home
 from ltvl.vl.data.store import DatasetInfo, open_split
+from ltvl.vl.data.tokens import PrepCache, check_tokenizer
 from ltvl.vl.models.base import bert_init_
 from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
 from ltvl.vl.tasks import TaskData, VLModel, get_task
@@ -31,6 +33,7 @@ class VLSpec:
     max_len: int = 24
     eval_limit: int | None = None  # evaluate on the first N eval examples (None = all)
     eval_batch_size: int = 256
+    loader_workers: int | None = None  # DataLoader workers (None: auto, 0 on CPU); never changes results
     head_checkpoint: str | None = None  # optional trained head (safetensors)
     objectives: tuple[str, ...] | None = None  # pretrain only; default: all (ViLT: mlm + itm)
 
@@ -68,7 +71,9 @@ def build_vl(spec: VLSpec) -> VLSetup:
         open_split(data_dir, spec.eval_split, spec.task),
     )
     tokenizer = load_tokenizer(spec.backbone)
-    data = TaskData(task, train, evaluation, tokenizer, spec.max_len, spec.eval_batch_size, spec.eval_limit)
+    check_tokenizer(info.tokenizer, tokenizer, spec.backbone.preset, str(data_dir / "dataset.json"))
+    data = TaskData(task, train, evaluation, tokenizer, spec.max_len, spec.eval_batch_size, spec.eval_limit,
+                    spec.loader_workers, prep_cache=PrepCache(home() / "cache" / "prep"))
     cache: dict[str, VLModel] = {}
 
     def factory() -> VLModel:

@@ -1,42 +1,54 @@
-"""Turn a chain's ``data`` value into a dataset directory: a path as given, or a dataset ltvl
-prepares itself on first use (``easy-vqa``, ``synthetic:<task>``) under ``$LTVL_HOME/data``."""
+"""Turn a chain's ``data`` value into a dataset directory: a path as given, a dataset ltvl
+prepares itself on first use (``easy-vqa``, ``synthetic:<task>``) under ``$LTVL_HOME/data``,
+or a URI (``s3://``, ``gs://``, ``file://``) fetched once per node (``ltvl.vl.data.fetch``)."""
 
 from __future__ import annotations
 
-import os
+import json
+from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
+
 from ltvl.util.home import data_dir
+from ltvl.vl.data.info import FORMAT
+
+URI_SCHEMES = ("s3://", "gs://", "file://")
 
 
 def resolve_dataset(data: str) -> Path:
     """A dataset directory, or the name of an importable dataset, prepared on first use."""
     if data == "easy-vqa":
-        from ltvl.vl.data.easy_vqa import ensure_easy_vqa
-        return ensure_easy_vqa(data_dir("easy-vqa"))
+        from ltvl.vl.data.easy_vqa import prepare_easy_vqa
+        return ensure_prepared(data_dir("easy-vqa"), prepare_easy_vqa)
     if data.startswith("synthetic:"):  # e.g. synthetic:nlvr2 — the generator's default size, seed 0
         return ensure_synthetic(data.removeprefix("synthetic:"))
+    if data.startswith(URI_SCHEMES):
+        from ltvl.vl.data.fetch import fetch_dataset
+        return fetch_dataset(data)
     return Path(data).expanduser()
 
 
-def ensure_synthetic(task: str) -> Path:
-    """A synthetic ``task`` dataset under LTVL_HOME, made once (in a temp dir, then renamed, so
-    concurrent trials never see half a dataset)."""
-    import shutil
-    import tempfile
+def is_current(directory: Path) -> bool:
+    """A complete dataset in the format this ltvl reads."""
+    try:
+        return json.loads((directory / "dataset.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
 
-    from ltvl.vl.data.synthetic import make_synthetic
-    out = data_dir(f"synthetic-{task}")
-    if not (out / "dataset.json").exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".synthetic-{task}.", dir=out.parent))
-        try:
-            make_synthetic(task, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another trial made it first
-            shutil.rmtree(tmp, ignore_errors=True)
+
+def ensure_prepared(out: Path, build: Callable[[Path], object]) -> Path:
+    """Build ``out`` once. Concurrent trials on a node wait on one lock and one build; a copy in an
+    older format is rebuilt (ltvl made it, so nothing is lost)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if not is_current(out):
+            build(out)
     return out
+
+
+def ensure_synthetic(task: str) -> Path:
+    """A synthetic ``task`` dataset under LTVL_HOME, made once."""
+    from ltvl.vl.data.synthetic import make_synthetic
+
+    return ensure_prepared(data_dir(f"synthetic-{task}"), lambda out: make_synthetic(task, out))

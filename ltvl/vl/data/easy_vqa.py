@@ -7,6 +7,7 @@ their boxes, for the region backbones; pixels are kept for ViLT.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -15,10 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from ltvl.util.errors import LtvlError
+from ltvl.vl.data.info import DatasetInfo
 from ltvl.vl.data.schema import TASK_COLUMNS, grid_boxes
-from ltvl.vl.data.store import DatasetInfo, image_table, save_split
+from ltvl.vl.data.writer import DatasetWriter
 
 IMAGE_SIZE = 64
+CHUNK = 2048  # images per record batch: bounded memory
 
 
 def _package_dir() -> Path:
@@ -42,7 +45,8 @@ def patch_features(pixels: np.ndarray, grid: int) -> np.ndarray:
 
 
 def prepare_easy_vqa(out: str | Path, grid: int = 4, limit: int | None = None) -> DatasetInfo:
-    """Write ``out/{train,test}/{images,examples}.parquet`` and ``out/dataset.json``."""
+    """Write ``out/{train,test}/{images,examples}.arrow`` and ``out/dataset.json``; the images
+    keep their original PNG bytes (ViLT decodes them), region features are their patches."""
     from PIL import Image
 
     if IMAGE_SIZE % grid:
@@ -52,26 +56,6 @@ def prepare_easy_vqa(out: str | Path, grid: int = 4, limit: int | None = None) -
     src = _package_dir()
     answers = [a.strip() for a in (src / "answers.txt").read_text().splitlines() if a.strip()]
     index = {a: i for i, a in enumerate(answers)}
-    for split in ("train", "test"):
-        qs = json.loads((src / split / "questions.json").read_text())
-        if limit:
-            qs = qs[:limit]
-        image_ids = sorted({int(q[2]) for q in qs})
-        pixels = np.stack(
-            [np.asarray(Image.open(src / split / "images" / f"{i}.png").convert("RGB")) for i in image_ids]
-        )
-        feats = patch_features(pixels, grid)
-        boxes = np.broadcast_to(np.array(grid_boxes(grid, grid), np.float32), (len(image_ids), grid * grid, 7))
-        images = image_table(image_ids, feats, boxes, pixels)
-        rows = {
-            "qid": np.arange(len(qs)),
-            "image_id": [int(q[2]) for q in qs],
-            "text": [q[0] for q in qs],
-            "answer_ids": [[index[q[1]]] for q in qs],
-            "answer_scores": [[1.0] for _ in qs],
-        }
-        examples = pa.table({k: pa.array(v, type=t) for (k, t), v in zip(TASK_COLUMNS["vqa"].items(), rows.values())})
-        save_split(out, split, images, examples)
     info = DatasetInfo(
         task="vqa",
         feat_dim=(IMAGE_SIZE // grid) ** 2 * 3,
@@ -80,13 +64,27 @@ def prepare_easy_vqa(out: str | Path, grid: int = 4, limit: int | None = None) -
         image_size=IMAGE_SIZE,
         source=f"easy-vqa (PyPI), grid={grid}" + (f", limit={limit}" if limit else ""),
     )
-    info.save(out)
-    return info
-
-
-def ensure_easy_vqa(out: str | Path, grid: int = 4) -> Path:
-    """Prepare once; later calls reuse the directory (idempotent, so sweeps can call it freely)."""
-    out = Path(out)
-    if not (out / "dataset.json").exists():
-        prepare_easy_vqa(out, grid)
-    return out
+    questions = {}
+    for split in ("train", "test"):
+        qs = json.loads((src / split / "questions.json").read_text())
+        questions[split] = qs[:limit] if limit else qs
+    n_images = sum(len({q[2] for q in qs}) for qs in questions.values())
+    with DatasetWriter(out, info, n_images * (info.num_regions * (info.feat_dim * 2 + 32) + 4096),
+                       overwrite=True) as w:
+        for split, qs in questions.items():
+            image_ids = sorted({int(q[2]) for q in qs})
+            images = w.images(split, encoded=True)
+            for start in range(0, len(image_ids), CHUNK):
+                ids = image_ids[start: start + CHUNK]
+                encoded = [(src / split / "images" / f"{i}.png").read_bytes() for i in ids]
+                pixels = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
+                boxes = np.broadcast_to(np.array(grid_boxes(grid, grid), np.float32), (len(ids), grid * grid, 7))
+                images.write(ids, patch_features(pixels, grid), boxes, images=encoded)
+            cols = TASK_COLUMNS["vqa"]
+            w.examples(split, pa.table({
+                "qid": pa.array(np.arange(len(qs)), cols["qid"]),
+                "image_id": pa.array([int(q[2]) for q in qs], cols["image_id"]),
+                "text": pa.array([q[0] for q in qs], cols["text"]),
+                "answer_ids": pa.array([[index[q[1]]] for q in qs], cols["answer_ids"]),
+                "answer_scores": pa.array([[1.0] for _ in qs], cols["answer_scores"])}))
+    return DatasetInfo.load(out)

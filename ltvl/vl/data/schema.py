@@ -1,13 +1,20 @@
 """Declared Arrow schemas: the images table (shared by all tasks) and each task's examples table.
 
-A dataset directory looks like::
+A dataset directory (format 1) looks like::
 
-    DIR/dataset.json            task, answer vocabulary, feature dim, regions, image size, source
-    DIR/<split>/images.parquet  image_id, features (R*D float16), boxes (R*7 float32), num_regions,
-                                pixels (H*W*3 uint8, optional: needed by ViLT)
-    DIR/<split>/examples.parquet  task-specific columns (TASK_COLUMNS)
+    DIR/dataset.json              task, answers, feat_dim, max regions, image size, tokenizer,
+                                  format, and a manifest of every file (bytes + sha256)
+    DIR/<split>/images.arrow      Arrow IPC file, one row per image (IMAGE_COLUMNS)
+    DIR/<split>/examples.arrow    Arrow IPC file, task-specific columns (TASK_COLUMNS)
 
-Boxes are UNITER's 7-d [x1, y1, x2, y2, w, h, w*h], normalised to [0, 1].
+Why Arrow IPC files, uncompressed, with 64-bit list offsets (see README "Data format"):
+they are read through a memory map with no decoding step, so every trial on a node shares
+one copy in the page cache; ``large_list`` offsets never overflow (VQA v2 holds 9.1e9
+feature values, past int32's 2^31); and each image keeps only its own regions (10-100 for
+UNITER) instead of padding every image to the maximum.
+
+Boxes are UNITER's 7-d [x1, y1, x2, y2, w, h, w*h], normalised to [0, 1]. Images for ViLT
+are stored encoded (PNG/JPEG bytes) and decoded in the loader's workers.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ BOX_DIM = 7
 
 IMAGE_COLUMNS: dict[str, pa.DataType] = {
     "image_id": pa.int64(),
-    "features": pa.list_(pa.float16()),
-    "boxes": pa.list_(pa.float32()),
     "num_regions": pa.int32(),
+    "features": pa.large_list(pa.float16()),  # num_regions * feat_dim values
+    "boxes": pa.large_list(pa.float32()),  # num_regions * 7 values
 }
-OPTIONAL_IMAGE_COLUMNS: dict[str, pa.DataType] = {"pixels": pa.list_(pa.uint8()), "region_labels": pa.list_(pa.int32())}
+OPTIONAL_IMAGE_COLUMNS: dict[str, pa.DataType] = {
+    "image": pa.large_binary(),  # encoded PNG/JPEG, for ViLT
+    "region_labels": pa.large_list(pa.int32()),  # one detector class per region, for MRC
+}
 
 _TEXT = pa.string()
 TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = {
@@ -39,6 +49,10 @@ TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "flickr30k": {"qid": pa.int64(), "image_id": pa.int64(), "text": _TEXT},
     "pretrain": {"qid": pa.int64(), "image_id": pa.int64(), "text": _TEXT},
 }
+# Text imported already tokenised (UNITER's txt_db) replaces ``text`` with word-piece ids,
+# without [CLS]/[SEP]; dataset.json's ``tokenizer`` says whose vocabulary they index.
+TOKEN_COLUMN, TOKEN_TYPE = "input_ids", pa.list_(pa.int32())
+IMAGE_ID_COLUMNS = ("image_id", "image_id_2")
 
 
 def check_columns(schema: pa.Schema, expected: dict[str, pa.DataType], where: str,
@@ -56,10 +70,21 @@ def check_columns(schema: pa.Schema, expected: dict[str, pa.DataType], where: st
             raise LtvlError(f"column '{name}' has type {schema.field(name).type}, expected {typ}", where=where)
 
 
-def check_examples(schema: pa.Schema, task: str, where: str) -> None:
+def example_columns(task: str, pretokenized: bool = False) -> dict[str, pa.DataType]:
+    """The examples table's columns for ``task``; pre-tokenised data carries ids instead of text."""
     if task not in TASK_COLUMNS:
-        raise LtvlError(f"unknown task {task!r}", where=where, fix=f"one of {sorted(TASK_COLUMNS)}")
-    check_columns(schema, TASK_COLUMNS[task], where)
+        raise LtvlError(f"unknown task {task!r}", where="dataset.json task", fix=f"one of {sorted(TASK_COLUMNS)}")
+    cols = dict(TASK_COLUMNS[task])
+    if pretokenized:
+        if task == "vcr":
+            raise LtvlError("VCR's answers and rationales must be text", where="dataset.json tokenizer",
+                            fix="import VCR with its text (UNITER's VCR txt_db is not supported yet)")
+        cols = {(TOKEN_COLUMN if k == "text" else k): (TOKEN_TYPE if k == "text" else t) for k, t in cols.items()}
+    return cols
+
+
+def check_examples(schema: pa.Schema, task: str, where: str, pretokenized: bool = False) -> None:
+    check_columns(schema, example_columns(task, pretokenized), where)
 
 
 def grid_boxes(rows: int, cols: int) -> list[list[float]]:

@@ -3,7 +3,8 @@ wrapper, and ``TaskData`` — the bridge to ``ltvl.core.train.Trainer``'s TrainT
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,10 @@ import torch
 from torch import nn
 
 from ltvl.core.train import batch_indices, derive_seed
-from ltvl.vl.data.store import DatasetInfo, ImageStore, Split
+from ltvl.vl.data.loader import auto_workers, stream
+from ltvl.vl.data.schema import TOKEN_COLUMN
+from ltvl.vl.data.store import DatasetInfo, ImageTable, Split
+from ltvl.vl.data.tokens import PrepCache
 from ltvl.vl.models.base import VLBackbone
 
 
@@ -30,6 +34,25 @@ def tokenize(
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+def text_inputs(tokenizer, examples: pa.Table, max_len: int) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask for the examples' ``text``, or, for text imported already
+    tokenised (UNITER's txt_db), from its word-piece ids: [CLS] ids [SEP], padded."""
+    if TOKEN_COLUMN not in examples.schema.names:
+        return tokenize(tokenizer, examples["text"].to_pylist(), max_len)
+    col = examples[TOKEN_COLUMN].combine_chunks()
+    lengths = np.minimum(np.diff(col.offsets.to_numpy()), max_len - 2)
+    starts = col.offsets.to_numpy()[:-1]
+    values = col.values.to_numpy()
+    ids = np.full((len(col), max_len), tokenizer.pad_token_id, dtype=np.int64)
+    ids[:, 0] = tokenizer.cls_token_id
+    pos = np.arange(max_len - 2)[None, :]
+    inside = pos < lengths[:, None]
+    ids[:, 1:-1][inside] = values[(starts[:, None] + pos)[inside]]
+    ids[np.arange(len(col)), lengths + 1] = tokenizer.sep_token_id
+    mask = (np.arange(max_len)[None, :] < (lengths + 2)[:, None]).astype(np.int64)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
 def column(table: pa.Table, name: str) -> np.ndarray:
     return np.array(table[name].to_numpy())  # a writable copy: torch.from_numpy warns on Arrow's read-only view
 
@@ -38,17 +61,21 @@ def list_column(table: pa.Table, name: str) -> list[list]:
     return table[name].to_pylist()
 
 
-def image_batch(images: ImageStore, image_ids, prefix: str = "") -> dict[str, torch.Tensor]:
-    rows = images.rows(image_ids)
-    feats = images.features[rows].float()
-    n = images.num_regions[rows]
-    mask = (torch.arange(feats.shape[1])[None, :] < n[:, None]).long()
-    out = {f"{prefix}features": feats, f"{prefix}boxes": images.boxes[rows], f"{prefix}image_mask": mask}
-    if images.pixels is not None:
-        out[f"{prefix}pixels"] = images.pixels[rows]
-    if images.region_labels is not None:
-        out[f"{prefix}region_labels"] = images.region_labels[rows]
+def padded_lists(col: pa.ChunkedArray, fill) -> np.ndarray:
+    """A list<number> column as a (rows, longest) array, padded with ``fill`` (vectorised)."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    off = arr.offsets.to_numpy()
+    lengths = np.diff(off)
+    values = arr.values.to_numpy(zero_copy_only=False)[off[0]:off[-1]] if len(arr) else np.zeros(0)
+    width = int(lengths.max(initial=0))
+    out = np.full((len(arr), max(width, 1)), fill, dtype=values.dtype if values.size else np.float32)
+    out[np.arange(width)[None, :] < lengths[:, None]] = values
     return out
+
+
+def image_batch(images: ImageTable, image_ids, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Image inputs for ``image_ids`` (features stay float16: the backbone casts on its device)."""
+    return images.batch(image_ids, prefix)
 
 
 def mlp_head(hidden: int, out: int) -> nn.Sequential:
@@ -148,7 +175,11 @@ class VLModel(nn.Module):
 
 @dataclass
 class TaskData:
-    """Binds a task to its train/eval splits: implements ltvl.core.train.TrainTask."""
+    """Binds a task to its train/eval splits: implements ltvl.core.train.TrainTask.
+
+    Tokenised splits come from the prep cache (``ltvl.vl.data.tokens``) when one is given: the
+    first trial on a node tokenises, the others load the result.
+    """
 
     task: VLTask
     train: Split
@@ -157,15 +188,27 @@ class TaskData:
     max_len: int = 32
     eval_batch_size: int = 128
     eval_limit: int | None = None
+    loader_workers: int | None = None  # None: auto (0 on CPU)
+    pin_memory: bool | None = None  # None: when CUDA is available
+    prep_cache: PrepCache | None = None
 
     def __post_init__(self) -> None:
-        self.train_prep = self.task.prepare(self.train, self.tokenizer, self.max_len)
-        self.eval_prep = self.task.prepare(self.eval, self.tokenizer, self.max_len)
+        cache = self.prep_cache or PrepCache(None)
+        self.train_prep = cache.get(self.train, self.task, self.tokenizer, self.max_len,
+                                    lambda: self.task.prepare(self.train, self.tokenizer, self.max_len))
+        self.eval_prep = cache.get(self.eval, self.task, self.tokenizer, self.max_len,
+                                   lambda: self.task.prepare(self.eval, self.tokenizer, self.max_len))
+        self.workers = auto_workers(self.loader_workers)
+        self.pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
 
     def batch(self, slot: int, batch_size: int, seed: int) -> dict:
         rows = batch_indices(len(self.train_prep["rows"]), batch_size, slot, seed)
         gen = torch.Generator().manual_seed(derive_seed(seed, "collate", slot))
         return self.task.collate(self.train_prep, self.train, rows, gen)
+
+    def batches(self, slots: Iterable[int], batch_size: int, seed: int) -> Iterator[dict]:
+        """The batches of ``slots`` in order, built ahead by loader workers (see ltvl.vl.data.loader)."""
+        return stream(functools.partial(self.batch, batch_size=batch_size, seed=seed), slots, self.workers, self.pin)
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return self.task.loss(model(batch), batch)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ltvl.util.errors import LtvlError
 from ltvl.vl.data.store import DatasetInfo, Split
-from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, list_column, tokenize
+from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, padded_lists, text_inputs
 
 
 class VQATask(VLTask):
@@ -23,18 +23,20 @@ class VQATask(VLTask):
     def prepare(self, split: Split, tokenizer, max_len: int) -> dict:
         ex = split.examples
         n_ans = self.num_outputs(split.info)
-        ids, scores = list_column(ex, "answer_ids"), list_column(ex, "answer_scores")
-        bad = next((a for row in ids for a in row if not 0 <= a < n_ans), None)
-        if bad is not None:
-            raise LtvlError(f"answer id {bad} is outside the {n_ans}-answer vocabulary", where="examples.answer_ids",
-                            fix="answer_ids index dataset.json 'answers'")
-        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "answer_ids": ids,
-                "answer_scores": scores, "n_answers": n_ans, **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+        ids, scores = padded_lists(ex["answer_ids"], -1), padded_lists(ex["answer_scores"], 0.0)
+        bad = ids[(ids >= n_ans) | (ids < -1)]
+        if len(bad):
+            raise LtvlError(f"answer id {int(bad[0])} is outside the {n_ans}-answer vocabulary",
+                            where="examples.answer_ids", fix="answer_ids index dataset.json 'answers'")
+        return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"),
+                "answer_ids": torch.from_numpy(ids.astype("int64")), "answer_scores": torch.from_numpy(scores),
+                **text_inputs(tokenizer, ex, max_len)}
 
     def collate(self, prep: dict, split: Split, rows: torch.Tensor, gen: torch.Generator) -> dict:
-        target = torch.zeros(len(rows), prep["n_answers"])
-        for i, r in enumerate(rows.tolist()):
-            target[i, prep["answer_ids"][r]] = torch.tensor(prep["answer_scores"][r], dtype=torch.float32)
+        ids, scores = prep["answer_ids"][rows], prep["answer_scores"][rows]
+        target = torch.zeros(len(rows), self.num_outputs(split.info))
+        hit = ids >= 0
+        target[torch.arange(len(rows))[:, None].expand_as(ids)[hit], ids[hit]] = scores[hit]
         return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
                 "targets": target, **image_batch(split.images, prep["image_id"][rows.numpy()])}
 
@@ -70,7 +72,7 @@ class LabelTask(CrossEntropyAccuracy, VLTask):
             raise LtvlError(f"labels must be in [0, {n}), found {int(labels.min())}..{int(labels.max())}",
                             where="examples.label")
         return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "labels": labels,
-                **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+                **text_inputs(tokenizer, ex, max_len)}
 
     def collate(self, prep, split, rows, gen):
         return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],

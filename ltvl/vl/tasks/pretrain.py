@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ltvl.util.errors import LtvlError
-from ltvl.vl.tasks.base import VLTask, column, image_batch, tokenize
+from ltvl.vl.tasks.base import VLTask, column, image_batch, text_inputs
 
 OBJECTIVES = ("mlm", "mrfr", "mrc", "itm")
 MASK_P = 0.15
@@ -54,15 +54,16 @@ class PretrainTask(VLTask):
 
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
-        if "mrc" in self.objectives and split.images.region_labels is None:
-            raise LtvlError("MRC needs a region_labels column in images.parquet", where=f"{split.name}/images.parquet")
+        if "mrc" in self.objectives and not split.images.has_region_labels:
+            raise LtvlError("MRC needs a region_labels column in images.arrow", where=f"{split.name}/images.arrow",
+                            fix="drop 'mrc' from objectives, or import the detector's region classes")
         special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         return {
             "rows": torch.arange(ex.num_rows),
             "image_id": column(ex, "image_id"),
             "special": special,
             "mask_id": tokenizer.mask_token_id,
-            **tokenize(tokenizer, ex["text"].to_pylist(), max_len),
+            **text_inputs(tokenizer, ex, max_len),
         }
 
     def collate(self, prep, split, rows, gen):
@@ -132,7 +133,8 @@ class PretrainTask(VLTask):
         if "mlm" in out:
             total = total + nn.functional.cross_entropy(out["mlm"], batch["mlm_labels"][batch["mlm_labels"] != -100])
         if "mrfr" in out:
-            total = total + nn.functional.mse_loss(out["mrfr"], batch["features"][batch["region_pick"]])
+            target = batch["features"][batch["region_pick"]].to(out["mrfr"].dtype)
+            total = total + nn.functional.mse_loss(out["mrfr"], target)
         if "mrc" in out:
             total = total + nn.functional.cross_entropy(out["mrc"], batch["region_labels"][batch["region_pick"]])
         if "itm" in out:
@@ -148,7 +150,7 @@ class PretrainTask(VLTask):
             lab = batch["region_labels"][batch["region_pick"]]
             s.update(mrc_correct=float((out["mrc"].argmax(1) == lab).sum()), mrc_n=float(len(lab)))
         if "mrfr" in out:
-            tgt = batch["features"][batch["region_pick"]]
+            tgt = batch["features"][batch["region_pick"]].to(out["mrfr"].dtype)
             s.update(mrfr_se=float(((out["mrfr"] - tgt) ** 2).mean(1).sum()), mrfr_n=float(len(tgt)))
         if "itm" in out:
             s.update(itm_correct=float((out["itm"].argmax(1) == batch["itm_labels"]).sum()))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ltvl.util.errors import LtvlError
-from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, tokenize
+from ltvl.vl.tasks.base import CrossEntropyAccuracy, VLTask, column, image_batch, text_inputs
 
 
 class RefCOCOTask(CrossEntropyAccuracy, VLTask):
@@ -28,7 +28,7 @@ class RefCOCOTask(CrossEntropyAccuracy, VLTask):
             "rows": torch.arange(ex.num_rows),
             "image_id": column(ex, "image_id"),
             "target": target,
-            **tokenize(tokenizer, ex["text"].to_pylist(), max_len),
+            **text_inputs(tokenizer, ex, max_len),
         }
 
     def collate(self, prep, split, rows, gen):

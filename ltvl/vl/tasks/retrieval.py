@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ltvl.vl.tasks.base import VLTask, column, image_batch, tokenize
+from ltvl.vl.tasks.base import VLTask, column, image_batch, text_inputs
 
 
 class RetrievalTask(VLTask):
@@ -21,7 +21,7 @@ class RetrievalTask(VLTask):
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
         return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"),
-                **tokenize(tokenizer, ex["text"].to_pylist(), max_len)}
+                **text_inputs(tokenizer, ex, max_len)}
 
     def collate(self, prep, split, rows, gen):
         n, k = len(prep["rows"]), self.n_neg
