@@ -305,6 +305,31 @@ def data_info(
         console.print("every file matches its sha256")
 
 
+@data_app.command("import")
+def data_import(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="uniter, lxmert or vilt")],
+    task: Annotated[str, typer.Option(help="the task the files are for (vqa, gqa, snli_ve, nlvr2, …)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    split: Annotated[list[str], typer.Option(help="NAME=PATH[,PATH…]: UNITER txt_db dirs, LXMERT question JSON, "
+                                                  "ViLT .arrow files; repeat per split")],
+    features: Annotated[Optional[list[Path]], typer.Option(help="UNITER img_db dirs or LXMERT TSV files; repeat")]
+    = None,
+    answers: Annotated[Optional[Path], typer.Option(help="answer vocabulary JSON {answer: label} (VQA, GQA)")] = None,
+    vocab: Annotated[Optional[Path], typer.Option(help="UNITER: the vocab.txt its word-piece ids index")] = None,
+    image_size: Annotated[int, typer.Option(help="ViLT: side of the resized image")] = 384,
+) -> None:
+    """Import a dataset from the format it is published in (see README 'Data')."""
+    from ltvl.vl.data.importers.common import parse_splits
+    from ltvl.vl.data.importers.run import run_import
+
+    started = time.perf_counter()
+    info = run_import(fmt, task, out, parse_splits(split), list(features or []), answers, vocab, image_size)
+    rows = ", ".join(f"{k.split('/')[0]} {v['rows']:,} {k.split('/')[1].split('.')[0]}"
+                     for k, v in info.files.items())
+    console.print(f"wrote {out}: {task} from {fmt}, {rows}; {info.total_bytes / 1e9:.3f} GB "
+                  f"in {time.perf_counter() - started:.1f} s")
+
+
 @data_app.command("migrate")
 def data_migrate(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="a format-0 (Parquet) dataset")],

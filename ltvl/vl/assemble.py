@@ -60,6 +60,13 @@ def build_vl(spec: VLSpec) -> VLSetup:
             where="data",
             fix="point data at a dataset prepared for this task",
         )
+    if info.feat_dim == 0 and preset.kind != "vilt":
+        raise LtvlError(
+            f"dataset {data_dir} holds images only (no region features), but preset {spec.backbone.preset!r} "
+            "reads detector regions",
+            where="backbone.preset",
+            fix="use a ViLT preset (vilt-base, vilt-tiny), or import region features (--format uniter or lxmert)",
+        )
     if task.needs_regions and preset.kind == "vilt":
         raise LtvlError(
             f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",

@@ -34,7 +34,10 @@ IMAGE_COLUMNS: dict[str, pa.DataType] = {
 OPTIONAL_IMAGE_COLUMNS: dict[str, pa.DataType] = {
     "image": pa.large_binary(),  # encoded PNG/JPEG, for ViLT
     "region_labels": pa.large_list(pa.int32()),  # one detector class per region, for MRC
+    "name": pa.large_string(),  # the image's name in its published files (e.g. coco_val2014_000000000042.npz)
 }
+# Examples imported from published files keep their own id (UNITER txt_db key, VQA question_id).
+SOURCE_ID = "source_id"
 
 _TEXT = pa.string()
 TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = {

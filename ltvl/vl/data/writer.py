@@ -22,6 +22,7 @@ from ltvl.vl.data.schema import (
     IMAGE_COLUMNS,
     IMAGE_ID_COLUMNS,
     OPTIONAL_IMAGE_COLUMNS,
+    SOURCE_ID,
     check_columns,
     example_columns,
 )
@@ -106,19 +107,19 @@ def large_list(flat: np.ndarray, lengths: np.ndarray, typ: pa.DataType) -> pa.La
 class ImageWriter:
     """Appends images to ``<split>/images.arrow``; each ``write`` is one record batch."""
 
-    def __init__(self, path: Path, feat_dim: int, encoded: bool, region_labels: bool):
+    def __init__(self, path: Path, feat_dim: int, encoded: bool, region_labels: bool, names: bool = False):
         fields = dict(IMAGE_COLUMNS)
-        if encoded:
-            fields["image"] = OPTIONAL_IMAGE_COLUMNS["image"]
-        if region_labels:
-            fields["region_labels"] = OPTIONAL_IMAGE_COLUMNS["region_labels"]
-        self.feat_dim, self.encoded, self.labelled = feat_dim, encoded, region_labels
+        for col, on in (("image", encoded), ("region_labels", region_labels), ("name", names)):
+            if on:
+                fields[col] = OPTIONAL_IMAGE_COLUMNS[col]
+        self.feat_dim, self.encoded, self.labelled, self.named = feat_dim, encoded, region_labels, names
         self._file = _ArrowFileWriter(path, pa.schema(list(fields.items())))
         self.max_regions, self.min_regions = 0, None
         self.ids: list[np.ndarray] = []
 
     def write(self, image_ids, features: np.ndarray, boxes: np.ndarray, num_regions=None,
-              images: list[bytes] | None = None, region_labels: np.ndarray | None = None) -> None:
+              images: list[bytes] | None = None, region_labels: np.ndarray | None = None,
+              names: list[str] | None = None) -> None:
         """``features`` (n, R, D), ``boxes`` (n, R, 7): padded arrays; image i keeps its first
         ``num_regions[i]`` rows (all R when not given)."""
         n, r, d = features.shape
@@ -128,7 +129,7 @@ class ImageWriter:
         if boxes.shape != (n, r, BOX_DIM):
             raise LtvlError(f"boxes have shape {boxes.shape}, expected {(n, r, BOX_DIM)}", where="boxes")
         nreg = np.full(n, r, dtype=np.int32) if num_regions is None else np.asarray(num_regions, dtype=np.int32)
-        if len(nreg) and (nreg.min() < 1 or nreg.max() > r):
+        if len(nreg) and (nreg.min() < (0 if d == 0 else 1) or nreg.max() > r):
             raise LtvlError(f"num_regions must be in [1, {r}]", where="num_regions")
         keep = None if nreg.min(initial=r) == r else (np.arange(r)[None, :] < nreg[:, None])
         feats = features.astype(np.float16, copy=False)
@@ -146,6 +147,8 @@ class ImageWriter:
         if self.labelled:
             lab = np.asarray(region_labels, dtype=np.int32)
             cols["region_labels"] = large_list(lab.reshape(-1) if keep is None else lab[keep], nreg, pa.int32())
+        if self.named:
+            cols["name"] = pa.array(names, type=pa.large_string())
         self._file.write(pa.record_batch(list(cols.values()), schema=self._file.schema))
         self.ids.append(ids)
         self.max_regions = max(self.max_regions, int(nreg.max(initial=0)))
@@ -176,9 +179,10 @@ class DatasetWriter:
         self.tmp.mkdir(parents=True)
         return self
 
-    def images(self, split: str, encoded: bool = False, region_labels: bool = False) -> ImageWriter:
+    def images(self, split: str, encoded: bool = False, region_labels: bool = False,
+               names: bool = False) -> ImageWriter:
         (self.tmp / split).mkdir(exist_ok=True)
-        w = ImageWriter(self.tmp / split / IMAGES, self.info.feat_dim, encoded, region_labels)
+        w = ImageWriter(self.tmp / split / IMAGES, self.info.feat_dim, encoded, region_labels, names)
         self._images[split] = w
         return w
 
@@ -187,6 +191,8 @@ class DatasetWriter:
         key = f"{split}/{EXAMPLES}"
         cols = example_columns(self.info.task, self.info.tokenizer is not None)
         check_columns(table.schema, cols, where=key)
+        if SOURCE_ID in table.schema.names:
+            cols[SOURCE_ID] = pa.string()
         table = table.select(list(cols))
         if key not in self._files:
             (self.tmp / split).mkdir(exist_ok=True)

@@ -1,0 +1,101 @@
+"""``ltvl data import FORMAT``: read a published dataset's files, write ltvl's layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ltvl.util.errors import LtvlError
+from ltvl.vl.data.importers import FORMATS, lxmert, uniter, vilt
+from ltvl.vl.data.importers.common import source_bytes, write_split, write_stream
+from ltvl.vl.data.info import DatasetInfo
+from ltvl.vl.data.writer import DatasetWriter
+
+VILT_IMAGE_SIZE = 384  # ViLT's shorter side
+
+
+def _answers(path: Path | None, task: str, needed: bool) -> dict[str, int] | None:
+    if path is None:
+        if needed:
+            raise LtvlError(f"{task} needs its answer vocabulary", where="--answers",
+                            fix="pass the ans2label JSON that came with the data ({answer: label})")
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LtvlError(f"not a JSON answer vocabulary ({e})", where=str(path)) from e
+    if not isinstance(d, dict) or sorted(d.values()) != list(range(len(d))):
+        raise LtvlError("must map each answer to a label 0..N-1", where=str(path), fix="pass an ans2label JSON")
+    return d
+
+
+def _vocab_list(answers: dict[str, int] | None) -> list[str]:
+    return [a for a, _ in sorted(answers.items(), key=lambda kv: kv[1])] if answers else []
+
+
+def run_import(fmt: str, task: str, out: Path, splits: dict[str, list[Path]], features: list[Path],
+               answers_file: Path | None = None, vocab: Path | None = None,
+               image_size: int = VILT_IMAGE_SIZE) -> DatasetInfo:
+    if fmt not in FORMATS:
+        raise LtvlError(f"unknown format {fmt!r}", where="FORMAT", fix=f"one of {', '.join(FORMATS)}")
+    sources = [p for paths in splits.values() for p in paths] + list(features)
+    need = source_bytes(sources)
+    desc = f"{fmt} import: " + "; ".join(f"{s}={','.join(map(str, p))}" for s, p in splits.items())
+    if fmt == "vilt":
+        return _import_vilt(task, out, splits, need, image_size, desc)
+    if not features:
+        raise LtvlError("no image features given", where="--features",
+                        fix="UNITER: the img_db directories; LXMERT: the TSV files")
+    answers = _answers(answers_file, task, needed=task in ("vqa", "gqa"))
+    if fmt == "uniter":
+        img_dbs = [uniter.ImgDb(p) for p in features]
+        txt = {s: [uniter.TxtDb(p) for p in paths] for s, paths in splits.items()}
+        examples = {s: _concat([uniter.examples(task, t, answers) for t in dbs]) for s, dbs in txt.items()}
+        tokenizer = next(iter(txt.values()))[0].tokenizer(vocab)
+
+        def regions(split):
+            return uniter.regions(img_dbs, examples[split].image_names())
+    else:
+        if vocab is not None:
+            raise LtvlError("LXMERT's questions are text; --vocab applies to UNITER's word-piece ids", where="--vocab")
+        examples = {s: lxmert.examples(task, paths, answers) for s, paths in splits.items()}
+        tokenizer = None
+
+        def regions(split):
+            return lxmert.regions(features)
+    first = next(iter(regions(next(iter(splits)))), None)
+    if first is None:
+        raise LtvlError("no image in the feature sources matches the examples", where="--features")
+    info = DatasetInfo(task=task, feat_dim=int(first.features.shape[1]), num_regions=0,
+                       answers=_vocab_list(answers), num_labels=3 if task == "snli_ve" else None,
+                       source=desc, splits=list(splits), tokenizer=tokenizer)
+    with DatasetWriter(out, info, need) as w:
+        for split in splits:
+            write_split(w, split, examples[split], regions(split), info.feat_dim,
+                        ", ".join(map(str, features)), labelled=True)
+    return DatasetInfo.load(out)
+
+
+def _concat(parts):
+    out = parts[0]
+    for p in parts[1:]:
+        for k, v in p.rows.items():
+            out.rows.setdefault(k, []).extend(v)
+    return out
+
+
+def _import_vilt(task: str, out: Path, splits: dict[str, list[Path]], need: int, image_size: int,
+                 desc: str) -> DatasetInfo:
+    label2ans: dict[int, str] = {}
+    info = DatasetInfo(task=task, feat_dim=0, num_regions=0, image_size=image_size, source=desc,
+                       splits=list(splits))
+    with DatasetWriter(out, info, need) as w:
+        for split, files in splits.items():
+            write_stream(w, split, vilt.read(task, files, label2ans), 0)
+        if task in ("vqa", "gqa"):
+            n = max(label2ans, default=-1) + 1
+            info.answers = [label2ans.get(i, f"<label {i}>") for i in range(n)]
+    return DatasetInfo.load(out)
+
+
+__all__ = ["run_import"]
