@@ -61,7 +61,7 @@ def test_uniter_vqa_round_trips(uniter_vqa):
         assert np.array_equal(b["region_labels"][0, :n].numpy(), arrays["soft_labels"][:n].argmax(1))
     ex = s.examples.to_pydict()
     assert ex["source_id"] == list(records)
-    for k, (id_, rec) in enumerate(records.items()):
+    for k, rec in enumerate(records.values()):
         assert ex["input_ids"][k] == rec["input_ids"]
         assert ex["answer_ids"][k] == rec["target"]["labels"] and ex["answer_scores"][k] == pytest.approx([0.9])
         assert ex["image_id"][k] == ids[rec["img_fname"]]
@@ -127,7 +127,8 @@ def test_uniter_bad_inputs_are_named_and_leave_nothing(uniter_vqa):
     ans = root / "ans2label.json"
     # an image the examples need is in no img_db
     other = P.uniter_img_db(root / "img_db2", {k: v for k, v in list(images.items())[1:]}, nbb)
-    with pytest.raises(LtvlError, match=r"(?s)img_db2.*1 image\(s\) used by 'train' examples.*coco_train2014_000000000000"):
+    with pytest.raises(LtvlError, match=r"(?s)img_db2.*1 image\(s\) used by 'train' examples.*"
+                                        r"coco_train2014_000000000000"):
         run_import("uniter", "vqa", root / "o1", {"train": [txt]}, [other], ans)
     assert not (root / "o1").exists()
     # the VQA answer vocabulary is required

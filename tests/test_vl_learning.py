@@ -8,7 +8,8 @@ import pytest
 
 from ltvl.core.train import TrainConfig, Trainer
 from ltvl.vl.assemble import VLSpec, build_vl
-from ltvl.vl.data.synthetic import CELLS as R, make_synthetic
+from ltvl.vl.data.synthetic import CELLS as R
+from ltvl.vl.data.synthetic import make_synthetic
 from ltvl.vl.models.presets import BackboneSpec
 
 
