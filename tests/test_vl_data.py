@@ -254,3 +254,56 @@ def test_easy_vqa_full_counts(tmp_path):
     prepare_easy_vqa(tmp_path)
     assert open_split(tmp_path, "train").examples.num_rows == 38575
     assert open_split(tmp_path, "test").examples.num_rows == 9673
+
+
+FETCH = """
+import sys
+from ltvl.vl.data.fetch import fetch
+path, copied = fetch(sys.argv[1])
+print(path, copied)
+"""
+
+
+def test_uri_dataset_is_fetched_once_per_node_by_concurrent_trials(tmp_path):
+    """Three processes ask for the same dataset URI at once: one copies, two wait and reuse it."""
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "remote"
+    info = make_synthetic("vqa", src, n_train=64, n_test=8)
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-c", FETCH, f"file://{src}"], stdout=subprocess.PIPE, text=True,
+                              env=env) for _ in range(3)]
+    outs = [p.communicate()[0].split() for p in procs]
+    assert sorted(o[1] for o in outs) == ["False", "False", "True"]
+    local = {o[0] for o in outs}
+    assert local == {str(tmp_path / "home" / "cache" / "data" / info.content_sha256[:32])}
+    s = open_split(local.pop(), "train")
+    assert s.examples.num_rows == 64
+    from ltvl.vl.datasets import resolve_dataset
+
+    os.environ["LTVL_HOME"], old = str(tmp_path / "home"), os.environ["LTVL_HOME"]
+    try:
+        assert str(resolve_dataset(f"file://{src}")) in {o[0] for o in outs}  # the data: param takes URIs
+    finally:
+        os.environ["LTVL_HOME"] = old
+
+
+def test_fetch_refuses_a_damaged_remote_copy(tmp_path):
+    from ltvl.vl.data.fetch import fetch
+
+    src = tmp_path / "remote"
+    make_synthetic("vqa", src, n_train=16, n_test=4)
+    f = src / "train" / "images.arrow"
+    f.write_bytes(f.read_bytes()[:-1] + b"!")
+    os_home = tmp_path / "home"
+    import os
+
+    os.environ["LTVL_HOME"], old = str(os_home), os.environ["LTVL_HOME"]
+    try:
+        with pytest.raises(LtvlError, match=r"remote/train/images.arrow.*differs from the manifest"):
+            fetch(f"file://{src}")
+        assert not [p for p in (os_home / "cache" / "data").iterdir() if not p.name.endswith(".lock")]
+    finally:
+        os.environ["LTVL_HOME"] = old
