@@ -190,3 +190,18 @@ def test_both_adversarial_uses_run_on_real_easy_vqa(tmp_path, use):
     assert key["enabled"] and key["epsilon"] == 0.5 and key["steps"] == 2
     bad = ltvl("imp", "--data", data, "--adv-use", use, "--adv-epsilon", "-1")
     assert bad.returncode == 2 and "option.adv_epsilon = -1.0 is below its range" in bad.stderr, bad.stderr
+
+
+def test_synth_paper_shaped_data_and_imp_on_it(tmp_path):
+    """`ltvl data synth vqa --images N --regions R --feat-dim D` then `ltvl imp --data DIR`, as a user would."""
+    data = tmp_path / "big"
+    res = ltvl("data", "synth", "vqa", "--out", data, "--images", "300", "--examples", "900", "--regions", "36",
+               "--feat-dim", "64", "--min-regions", "10")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(ltvl("data", "info", data, "--json").stdout)
+    assert d["splits"]["train"]["images"] == 300 and d["splits"]["train"]["examples"] == 900
+    assert d["num_regions"] == 36 and d["min_regions"] >= 10 and d["feat_dim"] == 64
+    res = ltvl("imp", "--data", data, "--layers", "1", "--steps", "2", "--batch-size", "8", "--target", "0.5",
+               "--root", tmp_path / "chains")
+    assert res.returncode == 0, res.stderr
+    assert "round 1: sparsity 0.500" in res.stdout
