@@ -240,7 +240,7 @@ def data_prepare(
         raise LtvlError(
             f"unknown dataset {name!r}",
             where="NAME",
-            fix="the importable dataset is 'easy-vqa'; for your own features see README 'Bring your own features'",
+            fix="'easy-vqa' is prepared from its package; the paper's datasets: `ltvl data import` (README 'Data')",
         )
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
 

@@ -253,3 +253,40 @@ def test_region_backbone_on_images_only_data_is_refused(tmp_path):
     run_import("vilt", "flickr30k", tmp_path / "out", {"train": [path], "test": [path]}, [])
     with pytest.raises(LtvlError, match=r"(?s)images only.*ViLT"):
         build_vl(VLSpec(task="flickr30k", data=str(tmp_path / "out"), backbone=BackboneSpec("tiny")))
+
+
+def test_uniter_vcr_round_trips_and_builds_uniter_inputs(tmp_path):
+    """VCR: each example's image is its ground-truth boxes followed by its detections (two img_dbs);
+    answers and rationales stay word-piece ids and become UNITER's [CLS] q [SEP] a [SEP] inputs."""
+    from ltvl.vl.assemble import VLSpec, build_vl
+    from ltvl.vl.data.tokens import tokenizer_fingerprint
+    from ltvl.vl.models.presets import BackboneSpec, load_tokenizer
+
+    rng = np.random.default_rng(8)
+    gt = {f"vcr_gt_train_movie_{i}.npz": P.uniter_image(rng, 10) for i in range(2)}
+    det = {f"vcr_train_movie_{i}.npz": P.uniter_image(rng, 11) for i in range(2)}
+    gt_db = P.uniter_img_db(tmp_path / "vcr_gt_train", gt, {n: 10 for n in gt})
+    det_db = P.uniter_img_db(tmp_path / "vcr_train", det, {n: 11 for n in det})
+    records = {f"train-{k}": {"input_ids": [10 + k], "input_ids_as": [[20 + j] for j in range(4)],
+                              "input_ids_rs": [[30 + j, 31] for j in range(4)], "qa_target": k % 4,
+                              "qar_target": (k + 1) % 4,
+                              "img_fname": [f"vcr_gt_train_movie_{k % 2}.npz", f"vcr_train_movie_{k % 2}.npz"]}
+               for k in range(4)}
+    tok = load_tokenizer(BackboneSpec("tiny"))
+    fp = tokenizer_fingerprint(tok)
+    meta = {**META, "bert": "tiny's", "v_range": [999, fp["vocab_size"]]}
+    txt = P.uniter_txt_db(tmp_path / "txt", records, meta, id2len="id2len_qar.json")
+    out = tmp_path / "out"
+    run_import("uniter", "vcr", out, {"train": [txt], "test": [txt]}, [gt_db, det_db])
+    s, ids = open_split(out, "train"), _by_name(out)
+    pair = "vcr_gt_train_movie_1.npz|vcr_train_movie_1.npz"
+    assert s.images.num_regions[ids[pair]] == 21
+    assert np.array_equal(s.images.features(ids[pair]), np.concatenate(
+        [gt["vcr_gt_train_movie_1.npz"]["features"], det["vcr_train_movie_1.npz"]["features"][:11]]))
+    ex = s.examples.to_pydict()
+    assert ex["answers"][1] == [[20], [21], [22], [23]] and ex["rationale_label"] == [1, 2, 3, 0]
+    data = build_vl(VLSpec(task="vcr", data=str(out), backbone=BackboneSpec("tiny"), max_len=8)).data
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    assert data.train_prep["qa_ids"][1, 2].tolist() == [cls, 11, sep, 22, sep, pad, pad, pad]
+    # QA->R: question, the right answer (qa_target 1 -> 21), then the rationale
+    assert data.train_prep["qar_ids"][1, 0].tolist() == [cls, 11, sep, 21, sep, 30, 31, sep]

@@ -50,7 +50,8 @@ def uniter_image(rng, n: int, classes: int = 5) -> dict:
             "soft_labels": rng.uniform(0, 1, (n, classes)).astype(np.float32)}
 
 
-def uniter_txt_db(directory: Path, records: dict[str, dict], meta: dict, extra: dict | None = None) -> Path:
+def uniter_txt_db(directory: Path, records: dict[str, dict], meta: dict, extra: dict | None = None,
+                  id2len: str = "id2len.json") -> Path:
     """A txt_db: LMDB of lz4-framed msgpack records + meta.json, id2len.json, txt2img.json."""
     import lmdb
     import lz4.frame
@@ -63,7 +64,7 @@ def uniter_txt_db(directory: Path, records: dict[str, dict], meta: dict, extra: 
             txn.put(id_.encode("utf-8"), lz4.frame.compress(msgpack.dumps(rec, use_bin_type=True)))
     env.close()
     (directory / "meta.json").write_text(json.dumps(meta))
-    (directory / "id2len.json").write_text(json.dumps({k: len(r["input_ids"]) for k, r in records.items()}))
+    (directory / id2len).write_text(json.dumps({k: len(r["input_ids"]) for k, r in records.items()}))
     (directory / "txt2img.json").write_text(json.dumps({k: r.get("img_fname") for k, r in records.items()}))
     for name, content in (extra or {}).items():
         (directory / name).write_text(json.dumps(content))

@@ -79,10 +79,9 @@ def example_columns(task: str, pretokenized: bool = False) -> dict[str, pa.DataT
         raise LtvlError(f"unknown task {task!r}", where="dataset.json task", fix=f"one of {sorted(TASK_COLUMNS)}")
     cols = dict(TASK_COLUMNS[task])
     if pretokenized:
-        if task == "vcr":
-            raise LtvlError("VCR's answers and rationales must be text", where="dataset.json tokenizer",
-                            fix="import VCR with its text (UNITER's VCR txt_db is not supported yet)")
-        cols = {(TOKEN_COLUMN if k == "text" else k): (TOKEN_TYPE if k == "text" else t) for k, t in cols.items()}
+        ids_list = pa.list_(TOKEN_TYPE)  # VCR: 4 answers / rationales, each a list of ids
+        cols = {(TOKEN_COLUMN if k == "text" else k): (TOKEN_TYPE if k == "text" else ids_list if t == pa.list_(_TEXT)
+                                                       else t) for k, t in cols.items()}
     return cols
 
 

@@ -53,6 +53,24 @@ def text_inputs(tokenizer, examples: pa.Table, max_len: int) -> dict[str, torch.
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
+def join_ids(tokenizer, segments: list[list[list[int]]], max_len: int) -> dict[str, torch.Tensor]:
+    """Pre-tokenised segments per row -> [CLS] s1 [SEP] s2 [SEP] …, cut to ``max_len`` (ending in
+    [SEP]) and padded."""
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    ids = np.full((len(segments), max_len), pad, dtype=np.int64)
+    lengths = np.zeros(len(segments), dtype=np.int64)
+    for i, parts in enumerate(segments):
+        row = [cls]
+        for p in parts:
+            row.extend(p)
+            row.append(sep)
+        if len(row) > max_len:
+            row = row[: max_len - 1] + [sep]
+        ids[i, : len(row)], lengths[i] = row, len(row)
+    mask = (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
 def column(table: pa.Table, name: str) -> np.ndarray:
     return np.array(table[name].to_numpy())  # a writable copy: torch.from_numpy warns on Arrow's read-only view
 

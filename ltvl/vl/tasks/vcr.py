@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ltvl.util.errors import LtvlError
-from ltvl.vl.tasks.base import VLTask, column, image_batch, list_column, mlp_head, tokenize
+from ltvl.vl.data.schema import TOKEN_COLUMN
+from ltvl.vl.tasks.base import VLTask, column, image_batch, join_ids, list_column, mlp_head, tokenize
 
 N_OPT = 4
 
@@ -23,7 +24,7 @@ class VCRTask(VLTask):
 
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
-        q, answers, rats = ex["text"].to_pylist(), list_column(ex, "answers"), list_column(ex, "rationales")
+        answers, rats = list_column(ex, "answers"), list_column(ex, "rationales")
         a_lab = torch.from_numpy(column(ex, "answer_label").astype("int64"))
         r_lab = torch.from_numpy(column(ex, "rationale_label").astype("int64"))
         if any(len(a) != N_OPT for a in answers) or any(len(r) != N_OPT for r in rats):
@@ -31,9 +32,18 @@ class VCRTask(VLTask):
                 f"every example needs exactly {N_OPT} answers and {N_OPT} rationales",
                 where="examples.answers/rationales",
             )
-        qa = tokenize(tokenizer, [x for x in q for _ in range(N_OPT)], max_len, [a for row in answers for a in row])
-        ctx = [f"{x} {row[int(lab)]}" for x, row, lab in zip(q, answers, a_lab)]
-        qar = tokenize(tokenizer, [x for x in ctx for _ in range(N_OPT)], max_len, [r for row in rats for r in row])
+        if TOKEN_COLUMN in ex.schema.names:  # UNITER's ids: [CLS] q [SEP] a [SEP]; [CLS] q [SEP] a* [SEP] r [SEP]
+            q = list_column(ex, TOKEN_COLUMN)
+            qa = join_ids(tokenizer, [[x, a] for x, row in zip(q, answers) for a in row], max_len)
+            qar = join_ids(tokenizer, [[x, row[int(lab)], r] for x, row, lab, rs in zip(q, answers, a_lab, rats)
+                                       for r in rs], max_len)
+        else:
+            q = ex["text"].to_pylist()
+            qa = tokenize(tokenizer, [x for x in q for _ in range(N_OPT)], max_len,
+                          [a for row in answers for a in row])
+            ctx = [f"{x} {row[int(lab)]}" for x, row, lab in zip(q, answers, a_lab)]
+            qar = tokenize(tokenizer, [x for x in ctx for _ in range(N_OPT)], max_len,
+                           [r for row in rats for r in row])
         shape = (ex.num_rows, N_OPT, max_len)
         return {
             "rows": torch.arange(ex.num_rows),

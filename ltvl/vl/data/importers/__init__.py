@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 FORMATS = {
-    "uniter": "UNITER LMDB img_db + txt_db (VQA, SNLI-VE, NLVR2, RefCOCO+, Flickr30k)",
+    "uniter": "UNITER LMDB img_db + txt_db (VQA, SNLI-VE, NLVR2, VCR, RefCOCO+, Flickr30k)",
     "lxmert": "LXMERT TSV features + JSON questions (VQA, GQA, NLVR2)",
     "vilt": "ViLT Arrow files with encoded images (VQA, GQA, NLVR2, Flickr30k)",
 }

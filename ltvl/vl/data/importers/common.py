@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ltvl.util.errors import LtvlError
-from ltvl.vl.data.schema import SOURCE_ID, TASK_COLUMNS, TOKEN_COLUMN, TOKEN_TYPE
+from ltvl.vl.data.schema import SOURCE_ID, TOKEN_COLUMN, example_columns
 from ltvl.vl.data.writer import DatasetWriter
 
 CHUNK = 1024  # images per record batch
@@ -49,9 +49,7 @@ class Examples:
         return list(dict.fromkeys(n for k in keys for n in self.rows[k]))
 
     def table(self, ids: dict[str, int], pretokenized: bool, first_qid: int = 0) -> pa.Table:
-        cols = dict(TASK_COLUMNS[self.task])
-        if pretokenized:
-            cols = {(TOKEN_COLUMN if k == "text" else k): (TOKEN_TYPE if k == "text" else t) for k, t in cols.items()}
+        cols = example_columns(self.task, pretokenized)
         data = {"qid": np.arange(first_qid, first_qid + len(self), dtype=np.int64)}
         for key, image_key in (("image_id", "image"), ("image_id_2", "image_2")):
             if key in cols:

@@ -9,7 +9,10 @@ normalised (the 7th box dim, w*h, is added here as UNITER does at load), ``conf`
 
 txt_db directory: LMDB of lz4-framed msgpack records keyed by example id, with ``meta.json``
 (CLS/SEP/MASK ids, ``v_range``, the tokenizer name), ``id2len.json`` (the example ids),
-``txt2img.json``; RefCOCO+ adds ``images.json`` (each image's annotation ids, in region order).
+``txt2img.json``; RefCOCO+ adds ``images.json`` (each image's annotation ids, in region order);
+VCR's records hold ``input_ids_as``/``input_ids_rs`` (4 answers, 4 rationales), ``qa_target``,
+``qar_target`` and a pair of image names (ground-truth boxes, detections), ids in
+``id2len_qar.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ltvl.util.errors import LtvlError
 from ltvl.vl.data.importers.common import Examples, Region
 from ltvl.vl.data.schema import SOURCE_ID
 
-TASKS = ("vqa", "snli_ve", "nlvr2", "refcoco_plus", "flickr30k")
+TASKS = ("vqa", "snli_ve", "nlvr2", "vcr", "refcoco_plus", "flickr30k")
 CONF_TH, MAX_BB, MIN_BB = 0.2, 100, 10  # UNITER's defaults
 
 
@@ -111,12 +114,26 @@ class ImgDb:
 
 
 def regions(img_dbs: list[ImgDb], names: list[str]) -> Iterator[Region]:
+    """Each named image from the first img_db that holds it. VCR names a pair ``gt|det``: its
+    ground-truth boxes followed by its detections, concatenated as UNITER does."""
     for name in names:
-        for db in img_dbs:
-            r = db.get(name)
-            if r is not None:
-                yield r
-                break
+        parts = [_find(img_dbs, n) for n in name.split("|")]
+        if any(p is None for p in parts):
+            continue
+        if len(parts) == 1:
+            yield parts[0]
+            continue
+        labels = [p.labels for p in parts]
+        yield Region(name, np.concatenate([p.features for p in parts]), np.concatenate([p.boxes for p in parts]),
+                     None if any(x is None for x in labels) else np.concatenate(labels))
+
+
+def _find(img_dbs: list[ImgDb], name: str) -> Region | None:
+    for db in img_dbs:
+        r = db.get(name)
+        if r is not None:
+            return r
+    return None
 
 
 class TxtDb:
@@ -124,7 +141,8 @@ class TxtDb:
         self.dir = path
         try:
             self.meta = json.loads((path / "meta.json").read_text())
-            self.ids = list(json.loads((path / "id2len.json").read_text()))
+            id2len = path / "id2len.json" if (path / "id2len.json").exists() else path / "id2len_qar.json"  # VCR
+            self.ids = list(json.loads(id2len.read_text()))
         except (OSError, ValueError) as e:
             raise LtvlError(f"not a UNITER txt_db ({e})", where=str(path),
                             fix="a txt_db directory holds data.mdb, meta.json, id2len.json, txt2img.json") from e
@@ -163,7 +181,7 @@ def examples(task: str, txt: TxtDb, answers: dict[str, int] | None) -> Examples:
     """The txt_db's examples as ltvl columns; RefCOCO+'s target is the region of its annotation."""
     if task not in TASKS:
         raise LtvlError(f"UNITER's txt_db importer does not read task {task!r}", where="--task",
-                        fix=f"one of {', '.join(TASKS)} (GQA: use --format lxmert or vilt)")
+                        fix=f"one of {', '.join(TASKS)} (GQA: use lxmert or vilt)")
     out = Examples(task)
     images = None
     if task == "refcoco_plus":
@@ -180,6 +198,10 @@ def examples(task: str, txt: TxtDb, answers: dict[str, int] | None) -> Examples:
                 row.update(image=ex["img_fname"], label=int(t["labels"][int(np.argmax(t["scores"]))]))
             elif task == "nlvr2":
                 row.update(image=ex["img_fname"][0], image_2=ex["img_fname"][1], label=int(ex["target"]))
+            elif task == "vcr":  # img_fname = [ground-truth boxes' img_db name, detections' img_db name]
+                row.update(image="|".join(ex["img_fname"]), answers=[list(a) for a in ex["input_ids_as"]],
+                           rationales=[list(r) for r in ex["input_ids_rs"]], answer_label=int(ex["qa_target"]),
+                           rationale_label=int(ex["qar_target"]))
             elif task == "refcoco_plus":
                 image_id = int(ex["image_id"])
                 row.update(image=f"visual_grounding_coco_gt_{image_id:012}.npz",
