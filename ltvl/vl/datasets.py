@@ -10,6 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from ltvl.util.errors import LtvlError
 from ltvl.util.home import data_dir
 from ltvl.vl.data.info import FORMAT
 
@@ -49,6 +50,10 @@ def ensure_prepared(out: Path, build: Callable[[Path], object]) -> Path:
 
 def ensure_synthetic(task: str) -> Path:
     """A synthetic ``task`` dataset under LTVL_HOME, made once."""
+    from ltvl.vl.data.schema import TASK_COLUMNS
     from ltvl.vl.data.synthetic import make_synthetic
 
+    if task not in TASK_COLUMNS:  # before any lock or directory exists
+        raise LtvlError(f"no synthetic generator for task {task!r}", where="data",
+                        fix=f"synthetic:<task> with one of {', '.join(TASK_COLUMNS)}")
     return ensure_prepared(data_dir(f"synthetic-{task}"), lambda out: make_synthetic(task, out))
