@@ -307,3 +307,43 @@ def test_fetch_refuses_a_damaged_remote_copy(tmp_path):
         assert not [p for p in (os_home / "cache" / "data").iterdir() if not p.name.endswith(".lock")]
     finally:
         os.environ["LTVL_HOME"] = old
+
+
+def _rewrite_images(directory, split, edit):
+    """Rewrite one split's images.arrow with ``edit(features ndarray)`` applied, manifest updated."""
+    t = read(directory, f"{split}/images.arrow")
+    feats = t["features"].combine_chunks()
+    values = feats.values.to_numpy(zero_copy_only=False).copy()
+    edit(values)
+    col = pa.LargeListArray.from_arrays(feats.offsets, pa.array(values, pa.float16()))
+    replace_file(directory, f"{split}/images.arrow", t.set_column(t.schema.get_field_index("features"), "features",
+                                                                    col))
+
+
+def test_non_finite_features_are_named_before_training_and_the_verdict_is_cached(tmp_path):
+    from ltvl.util.home import home
+    from ltvl.vl.assemble import VLSpec, build_vl
+    from ltvl.vl.models.presets import BackboneSpec
+
+    make_synthetic("gqa", tmp_path / "d", n_train=20, n_test=5)
+    spec = VLSpec(task="gqa", data=str(tmp_path / "d"), backbone=BackboneSpec("tiny"))
+    build_vl(spec)  # clean: scanned once, verdict cached by content
+    cached = list((home() / "cache" / "verified").glob("*.json"))
+    assert len(cached) >= 1
+    n_img = 16 * 9  # values per image: 9 regions x 16-d
+
+    def poison(v):
+        v[3 * n_img + 5] = np.nan  # image row 3
+
+    _rewrite_images(tmp_path / "d", "test", poison)
+    with pytest.raises(LtvlError, match=r"(?s)test/images.arrow features \(split 'test'\).*image_id 3 \(row 3\) "
+                                        r"has a non-finite feature value"):
+        build_vl(spec)
+
+
+def test_empty_split_is_named(tmp_path):
+    make_synthetic("gqa", tmp_path, n_train=20, n_test=5)
+    table = read(tmp_path, "test/examples.arrow")
+    replace_file(tmp_path, "test/examples.arrow", table.slice(0, 0))
+    with pytest.raises(LtvlError, match=r"(?s)test/examples.arrow.*split 'test' has no examples"):
+        open_split(tmp_path, "test")

@@ -264,7 +264,8 @@ class Trainer:
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 total += float(loss.detach())
             if not math.isfinite(total) and scaler is None:
-                raise FloatingPointError(f"loss became {total} at step {step}; lower the lr or enable grad clipping")
+                raise FloatingPointError(f"loss became {total} at step {step}: lower the lr or enable grad clipping "
+                                         "(datasets are checked for nan/inf inputs before training)")
             if scaler is not None:
                 scaler.unscale_(opt)
             if cfg.max_grad_norm:

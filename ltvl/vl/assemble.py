@@ -18,6 +18,7 @@ from ltvl.util.errors import LtvlError
 from ltvl.util.home import home
 from ltvl.vl.data.store import DatasetInfo, open_split
 from ltvl.vl.data.tokens import PrepCache, check_tokenizer
+from ltvl.vl.data.verify import check_values
 from ltvl.vl.models.base import bert_init_
 from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
 from ltvl.vl.tasks import TaskData, VLModel, get_task
@@ -77,6 +78,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
         open_split(data_dir, spec.train_split, spec.task),
         open_split(data_dir, spec.eval_split, spec.task),
     )
+    check_values(data_dir, info)  # nan / inf anywhere: once per node per dataset (cached)
     tokenizer = load_tokenizer(spec.backbone)
     check_tokenizer(info.tokenizer, tokenizer, spec.backbone.preset, str(data_dir / "dataset.json"))
     data = TaskData(task, train, evaluation, tokenizer, spec.max_len, spec.eval_batch_size, spec.eval_limit,

@@ -220,6 +220,9 @@ def open_split(directory: str | Path, split: str, task: str | None = None) -> Sp
     ex_path = _checked_path(directory, info, f"{split}/{EXAMPLES}")
     ex = read_arrow(ex_path)
     check_examples(ex.schema, task, where=str(ex_path), pretokenized=info.tokenizer is not None)
+    if ex.num_rows == 0:
+        raise LtvlError(f"split {split!r} has no examples", where=str(ex_path),
+                        fix="re-import it, or choose another split (train_split / eval_split)")
     images = ImageTable(_checked_path(directory, info, f"{split}/{IMAGES}"), info)
     for col in IMAGE_ID_COLUMNS:
         if col in ex.schema.names:
