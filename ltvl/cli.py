@@ -57,6 +57,8 @@ def prune(
         raise LtvlError("--random and --high-magnitude exclude each other", where="options")
     if not list_only and out is None:
         raise LtvlError("missing --out", where="--out", fix="give the mask file to write, e.g. --out mask.safetensors")
+    if out is not None and out.is_dir():
+        raise LtvlError(f"{out} is a directory", where="--out", fix=f"name the file, e.g. --out {out}/mask.safetensors")
     if not (0.0 <= sparsity < 1.0):
         raise LtvlError(f"sparsity {sparsity} is outside [0, 1)", where="--sparsity", fix="e.g. --sparsity 0.7")
     state = load_safetensors(checkpoint, where=str(checkpoint))
@@ -503,9 +505,9 @@ def cluster_env(directory: ClusterDir = None) -> None:
 
 
 def _experiment_kind(uri: str, name: str) -> str:
-    from mlflow import MlflowClient
+    from ltvl.tracking.reach import tracking_client
 
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    exp = tracking_client(uri).get_experiment_by_name(name)
     if exp is None:
         raise LtvlError(f"no experiment {name!r} at {uri}", where="--experiment")
     return exp.tags.get("ltvl.sweep_kind", "")

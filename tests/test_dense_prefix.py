@@ -87,3 +87,30 @@ def test_random_pruning_shares_the_dense_run_but_not_the_first_mask(tmp_path):
     assert rp.rounds[0].metrics == imp.rounds[0].metrics
     assert rp.rounds[1].mask_sha256 != imp.rounds[1].mask_sha256
     assert dataclasses.replace(_spec(0, 0.5), method=Method.RANDOM).short_hash == rp.directory.name
+
+
+def test_a_corrupt_theta_i_names_its_file_and_the_hint_recovers_it(tmp_path):
+    """The fix hint points where θi lives (the dense store); following it gives the same masks."""
+    import re
+
+    import pytest
+
+    from ltvl.util.errors import LtvlError
+
+    counter = CountingTrainer(TRAIN)
+    first = run_chain(_spec(3, 0.5), make_toy_model, counter.train, counter.inner.evaluate, tmp_path)
+    theta = next((tmp_path / "dense").glob("*/theta/3.pt"))
+    data = bytearray(theta.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    theta.write_bytes(bytes(data))
+    for r in tmp_path.glob("*/rounds/00[2-9].json"):
+        r.unlink()  # force a re-run of the later rounds, which rewind to θi
+    with pytest.raises(LtvlError, match="hash mismatch") as e:
+        run_chain(_spec(3, 0.5), make_toy_model, counter.train, counter.inner.evaluate, tmp_path)
+    msg = str(e.value)
+    assert str(theta) in msg and "3.sha256" in msg
+    theta.unlink()  # do what the hint says
+    theta.with_suffix(".sha256").unlink()
+    again = run_chain(_spec(3, 0.5), make_toy_model, counter.train, counter.inner.evaluate, tmp_path)
+    assert [r.mask_sha256 for r in again.rounds] == [r.mask_sha256 for r in first.rounds]
+    assert re.search(r"dense/\w+/theta/3\.pt", msg)

@@ -138,7 +138,7 @@ class DenseStore(SpecStore):
     def get_theta(self, step: int) -> RewindPoint:
         if not self.has_theta(step):
             raise LtvlError(f"θi for rewind step {step} is missing", where=str(self.dir),
-                            fix="delete the chain's round records to recompute it")
+                            fix="re-run: the dense stage recomputes a missing θi from its dense run")
         return RewindPoint.load(self.theta_path(step), self.theta_sha(step))
 
     # --- the first pruned mask, per pruning rate -----------------------------------------------

@@ -193,6 +193,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         return derive_seed(spec.train.seed, "prune", r)
 
     if done:
+        if agree(not dense.has_theta(spec.rewind_step)):  # deleted (e.g. after a hash mismatch): replay the dense
+            ensure_dense(dense, {spec.rewind_step}, model_factory, train_fn, eval_fn, agree)  # run, bit-identically
         theta_i = store.get_theta_i(dense)
         mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
     else:  # round 0: the shared dense run

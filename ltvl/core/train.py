@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -131,7 +132,8 @@ class RewindPoint:
             raise LtvlError(
                 f"rewind point hash mismatch (expected {expect_sha256[:12]}…)",
                 where=str(path),
-                fix="the file is damaged; delete the chain directory's round records to recompute",
+                fix=f"the file is damaged: delete it and {Path(path).with_suffix('.sha256').name} beside it; the "
+                    "next run re-trains the dense run up to that step and recomputes θi bit-identically",
             )
         d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never unpickle code
         return cls(d["step"], d["model"], d["optimizer"], d["scheduler"], d.get("scaler"))

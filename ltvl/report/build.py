@@ -161,8 +161,8 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
 
 
 def _log(uri: str, experiment: str, experiments: list[str], out: Path) -> str:
-    from mlflow import MlflowClient
-    client = MlflowClient(tracking_uri=uri)
+    from ltvl.tracking.reach import tracking_client
+    client = tracking_client(uri)
     exp = client.get_experiment_by_name(experiment)
     run = client.create_run(exp.experiment_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
                             tags={"ltvl.kind": "report", "ltvl.report_of": ",".join(experiments)})

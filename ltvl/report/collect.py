@@ -54,8 +54,8 @@ def _f(v, default=float("nan")) -> float:
 def collect(uri: str, experiments: list[str]) -> Records:
     """All finished rounds and dense runs of ``experiments`` (several sweeps can feed one report:
     e.g. the rewind grid, the transfer sweep and the AT grid of one study)."""
-    from mlflow import MlflowClient
-    client = MlflowClient(tracking_uri=uri)
+    from ltvl.tracking.reach import tracking_client
+    client = tracking_client(uri)
     rows, dense, skipped = [], [], []
     chains: dict[str, tuple[str, dict]] = {}  # ltvl.key -> (run label, params)
     for name in experiments:
@@ -148,11 +148,10 @@ def download_mask(uri: str, run_id: str, sha: str, dest: str) -> str:
     """A round's mask artifact, verified against the sha256 it was logged with."""
     import os
 
-    from mlflow import MlflowClient
-
     from ltvl.pruning import load_mask
+    from ltvl.tracking.reach import tracking_client
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per mask drowns the output
-    path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, f"mask/{sha}.mask.safetensors", dest)
+    path = tracking_client(uri).download_artifacts(run_id, f"mask/{sha}.mask.safetensors", dest)
     if load_mask(path).sha256 != sha:
         raise LtvlError(f"mask artifact of run {run_id} does not match its sha256 {sha[:12]}", where=path)
     return path

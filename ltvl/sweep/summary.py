@@ -23,9 +23,10 @@ class ChainSummary:
 
 
 def chain_summaries(uri: str, experiment: str, p: float) -> list[ChainSummary]:
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    from ltvl.tracking.reach import tracking_client
+
+    client = tracking_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

@@ -28,8 +28,8 @@ class Ancestor:
 
 
 def _client(uri: str):
-    from mlflow import MlflowClient
-    return MlflowClient(tracking_uri=uri)
+    from ltvl.tracking.reach import tracking_client
+    return tracking_client(uri)
 
 
 def _ancestor(run) -> Ancestor:

@@ -73,6 +73,9 @@ class LineageTracker:
     # --- connection --------------------------------------------------------------------------
     def connect(self) -> str:
         """Reach the server and find or create the experiment, before any trial starts."""
+        from ltvl.tracking.reach import check_reachable
+
+        check_reachable(self.uri)  # bounded: a dead server fails here within LTVL_TRACKING_TIMEOUT
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
         except Exception as e:  # noqa: BLE001 - any transport or store error means unreachable

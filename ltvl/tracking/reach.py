@@ -1,0 +1,53 @@
+"""Every command that talks to a tracking server fails within a bounded time, naming the URI.
+
+MLflow's HTTP client retries with exponential backoff (minutes against a dead port) and waits
+up to 120 s per request. ``tracking_client`` probes an ``http(s)`` server's ``/health`` first
+with ``$LTVL_TRACKING_TIMEOUT`` (default 30 s) and caps MLflow's own retries and timeout to it.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+from ltvl.util.errors import LtvlError
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def tracking_timeout() -> float:
+    raw = os.environ.get("LTVL_TRACKING_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise LtvlError(f"LTVL_TRACKING_TIMEOUT={raw!r} is not a positive number of seconds",
+                        where="LTVL_TRACKING_TIMEOUT", fix="e.g. LTVL_TRACKING_TIMEOUT=60")
+    return value
+
+
+def check_reachable(uri: str) -> None:
+    """For a server URI: answer within the timeout or raise naming it. Local stores pass."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    timeout = tracking_timeout()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(timeout))))
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+            r.read(64)
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise LtvlError(f"MLflow at {uri} did not answer within {timeout:g} s ({reason})", where="tracking URI",
+                        fix=f"check that the server runs and is reachable (curl {uri.rstrip('/')}/health), or set "
+                            "LTVL_TRACKING_TIMEOUT to wait longer") from e
+
+
+def tracking_client(uri: str):
+    """An ``MlflowClient`` for ``uri``, after :func:`check_reachable`."""
+    check_reachable(uri)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)

@@ -1,0 +1,73 @@
+"""Failures that must never read as success or hang (issue 14)."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.test_cli import ckpt, ltvl  # noqa: F401 - ckpt is a fixture
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections and never answers (a hung server, a black-holed proxy)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join()
+    for c in conns:
+        c.close()
+    srv.close()
+
+
+def _timed(*args, env=None):
+    t = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "ltvl.cli", *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=120)
+    return res, time.monotonic() - t
+
+
+@pytest.mark.parametrize("command", [["lineage", "abcdef12"], ["report", "--experiment", "x"]])
+def test_a_dead_tracking_server_fails_fast_with_its_uri(tmp_path, command):
+    uri = "http://127.0.0.1:9"  # the discard port: connection refused
+    res, took = _timed(*command, "--tracking-uri", uri, *(["--out", tmp_path] if command[0] == "report" else []))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"MLflow at {uri} did not answer" in res.stderr and "curl" in res.stderr
+    assert took < 30
+
+
+def test_a_silent_tracking_server_times_out_as_configured(silent_server):
+    res, took = _timed("lineage", "abcdef12", "--tracking-uri", silent_server, env={"LTVL_TRACKING_TIMEOUT": "2"})
+    assert res.returncode == 2, res.stderr
+    assert f"MLflow at {silent_server} did not answer within 2 s" in res.stderr
+    assert took < 20  # the timeout, plus interpreter and import start-up
+
+
+def test_a_bad_timeout_setting_is_named():
+    res, _ = _timed("lineage", "abcdef12", "--tracking-uri", "http://127.0.0.1:9", env={"LTVL_TRACKING_TIMEOUT": "soon"})
+    assert res.returncode == 2 and "LTVL_TRACKING_TIMEOUT='soon' is not a positive number" in res.stderr
+
+
+def test_prune_out_that_is_a_directory_is_named(tmp_path, ckpt):
+    res = ltvl("prune", ckpt, "--sparsity", "0.5", "--out", tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "is a directory" in res.stderr and "Traceback" not in res.stderr
