@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.test_cli import ckpt, ltvl  # noqa: F401 - ckpt is a fixture
+from tests.test_cli import ltvl
 
 
 @pytest.fixture
@@ -63,11 +63,17 @@ def test_a_silent_tracking_server_times_out_as_configured(silent_server):
 
 
 def test_a_bad_timeout_setting_is_named():
-    res, _ = _timed("lineage", "abcdef12", "--tracking-uri", "http://127.0.0.1:9", env={"LTVL_TRACKING_TIMEOUT": "soon"})
+    res, _ = _timed("lineage", "abcdef12", "--tracking-uri", "http://127.0.0.1:9",
+                    env={"LTVL_TRACKING_TIMEOUT": "soon"})
     assert res.returncode == 2 and "LTVL_TRACKING_TIMEOUT='soon' is not a positive number" in res.stderr
 
 
-def test_prune_out_that_is_a_directory_is_named(tmp_path, ckpt):
-    res = ltvl("prune", ckpt, "--sparsity", "0.5", "--out", tmp_path)
+def test_prune_out_that_is_a_directory_is_named(tmp_path, tiny_bert):
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "bert.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_bert.state_dict().items()}, str(ckpt))
+    (tmp_path / "masks").mkdir()
+    res = ltvl("prune", ckpt, "--sparsity", "0.5", "--out", tmp_path / "masks")
     assert res.returncode == 2, res.stderr
     assert "is a directory" in res.stderr and "Traceback" not in res.stderr
