@@ -77,3 +77,57 @@ def test_prune_out_that_is_a_directory_is_named(tmp_path, tiny_bert):
     res = ltvl("prune", ckpt, "--sparsity", "0.5", "--out", tmp_path / "masks")
     assert res.returncode == 2, res.stderr
     assert "is a directory" in res.stderr and "Traceback" not in res.stderr
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from ltvl.sweep.lock import SweepLock
+with SweepLock(Path(sys.argv[1]), "twin"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_second_sweep_of_the_same_name_is_refused_at_once_naming_the_holder(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "LTVL_HOME": str(home)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home / "sweeps" / "twin"), "60"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t = time.monotonic()
+        res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=twin"],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert f"sweep 'twin' is already running (pid {holder.pid} on " in res.stderr
+        assert time.monotonic() - t < 30  # refused before Ray or MLflow start
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder cannot leave the lock stuck: the kernel released it with the process
+    from ltvl.sweep.lock import SweepLock
+
+    with SweepLock(home / "sweeps" / "twin", "twin"):
+        pass
+
+
+CONNECT = """
+import sys
+from ltvl.tracking.mlflow_lineage import LineageTracker
+t = LineageTracker(sys.argv[1], sys.argv[2], "rewind_grid", sys.argv[3])
+print(t.connect())
+"""
+
+
+def test_sweeps_of_different_names_start_together_on_a_fresh_store(tmp_path):
+    """Before: one of them died in alembic (`table _alembic_tmp_experiments already exists`)."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", CONNECT, uri, f"sweep-{k}", str(tmp_path / f"spool{k}.jsonl")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    from mlflow import MlflowClient
+
+    names = {e.name for e in MlflowClient(tracking_uri=uri).search_experiments()}
+    assert {"sweep-0", "sweep-1", "sweep-2"} <= names

@@ -76,12 +76,8 @@ def _domain(key: str, spec: dict):
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None) -> int:
-    import ray
-
-    from ltvl.ray.lineage import LineageCallback
     from ltvl.ray.space import grid_points, validate_space
-    from ltvl.ray.stages import run_chains
-    from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
+    from ltvl.sweep.lock import SweepLock
     from ltvl.util.home import home
 
     console = console or sweep_console()
@@ -96,6 +92,18 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
             console.print(p)
         console.print(f"{n} chain(s); nothing run (--dry-run)")
         return 0
+    with SweepLock(base, cfg.name):  # a second driver of this name is refused here, at once
+        return _run_locked(cfg, space, n, root, storage, opts, resume, console)
+
+
+def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str, opts, resume: bool,
+                console: Console) -> int:
+    import ray
+
+    from ltvl.ray.lineage import LineageCallback
+    from ltvl.ray.stages import run_chains
+    from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
+
     uri = cfg.tracking_uri or default_tracking_uri()
     tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
     tracker.connect()  # an unreachable server fails here, before any trial

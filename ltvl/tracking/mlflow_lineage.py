@@ -62,8 +62,11 @@ class LineageTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow import MlflowClient
+
+        from ltvl.tracking.reach import store_init_lock
         self.uri, self.experiment_name, self.sweep_kind = uri, experiment, sweep_kind
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_init_lock(uri):  # a fresh sqlite store is migrated by the first client that opens it
+            self.client = MlflowClient(tracking_uri=uri)
         self.spool = Path(spool)
         self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
         self.experiment_id: str | None = None
@@ -73,28 +76,29 @@ class LineageTracker:
     # --- connection --------------------------------------------------------------------------
     def connect(self) -> str:
         """Reach the server and find or create the experiment, before any trial starts."""
-        from ltvl.tracking.reach import check_reachable
+        from ltvl.tracking.reach import check_reachable, store_init_lock
 
         check_reachable(self.uri)  # bounded: a dead server fails here within LTVL_TRACKING_TIMEOUT
-        try:
-            exp = self.client.get_experiment_by_name(self.experiment_name)
-        except Exception as e:  # noqa: BLE001 - any transport or store error means unreachable
-            raise LtvlError(f"cannot reach MLflow at {self.uri} ({type(e).__name__}: {str(e)[:200]})",
-                            where="tracking_uri", fix="start the server, fix the URI, or leave tracking_uri unset "
-                            "for the local sqlite store") from e
-        if exp is None:
-            artifact_location = None
-            if self.uri.startswith("sqlite:"):
-                artifact_location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-            self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location,
-                                                               tags={SWEEP_KIND: self.sweep_kind})
-        else:
-            kind = exp.tags.get(SWEEP_KIND)
-            if kind != self.sweep_kind:
-                raise LtvlError(f"MLflow experiment {self.experiment_name!r} holds a {kind!r} sweep, this is a "
-                                f"{self.sweep_kind!r} sweep", where="name",
-                                fix="choose another sweep name (name=...) so the runs stay comparable")
-            self.experiment_id = exp.experiment_id
+        with store_init_lock(self.uri):  # two new experiments at once on one sqlite file: one at a time
+            try:
+                exp = self.client.get_experiment_by_name(self.experiment_name)
+            except Exception as e:  # noqa: BLE001 - any transport or store error means unreachable
+                raise LtvlError(f"cannot reach MLflow at {self.uri} ({type(e).__name__}: {str(e)[:200]})",
+                                where="tracking_uri", fix="start the server, fix the URI, or leave tracking_uri unset "
+                                "for the local sqlite store") from e
+            if exp is None:
+                artifact_location = None
+                if self.uri.startswith("sqlite:"):
+                    artifact_location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location,
+                                                                   tags={SWEEP_KIND: self.sweep_kind})
+            else:
+                kind = exp.tags.get(SWEEP_KIND)
+                if kind != self.sweep_kind:
+                    raise LtvlError(f"MLflow experiment {self.experiment_name!r} holds a {kind!r} sweep, this is a "
+                                    f"{self.sweep_kind!r} sweep", where="name",
+                                    fix="choose another sweep name (name=...) so the runs stay comparable")
+                self.experiment_id = exp.experiment_id
         self.flush()
         return self.experiment_id
 

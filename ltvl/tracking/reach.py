@@ -45,9 +45,25 @@ def check_reachable(uri: str) -> None:
                             "LTVL_TRACKING_TIMEOUT to wait longer") from e
 
 
+def store_init_lock(uri: str):
+    """MLflow migrates a fresh sqlite store inside ``MlflowClient(...)``; two processes doing that at
+    once collide in alembic (``table _alembic_tmp_experiments already exists``). One lock per file."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(db) + ".init.lock")
+
+
 def tracking_client(uri: str):
     """An ``MlflowClient`` for ``uri``, after :func:`check_reachable`."""
     check_reachable(uri)
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    with store_init_lock(uri):
+        return MlflowClient(tracking_uri=uri)
