@@ -131,3 +131,40 @@ def test_sweeps_of_different_names_start_together_on_a_fresh_store(tmp_path):
 
     names = {e.name for e in MlflowClient(tracking_uri=uri).search_experiments()}
     assert {"sweep-0", "sweep-1", "sweep-2"} <= names
+
+
+@pytest.mark.long
+def test_a_sweep_with_a_failed_chain_exits_non_zero_and_says_why_once(tmp_path):
+    """Before: the trial died inside ~70 lines of Ray traceback and the driver exited 0 with a
+    normal-looking summary. The failure here: a dataset file truncated after it was written
+    (the driver's up-front check sees dataset.json; the worker's open sees the truncation)."""
+    from ltvl.vl.data.synthetic import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic("vqa", data, n_train=64, n_test=16)
+    images = data / "train" / "images.arrow"
+    images.write_bytes(images.read_bytes()[:1000])
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""}
+    res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=broken",
+                          "--set", f"params.data={data}", "--set", "params.preset=tiny", "--set", "params.steps=2",
+                          "--set", "grid.rewind_step=[0]", "--set", "chains=[]"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert "3 trial(s) FAILED" in out  # the shared dense run and the two chains (rates 0.5, 0.75)
+    assert "train/images.arrow: file is 1000 bytes but the manifest says" in out
+    assert out.count("truncated or replaced") == 1 and "in 3 trial(s)" in out  # each cause said once
+    assert "Traceback" not in out
+    log = tmp_path / "home" / "sweeps" / "broken" / "failures.log"
+    text = log.read_text()
+    assert "ltvl/vl/assemble.py" in text and "truncated or replaced" in text  # the remote traceback
+
+
+def test_a_missing_local_dataset_is_refused_before_ray_starts(tmp_path):
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home")}
+    t = time.monotonic()
+    res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", f"params.data={tmp_path / 'nope'}"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2
+    assert f"params.data={tmp_path / 'nope'}: not a dataset directory" in res.stderr
+    assert time.monotonic() - t < 30 and not (tmp_path / "home" / "sweeps").exists()

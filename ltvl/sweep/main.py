@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ltvl.sweep.config import SweepConfig, load_config
+from ltvl.sweep.failures import write_log
 from ltvl.util.errors import LtvlError
 
 
@@ -87,6 +88,9 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     root, storage = Path(cfg.root or base / "chains"), cfg.storage or str(base / "ray")  # storage may be s3://…
     opts = cfg.options()
     opts.validate()
+    fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
+    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    check_local_data(grid_points(fixed) + [{**plain, **c} for c in cfg.chains])
     if dry_run:
         for p in grid_points({k: v for k, v in space.items() if k not in cfg.search.space}) + cfg.chains:
             console.print(p)
@@ -112,8 +116,10 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str,
     console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray "
                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
                   f"lineage → {uri}")
+    failures: list = []
+    quiet_tune_errors()
     run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
-               callbacks=[LineageCallback(tracker, root, console)])
+               callbacks=[LineageCallback(tracker, root, console)], failures=failures)
     left = tracker.flush()
     from ltvl.sweep.summary import print_summary
     if left:
@@ -123,6 +129,46 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str,
         print_summary(uri, cfg.name, cfg.report_p, console)
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
     console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
+    if failures:
+        log = root.parent / "failures.log" if cfg.root is None else Path(root) / "failures.log"
+        write_log(failures, log)
+        console.print(f"\n[bold red]{len(failures)} trial(s) FAILED[/] — the summary above lacks their rounds; "
+                      f"full tracebacks: {log}")
+        by_cause: dict[str, list] = {}
+        for f in failures:
+            by_cause.setdefault(f.message, []).append(f"{f.stage} {f.trial}")
+        for message, trials in by_cause.items():  # each cause once, with the trials it stopped
+            console.print(f"  [red]✘[/] {message}\n    in {len(trials)} trial(s): {', '.join(trials)}")
+        console.print("Fix the cause, then finish the sweep with --resume (finished rounds are kept).")
+        return 1
     return 0
+
+
+def check_local_data(points: list[dict]) -> None:
+    """A dataset directory on this machine must be one before any trial starts (URIs, easy-vqa and
+    synthetic data are prepared or fetched by the workers)."""
+    from ltvl.params.resolve import data_for, resolve
+    from ltvl.vl.data.info import DatasetInfo
+    from ltvl.vl.datasets import URI_SCHEMES
+
+    seen = set()
+    for i, point in enumerate(points):
+        job = resolve(point, where=f"chains[{i}]")
+        data = data_for(getattr(job, "target", job).params)
+        if data in seen or data == "easy-vqa" or data.startswith(("synthetic:", *URI_SCHEMES)):
+            continue
+        seen.add(data)
+        try:
+            DatasetInfo.load(Path(data).expanduser())
+        except LtvlError as e:
+            raise LtvlError(e.what, where=f"params.data={data}", fix=e.fix) from None
+
+
+def quiet_tune_errors() -> None:
+    """Tune logs every errored trial's whole Ray traceback; the driver says it once, short, itself."""
+    import logging
+
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
