@@ -66,6 +66,24 @@ def test_tampered_bits_fail_hash_check(tmp_path):
         load_mask(p)
 
 
+def test_an_edited_header_parent_fails_verification(tmp_path):
+    """Before: the parent (and the free-form metadata) were outside every hash, so an edit passed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    p = tmp_path / "m"
+    m = _mask()
+    save_mask(m, p)
+    with safe_open(str(p), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(tmp_path / "edited"), metadata={**meta, "parent": "f" * 64})
+    with pytest.raises(LtvlError, match="mask header .* was edited"):
+        load_mask(tmp_path / "edited")
+    legacy = {k: v for k, v in meta.items() if k != "header_sha256"}  # written before the header hash
+    save_file(tensors, str(tmp_path / "legacy"), metadata=legacy)
+    assert load_mask(tmp_path / "legacy").sha256 == m.sha256
+
+
 def test_non_mask_file_is_rejected(tmp_path):
     from safetensors.torch import save_file
     save_file({"x": torch.zeros(3)}, str(tmp_path / "w.safetensors"))

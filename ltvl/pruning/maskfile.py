@@ -9,6 +9,7 @@ BERT-base mask at ~10.6 MB.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,7 +38,15 @@ def mask_to_bytes(mask: Mask) -> bytes:
         "sparsity": repr(mask.sparsity),
         "metadata": json.dumps(mask.metadata, sort_keys=True, default=str),
     }
+    meta["header_sha256"] = header_sha256(meta)
     return st_save(tensors, metadata=meta)
+
+
+def header_sha256(meta: dict[str, str]) -> str:
+    """The header's own hash: ``sha256`` names the mask's bits (its identity, unchanged), this one
+    covers everything else a reader trusts (parent, metadata, names, fingerprint)."""
+    body = {k: v for k, v in meta.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def save_mask(mask: Mask, path: str | os.PathLike) -> str:
@@ -79,6 +88,9 @@ def load_mask(path: str | os.PathLike) -> Mask:
                 fix="re-create the mask file",
             )
         tensors[name] = unpack_bits(packed[name], shape)
+    if "header_sha256" in meta and header_sha256(meta) != meta["header_sha256"]:  # files before it: bits only
+        raise LtvlError("the mask header (parent, metadata, names or fingerprint) was edited after it was written",
+                        where=str(path), fix="re-create the mask file; do not edit its header by hand")
     mask = Mask(tensors, parent=meta.get("parent") or None, metadata=json.loads(meta["metadata"]))
     if mask.sha256 != meta["sha256"]:
         raise LtvlError(
