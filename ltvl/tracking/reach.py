@@ -40,7 +40,9 @@ def check_reachable(uri: str) -> None:
             r.read(64)
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise LtvlError(f"MLflow at {uri} did not answer within {timeout:g} s ({reason})", where="tracking URI",
+        timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+        what = f"within {timeout:g} s" if timed_out else f"({reason})"
+        raise LtvlError(f"MLflow at {uri} did not answer {what}", where="tracking URI",
                         fix=f"check that the server runs and is reachable (curl {uri.rstrip('/')}/health), or set "
                             "LTVL_TRACKING_TIMEOUT to wait longer") from e
 
