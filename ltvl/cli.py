@@ -322,8 +322,9 @@ def data_import(
 ) -> None:
     """Import a dataset from the format it is published in (see README 'Data')."""
     from ltvl.vl.data.importers.common import parse_splits
-    from ltvl.vl.data.importers.run import run_import
+    from ltvl.vl.data.importers.run import check_format, run_import
 
+    check_format(fmt, task)
     started = time.perf_counter()
     info = run_import(fmt, task, out, parse_splits(split), list(features or []), answers, vocab, image_size)
     rows = ", ".join(f"{k.split('/')[0]} {v['rows']:,} {k.split('/')[1].split('.')[0]}"

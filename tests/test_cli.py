@@ -205,3 +205,43 @@ def test_synth_paper_shaped_data_and_imp_on_it(tmp_path):
                "--root", tmp_path / "chains")
     assert res.returncode == 0, res.stderr
     assert "round 1: sparsity 0.500" in res.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--regions", "4"], "--regions: regions must be >= 9"),
+    (["--feat-dim", "4"], "--feat-dim: feat_dim must be >= 9"),
+    (["--regions", "20", "--min-regions", "30"], "--min-regions: min_regions must be in [9, regions=20]"),
+    (["--images", "50", "--examples", "10"], "train: more images (50) than examples (10)"),
+])
+def test_data_synth_bad_flags_are_named_and_write_nothing(tmp_path, args, message):
+    res = ltvl("data", "synth", "vqa", "--out", tmp_path / "out", *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["uniter-lmdb", "--task", "vqa", "--split", "train=X"], "unknown format 'uniter-lmdb'"),
+    (["uniter", "--task", "vqa", "--split", "train"], "--split: 'train' is not NAME=PATH"),
+    (["uniter", "--task", "vqa", "--split", "train=/no/such/txt_db"], "--split train: no such file or directory"),
+    (["uniter", "--task", "gqa", "--split", "train=TXT", "--features", "IMG"],
+     "the uniter importer does not read task 'gqa'"),
+    (["lxmert", "--task", "vqa", "--split", "train=TXT"], "--features: no image features given"),
+])
+def test_data_import_bad_flags_are_named(tmp_path, args, message):
+    (tmp_path / "TXT").mkdir()
+    (tmp_path / "IMG").mkdir()
+    args = [a.replace("TXT", str(tmp_path / "TXT")).replace("IMG", str(tmp_path / "IMG")) for a in args]
+    res = ltvl("data", "import", *args[:1], "--out", tmp_path / "out", *args[1:])
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_migrate_and_info_refuse_what_they_cannot_read(tmp_path):
+    make = ltvl("data", "synth", "gqa", "--out", tmp_path / "new", "--examples", "8", "--test-examples", "4")
+    assert make.returncode == 0, make.stderr
+    res = ltvl("data", "migrate", tmp_path / "new", "--out", tmp_path / "again")
+    assert res.returncode == 2 and "already in format 1" in res.stderr
+    res = ltvl("data", "info", tmp_path / "nothing")
+    assert res.returncode == 2 and "no dataset.json" in res.stderr

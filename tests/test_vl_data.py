@@ -347,3 +347,27 @@ def test_empty_split_is_named(tmp_path):
     replace_file(tmp_path, "test/examples.arrow", table.slice(0, 0))
     with pytest.raises(LtvlError, match=r"(?s)test/examples.arrow.*split 'test' has no examples"):
         open_split(tmp_path, "test")
+
+
+def test_a_uri_without_a_dataset_is_named(tmp_path):
+    from ltvl.vl.data.fetch import fetch
+
+    with pytest.raises(LtvlError, match=r"(?s)no readable dataset.json at file://.*nothing-here.*ltvl data import"):
+        fetch(f"file://{tmp_path / 'nothing-here'}")
+
+
+def test_non_finite_scan_names_the_row_across_record_batches(tmp_path):
+    from ltvl.vl.data.verify import check_values
+
+    info = DatasetInfo(task="gqa", feat_dim=4, num_regions=2, answers=["a", "b"])
+    feats = np.zeros((4, 2, 4))
+    bad = feats.copy()
+    bad[2, 1, 3] = np.inf
+    with DatasetWriter(tmp_path / "d", info) as w:
+        images = w.images("train")
+        images.write([0, 1, 2, 3], feats, np.zeros((4, 2, 7)))
+        images.write([10, 11, 12, 13], bad, np.zeros((4, 2, 7)))  # a second record batch
+        w.examples("train", pa.table({"qid": pa.array([0], pa.int64()), "image_id": pa.array([12]),
+                                      "text": ["q"], "label": pa.array([0], pa.int32())}))
+    with pytest.raises(LtvlError, match=r"image_id 12 \(row 6\) has a non-finite feature value"):
+        check_values(tmp_path / "d", DatasetInfo.load(tmp_path / "d"))

@@ -8,6 +8,7 @@ none is running) or as ``ray job submit --working-dir . -- python sweeps/rewind_
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from rich.console import Console
@@ -92,15 +93,15 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
     check_local_data(grid_points(fixed) + [{**plain, **c} for c in cfg.chains])
     if dry_run:
-        for p in grid_points({k: v for k, v in space.items() if k not in cfg.search.space}) + cfg.chains:
+        for p in grid_points(fixed) + cfg.chains:
             console.print(p)
         console.print(f"{n} chain(s); nothing run (--dry-run)")
         return 0
     with SweepLock(base, cfg.name):  # a second driver of this name is refused here, at once
-        return _run_locked(cfg, space, n, root, storage, opts, resume, console)
+        return _run_locked(cfg, space, n, base, root, storage, opts, resume, console)
 
 
-def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str, opts, resume: bool,
+def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
                 console: Console) -> int:
     import ray
 
@@ -117,9 +118,9 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str,
                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
                   f"lineage → {uri}")
     failures: list = []
-    quiet_tune_errors()
-    run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
-               callbacks=[LineageCallback(tracker, root, console)], failures=failures)
+    with quiet_tune_errors():
+        run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
+                   callbacks=[LineageCallback(tracker, root, console)], failures=failures)
     left = tracker.flush()
     from ltvl.sweep.summary import print_summary
     if left:
@@ -130,7 +131,7 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, root: Path, storage: str,
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
     console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
     if failures:
-        log = root.parent / "failures.log" if cfg.root is None else Path(root) / "failures.log"
+        log = base / "failures.log"
         write_log(failures, log)
         console.print(f"\n[bold red]{len(failures)} trial(s) FAILED[/] — the summary above lacks their rounds; "
                       f"full tracebacks: {log}")
@@ -149,13 +150,13 @@ def check_local_data(points: list[dict]) -> None:
     synthetic data are prepared or fetched by the workers)."""
     from ltvl.params.resolve import data_for, resolve
     from ltvl.vl.data.info import DatasetInfo
-    from ltvl.vl.datasets import URI_SCHEMES
+    from ltvl.vl.datasets import prepared_elsewhere
 
     seen = set()
     for i, point in enumerate(points):
         job = resolve(point, where=f"chains[{i}]")
         data = data_for(getattr(job, "target", job).params)
-        if data in seen or data == "easy-vqa" or data.startswith(("synthetic:", *URI_SCHEMES)):
+        if data in seen or prepared_elsewhere(data):
             continue
         seen.add(data)
         try:
@@ -164,11 +165,20 @@ def check_local_data(points: list[dict]) -> None:
             raise LtvlError(e.what, where=f"params.data={data}", fix=e.fix) from None
 
 
-def quiet_tune_errors() -> None:
-    """Tune logs every errored trial's whole Ray traceback; the driver says it once, short, itself."""
+@contextlib.contextmanager
+def quiet_tune_errors():
+    """While the stages run: Tune logs every errored trial's whole Ray traceback; the driver says it
+    once, short, itself. The loggers' levels are restored afterwards."""
     import logging
 
-    for name in ("ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 

@@ -30,6 +30,11 @@ def resolve_dataset(data: str) -> Path:
     return Path(data).expanduser()
 
 
+def prepared_elsewhere(data: str) -> bool:
+    """``data`` names a dataset the workers prepare or fetch (not a directory on this machine)."""
+    return data == "easy-vqa" or data.startswith(("synthetic:", *URI_SCHEMES))
+
+
 def is_current(directory: Path) -> bool:
     """A complete dataset in the format this ltvl reads."""
     try:

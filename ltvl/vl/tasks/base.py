@@ -39,18 +39,7 @@ def text_inputs(tokenizer, examples: pa.Table, max_len: int) -> dict[str, torch.
     tokenised (UNITER's txt_db), from its word-piece ids: [CLS] ids [SEP], padded."""
     if TOKEN_COLUMN not in examples.schema.names:
         return tokenize(tokenizer, examples["text"].to_pylist(), max_len)
-    col = examples[TOKEN_COLUMN].combine_chunks()
-    lengths = np.minimum(np.diff(col.offsets.to_numpy()), max_len - 2)
-    starts = col.offsets.to_numpy()[:-1]
-    values = col.values.to_numpy()
-    ids = np.full((len(col), max_len), tokenizer.pad_token_id, dtype=np.int64)
-    ids[:, 0] = tokenizer.cls_token_id
-    pos = np.arange(max_len - 2)[None, :]
-    inside = pos < lengths[:, None]
-    ids[:, 1:-1][inside] = values[(starts[:, None] + pos)[inside]]
-    ids[np.arange(len(col)), lengths + 1] = tokenizer.sep_token_id
-    mask = (np.arange(max_len)[None, :] < (lengths + 2)[:, None]).astype(np.int64)
-    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    return join_ids(tokenizer, [[ids] for ids in examples[TOKEN_COLUMN].to_pylist()], max_len)
 
 
 def join_ids(tokenizer, segments: list[list[list[int]]], max_len: int) -> dict[str, torch.Tensor]:

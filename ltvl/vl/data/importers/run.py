@@ -33,11 +33,22 @@ def _vocab_list(answers: dict[str, int] | None) -> list[str]:
     return [a for a, _ in sorted(answers.items(), key=lambda kv: kv[1])] if answers else []
 
 
+def check_format(fmt: str, task: str) -> None:
+    """The format exists and reads this task: checked before any file is opened."""
+    if fmt not in FORMATS:
+        raise LtvlError(f"unknown format {fmt!r}", where="FORMAT", fix=f"one of {', '.join(FORMATS)}")
+    tasks = {"uniter": uniter.TASKS, "lxmert": lxmert.TASKS, "vilt": vilt.TASKS}[fmt]
+    if task not in tasks:
+        other = [f for f, m in (("uniter", uniter), ("lxmert", lxmert), ("vilt", vilt)) if task in m.TASKS]
+        raise LtvlError(f"the {fmt} importer does not read task {task!r}", where="--task",
+                        fix=f"{fmt} reads {', '.join(tasks)}" + (f"; {task} imports from {' or '.join(other)}"
+                                                                 if other else ""))
+
+
 def run_import(fmt: str, task: str, out: Path, splits: dict[str, list[Path]], features: list[Path],
                answers_file: Path | None = None, vocab: Path | None = None,
                image_size: int = VILT_IMAGE_SIZE) -> DatasetInfo:
-    if fmt not in FORMATS:
-        raise LtvlError(f"unknown format {fmt!r}", where="FORMAT", fix=f"one of {', '.join(FORMATS)}")
+    check_format(fmt, task)
     sources = [p for paths in splits.values() for p in paths] + list(features)
     need = source_bytes(sources)
     desc = f"{fmt} import: " + "; ".join(f"{s}={','.join(map(str, p))}" for s, p in splits.items())
