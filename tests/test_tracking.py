@@ -1,5 +1,8 @@
 """MLflow lineage records: idempotent replays, mask artifacts, lineage walks, outages — against a
 real sqlite store and a real `mlflow server`."""
+import os
+import time
+
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -85,24 +88,90 @@ def test_unreachable_tracking_uri_fails_before_anything_runs(tmp_path):
 
 @pytest.mark.long
 def test_server_outage_spools_records_and_delivers_them_when_it_returns(tmp_path):
+    """Through the driver's sender thread: while the server is down, handing records over never
+    waits on the network; when it is back, everything goes out in order, once."""
+    from ltvl.tracking.sender import LineageSender
     from tests.mlflow_server import MlflowServer
     server = MlflowServer(tmp_path / "server").start()
+    said: list[str] = []
     try:
-        tracker = LineageTracker(server.uri, "exp", "rewind_grid", tmp_path / "spool.jsonl", retries=1,
-                                 backoff_s=0.05)
+        tracker = LineageTracker(server.uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
         tracker.connect()
+        sender = LineageSender(tracker, say=said.append, max_backoff_s=0.5).start()
         ops, masks = _ops(tmp_path)
-        for op in ops[:4]:
-            tracker.record(op)
+        sender.submit(ops[:4])
+        deadline = time.monotonic() + 60
+        while len(tracker.spool) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(tracker.spool) == 0
         server.stop()  # the server goes away mid-sweep
+        t = time.monotonic()
         for op in ops[4:]:
-            tracker.record(op)  # must not raise: training goes on
-        assert tracker.pending() == len(ops) - 4 and tracker.spooled_total == len(ops) - 4
+            sender.submit([op])  # what Tune's event loop does: must not wait on the dead server
+        assert time.monotonic() - t < 1.0
+        time.sleep(2)
+        assert len(tracker.spool) == len(ops) - 4  # nothing lost, nothing sent
+        assert sum("is not answering" in m for m in said) == 1  # said once, not per record
         server.start()
-        assert tracker.flush() == 0 and not (tmp_path / "spool.jsonl").exists()
+        assert sender.close(timeout_s=60) == 0 and not (tmp_path / "spool.jsonl").exists()
+        assert sum("answers again" in m for m in said) == 1
         _check_experiment(server.uri, "exp", masks, tmp_path)
     finally:
         server.stop()
+
+
+def test_spool_survives_a_torn_line_and_a_lost_count(tmp_path):
+    """A driver killed mid-append leaves half a line; one killed between sending and counting
+    leaves the count behind. Neither loses or duplicates a record in MLflow."""
+    from ltvl.tracking.spool import Spool
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ops, masks = _ops(tmp_path)
+    spool = Spool(tmp_path / "spool.jsonl")
+    spool.append(ops)
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()  # sends everything
+    assert not spool.path.exists() and not spool.sent_path.exists()
+    spool = Spool(tmp_path / "spool.jsonl")
+    spool.append(ops)  # the same records again, as a killed driver that never counted them
+    with spool.path.open("a") as f:
+        f.write('{"op": "run", "key": "chain:torn')  # killed mid-write
+    again = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    assert again.pending() == len(ops)  # the torn line is not a record
+    again.connect()
+    assert again.pending() == 0
+    _check_experiment(uri, "exp", masks, tmp_path)  # still one run per record, complete
+
+
+def test_a_silent_server_never_holds_up_the_sender_s_caller(tmp_path):
+    """A server that accepts and never answers: each send waits for the HTTP timeout in the sender
+    thread; the caller's hand-over stays a local append."""
+    import socket
+
+    from ltvl.tracking.sender import LineageSender
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    from mlflow import MlflowClient
+    tracker.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{srv.getsockname()[1]}")  # the server hangs
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], old = "3", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    try:
+        tracker._ids.clear()
+        sender = LineageSender(tracker, say=lambda m: None).start()
+        ops, _ = _ops(tmp_path)
+        t = time.monotonic()
+        for op in ops:
+            sender.submit([op])
+        assert time.monotonic() - t < 1.0
+        assert sender.close(timeout_s=1) == len(ops)  # bounded: kept for the next run, not waited on forever
+    finally:
+        srv.close()
+        if old is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = old
 
 
 def test_lineage_command_prints_the_tree(tmp_path):

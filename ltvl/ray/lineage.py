@@ -1,10 +1,12 @@
 """The Tune side of lineage: a callback in the sweep driver that turns every reported round into
 MLflow records (:mod:`ltvl.tracking`) and prints a progress line. Workers never talk to MLflow,
-so a tracking outage cannot touch training."""
+and the callback only hands records to the driver's sender thread (a local append), so a slow
+or absent tracking server cannot hold up Tune's event loop or the trials waiting on it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -12,19 +14,21 @@ from rich.console import Console
 
 from ltvl.tracking.mlflow_lineage import LineageTracker
 from ltvl.tracking.records import chain_name, chain_ops, dense_ops, round_op
+from ltvl.tracking.sender import LineageSender
 from ltvl.util.atomic import atomic_write_text
 
 
 class LineageCallback(tune.Callback):
-    def __init__(self, tracker: LineageTracker | None, root: str | Path, console: Console | None = None):
-        self.tracker, self.root = tracker, Path(root)
+    def __init__(self, sender: LineageSender | None, root: str | Path, console: Console | None = None):
+        self.sender, self.root = sender, Path(root)
         self.console = console or Console(stderr=True, highlight=False)
         self._jobs: dict[str, tuple] = {}  # trial id -> (resolved job, dense sha): resolved once per trial
+        self._open: set[str] = set()  # chain/ticket runs started and not yet ended
 
     def __getstate__(self):
-        """Tune pickles its RunConfig (callbacks included) with the Tuner: leave the MLflow client
-        and the console out; a restored sweep passes live callbacks again."""
-        return {**self.__dict__, "tracker": None, "console": None, "_jobs": {}}
+        """Tune pickles its RunConfig (callbacks included) with the Tuner: leave the sender and the
+        console out; a restored sweep passes live callbacks again."""
+        return {**self.__dict__, "sender": None, "console": None, "_jobs": {}, "_open": set()}
 
     def _job(self, trial) -> tuple:
         if trial.trial_id not in self._jobs:
@@ -40,13 +44,24 @@ class LineageCallback(tune.Callback):
         return self._jobs[trial.trial_id]
 
     def _record(self, ops: list[dict]) -> None:
-        if self.tracker is None:
-            return
         for op in ops:
-            try:
-                self.tracker.record(op)  # retries, then spools: never blocks training for long
-            except Exception as e:  # noqa: BLE001 - lineage must never take the sweep down
-                self.console.print(f"[yellow]lineage record {op.get('key')} failed: {e}[/]")
+            if op["op"] == "run" and op["key"].startswith(("chain:", "ticket:")):
+                self._open.add(op["key"])
+            elif op["op"] == "end":
+                self._open.discard(op["key"])
+        if self.sender is None:
+            return
+        try:
+            self.sender.submit(ops)  # a local append: the sender thread talks to MLflow
+        except Exception as e:  # noqa: BLE001 - lineage must never take the sweep down
+            self.console.print(f"[yellow]lineage records {[op.get('key') for op in ops]} not spooled: {e}[/]")
+
+    def close_open_runs(self, status: str = "KILLED") -> list[str]:
+        """At the end of a sweep (interrupted, or a trial Tune never ended): no run stays RUNNING.
+        A resumed sweep that finishes the chain marks it FINISHED again."""
+        keys = sorted(self._open)
+        self._record([{"op": "end", "key": k, "status": status} for k in keys])
+        return keys
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "dense_steps" in result:  # the dense stage: the dense-baseline run
@@ -71,21 +86,10 @@ class LineageCallback(tune.Callback):
             return
         ops.append(round_op(key, job, result, dense if "chain_sha256" in result else None, result.get("mask_path")))
         self._record(ops)
-        if "chain_sha256" in result and int(result["round"]) == 0:
-            self._hint(result["chain_sha256"], key)
         ratio = result.get("dense_ratio")
         self.console.print(f"{chain_name(job):<34} round {int(result['round'])}  sparsity "
                            f"{float(result['sparsity']):6.1%}  metric {float(result['metric']):.4f}"
                            + (f"  ({ratio:.2f} of dense)" if ratio == ratio and ratio is not None else ""))
-
-    def _hint(self, chain_sha: str, key: str) -> None:
-        """The chain's run id beside its state (``root/<chain>/mlflow.json``), for humans and tools."""
-        if self.tracker is None or (run_id := self.tracker.run_id(key)) is None:
-            return
-        d = self.root / chain_sha[:16]  # the store's directory (an older-format store keeps its old hash)
-        if d.exists():
-            atomic_write_text(d / "mlflow.json", json.dumps({"tracking_uri": self.tracker.uri, "run_id": run_id,
-                                                            "experiment": self.tracker.experiment_name}))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, "FINISHED")
@@ -100,3 +104,17 @@ class LineageCallback(tune.Callback):
                f"dense:{result['dense']}" if result.get("dense") else None)
         if key:
             self._record([{"op": "end", "key": key, "status": status}])
+
+
+def run_hint_writer(root: str | Path, tracker: LineageTracker) -> Callable[[dict], None]:
+    """After a chain's round 0 reaches MLflow, the chain run's id goes beside the chain's state
+    (``root/<chain>/mlflow.json``), for humans and tools. Called in the sender thread."""
+
+    def on_sent(op: dict) -> None:
+        if op["op"] != "round" or op.get("round") != 0 or not op["chain_key"].startswith("chain:"):
+            return
+        d = Path(root) / op["chain_key"].removeprefix("chain:")[:16]  # older-format stores keep their old hash
+        if d.exists() and (run_id := tracker.run_id(op["chain_key"])):
+            atomic_write_text(d / "mlflow.json", json.dumps({"tracking_uri": tracker.uri, "run_id": run_id,
+                                                            "experiment": tracker.experiment_name}))
+    return on_sent

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -30,14 +31,17 @@ from ltvl.util.errors import LtvlError
 
 def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
                options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
-               callbacks: list | None = None, failures: list | None = None, **kw) -> tune.ResultGrid:
+               callbacks: list | None = None, outcomes: list | None = None,
+               stop: Callable[[], bool] = lambda: False, **kw) -> tune.ResultGrid | None:
     """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
     combination runs) and sampled domains (``tune.loguniform``…), which run one Optuna study per
     grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
     chain). ``callbacks`` (Tune callbacks, e.g. the MLflow lineage) see every stage. Options come
     as ``options`` or as keywords (``num_workers=2, max_failures=1, baselines=(…)``).
-    ``failures``, when given, collects every stage's errored trials (``ltvl.sweep.failures``).
-    Returns the chain stage's ResultGrid (merged over studies when searching)."""
+    ``outcomes``, when given, collects every stage's trials (:class:`ltvl.sweep.failures.TrialOutcome`).
+    ``stop()`` is asked after each stage: true (the driver was interrupted) ends the sweep there.
+    Returns the chain stage's ResultGrid (merged over studies when searching), None if stopped
+    before it."""
     opts = options or SweepOptions.from_flat(**kw)
     opts.validate()
     check_resources(opts.resources)
@@ -69,25 +73,27 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         dense = _stage(f"{name}-dense", {**base, "resources": dataclasses.asdict(res),
                                          "group": tune.grid_search(groups)}, opts, resume, tune_config={},
                        callbacks=callbacks)
-        _collect(failures, "dense", dense)
+        _collect(outcomes, "dense", dense)
+        if stop():
+            return None
     base["dense_rewinds"] = _rewinds_by_dense(entries)
     if domains:
-        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, failures)
+        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, outcomes, stop)
     chains = _stage(f"{name}-chains", {**base, "job": tune.grid_search(longest_first(entries))}, opts, resume,
                     tune_config=early_stop_config(opts.early_stop), callbacks=callbacks)
-    _collect(failures, "chains", chains)
+    _collect(outcomes, "chains", chains)
     tickets = ticket_points(points, opts.baselines, opts.transfer_to)
-    if tickets:
+    if tickets and not stop():
         grid = _stage(f"{name}-tickets", {**base, "job": tune.grid_search([job_entry(t, root) for t in tickets])},
                       opts, resume, tune_config={}, callbacks=callbacks)
-        _collect(failures, "tickets", grid)
+        _collect(outcomes, "tickets", grid)
     return chains
 
 
-def _collect(failures: list | None, stage: str, grid) -> None:
-    if failures is not None:
+def _collect(outcomes: list | None, stage: str, grid) -> None:
+    if outcomes is not None:
         from ltvl.sweep.failures import collect
-        failures.extend(collect(stage, grid))
+        outcomes.extend(collect(stage, grid))
 
 
 def _rewinds_by_dense(entries: list[dict]) -> dict[str, list[int]]:
@@ -138,7 +144,8 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
 
 
 def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, resume: bool,
-                    callbacks: list | None = None, failures: list | None = None) -> list:
+                    callbacks: list | None = None, outcomes: list | None = None,
+                    stop: Callable[[], bool] = lambda: False) -> list:
     """OptunaSearch rejects grid_search, so each grid point gets its own study over the sampled
     params; studies run one after another, each with up to max_concurrent_trials in flight."""
     from ray.tune.search.optuna import OptunaSearch
@@ -149,8 +156,10 @@ def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, r
                       tune_config={"search_alg": search, "num_samples": opts.search.num_samples,
                                    **early_stop_config(opts.early_stop)},
                       callbacks=callbacks)
-        _collect(failures, f"study{i}", grid)
+        _collect(outcomes, f"study{i}", grid)
         results.extend(grid)
+        if stop():
+            break
     return results
 
 

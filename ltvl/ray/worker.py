@@ -165,18 +165,8 @@ def train_tickets(config: dict) -> None:
     """``train_loop_per_worker`` of a ticket trial: every pruned round of the source re-trained as
     the baseline ticket on this job's task, one Tune iteration per round."""
     params = config["params"]
-    tj = resolve_ticket(params)
     w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS}, config.get("cpus", 1))
-    if tj.source is not None:
-        source_id, sources = chain_masks(config["root"], tj.source.chain)
-    else:
-        from ltvl.pruning.maskfile import load_mask
-
-        masks = [load_mask(p) for p in tj.masks]
-        sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
-        source_id = tj.masks_id([m.sha256 for m in masks])
-    chain = w.job.chain
-    spec = TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context)
+    spec, sources = ticket_plan(params, config["root"])
     prime = params.get("prime_checkpoint")
     other = load_safetensors(prime, "prime_checkpoint") if prime else None
 
@@ -191,6 +181,22 @@ def train_tickets(config: dict) -> None:
     run_ticket_chain(
         spec, sources, w.model_factory, w.trainer, config["root"], report, other, writer=w.rank == 0, agree=w.agree
     )
+
+
+def ticket_plan(params: dict, root: str | Path) -> tuple[TicketSpec, list[SourceMask]]:
+    """A ticket job's spec (its store's identity) and the source masks it trains, from its params
+    and the chain stores: the worker trains it, the driver's summary reads its store."""
+    tj = resolve_ticket(params)
+    if tj.source is not None:
+        source_id, sources = chain_masks(root, tj.source.chain)
+    else:
+        from ltvl.pruning.maskfile import load_mask
+
+        masks = [load_mask(p) for p in tj.masks]
+        sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
+        source_id = tj.masks_id([m.sha256 for m in masks])
+    chain = tj.target.chain
+    return TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context), sources
 
 
 def train_chain(config: dict) -> None:

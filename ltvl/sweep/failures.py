@@ -13,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _LTVL = re.compile(r"LtvlError: (.+?)(?:\n(Fix: .+?))?(?:\n|$)")
 
@@ -45,13 +46,30 @@ def _full(error: BaseException) -> str:
     return "\n".join(parts)
 
 
-def collect(stage: str, grid) -> list[Failure]:
-    """The errored trials of one stage's ResultGrid."""
+@dataclass
+class TrialOutcome:
+    """One trial of a stage as the driver saw it end: its config (which chain it ran) and, if it
+    errored, why. The summary reads the chain's rounds from its store, not from here."""
+
+    stage: str
+    trial: str
+    config: dict[str, Any]
+    failure: Failure | None
+
+
+def collect(stage: str, grid) -> list[TrialOutcome]:
+    """Every trial of one stage's ResultGrid, errored or not. A trial that never reported has no
+    config in its Result, so configs come from the grid's trials where it has them."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    configs = [t.config for t in trials] if len(trials) == len(grid) else [None] * len(grid)
     out = []
-    for result in grid:
+    for result, config in zip(grid, configs):
+        trial = Path(str(result.path)).name
+        failure = None
         if result.error is not None:
-            out.append(Failure(stage, Path(str(result.path)).name, short_message(result.error),
-                               "".join(traceback.format_exception(result.error))))
+            failure = Failure(stage, trial, short_message(result.error),
+                              "".join(traceback.format_exception(result.error)))
+        out.append(TrialOutcome(stage, trial, dict(config or result.config or {}), failure))
     return out
 
 

@@ -105,44 +105,117 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
                 console: Console) -> int:
     import ray
 
-    from ltvl.ray.lineage import LineageCallback
+    from ltvl.ray.lineage import LineageCallback, run_hint_writer
     from ltvl.ray.stages import run_chains
+    from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
+    from ltvl.tracking.sender import LineageSender
 
     uri = cfg.tracking_uri or default_tracking_uri()
     tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
-    tracker.connect()  # an unreachable server fails here, before any trial
+    tracker.connect()  # an unreachable server fails here, before any trial; sends what a killed run left
     if not ray.is_initialized():
         ray.init(log_to_driver=False)  # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
     console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray "
                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
                   f"lineage → {uri}")
-    failures: list = []
-    with quiet_tune_errors():
-        run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
-                   callbacks=[LineageCallback(tracker, root, console)], failures=failures)
-    left = tracker.flush()
-    from ltvl.sweep.summary import print_summary
+    sender = LineageSender(tracker, say=lambda m: console.print(f"[yellow]{m}[/]"),
+                           on_sent=run_hint_writer(root, tracker)).start()
+    lineage = LineageCallback(sender, root, console)
+    outcomes: list = []
+    with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
+        try:
+            run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
+                       callbacks=[lineage], outcomes=outcomes, stop=interrupted.is_set)
+        finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
+            lineage.close_open_runs("KILLED")
+            left = sender.close(tracking_drain_timeout())
+    rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "none",
+                           interrupted=interrupted.is_set())
+    note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
+    print_summary(rows, cfg.name, cfg.report_p, console, note)
     if left:
-        console.print(f"[yellow]MLflow at {uri} did not take {left} record(s); they are kept in "
-                      f"{tracker.spool} and are sent on the next run (or `ltvl lineage --sync`).[/]")
-    else:
-        print_summary(uri, cfg.name, cfg.report_p, console)
+        console.print(f"[yellow]MLflow at {uri} has not taken {left} record(s) yet; they are kept in order in "
+                      f"{tracker.spool.path} and go out on the next run of this sweep or with "
+                      f"`ltvl lineage --sync {tracker.spool.path} --experiment {cfg.name} --tracking-uri {uri}`.[/]")
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
     console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
+    failures = [o.failure for o in outcomes if o.failure is not None]
     if failures:
-        log = base / "failures.log"
-        write_log(failures, log)
-        console.print(f"\n[bold red]{len(failures)} trial(s) FAILED[/] — the summary above lacks their rounds; "
-                      f"full tracebacks: {log}")
-        by_cause: dict[str, list] = {}
-        for f in failures:
-            by_cause.setdefault(f.message, []).append(f"{f.stage} {f.trial}")
-        for message, trials in by_cause.items():  # each cause once, with the trials it stopped
-            console.print(f"  [red]✘[/] {message}\n    in {len(trials)} trial(s): {', '.join(trials)}")
-        console.print("Fix the cause, then finish the sweep with --resume (finished rounds are kept).")
-        return 1
-    return 0
+        report_failures(failures, base / "failures.log", console)
+    unfinished = [r for r in rows if r.status == "incomplete"]
+    if interrupted.is_set():
+        console.print(f"[bold red]Interrupted[/]: {len(unfinished)} chain(s) unfinished. Finished rounds are kept; "
+                      "finish the sweep with --resume.")
+        return 130
+    if failures or unfinished:
+        if unfinished:
+            console.print(f"[bold red]{len(unfinished)} chain(s) incomplete[/] without an error: "
+                          f"{', '.join(r.name for r in unfinished)}. Finish them with --resume.")
+        return EXIT_FAILED
+    return EXIT_MLFLOW_LAGS if left else 0
+
+
+EXIT_FAILED = 1  # a chain failed or was left unfinished
+EXIT_MLFLOW_LAGS = 3  # every chain finished, but MLflow has not taken every record yet (they are spooled)
+
+
+def tracking_drain_timeout() -> float:
+    """How long the end of a sweep waits for a tracking server that does not answer."""
+    from ltvl.tracking.reach import tracking_timeout
+    return 2 * tracking_timeout()
+
+
+def report_failures(failures: list, log: Path, console: Console) -> None:
+    """Each cause once, short, with the trials it stopped; every traceback in the log."""
+    write_log(failures, log)
+    console.print(f"\n[bold red]{len(failures)} trial(s) FAILED[/] (status FAILED above); full tracebacks: {log}")
+    by_cause: dict[str, list] = {}
+    for f in failures:
+        by_cause.setdefault(f.message, []).append(f"{f.stage} {f.trial}")
+    for message, trials in by_cause.items():
+        console.print(f"  [red]✘[/] {message}\n    in {len(trials)} trial(s): {', '.join(trials)}")
+    console.print("Fix the cause, then finish the sweep with --resume (finished rounds are kept).")
+
+
+@contextlib.contextmanager
+def graceful_interrupt(console: Console):
+    """Ctrl-C (or SIGTERM, as ``ray job stop`` sends) asks Tune to stop at its next step and the
+    sweep to stop after the stage, so its records are sent and its summary says what is unfinished.
+    A second Ctrl-C stops at once. Tune's own SIGINT handler is turned off for this (it would
+    swallow the first signal and let the next stage start); its SIGUSR1 handler does the stopping."""
+    import os
+    import signal
+    import threading
+
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+
+    def handler(sig, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        console.print(f"[bold yellow]{signal.Signals(sig).name}: stopping the sweep (finished rounds are kept, "
+                      "--resume finishes it); again to stop at once.[/]")
+        if callable(signal.getsignal(signal.SIGUSR1)):  # inside a stage: Tune's graceful stop
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield event
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if old_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
 
 
 def check_local_data(points: list[dict]) -> None:

@@ -1,85 +1,138 @@
-"""The end-of-sweep table, read back from MLflow (the record users will open): for every chain,
-its dense metric and the sparsest round that still keeps p of it."""
+"""The end-of-sweep table, read from the chain stores (the source of truth), never from MLflow.
+
+Each trial the sweep ran (or meant to run) becomes a row: its dense metric and the sparsest
+round that still keeps p of it, its status (done / stopped early / FAILED / incomplete), and how
+many of its rounds MLflow holds. MLflow can lag behind the stores (an outage, a killed driver);
+the table says so per chain instead of showing old records as if they were the result.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from ltvl.sweep.failures import TrialOutcome
+
+DONE, STOPPED, FAILED, INCOMPLETE = "done", "stopped early", "FAILED", "incomplete"
+
 
 @dataclass
 class ChainSummary:
+    key: str  # its MLflow record key: chain:<sha> / ticket:<sha>
     name: str
     task: str
     init: str
-    dense: float
-    best_sparsity: float | None  # highest sparsity with metric >= p * dense (None: no pruned round did)
-    best_metric: float | None
-    last_sparsity: float
-    last_metric: float
-    rounds: int
+    status: str
+    planned: int  # rounds the schedule (or the source chain) gives it
+    rounds: list[tuple[int, float, float]] = field(default_factory=list)  # (round, sparsity, metric) on disk
+    dense: float = float("nan")
+    mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
+
+    def best(self, p: float) -> tuple[float, float] | None:
+        """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense."""
+        keeps = [(s, m) for r, s, m in self.rounds if r > 0 and self.dense == self.dense and m >= p * self.dense]
+        return max(keeps) if keeps else None
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in (FAILED, INCOMPLETE)
 
 
-def chain_summaries(uri: str, experiment: str, p: float) -> list[ChainSummary]:
-
-    from ltvl.tracking.reach import tracking_client
-
-    client = tracking_client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    out = []
-    runs = [
-        r
-        for kind in ("chain", "ticket")  # the REST store has no IN for tags
-        for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`ltvl.kind` = '{kind}'", max_results=5000)
-    ]
-    for run in runs:
-        metric = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "metric")}
-        sparsity = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "sparsity")}
-        ratio = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "dense_ratio")}
-        if not metric:
+def chain_summaries(outcomes: list[TrialOutcome], root: str | Path, *, early_stop: bool,
+                    interrupted: bool) -> list[ChainSummary]:
+    """One row per chain or ticket trial of the sweep, its rounds read from its store."""
+    rows = []
+    for t in outcomes:
+        if t.stage == "dense" or not t.config:
             continue
-        steps = sorted(metric)
-        dense = metric[0] if 0 in metric else float("nan")
-        if run.data.tags.get("ltvl.kind") == "ticket":  # rounds are the source chain's; dense is the source's
-            dense = float("nan")
-        keeps = [
-            s for s in steps if s > 0 and (ratio.get(s, metric[s] / dense if dense == dense and dense else 0) >= p)
-        ]
-        best = max(keeps, key=lambda s: sparsity.get(s, 0.0)) if keeps else None
-        out.append(
-            ChainSummary(
-                run.info.run_name,
-                run.data.tags.get("ltvl.task", "?"),
-                run.data.tags.get("ltvl.init", "?"),
-                dense,
-                sparsity.get(best) if best is not None else None,
-                metric.get(best) if best is not None else None,
-                sparsity.get(steps[-1], 0.0),
-                metric[steps[-1]],
-                len(steps),
-            )
-        )
-    return sorted(out, key=lambda c: (c.task, c.init, c.name))
+        row = _ticket_row(t, root) if t.config.get("ticket") or _params(t.config).get("ticket") else _chain_row(t, root)
+        if t.failure is not None:
+            row.status = FAILED
+        elif len(row.rounds) >= row.planned:
+            row.status = DONE
+        else:  # an early stopper ends chains short; an interrupted sweep leaves them short
+            row.status = STOPPED if early_stop and not interrupted else INCOMPLETE
+        rows.append(row)
+    return sorted(rows, key=lambda c: (c.task, c.init, c.name))
 
 
-def print_summary(uri: str, experiment: str, p: float, console: Console) -> list[ChainSummary]:
-    rows = chain_summaries(uri, experiment, p)
-    table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from MLflow)")
-    for col in (
-        "task",
-        "chain",
-        "init",
-        "dense",
-        f"best sparsity ≥{p:.0%}",
-        "metric there",
-        "last sparsity",
-        "last metric",
-        "rounds",
-    ):
+def _params(config: dict) -> dict:
+    from ltvl.ray.space import trial_params
+    return trial_params(config)
+
+
+def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
+    from ltvl.core.imp import ChainStore
+    from ltvl.ray.space import trial_job
+    from ltvl.tracking.records import chain_name, init_label
+
+    job = trial_job(t.config)
+    store = ChainStore(root, job.chain, writer=False)
+    rounds = [_round(rec) for rec in store.finished_rounds()]
+    dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
+    return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, init_label(job), "",
+                        1 + len(job.chain.schedule.sparsities()), rounds, dense)
+
+
+def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
+    import json
+
+    from ltvl.core.ticket_chain import TicketStore
+    from ltvl.ray.space import trial_job
+    from ltvl.ray.worker import ticket_plan
+    from ltvl.tracking.records import chain_name, init_label
+    from ltvl.util.errors import LtvlError
+
+    job = trial_job(t.config)
+    row = ChainSummary("", chain_name(job), job.target.params.task, init_label(job), "", 0)
+    try:
+        spec, sources = ticket_plan(_params(t.config), root)
+    except LtvlError:  # its source chain has no pruned round: nothing to read
+        return row
+    store = TicketStore(root, spec, writer=False)
+    row.key, row.planned = f"ticket:{store.sha256}", len(sources)
+    for s in sources:
+        if store.round_path(s.round).exists():
+            row.rounds.append(_round(json.loads(store.round_path(s.round).read_text())))
+    return row
+
+
+def _round(rec: dict) -> tuple[int, float, float]:
+    return rec["round"], float(rec["sparsity"]), float(rec["metrics"]["metric"])
+
+
+def add_mlflow_counts(rows: list[ChainSummary], uri: str, experiment: str) -> str | None:
+    """How many rounds MLflow holds for each row; returns why not, where it cannot say."""
+    from ltvl.tracking.mlflow_lineage import KEY
+    from ltvl.tracking.reach import tracking_client
+    from ltvl.util.errors import LtvlError
+
+    try:
+        client = tracking_client(uri)
+        exp = client.get_experiment_by_name(experiment)
+        runs = {} if exp is None else {
+            r.data.tags.get(KEY): r.info.run_id
+            for kind in ("chain", "ticket")  # the REST store has no IN for tags
+            for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`ltvl.kind` = '{kind}'",
+                                        max_results=5000)}
+        for row in rows:
+            run_id = runs.get(row.key)
+            row.mlflow_rounds = len({m.step for m in client.get_metric_history(run_id, "metric")}) if run_id else 0
+    except LtvlError as e:
+        return e.what
+    except Exception as e:  # noqa: BLE001 - the table stands without MLflow
+        return f"{type(e).__name__}: {str(e)[:200]}"
+    return None
+
+
+def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: Console,
+                  mlflow_note: str | None = None) -> None:
+    table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from the chain stores)")
+    for col in ("task", "chain", "init", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
+                "last sparsity", "last metric", "rounds", "in MLflow"):
         table.add_column(col)
 
     def pct(x):
@@ -88,17 +141,24 @@ def print_summary(uri: str, experiment: str, p: float, console: Console) -> list
     def num(x):
         return "—" if x is None or x != x else f"{x:.4f}"
 
+    lagging = 0
     for c in rows:
-        table.add_row(
-            c.task,
-            c.name,
-            c.init,
-            num(c.dense),
-            pct(c.best_sparsity),
-            num(c.best_metric),
-            pct(c.last_sparsity),
-            num(c.last_metric),
-            str(c.rounds),
-        )
+        best = c.best(p)
+        last = c.rounds[-1] if c.rounds else None
+        if c.mlflow_rounds is None:
+            in_mlflow = "?"
+        elif c.mlflow_rounds == len(c.rounds):
+            in_mlflow = "all"
+        else:
+            lagging += 1
+            in_mlflow = f"{c.mlflow_rounds} of {len(c.rounds)}"
+        status = c.status if not c.unfinished else f"[bold red]{c.status}[/]"
+        table.add_row(c.task, c.name, c.init, status, num(c.dense), pct(best[0] if best else None),
+                      num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
+                      f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)
-    return rows
+    if mlflow_note:
+        console.print(f"[yellow]MLflow could not be compared with the chain stores: {mlflow_note}[/]")
+    elif lagging:
+        console.print(f"[yellow]MLflow lags the chain stores for {lagging} chain(s) (column 'in MLflow'): "
+                      "its records wait in the spool and go out on the next run or `ltvl lineage --sync`.[/]")

@@ -13,9 +13,10 @@ Layout in the MLflow UI (one experiment per sweep):
 
 Every record has a key (``ltvl.key``): ``dense:<sha>``, ``chain:<sha>``, ``round:<chain sha>:<r>``.
 Writes look the key up first, and a round run is marked ``ltvl.complete`` only after everything
-it owns is written, so replaying a record is harmless. If the tracking server is unreachable,
-records wait in a local spool (JSON lines) and are replayed when it answers again; nothing the
-training produced depends on MLflow being up.
+it owns is written, so replaying a record is harmless. Every record passes through a local spool
+(:mod:`ltvl.tracking.spool`) and is sent from its front, in order; while the server is
+unreachable records wait there and go out when it answers again. Nothing the training produced
+depends on MLflow being up.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,31 +51,40 @@ def ui_command(uri: str) -> str:
 
 
 class TrackingUnavailable(Exception):
-    """MLflow did not answer after the retries."""
+    """MLflow did not take a record (down, refusing, timing out): try again later."""
+
+
+class UnknownOp(ValueError):
+    """A spooled record of a kind this version does not know (written by another ltvl version)."""
 
 
 class LineageTracker:
-    def __init__(self, uri: str, experiment: str, sweep_kind: str, spool: str | Path, *, retries: int = 3,
-                 backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep):
-        # MLflow's own HTTP retries would stall a sweep for minutes per call while a server is
-        # down; this class retries with a short backoff and then spools instead.
+    """Idempotent writes of lineage records to one experiment, through a :class:`Spool`.
+
+    ``record`` is the synchronous path (CLI, tests); a sweep driver sends through
+    :class:`ltvl.tracking.sender.LineageSender` instead, so that no MLflow call ever runs on
+    Tune's event loop."""
+
+    def __init__(self, uri: str, experiment: str, sweep_kind: str, spool: str | Path):
+        # MLflow's own HTTP retries would stall a caller for minutes per request while a server
+        # is down; a record that does not go through waits in the spool and is tried again later.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow import MlflowClient
 
         from ltvl.tracking.reach import store_init_lock
+        from ltvl.tracking.spool import Spool
         self.uri, self.experiment_name, self.sweep_kind = uri, experiment, sweep_kind
         with store_init_lock(uri):  # a fresh sqlite store is migrated by the first client that opens it
             self.client = MlflowClient(tracking_uri=uri)
-        self.spool = Path(spool)
-        self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
+        self.spool = Spool(spool)
         self.experiment_id: str | None = None
         self._ids: dict[str, str] = {}
-        self.spooled_total = 0
 
     # --- connection --------------------------------------------------------------------------
     def connect(self) -> str:
-        """Reach the server and find or create the experiment, before any trial starts."""
+        """Reach the server and find or create the experiment, before any trial starts; then send
+        what an earlier run left in the spool."""
         from ltvl.tracking.reach import check_reachable, store_init_lock
 
         check_reachable(self.uri)  # bounded: a dead server fails here within LTVL_TRACKING_TIMEOUT
@@ -104,59 +113,32 @@ class LineageTracker:
 
     # --- records (idempotent) ----------------------------------------------------------------------
     def record(self, op: dict[str, Any]) -> None:
-        """Apply one record now, or spool it if MLflow does not answer."""
-        if self.pending():
-            self.flush()
-        if self.pending():  # still down: keep order, do not wait again for every record
-            self._spool(op)
-            return
-        try:
-            self._with_retries(lambda: self._apply(op))
-        except TrackingUnavailable:
-            self._spool(op)
+        """Spool one record and send everything waiting, in order, as far as MLflow takes it."""
+        self.spool.append([op])
+        self.flush()
 
     def pending(self) -> int:
-        return sum(1 for _ in self.spool.open()) if self.spool.exists() else 0
+        return len(self.spool)
 
     def flush(self) -> int:
-        """Replay spooled records in order; returns how many are still waiting."""
-        if not self.spool.exists():
-            return 0
-        ops = [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
-        done = 0
-        try:
-            for op in ops:
-                self._with_retries(lambda op=op: self._apply(op), retries=0)
-                done += 1
-        except TrackingUnavailable:
-            pass
-        rest = ops[done:]
-        tmp = self.spool.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(o) + "\n" for o in rest))
-        os.replace(tmp, self.spool)
-        if not rest:
-            self.spool.unlink()
-        return len(rest)
-
-    def _spool(self, op: dict) -> None:
-        self.spool.parent.mkdir(parents=True, exist_ok=True)
-        with self.spool.open("a") as f:
-            f.write(json.dumps(op) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.spooled_total += 1
-
-    def _with_retries(self, fn: Callable[[], Any], retries: int | None = None) -> Any:
-        n = self.retries if retries is None else retries
-        for attempt in range(n + 1):
+        """Send spooled records in order until one does not go through; returns how many wait."""
+        while (op := self.spool.head()) is not None:
             try:
-                return fn()
-            except LtvlError:
-                raise
-            except Exception as e:  # noqa: BLE001 - network and server errors alike
-                if attempt == n:
-                    raise TrackingUnavailable(str(e)) from e
-                self.sleep(self.backoff_s * 2 ** attempt)
+                self.send(op)
+            except TrackingUnavailable:
+                break
+            self.spool.mark_sent()
+        return len(self.spool)
+
+    def send(self, op: dict[str, Any]) -> None:
+        """Apply one record, once: a transport or server error becomes :class:`TrackingUnavailable`
+        (the record stays at the spool's head); a record MLflow can never take raises as itself."""
+        try:
+            self._apply(op)
+        except (LtvlError, UnknownOp):
+            raise
+        except Exception as e:  # noqa: BLE001 - network and server errors alike
+            raise TrackingUnavailable(f"{type(e).__name__}: {str(e)[:300]}") from e
 
     # --- the writes ----------------------------------------------------------------------------
     def _apply(self, op: dict) -> None:
@@ -172,7 +154,7 @@ class LineageTracker:
             have = self.client.get_run(run_id).data.metrics
             if any(k not in have for k in op["metrics"]):  # idempotent: logged once
                 from mlflow.entities import Metric
-                now = int(time.time() * 1000)
+                now = _stamp(op)
                 self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, int(op.get("step", 0)))
                                                        for k, v in op["metrics"].items()])
         elif kind == "end":
@@ -180,7 +162,7 @@ class LineageTracker:
             if run_id:
                 self.client.set_terminated(run_id, op["status"])
         else:
-            raise ValueError(f"unknown tracking op {kind!r}")
+            raise UnknownOp(f"unknown tracking op {kind!r}")
 
     def _find(self, key: str) -> str | None:
         if key in self._ids:
@@ -217,7 +199,7 @@ class LineageTracker:
         chain_id = self._find(op["chain_key"])
         if chain_id is None:
             raise ValueError(f"round {key} arrived before its chain run")
-        now, step = int(time.time() * 1000), int(op["round"])
+        now, step = _stamp(op), int(op["round"])
         metrics = {k: float(v) for k, v in op["metrics"].items() if v is not None}
         logged = existing and any(m.step == step for m in self.client.get_metric_history(chain_id, "metric"))
         if not logged:  # a half-written round (crash mid-record) already put its point on the chain
@@ -231,10 +213,16 @@ class LineageTracker:
         self.client.set_terminated(run_id, "FINISHED")
 
     def run_id(self, key: str) -> str | None:
+        """The run of a record key, or None where it is not there yet or MLflow does not answer."""
         try:
-            return self._with_retries(lambda: self._find(key), retries=0)
-        except TrackingUnavailable:
+            return self._find(key)
+        except Exception:  # noqa: BLE001 - a hint only; never worth failing for
             return None
+
+
+def _stamp(op: dict) -> int:
+    """A metric's timestamp (ms): when the record was made, not when an outage let it through."""
+    return int(float(op.get("t") or time.time()) * 1000)
 
 
 def _param(v: Any) -> str:

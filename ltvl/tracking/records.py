@@ -51,7 +51,8 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
     return [{"op": "run", "key": key, "name": f"dense-{p.task}-{dense_sha[:8]}", "params": recipe,
              "tags": {"ltvl.kind": "dense", "ltvl.dense": dense_sha, "ltvl.task": p.task, "ltvl.seed": p.seed,
                       "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT}},
-            {"op": "metrics", "key": key, "metrics": {k: v for k, v in metrics.items() if k == "metric"}, "step": 0}]
+            {"op": "metrics", "key": key, "metrics": {k: v for k, v in metrics.items() if k == "metric"}, "step": 0},
+            {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
 
 def chain_name(job: Job) -> str:

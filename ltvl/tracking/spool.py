@@ -1,0 +1,85 @@
+"""Lineage records not yet delivered to MLflow, kept on local disk in the order they were made.
+
+Every record goes through the spool, whether MLflow is up or not: the Tune callback only appends
+(a local, fsynced write: microseconds, never a network wait), and one sender drains it from the
+front. Two files under the sweep's root:
+
+- ``mlflow-spool.jsonl``: the records, one JSON object per line, append-only;
+- ``mlflow-spool.sent``: how many of those lines MLflow has taken, rewritten atomically after each.
+
+A crash between sending a record and counting it re-sends that record on the next run; records
+are idempotent (keyed, see :mod:`ltvl.tracking.mlflow_lineage`), so it lands once. When every line
+is sent, both files are removed (the records file first: a count without records means nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ltvl.util.atomic import atomic_write_text
+
+
+class Spool:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.sent_path = self.path.with_suffix(".sent")
+        self._lock = threading.Lock()  # the callback appends while the sender drains
+        self._records: list[dict[str, Any]] = []
+        self._sent = 0
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            self.sent_path.unlink(missing_ok=True)
+            return
+        lines = self.path.read_text().splitlines()
+        # a torn last line (killed mid-append) was never acknowledged to anyone: drop it
+        self._records = []
+        for line in lines:
+            try:
+                self._records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        try:
+            self._sent = min(int(self.sent_path.read_text().strip() or 0), len(self._records))
+        except (FileNotFoundError, ValueError):
+            self._sent = 0  # unknown: re-send all; idempotent records make that harmless
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        now = time.time()
+        records = [{**r, "t": r.get("t", now)} for r in records]  # when it was made, for MLflow's timestamps
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+            self._records.extend(records)
+
+    def head(self) -> dict[str, Any] | None:
+        """The oldest record not yet sent."""
+        with self._lock:
+            return self._records[self._sent] if self._sent < len(self._records) else None
+
+    def mark_sent(self) -> None:
+        """The head reached MLflow: count it, and clear the spool once it is empty."""
+        with self._lock:
+            self._sent += 1
+            if self._sent == len(self._records):
+                self.path.unlink(missing_ok=True)
+                self.sent_path.unlink(missing_ok=True)
+                self._records, self._sent = [], 0
+            else:
+                atomic_write_text(self.sent_path, str(self._sent))
+
+    def __len__(self) -> int:
+        """Records waiting to be sent."""
+        with self._lock:
+            return len(self._records) - self._sent
