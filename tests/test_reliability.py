@@ -1,11 +1,13 @@
 """Failures that must never read as success or hang (issue 14)."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +171,109 @@ def test_a_missing_local_dataset_is_refused_before_ray_starts(tmp_path):
     assert res.returncode == 2
     assert f"params.data={tmp_path / 'nope'}: not a dataset directory" in res.stderr
     assert time.monotonic() - t < 30 and not (tmp_path / "home" / "sweeps").exists()
+
+
+def _sweep(tmp_path, name: str, data, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """A real sweep driver (sweeps/rewind_grid.py) on its own local Ray, tiny model, synthetic data."""
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "",
+           "LTVL_ROUND_LOG": str(tmp_path / f"{name}.rounds"), **(env or {})}
+    args = ["--set", f"name={name}", "--set", f"params.data={data}", "--set", "params.preset=tiny",
+            "--set", "params.steps=4", "--set", "grid.rate=[0.5]", "--set", "chains=[]", *extra]
+    return subprocess.Popen([sys.executable, "sweeps/rewind_grid.py", *args], stdout=open(tmp_path / f"{name}.log", "w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _rounds_computed(tmp_path, name: str) -> int:
+    f = tmp_path / f"{name}.rounds"
+    return len(f.read_text().splitlines()) if f.exists() else 0
+
+
+def _runs(uri: str, experiment: str):
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.mark.long
+def test_mlflow_restarted_three_times_under_load_loses_and_duplicates_nothing(tmp_path):
+    """Before: after the server came back the driver made no progress for minutes (a trial blocked
+    in Queue.put), one chain's last round never reached MLflow, its run stayed RUNNING, and the
+    summary showed an older sparsity. Here the server is stopped and restarted three times while
+    two chains train on a loaded machine; MLflow must end up with exactly what an undisturbed
+    run records: one run per chain, dense run and round, one metric point per round, the stores'
+    values, nothing RUNNING."""
+    from ltvl.tracking.records import LINEAGE_METRICS
+    from ltvl.vl.data.synthetic import make_synthetic
+    from tests.mlflow_server import MlflowServer
+
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=16)
+    server = MlflowServer(tmp_path / "server").start()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the machine is loaded
+    sweep = _sweep(tmp_path, "outage", tmp_path / "data", "--set", "grid.rewind_step=[0,1]",
+                   "--set", f"tracking_uri={server.uri}")
+    restarts = 0
+    try:
+        deadline = time.monotonic() + 900
+        for after in (2, 4, 6):  # of the 8 rounds: a restart while each pair of rounds is reported
+            while _rounds_computed(tmp_path, "outage") < after and sweep.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if sweep.poll() is not None:
+                break
+            server.stop()
+            time.sleep(5)
+            server.start()
+            restarts += 1
+        rc = sweep.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        burner.kill()
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, 9)
+    out = (tmp_path / "outage.log").read_text()
+    try:
+        assert rc == 0, out[-4000:]
+        assert restarts == 3 and out.count("is not answering") >= 1 and "answers again" in out
+        assert "│ all " in out and "lags" not in out  # the summary: every round of every chain is in MLflow
+        client, runs = _runs(server.uri, "outage")
+        kinds = sorted(r.data.tags["ltvl.kind"] for r in runs)
+        assert kinds == ["chain"] * 2 + ["dense"] + ["round"] * 8, kinds  # once each
+        assert {r.info.status for r in runs} == {"FINISHED"}  # nothing left RUNNING
+        root = tmp_path / "home" / "sweeps" / "outage" / "chains"
+        for chain in (r for r in runs if r.data.tags["ltvl.kind"] == "chain"):
+            store = next(d for d in root.iterdir() if chain.data.tags["ltvl.chain"].startswith(d.name))
+            disk = {rec["round"]: rec for rec in map(json.loads, map(Path.read_text, (store / "rounds").glob("*.json")))}
+            assert sorted(disk) == [0, 1, 2, 3]
+            for metric in ("metric", "sparsity"):
+                history = client.get_metric_history(chain.info.run_id, metric)
+                assert sorted(m.step for m in history) == [0, 1, 2, 3], (metric, history)  # one point per round
+                want = {r: (rec["metrics"]["metric"] if metric == "metric" else rec["sparsity"]) for r, rec in disk.items()}
+                assert {m.step: m.value for m in history} == pytest.approx(want)
+            assert set(LINEAGE_METRICS) >= set(chain.data.metrics)
+        assert not (root / "mlflow-spool.jsonl").exists()  # everything delivered
+    finally:
+        server.stop()
+
+
+@pytest.mark.long
+def test_an_interrupted_sweep_exits_130_marks_its_chain_incomplete_and_leaves_nothing_running(tmp_path):
+    """Before: Tune swallowed Ctrl-C and the driver went on to the next stage; runs stayed RUNNING."""
+    import signal
+
+    from ltvl.vl.data.synthetic import make_synthetic
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=16)
+    sweep = _sweep(tmp_path, "stopme", tmp_path / "data", "--set", "grid.rewind_step=[0]",
+                   "--set", "params.target_sparsity=0.95", "--set", "baselines=[random_init]")
+    deadline, log = time.monotonic() + 600, tmp_path / "stopme.log"
+    while "round 1  sparsity" not in log.read_text() and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # round 1 reached the driver: the chain's MLflow run exists
+    assert sweep.poll() is None, (tmp_path / "stopme.log").read_text()[-3000:]
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the driver's terminal reaches its process group
+    rc = sweep.wait(timeout=300)
+    out = (tmp_path / "stopme.log").read_text()
+    assert rc == 130, out[-4000:]
+    assert "incomplete" in out and "--resume" in out
+    assert "stopme-tickets" not in out  # the next stage never started
+    _, runs = _runs(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}", "stopme")
+    status = {r.data.tags["ltvl.kind"]: r.info.status for r in runs if r.data.tags["ltvl.kind"] != "round"}
+    assert status == {"chain": "KILLED", "dense": "FINISHED"}
+    assert {r.info.status for r in runs if r.data.tags["ltvl.kind"] == "round"} == {"FINISHED"}

@@ -160,5 +160,6 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
     if mlflow_note:
         console.print(f"[yellow]MLflow could not be compared with the chain stores: {mlflow_note}[/]")
     elif lagging:
-        console.print(f"[yellow]MLflow lags the chain stores for {lagging} chain(s) (column 'in MLflow'): "
-                      "its records wait in the spool and go out on the next run or `ltvl lineage --sync`.[/]")
+        console.print(f"[yellow]MLflow lags the chain stores for {lagging} chain(s) (column 'in MLflow'). Rounds "
+                      "that never reached the driver are recorded when the sweep is resumed (--resume); records "
+                      "waiting in the spool go out on the next run or with `ltvl lineage --sync`.[/]")
