@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -179,8 +178,8 @@ def _sweep(tmp_path, name: str, data, *extra: str, env: dict | None = None) -> s
            "LTVL_ROUND_LOG": str(tmp_path / f"{name}.rounds"), **(env or {})}
     args = ["--set", f"name={name}", "--set", f"params.data={data}", "--set", "params.preset=tiny",
             "--set", "params.steps=4", "--set", "grid.rate=[0.5]", "--set", "chains=[]", *extra]
-    return subprocess.Popen([sys.executable, "sweeps/rewind_grid.py", *args], stdout=open(tmp_path / f"{name}.log", "w"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "sweeps/rewind_grid.py", *args], env=env, start_new_session=True,
+                            stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 
 
 def _rounds_computed(tmp_path, name: str) -> int:
@@ -241,12 +240,14 @@ def test_mlflow_restarted_three_times_under_load_loses_and_duplicates_nothing(tm
         root = tmp_path / "home" / "sweeps" / "outage" / "chains"
         for chain in (r for r in runs if r.data.tags["ltvl.kind"] == "chain"):
             store = next(d for d in root.iterdir() if chain.data.tags["ltvl.chain"].startswith(d.name))
-            disk = {rec["round"]: rec for rec in map(json.loads, map(Path.read_text, (store / "rounds").glob("*.json")))}
+            records = [json.loads(f.read_text()) for f in (store / "rounds").glob("*.json")]
+            disk = {rec["round"]: rec for rec in records}
             assert sorted(disk) == [0, 1, 2, 3]
             for metric in ("metric", "sparsity"):
                 history = client.get_metric_history(chain.info.run_id, metric)
                 assert sorted(m.step for m in history) == [0, 1, 2, 3], (metric, history)  # one point per round
-                want = {r: (rec["metrics"]["metric"] if metric == "metric" else rec["sparsity"]) for r, rec in disk.items()}
+                want = {r: rec["metrics"]["metric"] if metric == "metric" else rec["sparsity"]
+                        for r, rec in disk.items()}
                 assert {m.step: m.value for m in history} == pytest.approx(want)
             assert set(LINEAGE_METRICS) >= set(chain.data.metrics)
         assert not (root / "mlflow-spool.jsonl").exists()  # everything delivered
@@ -277,3 +278,68 @@ def test_an_interrupted_sweep_exits_130_marks_its_chain_incomplete_and_leaves_no
     status = {r.data.tags["ltvl.kind"]: r.info.status for r in runs if r.data.tags["ltvl.kind"] != "round"}
     assert status == {"chain": "KILLED", "dense": "FINISHED"}
     assert {r.info.status for r in runs if r.data.tags["ltvl.kind"] == "round"} == {"FINISHED"}
+
+
+def _alive(pid: int, start: int) -> bool:
+    from ltvl.cluster.procs import same_process
+    return same_process(pid, start)
+
+
+@pytest.mark.long
+def test_a_killed_driver_s_ray_helpers_are_stopped_by_the_next_run_and_nothing_else(tmp_path):
+    """Before: after a driver SIGKILL, ray::DashboardAgent and ray::RuntimeEnvAgent ran on forever."""
+    import signal
+
+    from ltvl.cluster.procs import proc_info
+    from ltvl.vl.data.synthetic import make_synthetic
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=16)
+    decoy = subprocess.Popen(["sleep", "600"])  # someone else's process: must survive
+    sweep = _sweep(tmp_path, "orphans", tmp_path / "data", "--set", "grid.rewind_step=[0]")
+    record = tmp_path / "home" / "sweeps" / "orphans" / "ray-helpers.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and sweep.poll() is None:
+            names = [h[2] for h in json.loads(record.read_text())["helpers"]] if record.exists() else []
+            if any("Dashboard" in n for n in names) and any("RuntimeEnv" in n for n in names):
+                break
+            time.sleep(0.5)
+        assert sweep.poll() is None, (tmp_path / "orphans.log").read_text()[-3000:]
+        os.kill(sweep.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
+        sweep.wait()
+        time.sleep(3)
+        helpers = [tuple(h) for h in json.loads(record.read_text())["helpers"]]
+        left = [h for h in helpers if _alive(h[0], h[1])]
+        assert left, "nothing outlived the driver: the orphan case did not happen"
+        # the next run of the sweep stops them; a dead tracking server then ends it at once
+        res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=orphans",
+                              "--set", f"params.data={tmp_path / 'data'}", "--set", "tracking_uri=http://127.0.0.1:9"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""})
+        assert res.returncode == 2 and f"Stopped {len(left)} Ray helper process(es)" in res.stderr, res.stderr
+        assert not [h for h in helpers if _alive(h[0], h[1])]
+        assert decoy.poll() is None and proc_info(decoy.pid) is not None
+        assert not record.exists()
+    finally:
+        decoy.kill()
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, 9)
+        for h in json.loads(record.read_text())["helpers"] if record.exists() else []:
+            if _alive(h[0], h[1]):
+                os.kill(h[0], 9)
+
+
+def test_reaping_never_touches_a_recycled_pid_or_a_live_driver(tmp_path):
+    from ltvl.cluster.procs import proc_info
+    from ltvl.sweep.helpers import RECORD, reap_orphans
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        me = proc_info(other.pid)
+        (tmp_path / RECORD).write_text(json.dumps({"driver": [999_999_999, 1],  # long gone
+                                                   "helpers": [[other.pid, me.start_ticks + 1, "sleep"]]}))
+        assert reap_orphans(tmp_path) == [] and other.poll() is None  # same PID, other start time: not ours
+        (tmp_path / RECORD).write_text(json.dumps({"driver": [other.pid, me.start_ticks],  # still running
+                                                   "helpers": [[other.pid, me.start_ticks, "sleep"]]}))
+        assert reap_orphans(tmp_path) == [] and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

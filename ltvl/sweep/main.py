@@ -98,6 +98,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
         console.print(f"{n} chain(s); nothing run (--dry-run)")
         return 0
     with SweepLock(base, cfg.name):  # a second driver of this name is refused here, at once
+        from ltvl.sweep.helpers import reap_orphans
+        if reaped := reap_orphans(base):  # holding the lock: no other driver of this sweep is alive
+            console.print(f"Stopped {len(reaped)} Ray helper process(es) that a killed driver of this sweep left "
+                          f"running: {', '.join(reaped)}")
         return _run_locked(cfg, space, n, base, root, storage, opts, resume, console)
 
 
@@ -105,17 +109,33 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
                 console: Console) -> int:
     import ray
 
-    from ltvl.ray.lineage import LineageCallback, run_hint_writer
-    from ltvl.ray.stages import run_chains
-    from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary
-    from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri, ui_command
-    from ltvl.tracking.sender import LineageSender
+    from ltvl.sweep.helpers import HelperRecorder
+    from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri
 
     uri = cfg.tracking_uri or default_tracking_uri()
     tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
     tracker.connect()  # an unreachable server fails here, before any trial; sends what a killed run left
-    if not ray.is_initialized():
+    own_ray = not ray.is_initialized()
+    if own_ray:
         ray.init(log_to_driver=False)  # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
+    with HelperRecorder(base) if own_ray else contextlib.nullcontext():  # its record goes once Ray is down
+        try:
+            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri)
+        finally:
+            if own_ray:
+                ray.shutdown()
+
+
+def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
+                console: Console, tracker, uri: str) -> int:
+    import ray
+
+    from ltvl.ray.lineage import LineageCallback, run_hint_writer
+    from ltvl.ray.stages import run_chains
+    from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary
+    from ltvl.tracking.mlflow_lineage import ui_command
+    from ltvl.tracking.sender import LineageSender
+
     console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray "
                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
                   f"lineage → {uri}")
