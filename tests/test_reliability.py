@@ -157,6 +157,8 @@ def test_a_sweep_with_a_failed_chain_exits_non_zero_and_says_why_once(tmp_path):
     assert "train/images.arrow: file is 1000 bytes but the manifest says" in out
     assert out.count("truncated or replaced") == 1 and "in 1 trial(s): chains chain-" in out  # said once
     assert "Traceback" not in out
+    row = next(line for line in out.splitlines() if "theta0-vqa-rw0-rate0.5" in line and "│" in line)
+    assert "FAILED" in row and "0/4" in row  # the summary marks it from its store (no round finished)
     log = tmp_path / "home" / "sweeps" / "broken" / "failures.log"
     text = log.read_text()
     assert "ltvl/vl/assemble.py" in text and "truncated or replaced" in text  # the remote traceback
