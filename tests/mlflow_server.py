@@ -44,7 +44,15 @@ class MlflowServer:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=5)  # uvicorn waits on keep-alive clients; do not wait long
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    def crash(self) -> None:
+        """SIGKILL, as a crashed or preempted server: no graceful wait for open client connections."""
+        import os
+        import signal
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -104,7 +104,7 @@ def test_server_outage_spools_records_and_delivers_them_when_it_returns(tmp_path
         while len(tracker.spool) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(tracker.spool) == 0
-        server.stop()  # the server goes away mid-sweep
+        server.crash()  # the server goes away mid-sweep
         t = time.monotonic()
         for op in ops[4:]:
             sender.submit([op])  # what Tune's event loop does: must not wait on the dead server

@@ -70,6 +70,9 @@ class LineageTracker:
         # is down; a record that does not go through waits in the spool and is tried again later.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # MLflow prints "View run … at: <url>" for every run it ends on a server: hundreds of
+        # lines in a sweep log; the summary prints where to look once
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         from ltvl.tracking.reach import store_init_lock
