@@ -192,3 +192,21 @@ def test_lineage_command_prints_the_tree(tmp_path):
     assert order == sorted(order)  # dense → round 0 → round 1 → round 2
     res = CliRunner().invoke(app, ["lineage", "deadbeef00", "--tracking-uri", uri])
     assert res.exit_code != 0 and "no round run has mask deadbeef00" in str(res.exception or res.output)
+
+
+def test_lineage_sync_sends_what_a_sweep_left_in_its_spool(tmp_path):
+    """A sweep that ended while MLflow was down leaves its records in the spool (exit code 3);
+    `ltvl lineage --sync` sends them later, in order, once."""
+    from typer.testing import CliRunner
+
+    from ltvl.cli import app
+    from ltvl.tracking.spool import Spool
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    LineageTracker(uri, "exp", "rewind_grid", tmp_path / "other.jsonl").connect()  # the sweep's experiment
+    ops, masks = _ops(tmp_path)
+    Spool(tmp_path / "spool.jsonl").append(ops)
+    res = CliRunner().invoke(app, ["lineage", "--sync", str(tmp_path / "spool.jsonl"), "--experiment", "exp",
+                                   "--tracking-uri", uri])
+    assert res.exit_code == 0 and "all records sent" in res.output, res.output
+    assert not (tmp_path / "spool.jsonl").exists()
+    _check_experiment(uri, "exp", masks, tmp_path)
