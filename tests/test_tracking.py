@@ -210,3 +210,20 @@ def test_lineage_sync_sends_what_a_sweep_left_in_its_spool(tmp_path):
     assert res.exit_code == 0 and "all records sent" in res.output, res.output
     assert not (tmp_path / "spool.jsonl").exists()
     _check_experiment(uri, "exp", masks, tmp_path)
+
+
+def test_a_record_mlflow_can_never_take_is_set_aside_not_blocking_the_rest(tmp_path):
+    """A spooled record of an unknown kind (another ltvl version wrote it) is kept beside the spool
+    and reported; the records behind it still go out."""
+    from ltvl.tracking.sender import LineageSender
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()
+    said: list[str] = []
+    sender = LineageSender(tracker, say=said.append).start()
+    ops, masks = _ops(tmp_path)
+    sender.submit([{"op": "teleport", "key": "x"}, *ops])
+    assert sender.close(timeout_s=30) == 0
+    rejected = (tmp_path / "spool.rejected.jsonl").read_text()
+    assert "unknown tracking op 'teleport'" in rejected and any("refused record x" in m for m in said)
+    _check_experiment(uri, "exp", masks, tmp_path)
