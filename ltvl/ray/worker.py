@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,16 @@ def _fault_injected(train_fn):
         return train_fn(*a, **kw)
 
     return wrapped
+
+
+def _await_gate(r) -> None:
+    """Testing aid: LTVL_ROUND_GATE=DIR holds a chain after it reported round R until ``DIR/R``
+    exists, so a test can disturb the sweep (restart MLflow, say) between rounds, whatever the
+    machine's speed. Read from the environment so it never enters a chain's hash."""
+    if (gate := os.environ.get("LTVL_ROUND_GATE")) and not r.replayed:
+        deadline = time.monotonic() + 600
+        while not Path(gate, str(r.round)).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _log_round(r) -> None:
@@ -242,6 +253,7 @@ def train_chain(config: dict) -> None:
                 Path(d, "round.json").write_text(json.dumps(r.record(), sort_keys=True))
                 Path(d, "mask.safetensors").write_bytes(Path(r.mask_path).read_bytes())
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            _await_gate(r)
         else:
             ray.train.report(metrics)
 
