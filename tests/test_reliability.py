@@ -335,6 +335,32 @@ def test_a_killed_driver_s_ray_helpers_are_stopped_by_the_next_run_and_nothing_e
                 os.kill(h[0], 9)
 
 
+def test_an_unreadable_helper_record_is_named_and_nothing_is_signalled(tmp_path):
+    from ltvl.sweep.helpers import RECORD, reap_orphans
+    from ltvl.util.errors import LtvlError
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        (tmp_path / RECORD).write_text(f'{{"driver": [1, 2], "helpers": [[{other.pid}, "x"')
+        with pytest.raises(LtvlError, match="unreadable record of a killed driver's Ray processes") as e:
+            reap_orphans(tmp_path)
+        assert str(tmp_path / RECORD) in str(e.value) and "delete this file" in e.value.fix
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_bad_tracking_timeout_is_refused_before_a_local_store_sweep_starts(tmp_path):
+    """The sqlite store never needs the timeout to connect; the sweep's end (waiting for MLflow)
+    does. Before: the whole sweep ran, then failed on the setting."""
+    took = time.monotonic()
+    res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=t"], capture_output=True, text=True,
+                         env={**os.environ, "LTVL_HOME": str(tmp_path / "home"), "LTVL_TRACKING_TIMEOUT": "soon"},
+                         timeout=120)
+    assert res.returncode == 2 and "LTVL_TRACKING_TIMEOUT='soon' is not a positive number" in res.stderr
+    assert "Ray" not in res.stderr and time.monotonic() - took < 60
+
+
 def test_reaping_never_touches_a_recycled_pid_or_a_live_driver(tmp_path):
     from ltvl.cluster.procs import proc_info
     from ltvl.sweep.helpers import RECORD, reap_orphans
@@ -350,3 +376,45 @@ def test_reaping_never_touches_a_recycled_pid_or_a_live_driver(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.long
+def test_mlflow_down_at_the_end_exits_3_and_sync_delivers_the_rest(tmp_path):
+    """The chains finish but the server never comes back: the sweep waits 2 x LTVL_TRACKING_TIMEOUT,
+    exits 3 (not 0), names the spool and the command; a later sync (`ltvl lineage --sync`, whose CLI
+    is tested in test_tracking.py) sends it all, once."""
+    from ltvl.vl.data.synthetic import make_synthetic
+    from tests.mlflow_server import MlflowServer
+
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=16)
+    server = MlflowServer(tmp_path / "server").start()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    sweep = _sweep(tmp_path, "late", tmp_path / "data", "--set", "grid.rewind_step=[0]",
+                   "--set", "params.target_sparsity=0.5", "--set", f"tracking_uri={server.uri}",  # rounds 0, 1
+                   env={"LTVL_ROUND_GATE": str(gate), "LTVL_TRACKING_TIMEOUT": "1"})
+    try:
+        deadline = time.monotonic() + 600
+        while _rounds_computed(tmp_path, "late") < 1 and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.crash()  # for good: round 1 and the ends are reported into the outage
+        (gate / "0").touch()
+        (gate / "1").touch()
+        rc = sweep.wait(timeout=max(1, deadline - time.monotonic()))
+        out = (tmp_path / "late.log").read_text()
+        spool = tmp_path / "home" / "sweeps" / "late" / "chains" / "mlflow-spool.jsonl"
+        assert rc == 3, out[-4000:]
+        assert "has not taken" in out and str(spool) in out.replace("\n", "") and "lineage --sync" in out
+        assert "MLflow could not be compared" in out and "│ done" in out  # the table still stands, from the stores
+        assert spool.exists()
+        server.start()
+        from ltvl.tracking.mlflow_lineage import LineageTracker
+        assert LineageTracker(server.uri, "late", "rewind_grid", spool).connect()  # what `lineage --sync` runs
+        assert not spool.exists()
+        _, runs = _runs(server.uri, "late")
+        assert sorted(r.data.tags["ltvl.kind"] for r in runs) == ["chain", "dense", "round", "round"]
+        assert {r.info.status for r in runs} == {"FINISHED"}
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, 9)
+        server.stop()

@@ -137,9 +137,39 @@ def test_spool_survives_a_torn_line_and_a_lost_count(tmp_path):
         f.write('{"op": "run", "key": "chain:torn')  # killed mid-write
     again = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
     assert again.pending() == len(ops)  # the torn line is not a record
+    again.spool.append([{"op": "end", "key": "dense:" + "d" * 64, "status": "FINISHED"}])  # not glued onto it
+    assert Spool(tmp_path / "spool.jsonl").pending_records()[-1]["op"] == "end"
     again.connect()
     assert again.pending() == 0
     _check_experiment(uri, "exp", masks, tmp_path)  # still one run per record, complete
+
+
+def test_damage_inside_the_spool_is_named_and_drops_nothing(tmp_path):
+    """Only a torn *last* line is a killed append; a bad line with records behind it is damage, and
+    skipping it would silently lose them."""
+    from ltvl.tracking.spool import Spool
+    ops, _ = _ops(tmp_path)
+    Spool(tmp_path / "spool.jsonl").append(ops)
+    lines = (tmp_path / "spool.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:20]
+    (tmp_path / "spool.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(LtvlError, match=rf"line 3 of {len(ops)} is not a lineage record") as e:
+        LineageTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    assert str(tmp_path / "spool.jsonl") in str(e.value)
+    assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == len(ops)  # left as it was
+
+
+def test_a_record_that_can_never_go_through_does_not_block_the_next_run(tmp_path, capsys):
+    """The synchronous path (a sweep's start, `ltvl lineage --sync`) sets it aside like the sender."""
+    from ltvl.tracking.spool import Spool
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ops, masks = _ops(tmp_path)
+    Spool(tmp_path / "spool.jsonl").append([{"op": "teleport", "key": "x"}, *ops])
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()
+    assert tracker.pending() == 0 and "refused record x" in capsys.readouterr().err
+    assert "teleport" in (tmp_path / "spool.rejected.jsonl").read_text()
+    _check_experiment(uri, "exp", masks, tmp_path)
 
 
 def test_a_silent_server_never_holds_up_the_sender_s_caller(tmp_path):

@@ -25,6 +25,7 @@ class ProcInfo:
     pgid: int
     start_ticks: int  # start time since boot: a recycled PID has a different one
     name: str
+    ppid: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,28 @@ def proc_info(pid: int) -> ProcInfo | None:
     fields = stat[stat.rindex(")") + 2:].split()
     if fields[0] == "Z":  # a zombie holds nothing
         return None
-    return ProcInfo(pid, int(fields[2]), int(fields[19]), name)
+    return ProcInfo(pid, int(fields[2]), int(fields[19]), name, int(fields[1]))
+
+
+def all_procs() -> list[ProcInfo]:
+    return [info for d in PROC.iterdir() if d.name.isdigit() and (info := proc_info(int(d.name))) is not None]
 
 
 def group_members(pgid: int) -> list[ProcInfo]:
-    out = []
-    for d in PROC.iterdir():
-        if d.name.isdigit() and (info := proc_info(int(d.name))) is not None and info.pgid == pgid:
-            out.append(info)
-    return out
+    return [info for info in all_procs() if info.pgid == pgid]
+
+
+def descendants(pid: int) -> list[ProcInfo]:
+    """Every live descendant of ``pid`` (children, their children, …)."""
+    children: dict[int, list[ProcInfo]] = {}
+    for info in all_procs():
+        children.setdefault(info.ppid, []).append(info)
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        info = todo.pop()
+        out.append(info)
+        todo.extend(children.get(info.pid, []))
+    return sorted(out, key=lambda i: i.pid)
 
 
 def same_process(pid: int, start_ticks: int) -> bool:

@@ -19,31 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-from ltvl.cluster.procs import PROC, proc_info, same_process
+from ltvl.cluster.procs import descendants, proc_info, same_process
 from ltvl.util.atomic import atomic_write_text
+from ltvl.util.errors import LtvlError
 
 RECORD = "ray-helpers.json"
-
-
-def descendants(pid: int) -> list[tuple[int, int, str]]:
-    """(pid, start ticks, name) of every live descendant of ``pid``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for d in PROC.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        if (info := proc_info(p)) is not None:
-            out.append((p, info.start_ticks, info.name))
-        todo.extend(children.get(p, []))
-    return sorted(out)
 
 
 class HelperRecorder:
@@ -70,7 +50,7 @@ class HelperRecorder:
         self.path.unlink(missing_ok=True)
 
     def record(self) -> None:
-        found = {p: (t, n) for p, t, n in descendants(os.getpid())}
+        found = {i.pid: (i.start_ticks, i.name) for i in descendants(os.getpid())}
         if not set(found) - set(self._seen):
             return
         self._seen.update(found)
@@ -91,11 +71,17 @@ def reap_orphans(sweep_dir: Path, grace_s: float = 10.0) -> list[str]:
     path = Path(sweep_dir) / RECORD
     if not path.exists():
         return []
-    rec = json.loads(path.read_text())
-    driver_pid, driver_start = rec["driver"]
+    try:
+        rec = json.loads(path.read_text())
+        driver_pid, driver_start = rec["driver"]
+        helpers = [(int(p), int(t), str(n)) for p, t, n in rec["helpers"]]
+    except (ValueError, KeyError, TypeError) as e:  # never signal anything on a record we cannot read
+        raise LtvlError(f"unreadable record of a killed driver's Ray processes ({type(e).__name__}: {e})",
+                        where=str(path), fix="check for leftover ray:: processes yourself (ps -ef | grep ray::), "
+                        "stop them, then delete this file") from None
     if driver_pid != os.getpid() and same_process(driver_pid, driver_start):
         return []  # that driver still runs (it cannot hold the sweep's lock and be alive; be safe anyway)
-    alive = [(p, t, n) for p, t, n in rec["helpers"] if p != os.getpid() and same_process(p, t)]
+    alive = [(p, t, n) for p, t, n in helpers if p != os.getpid() and same_process(p, t)]
     for p, _, _ in alive:
         _signal(p, signal.SIGTERM)
     deadline = time.time() + grace_s

@@ -113,6 +113,7 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri
 
     uri = cfg.tracking_uri or default_tracking_uri()
+    drain_s = tracking_drain_timeout()  # a bad LTVL_TRACKING_TIMEOUT is refused now, not after the sweep
     tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
     tracker.connect()  # an unreachable server fails here, before any trial; sends what a killed run left
     own_ray = not ray.is_initialized()
@@ -120,14 +121,14 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
         ray.init(log_to_driver=False)  # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
     with HelperRecorder(base) if own_ray else contextlib.nullcontext():  # its record goes once Ray is down
         try:
-            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri)
+            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri, drain_s)
         finally:
             if own_ray:
                 ray.shutdown()
 
 
 def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
-                console: Console, tracker, uri: str) -> int:
+                console: Console, tracker, uri: str, drain_s: float) -> int:
     import ray
 
     from ltvl.ray.lineage import LineageCallback, run_hint_writer
@@ -149,7 +150,7 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
                        callbacks=[lineage], outcomes=outcomes, stop=interrupted.is_set)
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
             lineage.close_open_runs("KILLED")
-            left = sender.close(tracking_drain_timeout())
+            left = sender.close(drain_s)
     rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "none",
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -125,13 +126,32 @@ class LineageTracker:
 
     def flush(self) -> int:
         """Send spooled records in order until one does not go through; returns how many wait."""
-        while (op := self.spool.head()) is not None:
+        while True:
             try:
-                self.send(op)
+                op, rejected = self.send_next()
             except TrackingUnavailable:
                 break
-            self.spool.mark_sent()
+            if op is None:
+                break
+            if rejected is not None:
+                print(rejected, file=sys.stderr)
         return len(self.spool)
+
+    def send_next(self) -> tuple[dict[str, Any] | None, str | None]:
+        """Send the spool's oldest record: (the record or None when the spool is empty, a message
+        if MLflow can never take it and it was set aside). :class:`TrackingUnavailable` leaves it
+        at the head, to be tried again."""
+        op = self.spool.head()
+        if op is None:
+            return None, None
+        message = None
+        try:
+            self.send(op)
+        except (LtvlError, UnknownOp) as e:  # never accepted, however often tried: out of the way
+            path = self.spool.reject(op, e)
+            message = f"MLflow refused record {op.get('key')} ({type(e).__name__}: {str(e)[:200]}); kept in {path}"
+        self.spool.mark_sent()
+        return op, message
 
     def send(self, op: dict[str, Any]) -> None:
         """Apply one record, once: a transport or server error becomes :class:`TrackingUnavailable`

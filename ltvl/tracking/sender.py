@@ -9,7 +9,6 @@ does not answer and saying once when it goes away and once when it is back.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ class LineageSender:
                  on_sent: Callable[[dict[str, Any]], None] | None = None, max_backoff_s: float = 10.0):
         self.tracker, self.say, self.on_sent, self.max_backoff_s = tracker, say, on_sent, max_backoff_s
         self.spool = tracker.spool
-        self.rejected = self.spool.path.with_name(self.spool.path.stem + ".rejected.jsonl")
         self.outages = 0  # how many times MLflow went away during this sweep
         self._wake = threading.Event()
         self._closing = False
@@ -52,15 +50,8 @@ class LineageSender:
     def _run(self) -> None:
         backoff, down_since = 0.5, None
         while True:
-            op = self.spool.head()
-            if op is None:
-                if self._closing:
-                    return
-                self._wake.wait()
-                self._wake.clear()
-                continue
             try:
-                self.tracker.send(op)
+                op, rejected = self.tracker.send_next()
             except TrackingUnavailable as e:
                 if down_since is None:
                     down_since, self.outages = time.monotonic(), self.outages + 1
@@ -73,9 +64,14 @@ class LineageSender:
                 self._wake.clear()
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            except Exception as e:  # noqa: BLE001 - a record MLflow can never take must not block the rest
-                self._reject(op, e)
-            self.spool.mark_sent()
+            if op is None:  # nothing waiting
+                if self._closing:
+                    return
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            if rejected is not None:
+                self.say(rejected)
             backoff = 0.5
             if down_since is not None:
                 self.say(f"MLflow at {self.tracker.uri} answers again after {time.monotonic() - down_since:.0f} s; "
@@ -86,10 +82,3 @@ class LineageSender:
                     self.on_sent(op)
                 except Exception as e:  # noqa: BLE001 - a hint file is never worth the sender
                     self.say(f"after sending {op.get('key')}: {e}")
-
-    def _reject(self, op: dict[str, Any], error: Exception) -> None:
-        """Kept beside the spool, said once: visible, and out of the way of the records behind it."""
-        with self.rejected.open("a") as f:
-            f.write(json.dumps({"error": f"{type(error).__name__}: {error}", "record": op}) + "\n")
-        self.say(f"MLflow refused record {op.get('key')} ({type(error).__name__}: {str(error)[:200]}); "
-                 f"it is kept in {self.rejected}")

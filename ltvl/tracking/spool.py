@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ltvl.util.atomic import atomic_write_text
+from ltvl.util.errors import LtvlError
 
 
 class Spool:
@@ -37,18 +38,32 @@ class Spool:
         if not self.path.exists():
             self.sent_path.unlink(missing_ok=True)
             return
-        lines = self.path.read_text().splitlines()
-        # a torn last line (killed mid-append) was never acknowledged to anyone: drop it
+        text = self.path.read_text()
+        lines = text.splitlines()
         self._records = []
-        for line in lines:
+        for i, line in enumerate(lines):
             try:
                 self._records.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                if i < len(lines) - 1:  # damage inside the file: never drop the records behind it
+                    raise LtvlError(f"line {i + 1} of {len(lines)} is not a lineage record", where=str(self.path),
+                                    fix="repair or remove that line (the records are JSON, one per line), "
+                                        "then run again") from None
+        if len(self._records) < len(lines) or (text and not text.endswith("\n")):
+            # a torn last line (killed mid-append) was never acknowledged to anyone: drop it now, or
+            # the next append would be glued onto it
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self._records))
         try:
             self._sent = min(int(self.sent_path.read_text().strip() or 0), len(self._records))
         except (FileNotFoundError, ValueError):
             self._sent = 0  # unknown: re-send all; idempotent records make that harmless
+
+    def reject(self, record: dict[str, Any], error: Exception) -> Path:
+        """Set aside a record MLflow can never take, beside the spool, so the ones behind it go on."""
+        rejected = self.path.with_name(self.path.stem + ".rejected.jsonl")
+        with self._lock, rejected.open("a") as f:
+            f.write(json.dumps({"error": f"{type(error).__name__}: {error}", "record": record}) + "\n")
+        return rejected
 
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -62,6 +77,11 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
             self._records.extend(records)
+
+    def pending_records(self) -> list[dict[str, Any]]:
+        """The records not yet sent, oldest first."""
+        with self._lock:
+            return list(self._records[self._sent:])
 
     def head(self) -> dict[str, Any] | None:
         """The oldest record not yet sent."""
