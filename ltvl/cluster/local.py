@@ -24,6 +24,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
+from ltvl.cluster.autoscale import AutoscaleSpec
 from ltvl.cluster.procs import Listener, group_members, listeners, proc_info, same_process, stop_group
 from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError
@@ -61,6 +64,7 @@ class ClusterState:
     services: list[Service] = field(default_factory=list)
     token_path: str = ""  # Ray's auth token for this cluster (RAY_AUTH_TOKEN_PATH); never ~/.ray
     nodes: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
+    autoscaling_config: str = ""  # set when the head's autoscaler launches the worker nodes
 
     @property
     def ray_address(self) -> str:
@@ -175,15 +179,16 @@ def ray_nodes(state: ClusterState, env: dict) -> list[dict]:
 
 
 def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflow: bool = True,
-       object_store_mb: int = 256, timeout_s: float = 180) -> ClusterState:
-    """Start head, second node and MLflow; on any failure stop what was started and raise."""
+       object_store_mb: int = 256, timeout_s: float = 180, autoscale: AutoscaleSpec | None = None) -> ClusterState:
+    """Start head, second node (or, with ``autoscale``, an autoscaler that launches worker nodes
+    on demand) and MLflow; on any failure stop what was started and raise."""
     directory = Path(directory).resolve()
     if (old := ClusterState.load(directory)) is not None and any(
             same_process(s.pid, s.start_ticks) for s in old.services):
         raise LtvlError(f"a local cluster from {directory} is already running", where=str(directory / STATE_FILE),
                         fix="use it (ltvl cluster status), or stop it first with: ltvl cluster down")
     for name, v in (("--head-cpus", head_cpus), ("--worker-cpus", worker_cpus)):
-        if v < 1:
+        if v < 1 and not (autoscale and name == "--head-cpus"):
             raise LtvlError(f"{name} {v} is below 1: a node needs at least one CPU to run a chain's worker",
                             where=name, fix=f"{name} 1")
     if timeout_s <= 0:
@@ -197,23 +202,36 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
                          token_path="" if "RAY_AUTH_TOKEN" in os.environ else ensure_token(directory))
     env = service_env(state.mlflow_port, state.token_path)
     store = ["--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
+    head_resources: dict = {"trial_driver": 64}
+    head_env, head_extra = env, []
+    if autoscale is not None:
+        config = autoscale.config(directory, Path(ray_tmp), state.gcs_port, worker_cpus, object_store_mb)
+        head_resources = dict(config["available_node_types"][config["head_node_type"]]["resources"])
+        head_cpus = head_resources.pop("CPU", 0)
+        cfg_path = directory / "autoscaling.yaml"
+        atomic_write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
+        state.autoscaling_config = str(cfg_path)
+        # RAY_FAKE_CLUSTER lets the autoscaler's provider start nodes on this machine
+        head_env = {**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "2"}
+        head_extra = [f"--autoscaling-config={cfg_path}"]
     try:
         head = _spawn("ray-head", [
             _bin("ray"), "start", "--head", "--block", f"--port={state.gcs_port}", f"--node-ip-address={LOOPBACK}",
             "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}",
-            "--resources", json.dumps({"trial_driver": 64}),
+            "--resources", json.dumps(head_resources),
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={state.dashboard_port}",
-            f"--ray-client-server-port={free_port()}", *store], directory, env)
+            f"--ray-client-server-port={free_port()}", *store, *head_extra], directory, head_env)
         state.services.append(head)
         state.save()  # recorded at once: `down` can stop a half-started cluster
         _wait("the Ray head", lambda: _http_up(state.dashboard + "/api/version"), head, timeout_s)
-        worker = _spawn("ray-worker-1", [
-            sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block", f"--address={state.ray_address}",
-            f"--node-ip-address={LOOPBACK}", "--node-name=ltvl-worker-1", f"--temp-dir={ray_tmp}/worker-1",
-            f"--num-cpus={worker_cpus:g}", *store],
-            directory, env)
-        state.services.append(worker)
-        state.save()
+        if autoscale is None:
+            worker = _spawn("ray-worker-1", [
+                sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block",
+                f"--address={state.ray_address}", f"--node-ip-address={LOOPBACK}", "--node-name=ltvl-worker-1",
+                f"--temp-dir={ray_tmp}/worker-1", f"--num-cpus={worker_cpus:g}", *store],
+                directory, env)
+            state.services.append(worker)
+            state.save()
         if with_mlflow:
             mlflow = _spawn("mlflow", [
                 _bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
@@ -222,12 +240,16 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
             state.services.append(mlflow)
             state.save()
         nodes: list[dict] = []
+        expected = 1 if autoscale is not None else 2
 
-        def both_nodes() -> bool:
+        def all_nodes() -> bool:
             nodes[:] = ray_nodes(state, env)
-            return len(nodes) >= 2
-        _wait("the second Ray node", both_nodes, worker, timeout_s)
+            return len(nodes) >= expected
+        _wait("the Ray nodes", all_nodes, state.services[1] if autoscale is None else head, timeout_s)
         state.nodes = {n.get("node_name") or n["node_id"]: n["node_id"] for n in nodes}
+        if autoscale is not None:
+            from ltvl.ray.capacity import announce_capacity, capacity_from_config
+            announce_capacity(state.ray_address, capacity_from_config(config), env)
         if with_mlflow:
             _wait("the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), mlflow, timeout_s)
         state.save()

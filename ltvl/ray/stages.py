@@ -21,7 +21,8 @@ from ray import tune
 
 from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
-from ltvl.ray.resources import check_resources, concurrency, dense_cpus
+from ltvl.ray.capacity import cluster_capacity
+from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
 from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
 from ltvl.ray.stopping import early_stop_config
 from ltvl.ray.trainable import chain_trainable
@@ -44,7 +45,8 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     before it."""
     opts = options or SweepOptions.from_flat(**kw)
     opts.validate()
-    check_resources(opts.resources)
+    cap = cluster_capacity()
+    check_resources(opts.resources, cap)
     validate_space(param_space)
     domains = search_domains(param_space)
     if domains and opts.search.algorithm != "optuna":
@@ -69,7 +71,8 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     entries = [job_entry(p, root) for p in points] if not domains else []
     groups = _dense_groups(entries, root)
     if groups:
-        res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups)))
+        res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups), cap))
+        check_resources(res, cap, stage="dense")
         dense = _stage(f"{name}-dense", {**base, "resources": dataclasses.asdict(res),
                                          "group": tune.grid_search(groups)}, opts, resume, tune_config={},
                        callbacks=callbacks)
@@ -122,7 +125,8 @@ def _dense_groups(entries: list[dict], root: str | Path) -> list[dict]:
 def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict,
            callbacks: list | None = None) -> tune.ResultGrid:
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
-    trainable = tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU, **opts.resources.driver_resources})
+    res = opts.resources
+    trainable = tune.with_resources(chain_trainable, {"CPU": driver_cpu(res), **res.driver_resources})
     path = stage_path(space["storage"], name)
     if resume and tune.Tuner.can_restore(path):
         # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live

@@ -27,6 +27,7 @@ from ltvl.core.train import Trainer
 from ltvl.params.resolve import ChainJob, data_for, resolve_chain, resolve_ticket
 from ltvl.params.schema import TICKET_KEYS
 from ltvl.pruning.mask import Mask
+from ltvl.util.atomic import atomic_write_text
 from ltvl.util.weights import load_safetensors
 from ltvl.vl.assemble import build_vl
 from ltvl.vl.datasets import resolve_dataset
@@ -52,20 +53,33 @@ def dense_ratio(metric: float, dense: float) -> float:
 
 
 def _fault_injected(train_fn):
-    """Testing aid: LTVL_FAULT_AT_ROUND=R:FILE kills the worker process hard at the start of round R
-    of a fresh chain, once (FILE marks that it happened, so the restarted group runs clean). Read
-    from the environment so it never enters a chain's hash."""
-    spec = os.environ.get("LTVL_FAULT_AT_ROUND")
-    if not spec:
+    """Testing aids, read from the environment so they never enter a chain's hash:
+
+    * ``LTVL_FAULT_AT_ROUND=R:FILE`` kills the worker process hard at the start of round R of a
+      fresh chain, once (FILE marks that it happened, so the restarted group runs clean);
+    * ``LTVL_HOLD_AT_ROUND=R:DIR`` holds the R-th training of a fresh chain process (round R when
+      round 0 came from the dense stage) once it has started:
+      it writes ``DIR/holding-<pid>`` (this node's Ray id) and waits for ``DIR/release``, so a
+      test can take the node away while the round is in flight."""
+    fault, hold = os.environ.get("LTVL_FAULT_AT_ROUND"), os.environ.get("LTVL_HOLD_AT_ROUND")
+    if not fault and not hold:
         return train_fn
-    at, marker = spec.split(":", 1)
     calls = {"n": 0}
 
     def wrapped(*a, **kw):
         calls["n"] += 1
-        if calls["n"] - 1 == int(at) and not Path(marker).exists():
-            Path(marker).write_text("killed")
-            os._exit(1)
+        if fault:
+            at, marker = fault.split(":", 1)
+            if calls["n"] - 1 == int(at) and not Path(marker).exists():
+                Path(marker).write_text("killed")
+                os._exit(1)
+        if hold:
+            at, gate = hold.split(":", 1)
+            if calls["n"] == int(at) and not Path(gate, "release").exists():
+                atomic_write_text(Path(gate, f"holding-{os.getpid()}"), ray.get_runtime_context().get_node_id())
+                deadline = time.monotonic() + 600
+                while not Path(gate, "release").exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
         return train_fn(*a, **kw)
 
     return wrapped
