@@ -440,13 +440,27 @@ def cluster_up(
     worker_cpus: Annotated[float, typer.Option(help="CPUs the second node offers")] = 1,
     mlflow: Annotated[bool, typer.Option(help="also start an MLflow server (sqlite + served artifacts)")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 180,
+    autoscale: Annotated[
+        bool, typer.Option(help="no second node: the head's autoscaler launches worker nodes (real raylets) on demand")
+    ] = False,
+    node_types: Annotated[
+        Optional[Path], typer.Option(help="with --autoscale: take the node types from this `ray up` config")
+    ] = None,
+    max_workers: Annotated[int, typer.Option(help="with --autoscale: most worker nodes at once")] = 2,
+    idle_timeout: Annotated[float, typer.Option(help="with --autoscale: seconds before an idle worker goes")] = 20,
 ) -> None:
-    """Start a Ray head, a second Ray node and an MLflow server, all bound to 127.0.0.1."""
+    """Start a Ray head, a second Ray node (or an autoscaler) and an MLflow server, all bound to 127.0.0.1."""
+    from ltvl.cluster.autoscale import DEFAULT_NODE_TYPES, AutoscaleSpec
     from ltvl.cluster.local import default_dir, up
 
-    state = up(directory or default_dir(), head_cpus, worker_cpus, mlflow, timeout_s=timeout)
+    spec = AutoscaleSpec(node_types or DEFAULT_NODE_TYPES, max_workers, idle_timeout) if autoscale else None
+    if not autoscale and (node_types is not None or max_workers != 2 or idle_timeout != 20):
+        raise LtvlError("--node-types, --max-workers and --idle-timeout need --autoscale", where="ltvl cluster up",
+                        fix="add --autoscale")
+    state = up(directory or default_dir(), head_cpus, worker_cpus, mlflow, timeout_s=timeout, autoscale=spec)
+    scaling = f"; autoscaling up to {max_workers} worker nodes ({spec.node_types_file})" if spec else ""
     console.print(
-        f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}; dashboard + job API "
+        f"Ray head {state.ray_address}, nodes {', '.join(state.nodes)}{scaling}; dashboard + job API "
         f"{state.dashboard}" + (f"; MLflow {state.tracking_uri}" if state.tracking_uri else "")
     )
     console.print(
@@ -462,6 +476,34 @@ def cluster_down(directory: ClusterDir = None) -> None:
 
     stopped = down(directory or default_dir())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@cluster_app.command("preempt")
+def cluster_preempt(
+    node_id: Annotated[str, typer.Argument(help="the worker's Ray node id (ltvl cluster status lists them)")],
+    directory: ClusterDir = None,
+) -> None:
+    """Take a worker node of an autoscaling local cluster away, as a cloud reclaims a spot instance."""
+    from ltvl.cluster.local import default_dir, preempt
+
+    record = preempt(directory or default_dir(), node_id)
+    console.print(f"preempted {node_id} ({record['node_type']}); the autoscaler replaces it if work is waiting")
+
+
+@cluster_app.command("announce")
+def cluster_announce(
+    config: Annotated[Path, typer.Argument(help="`ray up` config (a head has ~/ray_bootstrap_config.yaml)")],
+    address: Annotated[str, typer.Option(help="the GCS address")] = "127.0.0.1:6379",
+) -> None:
+    """Record the cluster's node types in its GCS, so sweeps size themselves by what the autoscaler
+    can launch rather than by the nodes that happen to be up (cloud heads run this at start)."""
+    import yaml
+
+    from ltvl.ray.capacity import announce_capacity, capacity_from_config
+
+    cap = capacity_from_config(yaml.safe_load(config.read_text()))
+    announce_capacity(address, cap)
+    console.print(f"recorded {cap.describe()}")
 
 
 @cluster_app.command("status")

@@ -7,16 +7,22 @@ from transformers import BertConfig, BertModel
 
 @pytest.fixture(scope="session", autouse=True)
 def ltvl_home(tmp_path_factory):
-    """Every test session gets its own LTVL_HOME: datasets ltvl prepares, the prep cache and the
-    MLflow store start empty, so nothing an earlier run left in ~/.ltvl can make a test pass."""
-    old = os.environ.get("LTVL_HOME")
+    """Every test session gets its own LTVL_HOME, HOME and Ray token path: datasets ltvl prepares,
+    the prep cache, the MLflow store, ~/.ray and its auth token all start empty, so nothing an
+    earlier run left on this machine can make a test pass (or fail)."""
+    keys = ("LTVL_HOME", "HOME", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI")
+    old = {k: os.environ.get(k) for k in keys}
     path = tmp_path_factory.mktemp("ltvl_home")
-    os.environ["LTVL_HOME"] = str(path)
+    home = tmp_path_factory.mktemp("home")
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI"):  # never a cluster or server of the user's
+        os.environ.pop(k, None)
+    os.environ.update(LTVL_HOME=str(path), HOME=str(home), RAY_AUTH_TOKEN_PATH=str(home / ".ray" / "auth_token"))
     yield path
-    if old is None:
-        os.environ.pop("LTVL_HOME", None)
-    else:
-        os.environ["LTVL_HOME"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

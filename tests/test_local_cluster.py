@@ -4,45 +4,21 @@ auth, lineage into that MLflow server (sqlite + served artifacts) checked via Ml
 chains that ran on both nodes, no public listening port at any time, and `down` stopping exactly
 what `up` started."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from ltvl.cluster.local import ClusterState, cluster_listeners, up
+from ltvl.cluster.local import ClusterState, up
 from ltvl.cluster.procs import group_members, listeners, proc_info, stop_group
 from ltvl.pruning import load_mask
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.util.errors import LtvlError
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def _local_sh(*args, env, timeout=300):
-    out = subprocess.run(["bash", str(REPO / "cluster" / "local.sh"), *args], env=env, capture_output=True,
-                         text=True, timeout=timeout)
-    return out.returncode, out.stdout + out.stderr
-
-
-class ListenerSampler(threading.Thread):
-    """Every listening socket the cluster's processes hold, sampled through the whole sweep
-    (Train workers and their DDP rendezvous come and go)."""
-
-    def __init__(self, state: ClusterState):
-        super().__init__(daemon=True)
-        self.state, self.seen, self.stop = state, set(), threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            self.seen.update(cluster_listeners(self.state))
-            time.sleep(0.5)
+from tests.helpers.cluster import BIN, REPO, ListenerSampler, fresh_env
+from tests.helpers.cluster import local_sh as _local_sh
 
 
 @pytest.mark.long
@@ -50,11 +26,7 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
     cdir = tmp_path / "cluster"
     # its own HOME: nothing the cluster or the job writes under ~ (e.g. ~/.ray) may touch the user's,
     # and nothing already there (a token from an earlier run) may make this test pass
-    (tmp_path / "user").mkdir()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "LTVL_HOME": str(tmp_path / "home"),
-           "HOME": str(tmp_path / "user")}
-    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(k, None)
+    env = fresh_env(tmp_path)
     bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)  # not ours: must survive `down`
     rc, out = _local_sh("up", "--dir", str(cdir), env=env)
     assert rc == 0, out[-3000:]
@@ -173,5 +145,11 @@ def test_the_cluster_brings_its_own_auth_token(tmp_path, monkeypatch):
     assert ensure_token(tmp_path) == str(path) and len(path.read_text()) == 64  # kept, not regenerated
     state = ClusterState(str(tmp_path), 1, 2, None, token_path=str(path))
     assert state.env()["RAY_AUTH_TOKEN_PATH"] == str(path)
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/elsewhere/token")
-    assert ensure_token(tmp_path / "other") == "/elsewhere/token"  # the user's own token wins
+    mine = tmp_path / "mine" / "token"
+    mine.parent.mkdir()
+    mine.write_text("t" * 64)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(mine))
+    assert ensure_token(tmp_path / "other") == str(mine) and mine.read_text() == "t" * 64  # the user's own token wins
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "new" / "token"))  # named but not there yet: made there
+    assert ensure_token(tmp_path / "other") == str(tmp_path / "new" / "token")
+    assert len((tmp_path / "new" / "token").read_text()) == 64 and not (tmp_path / "other" / "auth_token").exists()

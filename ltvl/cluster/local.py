@@ -107,14 +107,17 @@ def _bin(name: str) -> str:
 
 
 def ensure_token(directory: Path) -> str:
-    """The cluster's Ray auth token file: the user's (``RAY_AUTH_TOKEN_PATH``) if set, else one
-    made for this cluster in its state directory. ``ray start --head`` with token auth refuses to
-    start without one, and relying on ``~/.ray/auth_token`` would make a fresh machine fail."""
-    if given := os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return given
-    path = Path(directory) / "auth_token"
+    """The cluster's Ray auth token file: the one ``RAY_AUTH_TOKEN_PATH`` names if set (made there
+    if it does not exist yet), else one made for this cluster in its state directory. ``ray start
+    --head`` with token auth refuses to start without one, and relying on ``~/.ray/auth_token``
+    would make a fresh machine fail."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path(directory) / "auth_token")
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made by a concurrent `up` sharing the path: use theirs
+            return str(path)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return str(path)
@@ -166,16 +169,19 @@ def _http_up(url: str) -> bool:
         return False
 
 
-def ray_nodes(state: ClusterState, env: dict) -> list[dict]:
-    """Alive nodes, through the state API behind the (token-protected) dashboard."""
-    out = subprocess.run([_bin("ray"), "list", "nodes", "--address", state.dashboard, "--format", "json",
-                          "--filter", "state=ALIVE"], env=env, capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        return []
+def ray_nodes(state: ClusterState, env: dict | None = None) -> list[dict]:
+    """Alive nodes, from Ray's state API behind the (token-protected) dashboard; [] while it does
+    not answer. Plain HTTP: a ``ray list nodes`` process per look costs a core-second."""
+    env = env if env is not None else os.environ
+    token = env.get("RAY_AUTH_TOKEN") or (Path(state.token_path).read_text().strip() if state.token_path else "")
+    req = urllib.request.Request(f"{state.dashboard}/api/v0/nodes?limit=1000&detail=false",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        return json.loads(out.stdout)
-    except json.JSONDecodeError:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
         return []
+    return [n for n in body.get("data", {}).get("result", {}).get("result", []) if n.get("state") == "ALIVE"]
 
 
 def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflow: bool = True,
@@ -269,6 +275,32 @@ def down(directory: Path) -> list[str]:
     return stopped
 
 
+def preempt(directory: Path, node_id: str, timeout_s: float = 60) -> dict:
+    """Take a worker node away through the autoscaler's provider, as a cloud reclaims a spot
+    instance; returns the provider's record ({"node_type", "t", "terminated"})."""
+    from ltvl.cluster.fake_provider import PREEMPT_DIR, PREEMPTED_DIR
+
+    state = ClusterState.load(Path(directory).resolve())
+    if state is None or not state.autoscaling_config:
+        raise LtvlError("no autoscaling local cluster is recorded there", where=str(directory),
+                        fix="start one with: ltvl cluster up --autoscale")
+    done = Path(state.dir) / PREEMPTED_DIR / node_id
+    done.unlink(missing_ok=True)
+    (Path(state.dir) / PREEMPT_DIR).mkdir(exist_ok=True)
+    (Path(state.dir) / PREEMPT_DIR / node_id).touch()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if done.exists():
+            record = json.loads(done.read_text())
+            if not record["terminated"]:
+                raise LtvlError(f"no worker node {node_id} to preempt", where="NODE_ID",
+                                fix="pick a worker's id from: ltvl cluster status")
+            return record
+        time.sleep(0.5)
+    raise LtvlError(f"the autoscaler did not act on the preemption of {node_id} within {timeout_s:.0f} s",
+                    where=str(Path(state.dir) / "ray-head.log"))
+
+
 def cluster_listeners(state: ClusterState) -> list[Listener]:
     """Every listening socket held by a process of the cluster's recorded process groups."""
     pids = [p.pid for s in state.services for p in group_members(s.pid)]
@@ -281,7 +313,11 @@ def status(directory: Path) -> dict:
         return {"running": False, "dir": str(Path(directory).resolve())}
     alive = {s.name: same_process(s.pid, s.start_ticks) for s in state.services}
     socks = cluster_listeners(state)
+    if state.autoscaling_config and alive.get("ray-head"):  # its worker nodes come and go
+        live = ray_nodes(state, service_env(state.mlflow_port, state.token_path))
+        state.nodes = {n["node_id"]: n.get("node_name") or "" for n in live}
     return {"running": all(alive.values()) and bool(alive), "dir": state.dir, "services": alive,
             "ray_address": state.ray_address, "dashboard": state.dashboard, "tracking_uri": state.tracking_uri,
             "nodes": state.nodes, "ray_logs": state.ray_tmp, "listening": [str(s) for s in socks],
-            "public": [str(s) for s in socks if not s.loopback], "env": state.env()}
+            "public": [str(s) for s in socks if not s.loopback], "env": state.env(),
+            "autoscaling": state.autoscaling_config or None}

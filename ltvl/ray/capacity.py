@@ -81,6 +81,10 @@ def capacity_from_config(config: dict) -> Capacity:
     out = []
     for name, spec in config.get("available_node_types", {}).items():
         count = 1 if name == head else int(spec.get("max_workers", config.get("max_workers", 0)))
+        if count > 0 and name != head and "CPU" not in (spec.get("resources") or {}):
+            from ltvl.util.errors import LtvlError
+            raise LtvlError(f"node type {name!r} does not say its resources, so no sweep can size itself by it",
+                            where=f"available_node_types.{name}.resources", fix="e.g. resources: {CPU: 8, GPU: 1}")
         if count > 0:
             out.append(NodeShape(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()}, count))
     return Capacity(tuple(out), autoscaling=True, max_workers=config.get("max_workers"), head=head)

@@ -132,6 +132,7 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
     import ray
 
     from ltvl.ray.lineage import LineageCallback, run_hint_writer
+    from ltvl.ray.nodes import NodeSampler
     from ltvl.ray.stages import run_chains
     from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary
     from ltvl.tracking.mlflow_lineage import ui_command
@@ -144,6 +145,8 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
                            on_sent=run_hint_writer(root, tracker)).start()
     lineage = LineageCallback(sender, root, console)
     outcomes: list = []
+    nodes = NodeSampler()
+    nodes.start()
     with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
         try:
             run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
@@ -151,10 +154,14 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
             lineage.close_open_runs("KILLED")
             left = sender.close(drain_s)
+            timeline = nodes.stop()
+            timeline.write_csv(base / "node-timeline.csv")
     rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "none",
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
     print_summary(rows, cfg.name, cfg.report_p, console, note)
+    if timeline.peak > 1 or any(timeline.joined_left()):  # a multi-node or autoscaling cluster
+        console.print(timeline.line())
     if left:
         console.print(f"[yellow]MLflow at {uri} has not taken {left} record(s) yet; they are kept in order in "
                       f"{tracker.spool.path} and go out on the next run of this sweep or with "
