@@ -127,24 +127,29 @@ def listeners(pids: list[int]) -> list[Listener]:
     return sorted(set(out), key=lambda s: (s.port, s.pid))
 
 
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def stop_group(pid: int, start_ticks: int, grace_s: float = 30) -> bool:
-    """SIGTERM the recorded leader (``ray start --block`` and ``mlflow server`` stop their own
-    children on it), then SIGKILL whatever is left of its group. Returns whether it was running.
-    Never signals a process that is not the recorded one or one of its group."""
+    """SIGTERM the recorded leader's whole group at once (each member shuts down in parallel:
+    a ``ray start --block`` leader that stops its children one by one took 30 s after a few
+    jobs), wait for the group to go, then SIGKILL whatever is left. Returns whether the leader
+    was running. Never signals a process that is not the recorded one or one of its group."""
     info = proc_info(pid)
     if info is not None and info.start_ticks != start_ticks:
         return False  # the PID was recycled, so our group is long gone (see below): touch nothing
-    if info is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.time() + grace_s
-        while time.time() < deadline and same_process(pid, start_ticks):
-            time.sleep(0.2)
     # The group id is the leader's PID (each service starts in its own session). Linux never
     # hands out a PID that is still a live group's id, so members found here are ours even when
     # the leader itself already died.
     for p in group_members(pid):
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal(p.pid, signal.SIGTERM)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and group_members(pid):
+        time.sleep(0.2)
+    for p in group_members(pid):
+        _signal(p.pid, signal.SIGKILL)
     return info is not None

@@ -72,7 +72,7 @@ class NodeSampler(threading.Thread):
     def __init__(self, interval_s: float = 3.0) -> None:
         super().__init__(daemon=True, name="ltvl-node-sampler")
         self.timeline, self.interval_s = NodeTimeline(), interval_s
-        self._stop, self._t0 = threading.Event(), time.monotonic()
+        self._halt, self._t0 = threading.Event(), time.monotonic()
 
     def sample(self) -> None:
         import ray
@@ -83,12 +83,12 @@ class NodeSampler(threading.Thread):
         self.timeline.add(time.monotonic() - self._t0, alive)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.sample()
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> NodeTimeline:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
         self.sample()
         return self.timeline
