@@ -129,6 +129,7 @@ def test_a_sweep_scales_a_zero_worker_cluster_up_then_down_and_matches_a_local_r
     assert cluster.nodes.wait_for(lambda n: n == 1, 90), cluster.nodes.samples
     timeline = [(t, len(ids)) for t, ids in cluster.nodes.samples if t >= t0]
     (cluster.tmp / "timeline.json").write_text(json.dumps({"t_job_start": t0, "t_job_end": t1, "samples": timeline}))
+    print(f"autoscaling timeline: {cluster.tmp / 'timeline.json'}")
     cluster.done["grown"] = got
 
 
@@ -158,6 +159,9 @@ def test_a_preempted_node_is_replaced_and_its_chain_resumes_losing_nothing(clust
         if job.poll() is None:
             job.kill()
     log = (cluster.tmp / "preempted.log").read_text()
+    (cluster.tmp / "timeline-preempted.json").write_text(json.dumps(
+        {"t_job_start": t0, "t_preempted": t_lost, "victim": victim,
+         "samples": [(t, sorted(ids)) for t, ids in cluster.nodes.samples if t >= t0]}))
     assert rc == 0, log[-4000:]
     assert victim not in {n["node_id"] for n in ray_nodes(cluster.state)}
     before = set().union(*(ids for t, ids in cluster.nodes.samples if t0 <= t < t_lost))
