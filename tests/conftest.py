@@ -1,4 +1,5 @@
 import os
+import secrets
 
 import pytest
 import torch
@@ -16,7 +17,11 @@ def ltvl_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI"):  # never a cluster or server of the user's
         os.environ.pop(k, None)
-    os.environ.update(LTVL_HOME=str(path), HOME=str(home), RAY_AUTH_TOKEN_PATH=str(home / ".ray" / "auth_token"))
+    token = home / ".ray" / "auth_token"  # Ray refuses a RAY_AUTH_TOKEN_PATH that names no file
+    token.parent.mkdir()
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    os.environ.update(LTVL_HOME=str(path), HOME=str(home), RAY_AUTH_TOKEN_PATH=str(token))
     yield path
     for k, v in old.items():
         if v is None:

@@ -18,7 +18,7 @@ from ltvl.cluster.local import ClusterState, ray_nodes
 from ltvl.cluster.procs import group_members
 from tests.helpers.cluster import BIN, REPO, ListenerSampler, NodeCountSampler, fresh_env, job_env, local_sh
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.long, pytest.mark.xdist_group("autoscaling-cluster")]  # one cluster, in order
 IDLE_TIMEOUT_S = 12
 SWEEP = ["--config", "tests/configs/tiny_rewind_grid.yaml", "--set", "chains=[]",  # θ0 and θi, one dense run
          "--set", "resources={driver_resources: {trial_driver: 1}, max_failures: 2}"]

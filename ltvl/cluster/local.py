@@ -184,6 +184,33 @@ def ray_nodes(state: ClusterState, env: dict | None = None) -> list[dict]:
     return [n for n in body.get("data", {}).get("result", {}).get("result", []) if n.get("state") == "ALIVE"]
 
 
+_AGENT_READY = """
+import sys, time
+from ray._raylet import GcsClient
+from ray._private.ray_constants import KV_NAMESPACE_DASHBOARD
+from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX
+gcs, node, deadline = GcsClient(address=sys.argv[1]), sys.argv[2], time.time() + float(sys.argv[3])
+key = (DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX + node).encode()
+ns = KV_NAMESPACE_DASHBOARD if isinstance(KV_NAMESPACE_DASHBOARD, bytes) else KV_NAMESPACE_DASHBOARD.encode()
+while not gcs.internal_kv_get(key, ns, timeout=10):
+    if time.time() > deadline:
+        sys.exit(1)
+    time.sleep(0.5)
+"""
+
+
+def wait_for_job_agent(state: ClusterState, head_node_id: str, env: dict, timeout_s: float) -> None:
+    """Jobs go through the head's dashboard agent, which registers a few seconds after the head
+    answers (longer on a loaded machine). A `ray job submit` before that fails with "No available
+    agent to submit job", so `up` returns only once it has registered."""
+    out = subprocess.run([sys.executable, "-c", _AGENT_READY, state.ray_address, head_node_id, str(timeout_s)],
+                         env=env, capture_output=True, text=True, timeout=timeout_s + 60)
+    if out.returncode != 0:
+        raise LtvlError(f"the head's job agent did not register within {timeout_s:.0f} s:\n{out.stderr[-1500:]}",
+                        where=str(Path(state.dir) / "ray-head.log"),
+                        fix="read dashboard_agent.log under the cluster's Ray logs; retry with a longer --timeout")
+
+
 def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflow: bool = True,
        object_store_mb: int = 256, timeout_s: float = 180, autoscale: AutoscaleSpec | None = None) -> ClusterState:
     """Start head, second node (or, with ``autoscale``, an autoscaler that launches worker nodes
@@ -253,6 +280,7 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
             return len(nodes) >= expected
         _wait("the Ray nodes", all_nodes, state.services[1] if autoscale is None else head, timeout_s)
         state.nodes = {n.get("node_name") or n["node_id"]: n["node_id"] for n in nodes}
+        wait_for_job_agent(state, state.nodes["ltvl-head"], env, timeout_s)
         if autoscale is not None:
             from ltvl.ray.capacity import announce_capacity, capacity_from_config
             announce_capacity(state.ray_address, capacity_from_config(config), env)

@@ -31,9 +31,10 @@ def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
 
 
 def sweep_console() -> Console:
-    """Job logs and CI are not terminals: rich would wrap at 80 columns and split the table."""
+    """Job logs and CI are not terminals: rich would wrap at 80 columns and split the table, and
+    a path cut in two by a line break can be neither found with grep nor pasted."""
     c = Console(stderr=True, highlight=False)
-    return c if c.is_terminal else Console(stderr=True, highlight=False, width=160)
+    return c if c.is_terminal else Console(stderr=True, highlight=False, width=160, soft_wrap=True)
 
 
 def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = None) -> int:
@@ -131,6 +132,7 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
                 console: Console, tracker, uri: str, drain_s: float) -> int:
     import ray
 
+    from ltvl.ray.capacity import cluster_capacity
     from ltvl.ray.lineage import LineageCallback, run_hint_writer
     from ltvl.ray.nodes import NodeSampler
     from ltvl.ray.stages import run_chains
@@ -138,9 +140,10 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
     from ltvl.tracking.mlflow_lineage import ui_command
     from ltvl.tracking.sender import LineageSender
 
-    console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray "
-                  f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs); "
-                  f"lineage → {uri}")
+    cap = cluster_capacity()
+    size = (f"autoscaling, {cap.describe()}" if cap.autoscaling else
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs")
+    console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray ({size}); lineage → {uri}")
     sender = LineageSender(tracker, say=lambda m: console.print(f"[yellow]{m}[/]"),
                            on_sent=run_hint_writer(root, tracker)).start()
     lineage = LineageCallback(sender, root, console)
