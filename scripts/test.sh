@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "[test] ruff (lint, 120 columns)"
 .venv/bin/ruff check ltvl tests bench sweeps
-# Two workers (LTVL_TEST_WORKERS): most of a Ray test is waiting on actors, so two share the
-# 2-core machine well. Tests of one xdist_group (one shared cluster) stay on one worker.
-exec .venv/bin/python -m pytest -n "${LTVL_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# Two workers (LTVL_TEST_WORKERS), one torch thread each: most of a Ray test is waiting on
+# actors, so two share the 2-core machine well. Each test file runs whole on one worker, so
+# module fixtures (a shared Ray or autoscaling cluster) are made once.
+exec .venv/bin/python -m pytest -n "${LTVL_TEST_WORKERS:-2}" --dist loadfile "$@"

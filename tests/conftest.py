@@ -5,6 +5,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two xdist workers on a 2-core machine: one torch thread each (and in the processes they
+    # start), or four threads fight over two cores and CPU-bound tests run several times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def ltvl_home(tmp_path_factory):
