@@ -164,8 +164,11 @@ def test_a_preempted_node_is_replaced_and_its_chain_resumes_losing_nothing(clust
          "samples": [(t, sorted(ids)) for t, ids in cluster.nodes.samples if t >= t0]}))
     assert rc == 0, log[-4000:]
     assert victim not in {n["node_id"] for n in ray_nodes(cluster.state)}
-    before = set().union(*(ids for t, ids in cluster.nodes.samples if t0 <= t < t_lost))
-    after = set().union(*(ids for t, ids in cluster.nodes.samples if t > t_lost + 1))
+    samples = [(t, ids) for t, ids in cluster.nodes.samples if t >= t0]
+    t_left = next(t for (t, ids), (_, prev) in zip(samples[1:], samples) if victim in prev and victim not in ids)
+    assert t_left <= t_lost  # it went when the provider terminated it
+    before = set().union(*(ids for t, ids in samples if t < t_left))
+    after = set().union(*(ids for t, ids in samples if t >= t_left))
     assert victim in before and victim not in after
     assert after - before, cluster.nodes.samples  # a replacement node was launched
     assert "1 left during the sweep" in log or "2 left during the sweep" in log, log[-2000:]

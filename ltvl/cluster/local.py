@@ -106,6 +106,12 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
+def agent_port() -> list[str]:
+    """A node's dashboard agent listens on 52365 unless told otherwise: a second node or a second
+    cluster on this machine then cannot start its agent, and jobs cannot be submitted to it."""
+    return [f"--dashboard-agent-listen-port={free_port()}"]
+
+
 def ensure_token(directory: Path) -> str:
     """The cluster's Ray auth token file: the one ``RAY_AUTH_TOKEN_PATH`` names if set (made there
     if it does not exist yet), else one made for this cluster in its state directory. ``ray start
@@ -253,7 +259,7 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
             "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}",
             "--resources", json.dumps(head_resources),
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={state.dashboard_port}",
-            f"--ray-client-server-port={free_port()}", *store, *head_extra], directory, head_env)
+            f"--ray-client-server-port={free_port()}", *agent_port(), *store, *head_extra], directory, head_env)
         state.services.append(head)
         state.save()  # recorded at once: `down` can stop a half-started cluster
         _wait("the Ray head", lambda: _http_up(state.dashboard + "/api/version"), head, timeout_s)
@@ -261,7 +267,7 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
             worker = _spawn("ray-worker-1", [
                 sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block",
                 f"--address={state.ray_address}", f"--node-ip-address={LOOPBACK}", "--node-name=ltvl-worker-1",
-                f"--temp-dir={ray_tmp}/worker-1", f"--num-cpus={worker_cpus:g}", *store],
+                f"--temp-dir={ray_tmp}/worker-1", f"--num-cpus={worker_cpus:g}", *agent_port(), *store],
                 directory, env)
             state.services.append(worker)
             state.save()
