@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/browser.sh  # Chromium for the MLflow UI test (Debian packages; skipped where not installable)
 echo "[test] ruff (lint, 120 columns)"
 .venv/bin/ruff check ltvl tests bench sweeps
 # Two workers (LTVL_TEST_WORKERS), one torch thread each: most of a Ray test is waiting on

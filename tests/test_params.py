@@ -122,7 +122,7 @@ def test_rewind_fraction_is_recorded_as_the_step_rewound_to():
     job = resolve({"steps": 200, "rewind_fraction": 0.1})
     assert job.rewind_step == 20
     assert lineage_tags(job)["ltvl.rewind_step"] == 20 and lineage_tags(job)["ltvl.init"] == "theta_i"
-    assert "-rw20-" in chain_name(job)
+    assert chain_name(job).startswith("IMP θi@20 · ")
     assert chain_ops("chain:x", job, None)[0]["params"]["rewind_step"] == 20
     assert job.chain.sha256 == resolve({"steps": 200, "rewind_step": 20}).chain.sha256  # the same chain
 

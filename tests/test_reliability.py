@@ -157,7 +157,7 @@ def test_a_sweep_with_a_failed_chain_exits_non_zero_and_says_why_once(tmp_path):
     assert "train/images.arrow: file is 1000 bytes but the manifest says" in out
     assert out.count("truncated or replaced") == 1 and "in 1 trial(s): chains chain-" in out  # said once
     assert "Traceback" not in out
-    row = next(line for line in out.splitlines() if "theta0-vqa-rw0-rate0.5" in line and "│" in line)
+    row = next(line for line in out.splitlines() if "IMP · vqa · rate 0.5" in line and "│" in line)
     assert "FAILED" in row and "0/4" in row  # the summary marks it from its store (no round finished)
     log = tmp_path / "home" / "sweeps" / "broken" / "failures.log"
     text = log.read_text()
@@ -272,7 +272,7 @@ def test_an_interrupted_sweep_exits_130_marks_its_chain_incomplete_and_leaves_no
     sweep = _sweep(tmp_path, "stopme", tmp_path / "data", "--set", "grid.rewind_step=[0]",
                    "--set", "params.target_sparsity=0.95", "--set", "baselines=[random_init]")
     deadline, log = time.monotonic() + 600, tmp_path / "stopme.log"
-    while "round 1  sparsity" not in log.read_text() and sweep.poll() is None and time.monotonic() < deadline:
+    while "round 1 at " not in log.read_text() and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # round 1 reached the driver: the chain's MLflow run exists
     assert sweep.poll() is None, (tmp_path / "stopme.log").read_text()[-3000:]
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the driver's terminal reaches its process group

@@ -138,7 +138,7 @@ def test_report_tables_match_an_independent_computation(study):
     uri, tmp = study
     rep = build_report(uri, ["study"], tmp / "out", p=0.99, min_seeds=2)
     assert any("someone's notebook run" in s and "not an ltvl sweep record" in s for s in rep.skipped)
-    assert any(s.startswith("theta0-vqa-rw0-rate0.5-s0") and "steps 4 (not 200)" in s for s in rep.skipped)
+    assert any(s.startswith("IMP · vqa · rate 0.5 · seed 0") and "steps 4 (not 200)" in s for s in rep.skipped)
 
     t1 = {r["task"]: r for r in _rows(tmp / "out" / "table1.csv")}
     vqa_dense = [DENSE[("vqa", s)] for s in (0, 1, 2)]
@@ -185,15 +185,20 @@ def test_report_tables_match_an_independent_computation(study):
     assert got[("50.0%", "gqa", "vqa")] == pytest.approx(gqa_masks[1].iou(vqa_masks[1]))
     assert got[("75.0%", "vqa", "vqa")] == pytest.approx(1.0)
 
-    for png in ("curves_vqa.png", "rewind_vqa.png", "curves_gqa.png", "iou_50.0.png", "at_vqa.png"):
+    for png in ("curves_vqa.png", "rewind_vqa.png", "curves_gqa.png", "at_vqa.png"):
         img = matplotlib.image.imread(tmp / "out" / png)
-        assert img.shape[:2] == (420, 640) and img.std() > 0  # rendered, and not blank
+        assert img.shape[:2] == (800, 1280) and img.std() > 0  # rendered at 160 dpi, and not blank
+    iou_img = matplotlib.image.imread(tmp / "out" / "iou.png")  # one panel for every sparsity
+    assert iou_img.shape[1] > iou_img.shape[0] and iou_img.std() > 0
+    html = (tmp / "out" / "report.html").read_text()  # what MLflow's artifact view previews
+    assert html.count("<img") == md.count("![") and "data:image/png;base64," in html
+    assert "<table>" in html and "winning sparsity" in html
 
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(rep.run_id)
     assert run.data.tags["ltvl.kind"] == "report"
     names = {a.path for a in client.list_artifacts(rep.run_id, "report")}
-    assert {"report/report.md", "report/table1.csv", "report/curves_vqa.png"} <= names
+    assert {"report/report.md", "report/report.html", "report/table1.csv", "report/curves_vqa.png"} <= names
     # a second report over the same experiment ignores the first report run
     assert not any("report-" in s for s in build_report(uri, ["study"], tmp / "out2", log_to_mlflow=False).skipped)
 

@@ -257,3 +257,62 @@ def test_a_record_mlflow_can_never_take_is_set_aside_not_blocking_the_rest(tmp_p
     rejected = (tmp_path / "spool.rejected.jsonl").read_text()
     assert "unknown tracking op 'teleport'" in rejected and any("refused record x" in m for m in said)
     _check_experiment(uri, "exp", masks, tmp_path)
+
+
+def test_records_answer_the_papers_questions_in_the_ui(tmp_path):
+    """What the MLflow UI shows: the experiment opens on training runs with a description; names,
+    the arm tag and params speak the report's vocabulary; chain runs carry their best ticket and a
+    sparsity-indexed metric; rounds carry the worker's timings and a mask summary."""
+    import json
+
+    from ltvl.tracking.mlflow_lineage import deep_link
+    from ltvl.tracking.records import BY_SPARSITY, chain_progress
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    exp_id = tracker.connect()
+    masks, paths = _masks(tmp_path)
+    job, key, dense = resolve(PARAMS), "chain:" + "c" * 64, "d" * 64
+    ops = dense_ops(dense, job, {"metric": 0.8}) + chain_ops(key, job, dense)
+    history, t0 = [], 1_700_000_000.0
+    for r, (m, p) in enumerate(zip(masks, paths)):
+        metric = [0.8, 0.7999, 0.6][r]  # round 1 keeps 99% of dense, round 2 does not
+        history.append((r, m.sparsity, metric))
+        result = {"round": r, "sparsity": m.sparsity, "metric": metric, "train_loss": 1.23456789, "wall_s": 2.0,
+                  "mask_sha256": m.sha256, "parent_sha256": m.parent or "", "started_at": t0 + 10 * r,
+                  "ended_at": t0 + 10 * r + 7}
+        ops.append(round_op(key, job, result, dense, p, chain_progress(history, 0.99)))
+    for op in ops:
+        tracker.record(op)
+    tracker.record({"op": "live", "key": key, "step": 15, "metrics": {"steps_per_s": 2.5, "live_train_loss": 0.9}})
+    tracker.record({"op": "live", "key": "chain:" + "e" * 64, "step": 1, "metrics": {"steps_per_s": 1.0}})  # no run
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment(exp_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
+    assert "best_sparsity_p99" in exp.tags["mlflow.note.content"]
+    runs = {r.data.tags["ltvl.kind"] + r.data.tags.get("ltvl.round", ""): r
+            for r in client.search_runs([exp_id], max_results=100)}
+    chain = runs["chain"]
+    assert chain.info.run_name == "IMP θi@2 · vqa · rate 0.5 · seed 0"
+    assert chain.data.tags["ltvl.arm"] == "IMP θi@2" and chain.data.tags["mlflow.note.content"]
+    assert "None" not in chain.data.params.values()  # only active params
+    assert not any(k.startswith("adv_") and k != "adv_use" for k in chain.data.params)
+    assert chain.data.params["lr"] == "0.0001"
+    assert chain.data.metrics["best_sparsity_p99"] == 0.5 and chain.data.metrics["metric_at_best"] == 0.7999
+    by_sparsity = client.get_metric_history(chain.info.run_id, BY_SPARSITY)
+    assert sorted((m.step, m.value) for m in by_sparsity) == [(0, 0.8), (5000, 0.7999), (7500, 0.6)]
+    live = client.get_metric_history(chain.info.run_id, "steps_per_s")
+    assert [(m.step, m.value) for m in live] == [(15, 2.5)]
+    round2 = runs["round2"]
+    assert round2.info.run_name == "IMP θi@2 · vqa · rate 0.5 · seed 0/r2 (75.0%)"
+    assert round2.data.metrics["train_loss"] == 1.235  # rounded for reading
+    assert (round2.info.start_time, round2.info.end_time) == (int((t0 + 20) * 1000), int((t0 + 27) * 1000))
+    summary = json.loads(open(client.download_artifacts(round2.info.run_id, "mask/summary.json",
+                                                        str(tmp_path / "dl"))).read())
+    assert summary["sha256"] == masks[2].sha256 and summary["parent_sha256"] == masks[1].sha256
+    assert summary["kept"] == sum(int(t.sum()) for t in masks[2].tensors.values())
+    assert set(summary["tensors"]) == {"a", "b"}
+    link = deep_link(uri, exp_id)
+    assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?")
+    assert "compareRunsMode=CHART" in link and "best_sparsity_p99" in link and "workflowType=machine_learning" in link

@@ -33,7 +33,7 @@ from ltvl.util.errors import LtvlError
 def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
                options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
                callbacks: list | None = None, outcomes: list | None = None,
-               stop: Callable[[], bool] = lambda: False, **kw) -> tune.ResultGrid | None:
+               stop: Callable[[], bool] = lambda: False, verbose: bool = False, **kw) -> tune.ResultGrid | None:
     """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
     combination runs) and sampled domains (``tune.loguniform``…), which run one Optuna study per
     grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
@@ -41,6 +41,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     as ``options`` or as keywords (``num_workers=2, max_failures=1, baselines=(…)``).
     ``outcomes``, when given, collects every stage's trials (:class:`ltvl.sweep.failures.TrialOutcome`).
     ``stop()`` is asked after each stage: true (the driver was interrupted) ends the sweep there.
+    ``verbose`` keeps Tune's own progress output next to the callbacks' (else they speak alone).
     Returns the chain stage's ResultGrid (merged over studies when searching), None if stopped
     before it."""
     opts = options or SweepOptions.from_flat(**kw)
@@ -73,24 +74,37 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     if groups:
         res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups), cap))
         check_resources(res, cap, stage="dense")
+        _plan(callbacks, "dense", [{"group": g} for g in groups])
         dense = _stage(f"{name}-dense", {**base, "resources": dataclasses.asdict(res),
                                          "group": tune.grid_search(groups)}, opts, resume, tune_config={},
-                       callbacks=callbacks)
+                       callbacks=callbacks, verbose=verbose)
         _collect(outcomes, "dense", dense)
         if stop():
             return None
     base["dense_rewinds"] = _rewinds_by_dense(entries)
     if domains:
-        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, outcomes, stop)
-    chains = _stage(f"{name}-chains", {**base, "job": tune.grid_search(longest_first(entries))}, opts, resume,
-                    tune_config=early_stop_config(opts.early_stop), callbacks=callbacks)
+        return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, outcomes, stop,
+                               verbose)
+    ordered = longest_first(entries)
+    _plan(callbacks, "chains", [{"job": e} for e in ordered])
+    chains = _stage(f"{name}-chains", {**base, "job": tune.grid_search(ordered)}, opts, resume,
+                    tune_config=early_stop_config(opts.early_stop), callbacks=callbacks, verbose=verbose)
     _collect(outcomes, "chains", chains)
     tickets = ticket_points(points, opts.baselines, opts.transfer_to)
     if tickets and not stop():
-        grid = _stage(f"{name}-tickets", {**base, "job": tune.grid_search([job_entry(t, root) for t in tickets])},
-                      opts, resume, tune_config={}, callbacks=callbacks)
+        ticket_jobs = [job_entry(t, root) for t in tickets]
+        _plan(callbacks, "tickets", [{"job": e} for e in ticket_jobs])
+        grid = _stage(f"{name}-tickets", {**base, "job": tune.grid_search(ticket_jobs)},
+                      opts, resume, tune_config={}, callbacks=callbacks, verbose=verbose)
         _collect(outcomes, "tickets", grid)
     return chains
+
+
+def _plan(callbacks: list | None, stage: str, configs: list[dict]) -> None:
+    """Tell progress-aware callbacks which trials a stage is about to run."""
+    for cb in callbacks or []:
+        if hasattr(cb, "plan_stage"):
+            cb.plan_stage(stage, configs)
 
 
 def _collect(outcomes: list | None, stage: str, grid) -> None:
@@ -123,7 +137,7 @@ def _dense_groups(entries: list[dict], root: str | Path) -> list[dict]:
 
 
 def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config: dict,
-           callbacks: list | None = None) -> tune.ResultGrid:
+           callbacks: list | None = None, verbose: bool = False) -> tune.ResultGrid:
     # the trial's own driver only waits on its TorchTrainer, which reserves the workers itself
     res = opts.resources
     trainable = tune.with_resources(chain_trainable, {"CPU": driver_cpu(res), **res.driver_resources})
@@ -143,13 +157,14 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
                                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                                                    **cfg),
                        run_config=tune.RunConfig(name=name, storage_path=space["storage"], stop=stop,
-                                                 callbacks=list(callbacks or []), verbose=0 if callbacks else 1))
+                                                 callbacks=list(callbacks or []),
+                                                 verbose=1 if verbose or not callbacks else 0))
     return tuner.fit()
 
 
 def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, resume: bool,
                     callbacks: list | None = None, outcomes: list | None = None,
-                    stop: Callable[[], bool] = lambda: False) -> list:
+                    stop: Callable[[], bool] = lambda: False, verbose: bool = False) -> list:
     """OptunaSearch rejects grid_search, so each grid point gets its own study over the sampled
     params; studies run one after another, each with up to max_concurrent_trials in flight."""
     from ray.tune.search.optuna import OptunaSearch
@@ -159,7 +174,7 @@ def _optuna_studies(name: str, space: dict, domains: dict, opts: SweepOptions, r
         grid = _stage(f"{name}-study{i}", {**point, **domains}, opts, resume,
                       tune_config={"search_alg": search, "num_samples": opts.search.num_samples,
                                    **early_stop_config(opts.early_stop)},
-                      callbacks=callbacks)
+                      callbacks=callbacks, verbose=verbose)
         _collect(outcomes, f"study{i}", grid)
         results.extend(grid)
         if stop():

@@ -21,7 +21,8 @@ import ray.train.torch
 import torch
 
 from ltvl.core.dense import DenseStore, ensure_dense
-from ltvl.core.imp import RoundResult, run_chain, shared_first_mask
+from ltvl.core.imp import ChainStore, RoundResult, run_chain, shared_first_mask
+from ltvl.core.progress import PROGRESS_FILE, RoundProgress
 from ltvl.core.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
 from ltvl.core.train import Trainer
 from ltvl.params.resolve import ChainJob, data_for, resolve_chain, resolve_ticket
@@ -83,6 +84,25 @@ def _fault_injected(train_fn):
         return train_fn(*a, **kw)
 
     return wrapped
+
+
+def _with_progress(train_fn, progress: RoundProgress, steps: int):
+    """Tell the progress file which training run starts (its steps), then train."""
+
+    def wrapped(model, **kw):
+        start, until = kw.get("start"), kw.get("until")
+        progress.begin(start.step if start is not None else 0, steps if until is None else until)
+        return train_fn(model, **kw)
+
+    return wrapped
+
+
+def _timings(r) -> dict:
+    """When the round ran, by this worker's clock: MLflow shows it instead of when the driver wrote it."""
+    if r.replayed:
+        return {}
+    end = time.time()
+    return {"started_at": end - r.wall_s, "ended_at": end}
 
 
 def _await_gate(r) -> None:
@@ -169,8 +189,13 @@ def train_dense(config: dict) -> None:
     w = setup_worker(group[0], config.get("cpus", 1))
     specs = [resolve_chain(p).chain for p in group]
     store = DenseStore(config["root"], w.job.dense, writer=w.rank == 0)
+    steps = w.job.chain.train.steps
+    progress = RoundProgress(store.dir / PROGRESS_FILE if w.rank == 0 else None, [0.0], steps, 0)
+    w.trainer.on_step = progress.step
+    t0 = time.time()
     got = ensure_dense(
-        store, {s.rewind_step for s in specs}, w.model_factory, w.trainer.train, w.trainer.evaluate, w.agree
+        store, {s.rewind_step for s in specs}, w.model_factory, _with_progress(w.trainer.train, progress, steps),
+        w.trainer.evaluate, w.agree
     )
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
@@ -182,6 +207,8 @@ def train_dense(config: dict) -> None:
             "round": 0,
             "metric": got.record.metrics["metric"],
             "nodes": w.nodes,
+            "started_at": t0,
+            "ended_at": time.time(),
         }
     )
 
@@ -198,7 +225,7 @@ def train_tickets(config: dict) -> None:
     def report(r: TicketRound) -> None:
         metrics = {**_common_metrics(r), "source_mask_sha256": r.source_mask_sha256, "baseline": r.baseline,
                    "source_task": r.source_task, "ticket": r.ticket,
-                   "steps_trained": 0 if r.replayed else r.steps_trained, "nodes": w.nodes}
+                   "steps_trained": 0 if r.replayed else r.steps_trained, "nodes": w.nodes, **_timings(r)}
         if w.rank == 0 and not r.replayed:
             _log_round(r)
         ray.train.report(metrics)
@@ -248,8 +275,14 @@ def train_chain(config: dict) -> None:
         with last.as_directory() as d:
             reported = max(reported, json.loads(Path(d, "round.json").read_text())["round"])
     dense_metric: list[float] = []
+    steps = job.chain.train.steps
+    progress = RoundProgress(ChainStore(config["root"], job.chain, writer=False).dir / PROGRESS_FILE
+                             if rank == 0 else None, [0.0, *job.chain.schedule.sparsities()], steps,
+                             job.chain.rewind_step)
+    w.trainer.on_step = progress.step
 
     def report(r: RoundResult) -> None:
+        progress.finished(r.round)
         if r.round == 0:
             dense_metric.append(r.metrics["metric"])
         if r.replayed and r.round <= reported:
@@ -258,6 +291,7 @@ def train_chain(config: dict) -> None:
             **round_metrics(r),
             "dense_ratio": dense_ratio(r.metrics["metric"], dense_metric[0]),
             "nodes": w.nodes,
+            **_timings(r),
         }
         if world > 1:
             check_same_mask_everywhere(r.mask_sha256, r.round)
@@ -274,7 +308,7 @@ def train_chain(config: dict) -> None:
     run_chain(
         job.chain,
         w.model_factory,
-        _fault_injected(w.trainer.train),
+        _with_progress(_fault_injected(w.trainer.train), progress, steps),
         w.trainer.evaluate,
         config["root"],
         report,

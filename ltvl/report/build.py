@@ -62,7 +62,7 @@ def _iou(records: Records, rounds: pd.DataFrame, out: Path) -> tuple[pd.DataFram
         imp = imp[imp["line"] == "IMP"].sort_values("seed").groupby(["task", "sparsity"]).head(1)
     label = imp["task"] if by_task else imp["line"] + " s" + imp["seed"].astype(str)
     imp = imp.assign(label=label)
-    rows, pngs, cache = [], [], {}
+    rows, panels, cache = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for s, g in imp.groupby("sparsity"):
             if len(g) < 2:
@@ -77,8 +77,8 @@ def _iou(records: Records, rounds: pd.DataFrame, out: Path) -> tuple[pd.DataFram
             for a in names:
                 for b in names:
                     rows.append({"sparsity": f"{s:.1%}", "a": a, "b": b, "iou": m.loc[a, b]})
-            pngs.append(figures.heatmap(m, f"mask IoU at {s:.1%} sparsity", out / f"iou_{s * 100:.1f}.png",
-                                        vmin=0, vmax=1))
+            panels[f"{s:.1%}"] = m
+    pngs = [figures.iou_panel(panels, out / "iou.png")] if panels else []
     return pd.DataFrame(rows, columns=["sparsity", "a", "b", "iou"]), pngs
 
 
@@ -111,10 +111,11 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
     for task in sorted(curves["task"].unique()):
         d = tables.dense_cell(records.dense, task, min_seeds)
         png = figures.sparsity_curves(curves, task, CURVE_LINES, p * d.mean if d.n else None,
-                                      f"{task}: metric vs sparsity", out / f"curves_{task}.png")
+                                      f"{task}: metric vs sparsity", out / f"curves_{task}.png", p)
         rw = sorted(line for line in curves[curves["task"] == task]["line"].unique() if line.startswith("IMP"))
         png_rw = figures.sparsity_curves(curves, task, rw, p * d.mean if d.n else None,
-                                         f"{task}: rewinding (one line per rewind step)", out / f"rewind_{task}.png")
+                                         f"{task}: rewinding (one line per rewind step)", out / f"rewind_{task}.png",
+                                         p)
         files += [png, png_rw]
         md += [f"![{task}]({png.name}) ![{task} rewinding]({png_rw.name})", ""]
 
@@ -154,10 +155,53 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
 
     markdown = out / "report.md"
     markdown.write_text("\n".join(md))
-    report = Report(out, markdown, [markdown, *files], skipped=records.skipped)
+    html = write_html(md, out / "report.html", f"ltvl report: {', '.join(experiments)}")
+    report = Report(out, markdown, [markdown, html, *files], skipped=records.skipped)
     if log_to_mlflow:
         report.run_id = _log(uri, experiments[0], experiments, out)
     return report
+
+
+def write_html(md_lines: list[str], path: Path, title: str) -> Path:
+    """The report as one self-contained HTML file (images embedded as data URIs): MLflow's
+    artifact view previews HTML, while report.md's images only show there as link text."""
+    import base64
+    import html
+    import re
+
+    out, table = [], []
+
+    def flush_table():
+        if table:
+            rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table
+                    if not re.match(r"^\|(-+\|)+$", r)]
+            head, *body = rows
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            table.clear()
+
+    for line in "\n".join(md_lines).splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif images := re.findall(r"!\[([^]]*)\]\(([^)]+)\)", line):
+            for alt, name in images:
+                data = base64.b64encode((path.parent / name).read_bytes()).decode()
+                out.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "img{max-width:100%;margin:0.5em 0}")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    f"<style>{style}</style></head><body>{''.join(out)}</body></html>")
+    return path
 
 
 def _log(uri: str, experiment: str, experiments: list[str], out: Path) -> str:

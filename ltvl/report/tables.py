@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ltvl.core.baselines import BASELINES
+from ltvl.tracking.arms import PRETRAIN, arm_label
 
-PRETRAIN = "pretrain"
-TICKET_LINES = {b.init_label: b.report_label for b in BASELINES.values()}  # init tag -> line
 TABLE1_LINES = ("IMP", "RP", "θ'0", "θ''0", "high-magnitude")
 
 
@@ -47,22 +45,11 @@ class Cell:
 
 
 def line_of(row) -> str:
-    """Which curve of the paper a round belongs to."""
-    if row["chain_key"].startswith("ticket:"):
-        # a ticket carries its source chain's rewind step: tickets on θi masks are lines of their own
-        on = f" (θi@{row['rewind_step']} masks)" if row["rewind_step"] else ""
-        if row["init"] == "theta0":  # a transferred IMP ticket
-            src = "pre-training ticket" if row["source_task"] == PRETRAIN else f"transfer from {row['source_task']}"
-            return src + on
-        return TICKET_LINES.get(row["init"], row["init"]) + on
-    if row["adv_use"] in ("imp", "both") and row["epsilon"] > 0:
-        return f"AT-IMP ε={row['epsilon']:g}"
-    return {
-        "theta0": "IMP",
-        "theta_i": f"IMP θi@{row['rewind_step']}",
-        "RP": "RP",
-        "high_magnitude": "high-magnitude",
-    }.get(row["init"], row["init"])
+    """Which curve of the paper a round belongs to: its arm, in the one vocabulary of
+    :mod:`ltvl.tracking.arms` (MLflow's ``ltvl.arm`` tag and run names say the same)."""
+    return arm_label(ticket=row["chain_key"].startswith("ticket:"), init=row["init"],
+                     rewind_step=int(row["rewind_step"]), source_task=row["source_task"], adv_use=row["adv_use"],
+                     epsilon=float(row["epsilon"]))
 
 
 def with_lines(rounds: pd.DataFrame) -> pd.DataFrame:

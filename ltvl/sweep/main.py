@@ -27,6 +27,8 @@ def parse_args(kind: str, argv: list[str] | None) -> argparse.Namespace:
                     "minilm) or paper (published step counts, for GPU clusters)")
     ap.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
     ap.add_argument("--dry-run", action="store_true", help="validate the config and print the chains, run nothing")
+    ap.add_argument("--verbose", action="store_true", help="keep Ray's, Tune's and MLflow's own output (start-up "
+                    "lines, configuration boxes, warnings); by default only ltvl's progress and results are shown")
     return ap.parse_args(argv)
 
 
@@ -44,7 +46,7 @@ def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = Non
     try:
         default = (config_dir or Path("sweeps/configs")) / f"{kind}.yaml"
         cfg = load_config(kind, args.config or (default if default.exists() else None), args.set, args.scale)
-        return run_sweep(cfg, resume=args.resume, dry_run=args.dry_run, console=console)
+        return run_sweep(cfg, resume=args.resume, dry_run=args.dry_run, console=console, verbose=args.verbose)
     except LtvlError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 2
@@ -78,7 +80,8 @@ def _domain(key: str, spec: dict):
     return makers[name](float(lo), float(hi))
 
 
-def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None) -> int:
+def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None,
+              verbose: bool = False) -> int:
     from ltvl.ray.space import grid_points, validate_space
     from ltvl.sweep.lock import SweepLock
     from ltvl.util.home import home
@@ -103,11 +106,14 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
         if reaped := reap_orphans(base):  # holding the lock: no other driver of this sweep is alive
             console.print(f"Stopped {len(reaped)} Ray helper process(es) that a killed driver of this sweep left "
                           f"running: {', '.join(reaped)}")
-        return _run_locked(cfg, space, n, base, root, storage, opts, resume, console)
+        with contextlib.nullcontext() if verbose else quiet_libraries():
+            return _run_locked(cfg, space, n, base, root, storage, opts, resume, console, verbose)
 
 
 def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
-                console: Console) -> int:
+                console: Console, verbose: bool = False) -> int:
+    import logging
+
     import ray
 
     from ltvl.sweep.helpers import HelperRecorder
@@ -119,41 +125,47 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
     tracker.connect()  # an unreachable server fails here, before any trial; sends what a killed run left
     own_ray = not ray.is_initialized()
     if own_ray:
-        ray.init(log_to_driver=False)  # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
+        # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
+        ray.init(log_to_driver=False, logging_level=logging.INFO if verbose else logging.ERROR)
     with HelperRecorder(base) if own_ray else contextlib.nullcontext():  # its record goes once Ray is down
         try:
-            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri, drain_s)
+            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri, drain_s,
+                               verbose)
         finally:
             if own_ray:
                 ray.shutdown()
 
 
 def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
-                console: Console, tracker, uri: str, drain_s: float) -> int:
+                console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
     import ray
 
     from ltvl.ray.capacity import cluster_capacity
     from ltvl.ray.lineage import LineageCallback, run_hint_writer
     from ltvl.ray.nodes import NodeSampler
     from ltvl.ray.stages import run_chains
-    from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary
-    from ltvl.tracking.mlflow_lineage import ui_command
+    from ltvl.sweep.progress import ProgressBoard, ProgressView
+    from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary, sparsity_plot
+    from ltvl.tracking.mlflow_lineage import deep_link, ui_command
     from ltvl.tracking.sender import LineageSender
 
     cap = cluster_capacity()
     size = (f"autoscaling, {cap.describe()}" if cap.autoscaling else
             f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs")
     console.print(f"[bold]{cfg.kind}[/] sweep {cfg.name!r}: {n} chain(s) on Ray ({size}); lineage → {uri}")
-    sender = LineageSender(tracker, say=lambda m: console.print(f"[yellow]{m}[/]"),
+    board = ProgressBoard(console, live=console.is_terminal)
+    sender = LineageSender(tracker, say=lambda m: board.say(f"[yellow]{m}[/]"),
                            on_sent=run_hint_writer(root, tracker)).start()
-    lineage = LineageCallback(sender, root, console)
+    lineage = LineageCallback(sender, root, console, board=board, p=cfg.report_p)
     outcomes: list = []
     nodes = NodeSampler()
     nodes.start()
     with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
         try:
-            run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, extra_points=list(cfg.chains),
-                       callbacks=[lineage], outcomes=outcomes, stop=interrupted.is_set)
+            with ProgressView(board, on_reading=lineage.live_reading):
+                run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume,
+                           extra_points=list(cfg.chains), callbacks=[lineage], outcomes=outcomes,
+                           stop=interrupted.is_set, verbose=verbose)
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
             lineage.close_open_runs("KILLED")
             left = sender.close(drain_s)
@@ -169,7 +181,14 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
         console.print(f"[yellow]MLflow at {uri} has not taken {left} record(s) yet; they are kept in order in "
                       f"{tracker.spool.path} and go out on the next run of this sweep or with "
                       f"`ltvl lineage --sync {tracker.spool.path} --experiment {cfg.name} --tracking-uri {uri}`.[/]")
+    if rows:
+        plot = sparsity_plot(rows, cfg.name, cfg.report_p, base / "metric_vs_sparsity.png")
+        if plot is not None:
+            console.print(f"Metric against sparsity: [bold]{plot}[/]")
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
+    if tracker.experiment_id is not None:
+        console.print(f"  then this link lists the chain runs, best ticket first, in chart view:\n  "
+                      f"[bold]{deep_link(uri, tracker.experiment_id, cfg.report_p)}[/]")
     console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
     failures = [o.failure for o in outcomes if o.failure is not None]
     if failures:
@@ -267,6 +286,34 @@ def check_local_data(points: list[dict]) -> None:
             DatasetInfo.load(Path(data).expanduser())
         except LtvlError as e:
             raise LtvlError(e.what, where=f"params.data={data}", fix=e.fix) from None
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """What a researcher does not need to read while chains train: MLflow's table-creation lines,
+    Ray's token and start-up lines (and their ANSI colours), Tune's configuration boxes and its
+    TensorBoard hints (results live in MLflow). ``--verbose`` keeps them all."""
+    import logging
+    import os
+
+    names = ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "ray.data")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    env = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_COLOR_PREFIX": "0"}
+    old_env = {k: os.environ.get(k) for k in env}
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager

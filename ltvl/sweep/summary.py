@@ -24,7 +24,7 @@ class ChainSummary:
     key: str  # its MLflow record key: chain:<sha> / ticket:<sha>
     name: str
     task: str
-    init: str
+    arm: str  # IMP, RP, θ''0, … (:mod:`ltvl.tracking.arms`)
     status: str
     planned: int  # rounds the schedule (or the source chain) gives it
     rounds: list[tuple[int, float, float]] = field(default_factory=list)  # (round, sparsity, metric) on disk
@@ -56,7 +56,7 @@ def chain_summaries(outcomes: list[TrialOutcome], root: str | Path, *, early_sto
         else:  # an early stopper ends chains short; an interrupted sweep leaves them short
             row.status = STOPPED if early_stop and not interrupted else INCOMPLETE
         rows.append(row)
-    return sorted(rows, key=lambda c: (c.task, c.init, c.name))
+    return sorted(rows, key=lambda c: (c.task, c.arm, c.name))
 
 
 def _params(config: dict) -> dict:
@@ -67,13 +67,13 @@ def _params(config: dict) -> dict:
 def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     from ltvl.core.imp import ChainStore
     from ltvl.ray.space import trial_job
-    from ltvl.tracking.records import chain_name, init_label
+    from ltvl.tracking.records import arm, chain_name
 
     job = trial_job(t.config)
     store = ChainStore(root, job.chain, writer=False)
     rounds = [_round(rec) for rec in store.finished_rounds()]
     dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
-    return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, init_label(job), "",
+    return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
                         1 + len(job.chain.schedule.sparsities()), rounds, dense)
 
 
@@ -83,11 +83,11 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     from ltvl.core.ticket_chain import TicketStore
     from ltvl.ray.space import trial_job
     from ltvl.ray.worker import ticket_plan
-    from ltvl.tracking.records import chain_name, init_label
+    from ltvl.tracking.records import arm, chain_name
     from ltvl.util.errors import LtvlError
 
     job = trial_job(t.config)
-    row = ChainSummary("", chain_name(job), job.target.params.task, init_label(job), "", 0)
+    row = ChainSummary("", chain_name(job), job.target.params.task, arm(job), "", 0)
     try:
         spec, sources = ticket_plan(_params(t.config), root)
     except LtvlError:  # its source chain has no pruned round: nothing to read
@@ -131,7 +131,7 @@ def add_mlflow_counts(rows: list[ChainSummary], uri: str, experiment: str) -> st
 def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: Console,
                   mlflow_note: str | None = None) -> None:
     table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from the chain stores)")
-    for col in ("task", "chain", "init", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
+    for col in ("task", "chain", "arm", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
                 "last sparsity", "last metric", "rounds", "in MLflow"):
         table.add_column(col)
 
@@ -153,7 +153,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
             lagging += 1
             in_mlflow = f"{c.mlflow_rounds} of {len(c.rounds)}"
         status = c.status if not c.unfinished else f"[bold red]{c.status}[/]"
-        table.add_row(c.task, c.name, c.init, status, num(c.dense), pct(best[0] if best else None),
+        table.add_row(c.task, c.name, c.arm, status, num(c.dense), pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
                       f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)
@@ -163,3 +163,16 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
         console.print(f"[yellow]MLflow lags the chain stores for {lagging} chain(s) (column 'in MLflow'). Rounds "
                       "that never reached the driver are recorded when the sweep is resumed (--resume); records "
                       "waiting in the spool go out on the next run or with `ltvl lineage --sync`.[/]")
+
+
+def sparsity_plot(rows: list[ChainSummary], experiment: str, p: float, path: Path) -> Path | None:
+    """The sweep's picture: every chain's metric against sparsity, coloured by arm, with the p-of-
+    dense line; None when no chain has a pruned round yet."""
+    from ltvl.report.figures import chain_curves
+
+    series = [(c.name, c.arm, [(s, m) for _r, s, m in c.rounds]) for c in rows if len(c.rounds) > 1]
+    if not series:
+        return None
+    dense = [c.dense for c in rows if c.dense == c.dense]
+    threshold = p * sum(dense) / len(dense) if dense else None
+    return chain_curves(series, threshold, p, f"{experiment}: metric vs sparsity", path)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ltvl.tracking.records import BY_SPARSITY
 from ltvl.util.errors import LtvlError
 
 KEY, KIND, COMPLETE = "ltvl.key", "ltvl.kind", "ltvl.complete"
@@ -49,6 +50,21 @@ def ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser (port-forward it if the server is remote)"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def deep_link(uri: str, experiment_id: str, p: float = 0.99) -> str:
+    """The MLflow UI page that answers "which chain keeps p of dense at the highest sparsity":
+    the experiment's training runs (not the GenAI view), chain runs only, best ticket first, in
+    chart view. Only documented query parameters of the runs page are used; a local store is
+    shown by ``mlflow ui`` on its default address (:func:`ui_command`)."""
+    from urllib.parse import quote, urlencode
+
+    from ltvl.tracking.records import best_key
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    query = urlencode({"searchFilter": "tags.`ltvl.kind` = 'chain'", "orderByKey": f"metrics.`{best_key(p)}`",
+                       "orderByAsc": "false", "compareRunsMode": "CHART", "workflowType": "machine_learning"},
+                      quote_via=quote)
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class TrackingUnavailable(Exception):
@@ -112,6 +128,9 @@ class LineageTracker:
                                     f"{self.sweep_kind!r} sweep", where="name",
                                     fix="choose another sweep name (name=...) so the runs stay comparable")
                 self.experiment_id = exp.experiment_id
+            for k, v in experiment_tags(self.sweep_kind).items():  # also on experiments made by older versions
+                if exp is None or exp.tags.get(k) != v:
+                    self.client.set_experiment_tag(self.experiment_id, k, v)
         self.flush()
         return self.experiment_id
 
@@ -180,6 +199,12 @@ class LineageTracker:
                 now = _stamp(op)
                 self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, int(op.get("step", 0)))
                                                        for k, v in op["metrics"].items()])
+        elif kind == "live":  # a running chain's reading: dropped where its run does not exist yet
+            run_id = self._find(op["key"])
+            if run_id:
+                from mlflow.entities import Metric
+                self.client.log_batch(run_id, metrics=[Metric(k, float(v), _stamp(op), int(op["step"]))
+                                                       for k, v in op["metrics"].items()])
         elif kind == "end":
             run_id = self._find(op["key"])
             if run_id:
@@ -195,13 +220,15 @@ class LineageTracker:
             self._ids[key] = runs[0].info.run_id
         return self._ids.get(key)
 
-    def _run(self, key: str, name: str, params: dict, tags: dict, parent_key: str | None = None) -> str:
+    def _run(self, key: str, name: str, params: dict, tags: dict, parent_key: str | None = None,
+             start_time: float | None = None) -> str:
         run_id = self._find(key)
         if run_id is None:
             all_tags = {KEY: key, **{k: self._resolve(str(v)) for k, v in tags.items()}}
             if parent_key:
                 all_tags["mlflow.parentRunId"] = self._find(parent_key) or ""
-            run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+            run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name,
+                                            start_time=int(start_time * 1000) if start_time else None).info.run_id
             self._ids[key] = run_id
             from mlflow.entities import Param
             items = [Param(k, _param(v)) for k, v in sorted(params.items())]
@@ -225,15 +252,21 @@ class LineageTracker:
         now, step = _stamp(op), int(op["round"])
         metrics = {k: float(v) for k, v in op["metrics"].items() if v is not None}
         logged = existing and any(m.step == step for m in self.client.get_metric_history(chain_id, "metric"))
-        if not logged:  # a half-written round (crash mid-record) already put its point on the chain
-            self.client.log_batch(chain_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        if not logged:  # a half-written round (crash mid-record) already put its points on the chain
+            chain_points = [Metric(k, v, now, step) for k, v in metrics.items()]
+            chain_points += [Metric(k, float(v), now, int(op["sparsity_bp"]) if k == BY_SPARSITY else step)
+                             for k, v in (op.get("chain_metrics") or {}).items() if v == v]
+            self.client.log_batch(chain_id, metrics=chain_points)
         tags = {**op["tags"], "mlflow.parentRunId": chain_id}
-        run_id = self._run(key, op["name"], {}, tags)
+        run_id = self._run(key, op["name"], {}, tags, start_time=op.get("started_at"))
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
         if op.get("mask_path") and Path(op["mask_path"]).exists():
             self.client.log_artifact(run_id, op["mask_path"], artifact_path="mask")
+            self.client.log_text(run_id, json.dumps(mask_summary(op["mask_path"], op), indent=2),
+                                 "mask/summary.json")
         self.client.log_batch(run_id, tags=[RunTag(COMPLETE, "1")])
-        self.client.set_terminated(run_id, "FINISHED")
+        ended = op.get("ended_at")
+        self.client.set_terminated(run_id, "FINISHED", end_time=int(ended * 1000) if ended else None)
 
     def run_id(self, key: str) -> str | None:
         """The run of a record key, or None where it is not there yet or MLflow does not answer."""
@@ -241,6 +274,30 @@ class LineageTracker:
             return self._find(key)
         except Exception:  # noqa: BLE001 - a hint only; never worth failing for
             return None
+
+
+def experiment_tags(sweep_kind: str) -> dict[str, str]:
+    """Open on the training runs, not MLflow 3's GenAI overview, and say what the experiment holds."""
+    return {"mlflow.experimentKind": "custom_model_development",
+            "mlflow.note.content": (
+                f"ltvl {sweep_kind} sweep. Chain runs (ltvl.kind = chain) are IMP/RP/… chains: sort by "
+                f"best_sparsity_p99 for the sparsest ticket keeping 99% of dense; the chart of "
+                f"{BY_SPARSITY} is metric against sparsity (step = basis points, 7500 = 75%). Each chain's "
+                f"rounds are nested runs holding the mask, mask/summary.json and the lineage tags; dense runs "
+                f"(ltvl.kind = dense) are the baselines; ltvl.arm names the arm as in the paper and `ltvl report`.")}
+
+
+def mask_summary(mask_path: str, op: dict) -> dict:
+    """What a reader wants from a mask without loading it: sparsity per tensor and its lineage."""
+    from ltvl.pruning.maskfile import load_mask
+    mask = load_mask(mask_path)
+    tensors = {n: {"kept": int(t.sum()), "total": t.numel(), "sparsity": round(1 - int(t.sum()) / t.numel(), 4)}
+               for n, t in mask.tensors.items()}
+    return {"sha256": mask.sha256, "parent_sha256": op["tags"].get("ltvl.parent_sha256") or None,
+            "round": op["round"], "chain": op["chain_key"], "run": op["name"],
+            "sparsity": round(mask.sparsity, 6), "kept": sum(v["kept"] for v in tensors.values()),
+            "total": sum(v["total"] for v in tensors.values()),
+            "empty_tensors": [n for n, v in tensors.items() if v["kept"] == 0], "tensors": tensors}
 
 
 def _stamp(op: dict) -> int:

@@ -1,18 +1,32 @@
 """What a chain, round, dense run or ticket looks like in MLflow: pure functions from a resolved
 job and a reported result to tracking ops (see :mod:`ltvl.tracking.mlflow_lineage`). Everything
-comes from the resolved job, never from the raw config, so a tag says what actually ran."""
+comes from the resolved job, never from the raw config, so a tag says what actually ran.
+
+Shaped for the UI's questions: run names and the ``ltvl.arm`` tag use the paper's vocabulary
+(:mod:`ltvl.tracking.arms`); params are only the active ones, numbers rounded; chain runs carry
+their best ticket so far (sort by ``best_sparsity_p99``) and a sparsity-indexed metric
+(``metric_vs_sparsity_bp``: step = sparsity in basis points, 7500 = 75%), so the metric page
+plots metric against sparsity with no setup; every run has a description."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ltvl.core.baselines import BASELINES
 from ltvl.core.identity import FORMAT
 from ltvl.params.resolve import ChainJob, TicketJob
-from ltvl.params.schema import DEFAULTS, DENSE, INFO, ChainParams
+from ltvl.params.schema import DEFAULTS, DENSE, INFO, TICKET_KEYS, ChainParams
+from ltvl.tracking.arms import arm_label, short_sparsity
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric")
+BY_SPARSITY = "metric_vs_sparsity_bp"  # step = sparsity in basis points
+NOTE = "mlflow.note.content"  # MLflow's description field
 Job = ChainJob | TicketJob
+
+
+def best_key(p: float) -> str:
+    return f"best_sparsity_p{p * 100:g}"
 
 
 def chain_of(job: Job) -> ChainJob:
@@ -21,7 +35,8 @@ def chain_of(job: Job) -> ChainJob:
 
 
 def init_label(job: Job) -> str:
-    """θ0 / θi for IMP, RP, high_magnitude; for tickets the baseline's init (transfer keeps θ0)."""
+    """The legacy ``ltvl.init`` tag (θ0 / θi for IMP, RP, high_magnitude; a ticket's baseline),
+    kept because older stores are read by it; :func:`arm` is what people read."""
     if isinstance(job, TicketJob):
         return BASELINES[job.baseline].init_label
     method = job.params.method
@@ -36,46 +51,112 @@ def epsilon(p: ChainParams) -> float:
     return float(p.adv_epsilon) if p.adv_use != "off" else 0.0
 
 
+def arm(job: Job) -> str:
+    """IMP, IMP θi@20, RP, θ''0, transfer from vqa, AT-IMP ε=0.01, …"""
+    p = chain_of(job).params
+    return arm_label(ticket=isinstance(job, TicketJob), init=init_label(job), rewind_step=chain_of(job).rewind_step,
+                     source_task=job.source_task if isinstance(job, TicketJob) else p.task, adv_use=p.adv_use,
+                     epsilon=epsilon(p))
+
+
+def rounded(v: Any, digits: int = 4) -> Any:
+    """Floats to ``digits`` significant digits, as the UI shows them; everything else as is."""
+    if isinstance(v, bool) or not isinstance(v, float) or not math.isfinite(v) or v == 0:
+        return v
+    return float(f"{v:.{digits}g}")
+
+
+def active_params(job: Job) -> dict[str, Any]:
+    """The params that mean something for this job: no nulls, no AT settings when AT is off, no
+    ticket keys on a chain, the rewind step actually used; numbers stay numbers, rounded."""
+    p = job.params
+    out = {}
+    for k, v in p.to_dict().items():
+        if v is None or k == "rewind_fraction":
+            continue
+        if k.startswith("adv_") and k != "adv_use" and p.adv_use == "off":
+            continue
+        if k in TICKET_KEYS and isinstance(job, ChainJob):
+            continue
+        if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
+            v = {kk: vv for kk, vv in v.items() if vv is not None}
+        out[k] = rounded(v, 6) if isinstance(v, float) else v
+    out["rewind_step"] = chain_of(job).rewind_step  # the step actually rewound to (rewind_fraction resolved)
+    return out
+
+
 def lineage_tags(job: Job) -> dict[str, Any]:
     chain = chain_of(job)
     p = chain.params
-    return {"ltvl.task": p.task, "ltvl.rewind_step": chain.rewind_step, "ltvl.rate": p.rate,
+    return {"ltvl.arm": arm(job), "ltvl.task": p.task, "ltvl.rewind_step": chain.rewind_step, "ltvl.rate": p.rate,
             "ltvl.epsilon": epsilon(p), "ltvl.init": init_label(job), "ltvl.method": p.method,
             "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT}
 
 
 def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
     p = job.params
-    recipe = {k: getattr(p, k) for k, info in INFO.items() if info.role == DENSE}
+    recipe = {k: rounded(getattr(p, k), 6) for k, info in INFO.items()
+              if info.role == DENSE and getattr(p, k) is not None and not (k.startswith("adv_") and k != "adv_use"
+                                                                          and p.adv_use == "off")}
     key = f"dense:{dense_sha}"
-    return [{"op": "run", "key": key, "name": f"dense-{p.task}-{dense_sha[:8]}", "params": recipe,
-             "tags": {"ltvl.kind": "dense", "ltvl.dense": dense_sha, "ltvl.task": p.task, "ltvl.seed": p.seed,
-                      "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT}},
-            {"op": "metrics", "key": key, "metrics": {k: v for k, v in metrics.items() if k == "metric"}, "step": 0},
+    note = (f"The dense run every chain of this recipe starts from: {p.preset} on {p.task}, {p.steps} steps at lr "
+            f"{p.lr:g}, seed {p.seed}. Its `metric` is the dense baseline that 'keeps p of dense' compares with.")
+    return [{"op": "run", "key": key, "name": f"dense · {p.task} · seed {p.seed} · {dense_sha[:8]}", "params": recipe,
+             "tags": {"ltvl.kind": "dense", "ltvl.arm": "dense", "ltvl.dense": dense_sha, "ltvl.task": p.task,
+                      "ltvl.seed": p.seed, "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT,
+                      NOTE: note}},
+            {"op": "metrics", "key": key, "step": 0,
+             "metrics": {k: rounded(float(v)) for k, v in metrics.items() if k == "metric"}},
             {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
 
 def chain_name(job: Job) -> str:
+    """``IMP θi@20 · vqa · rate 0.5 · seed 0``: the arm first, in the report's words."""
     chain = chain_of(job)
     p = chain.params
+    parts = [arm(job), p.task, f"rate {p.rate:g}"]
+    if p.adv_use in ("finetune", "both") and epsilon(p):
+        parts.append(f"AT fine-tune ε={epsilon(p):g}")
+    if p.lr != DEFAULTS["lr"]:  # searches vary it
+        parts.append(f"lr {p.lr:.3g}")
+    return " · ".join(parts + [f"seed {p.seed}"])
+
+
+def _chain_note(job: Job) -> str:
+    chain = chain_of(job)
+    p = chain.params
+    levels = " → ".join(short_sparsity(s) for s in chain.chain.schedule.sparsities())
     if isinstance(job, TicketJob):
-        return f"ticket-{job.baseline.value}-{job.source_task}-to-{p.task}-s{p.seed}"
-    eps = f"-eps{epsilon(p):g}" if epsilon(p) else ""
-    lr = f"-lr{p.lr:.3g}" if p.lr != DEFAULTS["lr"] else ""  # searches vary it
-    return f"{init_label(job)}-{p.task}-rw{chain.rewind_step}-rate{p.rate:g}{eps}{lr}-s{p.seed}"
+        return (f"{arm(job)} tickets on {p.task}: every pruned mask of the {job.source_task} source chain, "
+                f"re-trained as the {job.baseline.value} baseline. One nested run per round, with its mask.")
+    rewind = f"θi (step {chain.rewind_step})" if chain.rewind_step else "θ0"
+    return (f"{arm(job)} chain on {p.task}: prune {p.rate:.0%} of the remaining weights per round ({p.method}, "
+            f"{p.scope}), rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps. Levels {levels}. "
+            f"best_sparsity_p* is the sparsest round so far keeping that share of dense; metric_at_best its metric; "
+            f"{BY_SPARSITY} plots metric against sparsity (step = basis points).")
 
 
 def chain_ops(chain_key: str, job: Job, dense_sha: str | None, extra_tags: dict | None = None) -> list[dict]:
-    tags = {"ltvl.kind": "ticket" if isinstance(job, TicketJob) else "chain", **lineage_tags(job), **(extra_tags or {})}
+    tags = {"ltvl.kind": "ticket" if isinstance(job, TicketJob) else "chain", **lineage_tags(job), **(extra_tags or {}),
+            NOTE: _chain_note(job)}
     if dense_sha:
         tags["ltvl.dense_run_id"] = f"@key:dense:{dense_sha}"
-    params = job.params.to_dict()
-    params["rewind_step"] = chain_of(job).rewind_step  # the step actually rewound to (rewind_fraction resolved)
-    return [{"op": "run", "key": chain_key, "name": chain_name(job), "params": params, "tags": tags}]
+    return [{"op": "run", "key": chain_key, "name": chain_name(job), "params": active_params(job), "tags": tags}]
 
 
-def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask_path: str | None) -> dict:
+def chain_progress(history: list[tuple[int, float, float]], p: float) -> dict[str, float]:
+    """The chain's best ticket after the rounds in ``history`` ((round, sparsity, metric), round 0
+    dense): the sparsest pruned round keeping ``p`` of dense (0 and the dense metric if none yet)."""
+    dense = next((m for r, _s, m in history if r == 0), float("nan"))
+    keeps = [(s, m) for r, s, m in history if r > 0 and dense == dense and m >= p * dense]
+    s, m = max(keeps) if keeps else (0.0, dense)
+    return {best_key(p): rounded(s), "metric_at_best": rounded(m), "dense_metric": rounded(dense)}
+
+
+def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask_path: str | None,
+             chain_metrics: dict | None = None) -> dict:
     r = int(result["round"])
+    sparsity = float(result["sparsity"])
     tags = {"ltvl.kind": "round", "ltvl.chain_key": chain_key, "ltvl.round": r, **lineage_tags(job),
             "ltvl.mask_sha256": result["mask_sha256"],
             "ltvl.parent_sha256": result.get("parent_sha256") or result.get("source_mask_sha256") or ""}
@@ -86,6 +167,17 @@ def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask
     if result.get("source_task"):
         tags["ltvl.source_task"] = result["source_task"]
         tags["ltvl.source_mask_sha256"] = result.get("source_mask_sha256", "")
-    return {"op": "round", "key": f"round:{chain_key}:{r}", "chain_key": chain_key, "round": r,
-            "name": f"round {r} ({float(result['sparsity']):.1%})", "tags": tags, "mask_path": mask_path,
-            "metrics": {k: result[k] for k in LINEAGE_METRICS if k in result and result[k] is not None}}
+    name = chain_name(job)
+    tags[NOTE] = (f"Round {r} of {name}: the mask at {short_sparsity(sparsity)} sparsity (mask/, with "
+                  f"mask/summary.json), trained and evaluated. Its parent mask is ltvl.parent_sha256."
+                  if r else f"Round 0 of {name}: the dense model (no weights pruned).")
+    metrics = {k: rounded(float(result[k])) if k != "steps_trained" else int(result[k])
+               for k in LINEAGE_METRICS if k in result and result[k] is not None}
+    op = {"op": "round", "key": f"round:{chain_key}:{r}", "chain_key": chain_key, "round": r,
+          "name": f"{name}/r{r} ({short_sparsity(sparsity)})", "tags": tags, "mask_path": mask_path,
+          "metrics": metrics, "chain_metrics": {**(chain_metrics or {}),
+                                                BY_SPARSITY: metrics.get("metric", float("nan"))},
+          "sparsity_bp": int(round(sparsity * 10000))}
+    if result.get("started_at") and result.get("ended_at"):  # the worker's own timings, not the driver's
+        op["started_at"], op["ended_at"] = float(result["started_at"]), float(result["ended_at"])
+    return op

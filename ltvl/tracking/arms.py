@@ -1,0 +1,36 @@
+"""One vocabulary for what a chain *is* (IMP, RP, θ''0, …), used alike in MLflow run names, the
+``ltvl.arm`` tag, the sweep's console and the report's lines, so a reader never has to map
+``theta0`` to ``magnitude`` to ``IMP``. The paper's names are the vocabulary."""
+
+from __future__ import annotations
+
+from ltvl.core.baselines import BASELINES
+
+PRETRAIN = "pretrain"
+# the legacy ``ltvl.init`` tag of a chain or ticket -> its arm (older stores carry only that tag)
+_CHAIN_ARMS = {"theta0": "IMP", "RP": "RP", "high_magnitude": "high-magnitude"}
+_TICKET_ARMS = {b.init_label: b.report_label for b in BASELINES.values()}
+
+
+def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str = "", adv_use: str = "off",
+              epsilon: float = 0.0) -> str:
+    """The arm of a chain (``ticket=False``) or of a ticket chain over another chain's masks.
+
+    IMP chains name their rewind point when it is not θ0 (``IMP θi@20``); AT-IMP chains their ε;
+    tickets on θi masks say so, because they are a line of their own in the paper's figures."""
+    if ticket:
+        on = f" (θi@{rewind_step} masks)" if rewind_step else ""
+        if init == "theta0":  # the IMP ticket itself, moved to another task
+            src = "pre-training ticket" if source_task == PRETRAIN else f"transfer from {source_task}"
+            return src + on
+        return _TICKET_ARMS.get(init, init) + on
+    if adv_use in ("imp", "both") and epsilon > 0:
+        return f"AT-IMP ε={epsilon:g}"
+    if init == "theta_i":
+        return f"IMP θi@{rewind_step}"
+    return _CHAIN_ARMS.get(init, init)
+
+
+def short_sparsity(s: float) -> str:
+    """Sparsity as everyone reads it: a percentage with one decimal (93.8%), everywhere."""
+    return f"{s:.1%}"

@@ -1,0 +1,132 @@
+"""The MLflow UI answers the paper's two questions, in a real browser (headless Chromium).
+
+A small real sweep (tiny model, synthetic VQA, real Ray) writes into a real `mlflow server` on
+loopback; the test opens the deep link the sweep printed and reads the page as a researcher
+would: the chain runs listed best ticket first with the best-ticket columns, the metric-vs-sparsity
+chart, then one round run's lineage tags and its mask summary. Screenshots go to
+``$LTVL_SCREENSHOTS`` (default: the test's tmp dir); README's come from here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.mlflow_server import MlflowServer
+
+pytestmark = pytest.mark.long
+CHROMIUM = Path("/usr/lib/chromium/chromium")  # the real binary: /usr/bin/chromium is a shell wrapper
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def browser(profile: Path):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("no headless Chromium here: scripts/browser.sh installs Debian's chromium and chromium-driver "
+                    "(needs root and apt-get)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1600,1000", f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+
+
+def wait_for(driver, predicate, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate(driver)
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    shot = Path(os.environ.get("LTVL_SCREENSHOTS", "/tmp")) / f"timeout-{int(time.time())}.png"
+    driver.save_screenshot(str(shot))
+    raise AssertionError(f"the page never showed {what} (screenshot {shot}); it shows:\n"
+                         + driver.find_element("tag name", "body").text[:3000])
+
+
+def body(driver) -> str:
+    return driver.find_element("tag name", "body").text
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A finished tiny sweep in a real MLflow server: (server, sweep output)."""
+    tmp = tmp_path_factory.mktemp("ui")
+    server = MlflowServer(tmp / "server").start()
+    env = {**os.environ, "LTVL_HOME": str(tmp / "home"), "LTVL_PROGRESS_LOG_S": "5"}
+    try:
+        out = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--config",
+                              "tests/configs/tiny_rewind_grid.yaml", "--set", f"tracking_uri={server.uri}",
+                              "--set", "name=ui-sweep"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-4000:] + out.stdout[-2000:]
+        yield server, out.stderr + out.stdout, tmp
+    finally:
+        server.stop()
+
+
+def test_sweep_log_is_quiet_and_timestamped(swept):
+    _server, log, _tmp = swept
+    for noise in ("Creating initial MLflow database tables", "Configuration for experiment", "TensorBoard",
+                  "View detailed results here", "Generated new authentication token", "\x1b["):
+        assert noise not in log, noise
+    assert re.search(r"^\d\d:\d\d:\d\d IMP · vqa · rate 0\.5 · seed 0  round 1 at 50\.0%: metric", log, re.M)
+    assert "Metric against sparsity:" in log
+
+
+def test_mlflow_ui_answers_which_chain_and_imp_vs_rp(swept, tmp_path):
+    server, log, tmp = swept
+    shots = Path(os.environ.get("LTVL_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    link = re.search(r"(http://127\.0\.0\.1:\d+/#/experiments/\S+)", log).group(1)
+    assert link.startswith(server.uri)
+    from mlflow import MlflowClient
+    client = MlflowClient(server.uri)
+    exp = client.get_experiment_by_name("ui-sweep")
+    chains = client.search_runs([exp.experiment_id], "tags.`ltvl.kind` = 'chain'")
+    names = sorted(r.info.run_name for r in chains)
+    assert names == ["IMP · vqa · rate 0.5 · seed 0", "IMP θi@2 · vqa · rate 0.5 · seed 0",
+                     "RP · vqa · rate 0.5 · seed 0"]
+
+    driver = browser(tmp_path / "profile")
+    try:
+        # 1. the deep link: chain runs only, in chart view, with the metric-vs-sparsity chart
+        driver.get(link)
+        wait_for(driver, lambda d: all(n in body(d) for n in names), "the three chain runs")
+        wait_for(driver, lambda d: "metric_vs_sparsity_bp" in body(d), "the metric-vs-sparsity chart")
+        text = body(driver)
+        assert "round 1" not in text and "dense ·" not in text  # round and dense runs are filtered out
+        driver.save_screenshot(str(shots / "mlflow-chains-chart.png"))
+        # 2. the same runs as a table: the best-ticket columns, best first
+        driver.get(link.replace("compareRunsMode=CHART", "compareRunsMode=TABLE"))
+        wait_for(driver, lambda d: "best_sparsity_p99" in body(d), "the best_sparsity_p99 column")
+        assert "metric_at_best" in body(driver)
+        driver.save_screenshot(str(shots / "mlflow-chains-table.png"))
+        # 3. one round run: its lineage tags and its mask summary
+        rnd = client.search_runs([exp.experiment_id], "tags.`ltvl.kind` = 'round' and tags.`ltvl.round` = '2'")[0]
+        driver.get(f"{server.uri}/#/experiments/{exp.experiment_id}/runs/{rnd.info.run_id}")
+        wait_for(driver, lambda d: rnd.info.run_name in body(d), "the round run's page")
+        wait_for(driver, lambda d: "ltvl.mask_sha256" in body(d) and "ltvl.arm" in body(d), "the lineage tags")
+        assert rnd.data.tags["ltvl.mask_sha256"][:12] in body(driver)
+        driver.save_screenshot(str(shots / "mlflow-round-run.png"))
+        run_page = f"{server.uri}/#/experiments/{exp.experiment_id}/runs/{rnd.info.run_id}"
+        driver.get(f"{run_page}/artifacts/mask/summary.json")
+        wait_for(driver, lambda d: '"empty_tensors"' in body(d) or "empty_tensors" in body(d), "the mask summary")
+        assert rnd.data.tags["ltvl.mask_sha256"] in body(driver)
+        driver.save_screenshot(str(shots / "mlflow-mask-summary.png"))
+    finally:
+        driver.quit()

@@ -1,0 +1,80 @@
+"""Live progress: the worker's progress file and the driver's board, without Ray."""
+import io
+import re
+
+from rich.console import Console
+
+from ltvl.core.progress import RoundProgress, read_progress
+from ltvl.sweep.progress import DONE, RUNNING, WAITING, ProgressBoard, Row
+
+
+class Clock:
+    def __init__(self, t=1_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_file_is_throttled_and_counts_steps_across_rounds(tmp_path):
+    clock = Clock()
+    path = tmp_path / "progress.json"
+    prog = RoundProgress(path, [0.0, 0.5, 0.75], steps=100, rewind_step=20, interval_s=10, clock=clock)
+    prog.begin(0, 100)  # the dense run
+    first = read_progress(path)
+    assert (first.round, first.rounds, first.step, first.chain_step) == (0, 3, 0, 0)
+    for step in range(1, 50):
+        clock.t += 0.1
+        prog.step(step, 2.0)
+    assert read_progress(path).step == 0  # 4.9 s: not written yet
+    clock.t += 5.2
+    prog.step(50, 1.0)
+    snap = read_progress(path)
+    assert snap.step == 50 and abs(snap.steps_per_s - 50 / 10.1) < 1e-3
+    assert abs(snap.train_loss - (49 * 2.0 + 1.0) / 50) < 1e-9  # mean of the steps since the last reading
+    prog.finished(0)
+    prog.begin(20, 100)  # round 1 from θi (step 20)
+    clock.t += 1
+    prog.step(100, 0.5)  # the last step is always written
+    snap = read_progress(path)
+    assert (snap.round, snap.sparsity, snap.step, snap.chain_step) == (1, 0.5, 100, 100 + 80)
+    assert snap.fraction == 1.0
+
+
+def test_board_counts_chains_estimates_eta_and_prints_plain_timestamped_lines(tmp_path):
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    board = ProgressBoard(console, live=False)
+    board.started = 0.0
+    clock = Clock(100.0)
+    rows = [Row(f"chain:{i}", f"IMP · vqa · rate 0.5 · seed {i}", "chains", [0.0, 0.5, 0.75], [0, 80, 80],
+                tmp_path / f"{i}.json") for i in range(3)]
+    board.plan(rows)
+    assert board.counts()[WAITING] == 3
+    board.started_row("chain:0")
+    board.round_done("chain:0", 0, 0.8)
+    prog = RoundProgress(tmp_path / "0.json", [0.0, 0.5, 0.75], 100, 20, interval_s=1, clock=clock)
+    prog.finished(0)
+    prog.begin(20, 100)
+    clock.t += 10
+    prog.step(60, 0.7)  # 40 steps in 10 s: 4 steps/s
+    assert [r.key for r, _ in board.poll()] == ["chain:0"]
+    row = board.rows["chain:0"]
+    assert row.state == RUNNING and row.remaining_steps() == 40 + 80
+    assert board.chain_eta(row) == 30.0
+    # every unfinished chain's steps over the running chains' rate: (120 + 160 + 160) / 4
+    assert board.sweep_eta() == 110.0
+    lines = board.status_lines(now=1_000.0, every=60)
+    assert lines[0].startswith("IMP · vqa · rate 0.5 · seed 0  round 1/2 → 50.0%  step 60/100  4.00 steps/s")
+    assert "ETA 30 s" in lines[0] and "1 running" in lines[-1] and "2 waiting" in lines[-1]
+    assert board.status_lines(now=1_030.0, every=60) == []  # each chain speaks at most once a minute
+    for line in lines:
+        board.say(line)
+    out = buf.getvalue()
+    assert "\x1b[" not in out  # no ANSI codes in logs
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in out.splitlines())
+    board.round_done("chain:0", 1, 0.79)
+    board.round_done("chain:0", 2, 0.70)
+    board.finished("chain:0", DONE)
+    board.finished("chain:1", DONE)  # ended with rounds missing (an early stopper): not "done"
+    assert board.rows["chain:0"].state == DONE and board.rows["chain:1"].state == "stopped"
