@@ -84,7 +84,10 @@ def test_sweep_log_is_quiet_and_timestamped(swept):
     for noise in ("Creating initial MLflow database tables", "Configuration for experiment", "TensorBoard",
                   "View detailed results here", "Generated new authentication token", "\x1b["):
         assert noise not in log, noise
-    assert re.search(r"^\d\d:\d\d:\d\d IMP · vqa · rate 0\.5 · seed 0  round 1 at 50\.0%: metric", log, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d IMP · vqa · rate 0\.5 · lr 0\.001 · seed 0  round 1 at 50\.0%: metric", log,
+                     re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d .* round 2/2 → 75\.0%  step 4/4  [\d.]+ steps/s", log, re.M)  # progress
+    assert "PYTHON worker processes" not in log
     assert "Metric against sparsity:" in log
 
 
@@ -99,8 +102,8 @@ def test_mlflow_ui_answers_which_chain_and_imp_vs_rp(swept, tmp_path):
     exp = client.get_experiment_by_name("ui-sweep")
     chains = client.search_runs([exp.experiment_id], "tags.`ltvl.kind` = 'chain'")
     names = sorted(r.info.run_name for r in chains)
-    assert names == ["IMP · vqa · rate 0.5 · seed 0", "IMP θi@2 · vqa · rate 0.5 · seed 0",
-                     "RP · vqa · rate 0.5 · seed 0"]
+    assert names == ["IMP · vqa · rate 0.5 · lr 0.001 · seed 0", "IMP θi@2 · vqa · rate 0.5 · lr 0.001 · seed 0",
+                     "RP · vqa · rate 0.5 · lr 0.001 · seed 0"]
 
     driver = browser(tmp_path / "profile")
     try:
@@ -111,11 +114,29 @@ def test_mlflow_ui_answers_which_chain_and_imp_vs_rp(swept, tmp_path):
         text = body(driver)
         assert "round 1" not in text and "dense ·" not in text  # round and dense runs are filtered out
         driver.save_screenshot(str(shots / "mlflow-chains-chart.png"))
-        # 2. the same runs as a table: the best-ticket columns, best first
+        # 2. the same runs as a table (MLflow 3.17 shows no metric columns by default): Columns ->
+        # tick "Metrics" adds them; the rows stay sorted best ticket first
         driver.get(link.replace("compareRunsMode=CHART", "compareRunsMode=TABLE"))
-        wait_for(driver, lambda d: "best_sparsity_p99" in body(d), "the best_sparsity_p99 column")
-        assert "metric_at_best" in body(driver)
+        wait_for(driver, lambda d: [e for e in d.find_elements("css selector", "button")
+                                    if e.text.strip() == "Columns"], "the Columns button")[0].click()
+        wait_for(driver, lambda d: d.find_elements("xpath", "//*[starts-with(normalize-space(text()), 'Metrics (')]"),
+                 "the Metrics group of the column picker")[0].click()
+        from selenium.webdriver.common.keys import Keys
+        driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+        for close in driver.find_elements("css selector", 'button[aria-label="Close"]'):  # the Assistant panel
+            close.click()
+        driver.execute_script("document.querySelectorAll('.ag-body-horizontal-scroll-viewport, "
+                              ".ag-center-cols-viewport').forEach(v => v.scrollLeft = 100000)")
+        headers = wait_for(driver, lambda d: (lambda h: h if {"best_sparsity_p99", "metric_at_best"} <= set(h)
+                                              else None)(d.execute_script(
+                                                  "return Array.from(document.querySelectorAll('.ag-header-cell'))"
+                                                  ".map(e => e.innerText.trim())")), "the best-ticket columns")
+        assert "metric_vs_sparsity_bp" in headers
         driver.save_screenshot(str(shots / "mlflow-chains-table.png"))
+        best = max(chains, key=lambda r: (r.data.metrics["best_sparsity_p99"], r.data.metrics["metric_at_best"]))
+        rows = driver.execute_script("return Array.from(document.querySelectorAll('.ag-pinned-left-cols-container "
+                                     ".ag-row, .ag-center-cols-container .ag-row')).map(e => e.innerText)")
+        assert any(best.info.run_name[:12] in r for r in rows)
         # 3. one round run: its lineage tags and its mask summary
         rnd = client.search_runs([exp.experiment_id], "tags.`ltvl.kind` = 'round' and tags.`ltvl.round` = '2'")[0]
         driver.get(f"{server.uri}/#/experiments/{exp.experiment_id}/runs/{rnd.info.run_id}")

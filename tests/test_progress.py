@@ -66,7 +66,7 @@ def test_board_counts_chains_estimates_eta_and_prints_plain_timestamped_lines(tm
     assert board.sweep_eta() == 110.0
     lines = board.status_lines(now=1_000.0, every=60)
     assert lines[0].startswith("IMP · vqa · rate 0.5 · seed 0  round 1/2 → 50.0%  step 60/100  4.00 steps/s")
-    assert "ETA 30 s" in lines[0] and "1 running" in lines[-1] and "2 waiting" in lines[-1]
+    assert "ETA 30 s" in lines[0] and lines[-1].startswith("trials: 0 done · 1 running · 2 waiting of 3")
     assert board.status_lines(now=1_030.0, every=60) == []  # each chain speaks at most once a minute
     for line in lines:
         board.say(line)
@@ -78,3 +78,12 @@ def test_board_counts_chains_estimates_eta_and_prints_plain_timestamped_lines(tm
     board.finished("chain:0", DONE)
     board.finished("chain:1", DONE)  # ended with rounds missing (an early stopper): not "done"
     assert board.rows["chain:0"].state == DONE and board.rows["chain:1"].state == "stopped"
+
+
+def test_quiet_stdout_drops_only_the_named_noise():
+    from ltvl.sweep.main import DroppingLines
+    buf = io.StringIO()
+    out = DroppingLines(buf, ("PYTHON worker processes have been started on node",))
+    out.write("(raylet) WARNING: 8 PYTHON worker processes have been started on node: abc …\n")
+    out.write("IMP · vqa  round 1 at 50.0%\n")
+    assert buf.getvalue() == "IMP · vqa  round 1 at 50.0%\n"

@@ -284,7 +284,7 @@ def test_records_answer_the_papers_questions_in_the_ui(tmp_path):
         ops.append(round_op(key, job, result, dense, p, chain_progress(history, 0.99)))
     for op in ops:
         tracker.record(op)
-    tracker.record({"op": "live", "key": key, "step": 15, "metrics": {"steps_per_s": 2.5, "live_train_loss": 0.9}})
+    tracker.record({"op": "live", "key": key, "step": 15, "metrics": {"live/steps_per_s": 2.5, "live/train_loss": 0.9}})
     tracker.record({"op": "live", "key": "chain:" + "e" * 64, "step": 1, "metrics": {"steps_per_s": 1.0}})  # no run
 
     client = MlflowClient(tracking_uri=uri)
@@ -300,9 +300,10 @@ def test_records_answer_the_papers_questions_in_the_ui(tmp_path):
     assert not any(k.startswith("adv_") and k != "adv_use" for k in chain.data.params)
     assert chain.data.params["lr"] == "0.0001"
     assert chain.data.metrics["best_sparsity_p99"] == 0.5 and chain.data.metrics["metric_at_best"] == 0.7999
+    assert "train_loss" not in chain.data.metrics and "wall_s" not in chain.data.metrics  # on the round runs
     by_sparsity = client.get_metric_history(chain.info.run_id, BY_SPARSITY)
     assert sorted((m.step, m.value) for m in by_sparsity) == [(0, 0.8), (5000, 0.7999), (7500, 0.6)]
-    live = client.get_metric_history(chain.info.run_id, "steps_per_s")
+    live = client.get_metric_history(chain.info.run_id, "live/steps_per_s")
     assert [(m.step, m.value) for m in live] == [(15, 2.5)]
     round2 = runs["round2"]
     assert round2.info.run_name == "IMP θi@2 · vqa · rate 0.5 · seed 0/r2 (75.0%)"

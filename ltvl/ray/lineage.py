@@ -19,7 +19,7 @@ from ray import tune
 from rich.console import Console
 
 from ltvl.tracking.mlflow_lineage import LineageTracker
-from ltvl.tracking.records import best_key, chain_name, chain_ops, chain_progress, dense_ops, round_op
+from ltvl.tracking.records import LIVE_PREFIX, best_key, chain_name, chain_ops, chain_progress, dense_ops, round_op
 from ltvl.tracking.sender import LineageSender
 from ltvl.util.atomic import atomic_write_text
 
@@ -212,12 +212,12 @@ class LineageCallback(tune.Callback):
     # --- live metrics (called from the progress view's thread) ------------------------------------
     def live_reading(self, row, snap) -> None:
         """A running chain's train loss and steps/s, to its MLflow run, at most every LIVE_METRICS_S."""
-        if row.key not in self._live_keys or snap.t - row.forwarded_t < LIVE_METRICS_S:
-            return
+        if row.key not in self._live_keys or snap.steps_per_s <= 0 or snap.t - row.forwarded_t < LIVE_METRICS_S:
+            return  # (a reading at a round's first step has no rate yet)
         row.forwarded_t = snap.t
-        metrics = {"steps_per_s": snap.steps_per_s}
+        metrics = {f"{LIVE_PREFIX}steps_per_s": snap.steps_per_s}
         if snap.train_loss == snap.train_loss:
-            metrics["live_train_loss"] = round(snap.train_loss, 4)
+            metrics[f"{LIVE_PREFIX}train_loss"] = round(snap.train_loss, 4)
         self._record([{"op": "live", "key": row.key, "step": snap.chain_step, "metrics": metrics, "t": snap.t}])
 
 

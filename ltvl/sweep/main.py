@@ -36,7 +36,7 @@ def sweep_console() -> Console:
     """Job logs and CI are not terminals: rich would wrap at 80 columns and split the table, and
     a path cut in two by a line break can be neither found with grep nor pasted."""
     c = Console(stderr=True, highlight=False)
-    return c if c.is_terminal else Console(stderr=True, highlight=False, width=160, soft_wrap=True)
+    return c if c.is_terminal else Console(stderr=True, highlight=False, width=200, soft_wrap=True)
 
 
 def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = None) -> int:
@@ -292,21 +292,30 @@ def check_local_data(points: list[dict]) -> None:
 def quiet_libraries():
     """What a researcher does not need to read while chains train: MLflow's table-creation lines,
     Ray's token and start-up lines (and their ANSI colours), Tune's configuration boxes and its
-    TensorBoard hints (results live in MLflow). ``--verbose`` keeps them all."""
+    TensorBoard hints (results live in MLflow), and the raylet's warning that it started more
+    worker processes than the machine has cores (Tune and Train actors do that by design; Ray
+    prints it to stdout from a thread of its own and has no switch for it). ``--verbose`` keeps
+    them all."""
     import logging
     import os
+    import sys
+
+    env = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_COLOR_PREFIX": "0", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    old_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import mlflow  # noqa: F401 - it configures its loggers on import: quiet them after that
 
     names = ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "ray.data")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
-    env = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_COLOR_PREFIX": "0"}
-    old_env = {k: os.environ.get(k) for k in env}
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    os.environ.update(env)
+    stdout = sys.stdout
+    sys.stdout = DroppingLines(stdout, ("PYTHON worker processes have been started on node",))
     try:
         yield
     finally:
+        sys.stdout = stdout
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
         for k, v in old_env.items():
@@ -314,6 +323,22 @@ def quiet_libraries():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class DroppingLines:
+    """A text stream that passes everything through except whole writes containing one of
+    ``patterns`` (Ray writes each message in one call)."""
+
+    def __init__(self, stream, patterns: tuple[str, ...]):
+        self._stream, self._patterns = stream, patterns
+
+    def write(self, text: str) -> int:
+        if any(p in text for p in self._patterns):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 @contextlib.contextmanager

@@ -151,10 +151,12 @@ class ProgressBoard:
         c = self.counts()
         parts = [f"{c[DONE]} done", f"{c[RUNNING]} running", f"{c[WAITING]} waiting"]
         parts += [f"{c[k]} {k}" for k in (STOPPED, FAILED) if c[k]]
-        return (f"chains: {' · '.join(parts)} of {len(self.rows)} · elapsed {_duration(time.time() - self.started)}"
+        return (f"trials: {' · '.join(parts)} of {len(self.rows)} · elapsed {_duration(time.time() - self.started)}"
                 f" · sweep ETA ≈ {_duration(self.sweep_eta())}")
 
     def round_text(self, row: Row) -> str:
+        if row.rounds == 1:
+            return "dense" if row.stage == "dense" else f"{row.rounds_done} round(s) done"
         s = row.snapshot
         r = s.round if s is not None and row.state == RUNNING else min(row.rounds_done, row.rounds - 1)
         return f"{r}/{row.rounds - 1} → {row.sparsities[r]:.1%}"

@@ -131,7 +131,7 @@ def add_mlflow_counts(rows: list[ChainSummary], uri: str, experiment: str) -> st
 def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: Console,
                   mlflow_note: str | None = None) -> None:
     table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from the chain stores)")
-    for col in ("task", "chain", "arm", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
+    for col in ("chain", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
                 "last sparsity", "last metric", "rounds", "in MLflow"):
         table.add_column(col)
 
@@ -153,7 +153,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
             lagging += 1
             in_mlflow = f"{c.mlflow_rounds} of {len(c.rounds)}"
         status = c.status if not c.unfinished else f"[bold red]{c.status}[/]"
-        table.add_row(c.task, c.name, c.arm, status, num(c.dense), pct(best[0] if best else None),
+        table.add_row(c.name, status, num(c.dense), pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
                       f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)

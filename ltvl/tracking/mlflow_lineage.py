@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ltvl.tracking.records import BY_SPARSITY
+from ltvl.tracking.records import BY_SPARSITY, CHAIN_METRICS
 from ltvl.util.errors import LtvlError
 
 KEY, KIND, COMPLETE = "ltvl.key", "ltvl.kind", "ltvl.complete"
@@ -253,7 +253,7 @@ class LineageTracker:
         metrics = {k: float(v) for k, v in op["metrics"].items() if v is not None}
         logged = existing and any(m.step == step for m in self.client.get_metric_history(chain_id, "metric"))
         if not logged:  # a half-written round (crash mid-record) already put its points on the chain
-            chain_points = [Metric(k, v, now, step) for k, v in metrics.items()]
+            chain_points = [Metric(k, v, now, step) for k, v in metrics.items() if k in CHAIN_METRICS]
             chain_points += [Metric(k, float(v), now, int(op["sparsity_bp"]) if k == BY_SPARSITY else step)
                              for k, v in (op.get("chain_metrics") or {}).items() if v == v]
             self.client.log_batch(chain_id, metrics=chain_points)

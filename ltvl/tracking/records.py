@@ -21,6 +21,10 @@ from ltvl.tracking.arms import arm_label, short_sparsity
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric")
 BY_SPARSITY = "metric_vs_sparsity_bp"  # step = sparsity in basis points
+# per-round metrics a chain run keeps as well (step = round); the rest live on its round runs, so
+# the chain's chart view holds only what compares chains
+CHAIN_METRICS = ("metric", "sparsity", "finetune_metric")
+LIVE_PREFIX = "live/"  # a running chain's train loss and steps/s: a chart section of their own
 NOTE = "mlflow.note.content"  # MLflow's description field
 Job = ChainJob | TicketJob
 
@@ -106,7 +110,7 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
                       "ltvl.seed": p.seed, "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT,
                       NOTE: note}},
             {"op": "metrics", "key": key, "step": 0,
-             "metrics": {k: rounded(float(v)) for k, v in metrics.items() if k == "metric"}},
+             "metrics": {k: rounded(float(v), 6) for k, v in metrics.items() if k == "metric"}},
             {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
 
@@ -150,7 +154,7 @@ def chain_progress(history: list[tuple[int, float, float]], p: float) -> dict[st
     dense = next((m for r, _s, m in history if r == 0), float("nan"))
     keeps = [(s, m) for r, s, m in history if r > 0 and dense == dense and m >= p * dense]
     s, m = max(keeps) if keeps else (0.0, dense)
-    return {best_key(p): rounded(s), "metric_at_best": rounded(m), "dense_metric": rounded(dense)}
+    return {best_key(p): rounded(s, 6), "metric_at_best": rounded(m, 6), "dense_metric": rounded(dense, 6)}
 
 
 def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask_path: str | None,
@@ -171,8 +175,8 @@ def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask
     tags[NOTE] = (f"Round {r} of {name}: the mask at {short_sparsity(sparsity)} sparsity (mask/, with "
                   f"mask/summary.json), trained and evaluated. Its parent mask is ltvl.parent_sha256."
                   if r else f"Round 0 of {name}: the dense model (no weights pruned).")
-    metrics = {k: rounded(float(result[k])) if k != "steps_trained" else int(result[k])
-               for k in LINEAGE_METRICS if k in result and result[k] is not None}
+    metrics = {k: int(result[k]) if k == "steps_trained" else rounded(float(result[k]), 6 if k in CHAIN_METRICS else 4)
+               for k in LINEAGE_METRICS if k in result and result[k] is not None}  # what the report reads: 6 digits
     op = {"op": "round", "key": f"round:{chain_key}:{r}", "chain_key": chain_key, "round": r,
           "name": f"{name}/r{r} ({short_sparsity(sparsity)})", "tags": tags, "mask_path": mask_path,
           "metrics": metrics, "chain_metrics": {**(chain_metrics or {}),
