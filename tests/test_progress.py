@@ -87,3 +87,23 @@ def test_quiet_stdout_drops_only_the_named_noise():
     out.write("(raylet) WARNING: 8 PYTHON worker processes have been started on node: abc …\n")
     out.write("IMP · vqa  round 1 at 50.0%\n")
     assert buf.getvalue() == "IMP · vqa  round 1 at 50.0%\n"
+
+
+def test_quiet_libraries_quiets_only_while_the_sweep_runs(monkeypatch):
+    import logging
+    import os
+    import sys
+
+    import mlflow  # noqa: F401 - imported already in a sweep driver
+
+    from ltvl.sweep.main import quiet_libraries
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    before = logging.getLogger("mlflow").level
+    stdout = sys.stdout
+    with quiet_libraries():
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0" and os.environ["RAY_COLOR_PREFIX"] == "0"
+        assert logging.getLogger("mlflow").level == logging.ERROR  # set after mlflow configured itself
+        assert logging.getLogger("mlflow.store.db.utils").getEffectiveLevel() == logging.ERROR
+        assert sys.stdout is not stdout
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ and sys.stdout is stdout
+    assert logging.getLogger("mlflow").level == before
