@@ -107,3 +107,15 @@ def test_quiet_libraries_quiets_only_while_the_sweep_runs(monkeypatch):
         assert sys.stdout is not stdout
     assert "RAY_AIR_NEW_OUTPUT" not in os.environ and sys.stdout is stdout
     assert logging.getLogger("mlflow").level == before
+
+
+def test_terminal_table_shows_every_chain_with_round_and_eta(tmp_path):
+    buf = io.StringIO()
+    board = ProgressBoard(Console(file=buf, width=160, force_terminal=True), live=True)
+    board.plan([Row("dense:x", "dense · vqa · seed 0 (shared by 2 chains)", "dense", [0.0], [100]),
+                Row("chain:a", "IMP · vqa · rate 0.5 · seed 0", "chains", [0.0, 0.5], [0, 80])])
+    board.started_row("dense:x")
+    board.console.print(board.table())
+    out = buf.getvalue()
+    assert "trials: 0 done · 1 running · 1 waiting of 2" in out
+    assert "dense · vqa · seed 0" in out and "IMP · vqa · rate 0.5 · seed 0" in out and "0/1 → 0.0%" in out
