@@ -178,8 +178,8 @@ class ProgressBoard:
         out = []
         for row in sorted(self.rows.values(), key=lambda r: r.name):
             s = row.snapshot
-            if row.state != RUNNING or s is None or now - row.logged_t < every:
-                continue
+            if row.state != RUNNING or s is None or s.step <= s.step_start or now - row.logged_t < every:
+                continue  # (a reading at a round's first step says nothing yet)
             row.logged_t = now
             loss = f"  loss {s.train_loss:.3f}" if s.train_loss == s.train_loss else ""
             out.append(f"{row.name}  round {self.round_text(row)}  step {s.step}/{s.step_end}  "
