@@ -118,4 +118,4 @@ def test_terminal_table_shows_every_chain_with_round_and_eta(tmp_path):
     board.console.print(board.table())
     out = buf.getvalue()
     assert "trials: 0 done · 1 running · 1 waiting of 2" in out
-    assert "dense · vqa · seed 0" in out and "IMP · vqa · rate 0.5 · seed 0" in out and "0/1 → 0.0%" in out
+    assert "dense · vqa · seed 0" in out and "IMP · vqa · rate 0.5 · seed 0" in out and "waiting  0/1" in out

@@ -157,6 +157,8 @@ class ProgressBoard:
     def round_text(self, row: Row) -> str:
         if row.rounds == 1:
             return "dense" if row.stage == "dense" else f"{row.rounds_done} round(s) done"
+        if row.state == WAITING:
+            return f"0/{row.rounds - 1}"
         s = row.snapshot
         r = s.round if s is not None and row.state == RUNNING else min(row.rounds_done, row.rounds - 1)
         return f"{r}/{row.rounds - 1} → {row.sparsities[r]:.1%}"
@@ -202,7 +204,10 @@ class ProgressView:
     def __enter__(self) -> ProgressView:
         if self.board.live:
             from rich.live import Live
-            self._live = Live(self.board.table(), console=self.board.console, refresh_per_second=2, transient=True)
+            # stdout is left alone: Ray prints its own warnings there, through the sweep's filter
+            # (main.quiet_libraries), which a redirect would bypass
+            self._live = Live(self.board.table(), console=self.board.console, refresh_per_second=2, transient=True,
+                              redirect_stdout=False)
             self._live.__enter__()
         self._thread.start()
         return self
