@@ -53,3 +53,31 @@ def test_task_learns_on_synthetic_data(tmp_path, task, steps, margin):
     print(f"{task}: {after} (chance {base:.3f})")
     score = (after["ir_r10"] + after["tr_r10"]) / 2 if task == "flickr30k" else after["metric"]
     assert score > base + margin
+
+
+@pytest.mark.parametrize("task", ["vqa", "gqa", "snli_ve", "nlvr2", "flickr30k"])
+def test_majority_answer_control_is_computed_from_the_data(tmp_path, task):
+    """SPEC §7's control: always the training split's most frequent answer, scored by the task
+    itself on the evaluation questions; tasks with no such answer say so (None)."""
+    import collections
+
+    make_synthetic(task, tmp_path, n_train=256, n_test=64)
+    setup = build_vl(VLSpec(task=task, data=str(tmp_path), backbone=BackboneSpec("tiny"), max_len=12))
+    got = setup.data.majority_control()
+    if task == "flickr30k":
+        assert got is None  # retrieval has no "answer" to give every query
+        return
+    train, test = setup.data.train.examples, setup.data.eval.examples
+    if task == "vqa":  # VQA credit: the answer with the most total score, judged by soft scores
+        credit = collections.Counter()
+        for ids, scores in zip(train["answer_ids"].to_pylist(), train["answer_scores"].to_pylist()):
+            for a, s in zip(ids, scores):
+                credit[a] += s
+        top = max(credit, key=lambda a: (credit[a], -a))
+        want = sum(dict(zip(ids, scores)).get(top, 0.0) for ids, scores in
+                   zip(test["answer_ids"].to_pylist(), test["answer_scores"].to_pylist())) / test.num_rows
+    else:
+        labels = train["label"].to_pylist()
+        top = max(set(labels), key=lambda a: (labels.count(a), -a))
+        want = test["label"].to_pylist().count(top) / test.num_rows
+    assert got == pytest.approx(want)

@@ -138,6 +138,11 @@ class VLTask:
     def finalize(self, sums: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
 
+    def majority_class(self, train_prep: dict) -> int | None:
+        """The answer a model that learned nothing but the label prior would give every question
+        (the training split's most frequent one); None where the task has no such control."""
+        return None
+
     def evaluate(self, model: VLModel, prep: dict, split: Split, batch_size: int, limit: int | None) -> dict:
         n = len(prep["rows"]) if limit is None else min(limit, len(prep["rows"]))
         sums: dict[str, float] = {}
@@ -231,3 +236,27 @@ class TaskData:
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return self.task.evaluate(model, self.eval_prep, self.eval, self.eval_batch_size, self.eval_limit)
+
+    @torch.no_grad()
+    def majority_control(self) -> float | None:
+        """SPEC §7's majority-answer control, computed from the data: the metric of always giving
+        the training split's most frequent answer, scored on the same evaluation questions as
+        every model. A dense run that does not beat it learned nothing."""
+        answer = self.task.majority_class(self.train_prep)
+        if answer is None:
+            return None
+        n = self.task.num_outputs(self.train.info)
+        return self.task.evaluate(ConstantAnswer(answer, n), self.eval_prep, self.eval, self.eval_batch_size,
+                                  self.eval_limit)["metric"]
+
+
+class ConstantAnswer(nn.Module):
+    """A "model" that gives the same answer to every example (its logits one-hot)."""
+
+    def __init__(self, answer: int, n_outputs: int):
+        super().__init__()
+        self.logits = nn.Parameter(nn.functional.one_hot(torch.tensor(answer), n_outputs).float(),
+                                   requires_grad=False)
+
+    def forward(self, batch: dict, *_deltas) -> torch.Tensor:
+        return self.logits.expand(len(batch["input_ids"]), -1)

@@ -47,6 +47,14 @@ class VQATask(VLTask):
         picked = batch["targets"].gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
         return {"vqa_score": float(picked.sum()), "n": float(len(picked))}
 
+    def majority_class(self, train_prep: dict) -> int | None:
+        ids, scores = train_prep["answer_ids"], train_prep["answer_scores"]
+        hit = ids >= 0
+        if not hit.any():
+            return None
+        totals = torch.zeros(int(ids.max()) + 1).index_add_(0, ids[hit], scores[hit].float())
+        return int(totals.argmax())  # the answer with the most VQA credit over the training split
+
     def finalize(self, s):
         acc = s["vqa_score"] / s["n"]
         return {"metric": acc, "vqa_accuracy": acc, "n": s["n"]}
@@ -77,3 +85,7 @@ class LabelTask(CrossEntropyAccuracy, VLTask):
     def collate(self, prep, split, rows, gen):
         return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
                 "labels": prep["labels"][rows], **image_batch(split.images, prep["image_id"][rows.numpy()])}
+
+    def majority_class(self, train_prep: dict) -> int | None:
+        labels = train_prep["labels"]
+        return int(torch.bincount(labels).argmax()) if len(labels) else None
