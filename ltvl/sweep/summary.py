@@ -17,6 +17,7 @@ from rich.table import Table
 from ltvl.sweep.failures import TrialOutcome
 
 DONE, STOPPED, FAILED, INCOMPLETE = "done", "stopped early", "FAILED", "incomplete"
+CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by this much (absolute metric)
 
 
 @dataclass
@@ -29,12 +30,18 @@ class ChainSummary:
     planned: int  # rounds the schedule (or the source chain) gives it
     rounds: list[tuple[int, float, float]] = field(default_factory=list)  # (round, sparsity, metric) on disk
     dense: float = float("nan")
+    majority: float | None = None  # the majority-answer control on the same questions (round 0's record)
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
 
     def best(self, p: float) -> tuple[float, float] | None:
         """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense."""
         keeps = [(s, m) for r, s, m in self.rounds if r > 0 and self.dense == self.dense and m >= p * self.dense]
         return max(keeps) if keeps else None
+
+    def dense_learned(self, margin: float) -> bool:
+        """Whether the dense run beats the majority-answer control by ``margin``: if not, nothing
+        its chains show is evidence of a ticket (SPEC §7)."""
+        return self.majority is None or self.dense != self.dense or self.dense >= self.majority + margin
 
     @property
     def unfinished(self) -> bool:
@@ -71,10 +78,12 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
 
     job = trial_job(t.config)
     store = ChainStore(root, job.chain, writer=False)
-    rounds = [_round(rec) for rec in store.finished_rounds()]
+    records = store.finished_rounds()
+    rounds = [_round(rec) for rec in records]
     dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
+    majority = records[0]["metrics"].get("majority_metric") if records and records[0]["round"] == 0 else None
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
-                        1 + len(job.chain.schedule.sparsities()), rounds, dense)
+                        1 + len(job.chain.schedule.sparsities()), rounds, dense, majority)
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
@@ -153,10 +162,16 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
             lagging += 1
             in_mlflow = f"{c.mlflow_rounds} of {len(c.rounds)}"
         status = c.status if not c.unfinished else f"[bold red]{c.status}[/]"
-        table.add_row(c.name, status, num(c.dense), pct(best[0] if best else None),
+        dense = num(c.dense) if c.dense_learned(CONTROL_MARGIN) else f"[bold red]{num(c.dense)} ⚠[/]"
+        table.add_row(c.name, status, dense, pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
                       f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)
+    for c in rows:
+        if not c.dense_learned(CONTROL_MARGIN):
+            console.print(f"[bold red]⚠ {c.name}: its dense run ({c.dense:.4f}) does not beat the majority-answer "
+                          f"control ({c.majority:.4f}) by {CONTROL_MARGIN}: it learned nothing, so its rounds are no "
+                          "evidence of a ticket. Re-run it with another seed or more steps.[/]")
     if mlflow_note:
         console.print(f"[yellow]MLflow could not be compared with the chain stores: {mlflow_note}[/]")
     elif lagging:

@@ -19,7 +19,8 @@ from ltvl.params.resolve import ChainJob, TicketJob
 from ltvl.params.schema import DEFAULTS, DENSE, INFO, TICKET_KEYS, ChainParams
 from ltvl.tracking.arms import arm_label, short_sparsity
 
-LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric")
+LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric",
+                   "majority_metric")
 BY_SPARSITY = "metric_vs_sparsity_bp"  # step = sparsity in basis points
 # per-round metrics a chain run keeps as well (step = round); the rest live on its round runs, so
 # the chain's chart view holds only what compares chains
@@ -110,7 +111,7 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
                       "ltvl.seed": p.seed, "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT,
                       NOTE: note}},
             {"op": "metrics", "key": key, "step": 0,
-             "metrics": {k: rounded(float(v), 6) for k, v in metrics.items() if k == "metric"}},
+             "metrics": {k: rounded(float(v), 6) for k, v in metrics.items() if k in ("metric", "majority_metric")}},
             {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
 
