@@ -22,3 +22,46 @@ def test_a_dense_run_at_the_majority_answer_is_flagged_in_the_summary():
     assert "⚠ IMP · vqa · seed 2: its dense run (0.3700) does not beat the majority-answer control (0.3700)" in out
     assert "IMP · vqa · seed 0:" not in out  # only the stuck one is flagged
     assert "0.3700 ⚠" in out
+
+
+def test_table1_leaves_out_seeds_whose_dense_run_learned_nothing():
+    import pandas as pd
+
+    from ltvl.report import tables
+    dense = pd.DataFrame([{"task": "vqa", "seed": s, "epsilon": 0.0, "metric": m, "majority": 0.37}
+                          for s, m in ((0, 0.667), (1, 0.666), (2, 0.37))])
+    rows = []
+    for seed, curve in ((0, [0.667, 0.667, 0.60]), (1, [0.666, 0.664, 0.61]), (2, [0.37, 0.65, 0.65])):
+        for r, (sp, m) in enumerate(zip((0.0, 0.5, 0.75), curve)):
+            rows.append({"chain_key": f"chain:{seed}", "task": "vqa", "source_task": "vqa", "init": "theta0",
+                         "rewind_step": 0, "adv_use": "off", "epsilon": 0.0, "seed": seed, "round": r,
+                         "sparsity": sp, "metric": m})
+    rounds = tables.with_lines(pd.DataFrame(rows))
+    assert tables.failed_dense_seeds(dense, "vqa") == [2]
+    t1 = tables.table1(rounds, dense, 0.99, 2).iloc[0]
+    assert t1["excluded seeds"] == "2"
+    assert t1["dense"].n == 2 and abs(t1["dense"].mean - 0.6665) < 1e-9  # seed 2's 0.37 is not the reference
+    # with seed 2 in, its 0.65 at 75% would have lifted the mean; without it 75% keeps < 99% of dense
+    assert t1["winning sparsity"] == "50.0%" and t1["IMP"].n == 2
+
+
+def test_a_dense_run_that_learned_nothing_is_tagged_in_mlflow(tmp_path):
+    from mlflow import MlflowClient
+
+    from ltvl.params.resolve import resolve
+    from ltvl.tracking.mlflow_lineage import LineageTracker
+    from ltvl.tracking.records import DENSE_FLAG, dense_ops
+
+    job = resolve({"task": "vqa", "preset": "tiny"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = LineageTracker(uri, "exp", "rewind_grid", tmp_path / "spool.jsonl")
+    tracker.connect()
+    for sha, metric in (("a" * 64, 0.667), ("b" * 64, 0.372)):
+        tracker.record(dense_ops(sha, job, {})[0])  # made at its trial's start, flagged at its result
+        for op in dense_ops(sha, job, {"metric": metric, "majority_metric": 0.37}):
+            tracker.record(op)
+    client = MlflowClient(uri)
+    runs = {r.data.tags["ltvl.dense"][0]: r for r in client.search_runs([tracker.experiment_id])}
+    assert DENSE_FLAG not in runs["a"].data.tags
+    assert runs["b"].data.tags[DENSE_FLAG] == "no better than the majority answer (0.3700)"
+    assert runs["b"].data.metrics["majority_metric"] == 0.37

@@ -104,6 +104,10 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
     t1 = tables.table1(rounds, records.dense, p, min_seeds)
     files.append(_csv(t1, out / "table1.csv"))
     md += ["## Table 1: winning tickets and baselines at the highest winning sparsity", "", _md_table(t1)]
+    for row in t1.to_dict("records"):
+        if row.get("excluded seeds", "none") != "none":
+            md += [f"**{row['task']}: seed(s) {row['excluded seeds']} left out of Table 1** — their dense run did "
+                   "not beat the majority-answer control, so their chains are no evidence of a ticket (SPEC §7).", ""]
 
     curves = tables.curves(rounds, min_seeds)
     files.append(_csv(curves, out / "curves.csv"))

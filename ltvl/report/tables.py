@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ltvl.tracking.arms import PRETRAIN, arm_label
+from ltvl.tracking.records import dense_learned
 
 TABLE1_LINES = ("IMP", "RP", "θ'0", "θ''0", "high-magnitude")
 
@@ -68,6 +69,15 @@ def dense_cell(dense: pd.DataFrame, task: str, min_seeds: int, epsilon: float = 
     return Cell.of(d.groupby("seed")["metric"].mean(), min_seeds)
 
 
+def failed_dense_seeds(dense: pd.DataFrame, task: str) -> list[int]:
+    """Seeds whose dense run did not beat the majority-answer control (SPEC §7): Table 1 leaves
+    their chains out of "winning sparsity" and says which."""
+    d = dense[(dense["task"] == task) & (dense["epsilon"] == 0)]
+    if "majority" not in d:
+        return []
+    return sorted({int(r.seed) for r in d.itertuples() if not dense_learned(r.metric, r.majority)})
+
+
 def cell_at(
     rounds: pd.DataFrame, task: str, line: str, sparsity: float, min_seeds: int, column: str = "metric"
 ) -> Cell:
@@ -93,16 +103,19 @@ def table1(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_seeds: int) 
     for task in sorted(std["task"].unique()):
         if task == PRETRAIN:
             continue  # the pre-training ticket has no downstream metric of its own
-        d = dense_cell(dense, task, min_seeds)
-        s = winning_sparsity(std, task, d, p)
+        bad = failed_dense_seeds(dense, task)  # their chains are no evidence of a ticket
+        kept = std[~((std["task"] == task) & std["seed"].isin(bad))]
+        d = dense_cell(dense[~((dense["task"] == task) & dense["seed"].isin(bad))], task, min_seeds)
+        s = winning_sparsity(kept, task, d, p)
         row = {
             "task": task,
             "dense": d,
             f"{p:.0%} of dense": (f"{p * d.mean:.4f}" if d.n else "missing"),
             "winning sparsity": f"{s:.1%}" if s is not None else "none",
+            "excluded seeds": ", ".join(map(str, bad)) or "none",
         }
         for line in TABLE1_LINES:
-            row[line] = cell_at(std, task, line, s, min_seeds) if s is not None else Cell.of([], min_seeds)
+            row[line] = cell_at(kept, task, line, s, min_seeds) if s is not None else Cell.of([], min_seeds)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ltvl.sweep.failures import TrialOutcome
+from ltvl.tracking.records import CONTROL_MARGIN, dense_learned
 
 DONE, STOPPED, FAILED, INCOMPLETE = "done", "stopped early", "FAILED", "incomplete"
-CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by this much (absolute metric)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ChainSummary:
     def dense_learned(self, margin: float) -> bool:
         """Whether the dense run beats the majority-answer control by ``margin``: if not, nothing
         its chains show is evidence of a ticket (SPEC §7)."""
-        return self.majority is None or self.dense != self.dense or self.dense >= self.majority + margin
+        return dense_learned(self.dense, self.majority, margin)
 
     @property
     def unfinished(self) -> bool:

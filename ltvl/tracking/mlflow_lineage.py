@@ -205,6 +205,11 @@ class LineageTracker:
                 from mlflow.entities import Metric
                 self.client.log_batch(run_id, metrics=[Metric(k, float(v), _stamp(op), int(op["step"]))
                                                        for k, v in op["metrics"].items()])
+        elif kind == "tags":  # tags learnt after the run was made (e.g. a flag on its result)
+            run_id = self._find(op["key"])
+            if run_id:
+                from mlflow.entities import RunTag
+                self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op["tags"].items()])
         elif kind == "end":
             run_id = self._find(op["key"])
             if run_id:

@@ -27,6 +27,14 @@ BY_SPARSITY = "metric_vs_sparsity_bp"  # step = sparsity in basis points
 CHAIN_METRICS = ("metric", "sparsity", "finetune_metric")
 LIVE_PREFIX = "live/"  # a running chain's train loss and steps/s: a chart section of their own
 NOTE = "mlflow.note.content"  # MLflow's description field
+CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by this much (absolute metric)
+DENSE_FLAG = "ltvl.dense_flag"  # on a dense run that did not: its chains are no evidence of a ticket
+
+
+def dense_learned(dense: float, majority: float | None, margin: float = CONTROL_MARGIN) -> bool:
+    """Whether a dense run beats the majority-answer control by ``margin`` (SPEC §7). Unknown
+    (no control for the task, or no dense metric) counts as learned: nothing to flag it by."""
+    return majority is None or majority != majority or dense != dense or dense >= majority + margin
 Job = ChainJob | TicketJob
 
 
@@ -104,6 +112,9 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
               if info.role == DENSE and getattr(p, k) is not None and not (k.startswith("adv_") and k != "adv_use"
                                                                           and p.adv_use == "off")}
     key = f"dense:{dense_sha}"
+    flag = {}
+    if "metric" in metrics and not dense_learned(float(metrics["metric"]), metrics.get("majority_metric")):
+        flag = {DENSE_FLAG: f"no better than the majority answer ({float(metrics['majority_metric']):.4f})"}
     note = (f"The dense run every chain of this recipe starts from: {p.preset} on {p.task}, {p.steps} steps at lr "
             f"{p.lr:g}, seed {p.seed}. Its `metric` is the dense baseline that 'keeps p of dense' compares with.")
     return [{"op": "run", "key": key, "name": f"dense · {p.task} · seed {p.seed} · {dense_sha[:8]}", "params": recipe,
@@ -112,6 +123,7 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
                       NOTE: note}},
             {"op": "metrics", "key": key, "step": 0,
              "metrics": {k: rounded(float(v), 6) for k, v in metrics.items() if k in ("metric", "majority_metric")}},
+            *([{"op": "tags", "key": key, "tags": flag}] if flag else []),
             {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
 
