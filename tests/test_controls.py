@@ -65,3 +65,28 @@ def test_a_dense_run_that_learned_nothing_is_tagged_in_mlflow(tmp_path):
     assert DENSE_FLAG not in runs["a"].data.tags
     assert runs["b"].data.tags[DENSE_FLAG] == "no better than the majority answer (0.3700)"
     assert runs["b"].data.metrics["majority_metric"] == 0.37
+
+
+def test_an_untrainable_dense_run_lr_0_is_flagged_against_the_majority_control(tmp_path):
+    """lr 0 is accepted only as a control: the dense run trains nothing, scores no better than the
+    majority answer computed from the same data, and the summary flags it."""
+    import torch
+
+    from ltvl.core.train import TrainConfig, Trainer
+    from ltvl.vl.assemble import VLSpec, build_vl
+    from ltvl.vl.data.synthetic import make_synthetic
+    from ltvl.vl.models.presets import BackboneSpec
+
+    make_synthetic("gqa", tmp_path, n_train=256, n_test=128)
+    setup = build_vl(VLSpec(task="gqa", data=str(tmp_path), backbone=BackboneSpec("tiny"), max_len=12))
+    model = setup.model_factory()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(setup.data, TrainConfig(steps=20, lr=0.0, batch_size=16))
+    trainer.train(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing learnt
+    metrics = trainer.evaluate(model)
+    majority = metrics["majority_metric"]
+    row = ChainSummary("chain:x", "IMP · gqa · lr 0 · seed 0", "gqa", "IMP", "done", 1,
+                       [(0, 0.0, metrics["metric"])], metrics["metric"], majority, metrics["n"])
+    # within two standard errors of the control on 128 questions: it learned nothing
+    assert not row.dense_learned(CONTROL_MARGIN)

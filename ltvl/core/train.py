@@ -43,7 +43,8 @@ class TrainConfig:
 
     def validate(self, where: str = "train") -> None:
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}", where=f"{where}.steps")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}", where=f"{where}.lr")
+        require(self.lr >= 0, f"lr must be >= 0, got {self.lr}", where=f"{where}.lr",
+                fix="a positive learning rate (0 is allowed only as an untrainable control)")
         require(
             0 <= self.warmup_ratio < 1,
             f"warmup_ratio {self.warmup_ratio} outside [0, 1)",

@@ -92,7 +92,8 @@ class ChainParams:
                                    nullable=True, low=1, recipe=True, context=True)
     # training recipe: t steps per round
     steps: int = param(200, "training steps t per round", DENSE, low=1, limit=MAX_STEPS, recipe=True)
-    lr: float = param(1e-4, "peak learning rate (AdamW, linear warm-up and decay)", DENSE, low=0, low_open=True)
+    lr: float = param(1e-4, "peak learning rate (AdamW, linear warm-up and decay); 0 trains nothing (a control)",
+                      DENSE, low=0)
     batch_size: int = param(32, "examples per optimizer step", DENSE, low=1, limit=65536, recipe=True)
     weight_decay: float = param(0.01, "AdamW weight decay", DENSE, low=0)
     warmup_ratio: float = param(0.1, "fraction of steps spent warming up the learning rate", DENSE, low=0, high=1,

@@ -163,7 +163,7 @@ class LineageCallback(tune.Callback):
         if "dense_steps" in result:  # the dense stage: the dense-baseline run
             from ltvl.params.resolve import resolve_chain
             job = resolve_chain(config["group"]["chains"][0])
-            self._record(dense_ops(result["dense"], job, {k: result[k] for k in ("metric", "majority_metric")
+            self._record(dense_ops(result["dense"], job, {k: result[k] for k in ("metric", "majority_metric", "n")
                                                           if k in result}))
             if self.board is not None:
                 self.board.round_done(row_key(config), 0, result["metric"])
@@ -180,7 +180,7 @@ class LineageCallback(tune.Callback):
             key = f"chain:{result['chain_sha256']}"
             ops = []
             if int(result["round"]) == 0:
-                ops += dense_ops(dense, job, {k: result[k] for k in ("metric", "majority_metric") if k in result})
+                ops += dense_ops(dense, job, {k: result[k] for k in ("metric", "majority_metric", "n") if k in result})
             ops += chain_ops(key, job, dense, {"ltvl.chain": result["chain_sha256"]})
             history = self._history.setdefault(key, [])
             history[:] = [h for h in history if h[0] != int(result["round"])]

@@ -38,8 +38,9 @@ def _common_metrics(r: RoundResult | TicketRound) -> dict:
     """What every reported round carries, chain round or ticket round alike."""
     out = {"round": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"], "train_loss": r.train_loss,
            "wall_s": r.wall_s, "mask_sha256": r.mask_sha256, "mask_path": r.mask_path, "replayed": r.replayed}
-    if "majority_metric" in r.metrics:  # the majority-answer control on the same questions
+    if "majority_metric" in r.metrics:  # the majority-answer control on the same questions, and how many
         out["majority_metric"] = r.metrics["majority_metric"]
+        out["n"] = r.metrics.get("n", 0)
     return out
 
 
@@ -209,7 +210,7 @@ def train_dense(config: dict) -> None:
             "dense_steps": got.steps_trained,
             "round": 0,
             "metric": got.record.metrics["metric"],
-            **{k: v for k, v in got.record.metrics.items() if k == "majority_metric"},
+            **{k: v for k, v in got.record.metrics.items() if k in ("majority_metric", "n")},
             "nodes": w.nodes,
             "started_at": t0,
             "ended_at": time.time(),

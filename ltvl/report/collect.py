@@ -76,7 +76,7 @@ def collect(uri: str, experiments: list[str]) -> Records:
                 dense.append({"experiment": name, "run_id": run.info.run_id, "task": tags.get("ltvl.task"),
                               "seed": int(_f(tags.get("ltvl.seed"), 0)), "epsilon": _f(tags.get("ltvl.epsilon"), 0.0),
                               "metric": metrics["metric"], "dense": tags.get("ltvl.dense", ""),
-                              "majority": metrics.get("majority_metric", float("nan")),
+                              "majority": metrics.get("majority_metric", float("nan")), "n": metrics.get("n"),
                               "recipe": _recipe(run.data.params)})
                 continue
             if kind != "round":
@@ -101,7 +101,7 @@ def collect(uri: str, experiments: list[str]) -> Records:
     # sparsities of equal schedules agree to float noise; a 0.1% grid makes them one column
     rounds["sparsity"] = rounds["sparsity"].round(3)
     dense_df = pd.DataFrame(dense, columns=["experiment", "run_id", "task", "seed", "epsilon", "metric", "dense",
-                                            "majority", "recipe"])
+                                            "majority", "n", "recipe"])
     dense_df = dense_df.drop_duplicates(subset=["dense"]) if len(dense_df) else dense_df
     if rounds.empty:
         raise LtvlError(f"{', '.join(experiments)}: no finished rounds to report on"

@@ -75,7 +75,8 @@ def failed_dense_seeds(dense: pd.DataFrame, task: str) -> list[int]:
     d = dense[(dense["task"] == task) & (dense["epsilon"] == 0)]
     if "majority" not in d:
         return []
-    return sorted({int(r.seed) for r in d.itertuples() if not dense_learned(r.metric, r.majority)})
+    return sorted({int(r.seed) for r in d.itertuples()
+                   if not dense_learned(r.metric, r.majority, getattr(r, "n", None))})
 
 
 def cell_at(

@@ -31,6 +31,7 @@ class ChainSummary:
     rounds: list[tuple[int, float, float]] = field(default_factory=list)  # (round, sparsity, metric) on disk
     dense: float = float("nan")
     majority: float | None = None  # the majority-answer control on the same questions (round 0's record)
+    eval_n: float | None = None  # how many questions both were scored on
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
 
     def best(self, p: float) -> tuple[float, float] | None:
@@ -41,7 +42,7 @@ class ChainSummary:
     def dense_learned(self, margin: float) -> bool:
         """Whether the dense run beats the majority-answer control by ``margin``: if not, nothing
         its chains show is evidence of a ticket (SPEC §7)."""
-        return dense_learned(self.dense, self.majority, margin)
+        return dense_learned(self.dense, self.majority, self.eval_n, margin)
 
     @property
     def unfinished(self) -> bool:
@@ -81,9 +82,10 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     records = store.finished_rounds()
     rounds = [_round(rec) for rec in records]
     dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
-    majority = records[0]["metrics"].get("majority_metric") if records and records[0]["round"] == 0 else None
+    first = records[0]["metrics"] if records and records[0]["round"] == 0 else {}
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
-                        1 + len(job.chain.schedule.sparsities()), rounds, dense, majority)
+                        1 + len(job.chain.schedule.sparsities()), rounds, dense, first.get("majority_metric"),
+                        first.get("n"))
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
@@ -170,7 +172,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
     for c in rows:
         if not c.dense_learned(CONTROL_MARGIN):
             console.print(f"[bold red]⚠ {c.name}: its dense run ({c.dense:.4f}) does not beat the majority-answer "
-                          f"control ({c.majority:.4f}) by {CONTROL_MARGIN}: it learned nothing, so its rounds are no "
+                          f"control ({c.majority:.4f}) by a margin: it learned nothing, so its rounds are no "
                           "evidence of a ticket. Re-run it with another seed or more steps.[/]")
     if mlflow_note:
         console.print(f"[yellow]MLflow could not be compared with the chain stores: {mlflow_note}[/]")

@@ -31,10 +31,17 @@ CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by th
 DENSE_FLAG = "ltvl.dense_flag"  # on a dense run that did not: its chains are no evidence of a ticket
 
 
-def dense_learned(dense: float, majority: float | None, margin: float = CONTROL_MARGIN) -> bool:
-    """Whether a dense run beats the majority-answer control by ``margin`` (SPEC §7). Unknown
+def dense_learned(dense: float, majority: float | None, n: float | None = None,
+                  margin: float = CONTROL_MARGIN) -> bool:
+    """Whether a dense run beats the majority-answer control by a margin (SPEC §7): ``margin``,
+    or two standard errors of the control's accuracy on ``n`` evaluation examples where that is
+    larger (an untrained model can land a little above the majority answer by chance). Unknown
     (no control for the task, or no dense metric) counts as learned: nothing to flag it by."""
-    return majority is None or majority != majority or dense != dense or dense >= majority + margin
+    if majority is None or majority != majority or dense != dense:
+        return True
+    if n:
+        margin = max(margin, 2 * math.sqrt(max(majority * (1 - majority), 0.0) / n))
+    return dense >= majority + margin
 Job = ChainJob | TicketJob
 
 
@@ -113,7 +120,8 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
                                                                           and p.adv_use == "off")}
     key = f"dense:{dense_sha}"
     flag = {}
-    if "metric" in metrics and not dense_learned(float(metrics["metric"]), metrics.get("majority_metric")):
+    if "metric" in metrics and not dense_learned(float(metrics["metric"]), metrics.get("majority_metric"),
+                                                 metrics.get("n")):
         flag = {DENSE_FLAG: f"no better than the majority answer ({float(metrics['majority_metric']):.4f})"}
     note = (f"The dense run every chain of this recipe starts from: {p.preset} on {p.task}, {p.steps} steps at lr "
             f"{p.lr:g}, seed {p.seed}. Its `metric` is the dense baseline that 'keeps p of dense' compares with.")
@@ -122,7 +130,8 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
                       "ltvl.seed": p.seed, "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT,
                       NOTE: note}},
             {"op": "metrics", "key": key, "step": 0,
-             "metrics": {k: rounded(float(v), 6) for k, v in metrics.items() if k in ("metric", "majority_metric")}},
+             "metrics": {k: rounded(float(v), 6) for k, v in metrics.items()
+                         if k in ("metric", "majority_metric", "n")}},
             *([{"op": "tags", "key": key, "tags": flag}] if flag else []),
             {"op": "end", "key": key, "status": "FINISHED"}]  # a dense run is whole once its metric is in
 
