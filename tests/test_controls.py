@@ -90,3 +90,16 @@ def test_an_untrainable_dense_run_lr_0_is_flagged_against_the_majority_control(t
                        [(0, 0.0, metrics["metric"])], metrics["metric"], majority, metrics["n"])
     # within two standard errors of the control on 128 questions: it learned nothing
     assert not row.dense_learned(CONTROL_MARGIN)
+
+
+def test_the_sweeps_picture_draws_the_majority_control(tmp_path):
+    import matplotlib.image
+
+    from ltvl.sweep.summary import sparsity_plot
+    rows = [_row("IMP · vqa · seed 0", 0.667, 0.37), _row("RP · vqa · seed 0", 0.66, 0.37)]
+    img = matplotlib.image.imread(sparsity_plot(rows, "exp", 0.99, tmp_path / "p.png"))
+    assert img.shape[:2] == (800, 1280) and img.std() > 0
+    for r in rows:
+        r.majority = None  # a task without the control: the same picture without its line
+    bare = matplotlib.image.imread(sparsity_plot(rows, "exp", 0.99, tmp_path / "bare.png"))
+    assert (img != bare).any()

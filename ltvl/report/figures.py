@@ -77,7 +77,7 @@ def sparsity_curves(curves: pd.DataFrame, task: str, lines: list[str], p_line: f
 
 
 def chain_curves(series: list[tuple[str, str, list[tuple[float, float]]]], threshold: float | None, p: float,
-                 title: str, path: Path) -> Path:
+                 title: str, path: Path, majority: float | None = None) -> Path:
     """One line per chain (``(name, arm, [(sparsity, metric), ...])``), one colour per arm."""
     fig, ax = plt.subplots(figsize=SIZE)
     arms = sorted({a for _n, a, _pts in series})
@@ -90,6 +90,8 @@ def chain_curves(series: list[tuple[str, str, list[tuple[float, float]]]], thres
         ax.plot([remaining(s) for s, _m in pts], [m for _s, m in pts], marker="o", linewidth=2,
                 linestyle=styles[k % len(styles)], color=colours[arm], label=name)
     threshold_line(ax, threshold, p)
+    if majority is not None:  # SPEC §7's control: what a model that learned nothing scores
+        ax.axhline(majority, color="black", linestyle=":", linewidth=1.2, label=f"majority answer ({majority:.3f})")
     sparsity_axis(ax, [s for _n, _a, pts in series for s, _m in pts])
     ax.set_ylabel("metric")
     ax.set_title(title)

@@ -192,4 +192,6 @@ def sparsity_plot(rows: list[ChainSummary], experiment: str, p: float, path: Pat
         return None
     dense = [c.dense for c in rows if c.dense == c.dense]
     threshold = p * sum(dense) / len(dense) if dense else None
-    return chain_curves(series, threshold, p, f"{experiment}: metric vs sparsity", path)
+    majority = [c.majority for c in rows if c.majority is not None]
+    control = sum(majority) / len(majority) if majority else None
+    return chain_curves(series, threshold, p, f"{experiment}: metric vs sparsity", path, control)
