@@ -119,3 +119,29 @@ def test_terminal_table_shows_every_chain_with_round_and_eta(tmp_path):
     out = buf.getvalue()
     assert "trials: 0 done · 1 running · 1 waiting of 2" in out
     assert "dense · vqa · seed 0" in out and "IMP · vqa · rate 0.5 · seed 0" in out and "waiting  0/1" in out
+
+
+def test_a_bad_progress_interval_is_refused_before_anything_runs(monkeypatch, capsys):
+    """Both knobs are read by the sweep driver before any trial (a worker would only meet a bad
+    LTVL_PROGRESS_S halfway through the sweep)."""
+    from pathlib import Path
+
+    import pytest
+
+    from ltvl.core.progress import seconds_from_env
+    from ltvl.sweep.main import main
+    from ltvl.util.errors import LtvlError
+
+    monkeypatch.delenv("LTVL_PROGRESS_S", raising=False)
+    assert seconds_from_env("LTVL_PROGRESS_S", 10.0) == 10.0
+    for bad in ("abc", "0", "-5", "inf", "nan"):
+        monkeypatch.setenv("LTVL_PROGRESS_S", bad)
+        with pytest.raises(LtvlError, match=rf"LTVL_PROGRESS_S='{bad}' is not a positive number of seconds"):
+            seconds_from_env("LTVL_PROGRESS_S", 10.0)
+    monkeypatch.setenv("LTVL_PROGRESS_S", "2.5")
+    assert seconds_from_env("LTVL_PROGRESS_S", 10.0) == 2.5
+    monkeypatch.setenv("LTVL_PROGRESS_LOG_S", "soon")
+    configs = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
+    assert main("rewind_grid", ["--dry-run", "--set", "params.preset=tiny"], config_dir=configs) == 2
+    err = capsys.readouterr().err
+    assert "LTVL_PROGRESS_LOG_S='soon' is not a positive number of seconds" in err and "unset it (60 s)" in err

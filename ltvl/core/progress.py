@@ -21,18 +21,27 @@ from ltvl.util.atomic import atomic_write_text
 PROGRESS_FILE = "progress.json"
 
 
-def progress_interval_s() -> float:
-    """``LTVL_PROGRESS_S`` (default 10): how often a worker rewrites its progress file."""
-    raw = os.environ.get("LTVL_PROGRESS_S", "10")
+def seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name`` (``default`` if unset).
+    A bad value is an error that names the variable: the sweep driver reads every such knob
+    before anything starts."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not value > 0 or value == float("inf"):
         from ltvl.util.errors import LtvlError
-        raise LtvlError(f"LTVL_PROGRESS_S={raw!r} is not a positive number of seconds", where="LTVL_PROGRESS_S",
-                        fix="unset it (10 s) or give e.g. 5")
+        raise LtvlError(f"{name}={raw!r} is not a positive number of seconds", where=name,
+                        fix=f"unset it ({default:g} s) or give e.g. {default / 2:g}")
     return value
+
+
+def progress_interval_s() -> float:
+    """``LTVL_PROGRESS_S`` (default 10): how often a worker rewrites its progress file."""
+    return seconds_from_env("LTVL_PROGRESS_S", 10.0)
 
 
 @dataclass

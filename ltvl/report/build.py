@@ -167,44 +167,25 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
 
 
 def write_html(md_lines: list[str], path: Path, title: str) -> Path:
-    """The report as one self-contained HTML file (images embedded as data URIs): MLflow's
-    artifact view previews HTML, while report.md's images only show there as link text."""
+    """The report as one self-contained HTML file (markdown-it-py, images embedded as data URIs):
+    MLflow's artifact view previews HTML, while report.md's images only show there as link text."""
     import base64
     import html
-    import re
 
-    out, table = [], []
+    from markdown_it import MarkdownIt
 
-    def flush_table():
-        if table:
-            rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table
-                    if not re.match(r"^\|(-+\|)+$", r)]
-            head, *body = rows
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
-            table.clear()
-
-    for line in "\n".join(md_lines).splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif images := re.findall(r"!\[([^]]*)\]\(([^)]+)\)", line):
-            for alt, name in images:
-                data = base64.b64encode((path.parent / name).read_bytes()).decode()
-                out.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
+    md = MarkdownIt("commonmark").enable("table")
+    tokens = md.parse("\n".join(md_lines))
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "image" and not str(child.attrGet("src")).startswith(("http:", "https:", "data:")):
+                data = base64.b64encode((path.parent / str(child.attrGet("src"))).read_bytes()).decode()
+                child.attrSet("src", f"data:image/png;base64,{data}")
     style = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
              "img{max-width:100%;margin:0.5em 0}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<style>{style}</style></head><body>{''.join(out)}</body></html>")
+                    f"<style>{style}</style></head><body>{md.renderer.render(tokens, md.options, {})}</body></html>")
     return path
 
 

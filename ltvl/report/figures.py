@@ -29,7 +29,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def remaining(sparsity) -> object:
+def remaining(sparsity: float | pd.Series) -> float | pd.Series:
     """Percent of weights left: the x of every sparsity plot (log scale)."""
     return (1 - sparsity) * 100
 

@@ -96,6 +96,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
     plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
     check_local_data(grid_points(fixed) + [{**plain, **c} for c in cfg.chains])
+    check_progress_env()
     if dry_run:
         for p in grid_points(fixed) + cfg.chains:
             console.print(p)
@@ -266,6 +267,15 @@ def graceful_interrupt(console: Console):
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def check_progress_env() -> None:
+    """``LTVL_PROGRESS_S`` (read by every worker) and ``LTVL_PROGRESS_LOG_S``: a bad value is
+    refused here, before any trial, not in a worker halfway through the sweep."""
+    from ltvl.core.progress import progress_interval_s
+    from ltvl.sweep.progress import log_interval_s
+    progress_interval_s()
+    log_interval_s()
 
 
 def check_local_data(points: list[dict]) -> None:

@@ -10,7 +10,6 @@ a worker anything, so a slow console cannot slow training.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ltvl.core.progress import Snapshot, read_progress
+from ltvl.core.progress import Snapshot, read_progress, seconds_from_env
 
 WAITING, RUNNING, DONE, FAILED, STOPPED = "waiting", "running", "done", "FAILED", "stopped"
 
@@ -66,10 +65,8 @@ def _duration(s: float | None) -> str:
 
 
 def log_interval_s() -> float:
-    try:
-        return max(1.0, float(os.environ.get("LTVL_PROGRESS_LOG_S", "60")))
-    except ValueError:
-        return 60.0
+    """``LTVL_PROGRESS_LOG_S`` (default 60): how often a job log says where each running chain is."""
+    return seconds_from_env("LTVL_PROGRESS_LOG_S", 60.0)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def dense_learned(dense: float, majority: float | None, n: float | None = None,
     (no control for the task, or no dense metric) counts as learned: nothing to flag it by."""
     if majority is None or majority != majority or dense != dense:
         return True
-    if n:
+    if n and n == n:  # a count; NaN where the record has none
         margin = max(margin, 2 * math.sqrt(max(majority * (1 - majority), 0.0) / n))
     return dense >= majority + margin
 Job = ChainJob | TicketJob

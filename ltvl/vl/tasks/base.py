@@ -203,7 +203,6 @@ class TaskData:
     loader_workers: int | None = None  # None: auto (0 on CPU)
     pin_memory: bool | None = None  # None: when CUDA is available
     prep_cache: PrepCache | None = None
-    with_controls: bool = True  # evaluations also report the majority-answer control (computed once)
 
     def __post_init__(self) -> None:
         self._majority: float | None | bool = False  # False: not computed yet
@@ -240,11 +239,10 @@ class TaskData:
         """The task's metrics, plus ``majority_metric`` (the majority-answer control on the same
         questions) where the task has one, so every record can be read against it."""
         out = self.task.evaluate(model, self.eval_prep, self.eval, self.eval_batch_size, self.eval_limit)
-        if self.with_controls:
-            if self._majority is False:
-                self._majority = self.majority_control()
-            if self._majority is not None:
-                out["majority_metric"] = self._majority
+        if self._majority is False:
+            self._majority = self.majority_control()
+        if self._majority is not None:
+            out["majority_metric"] = self._majority
         return out
 
     @torch.no_grad()
