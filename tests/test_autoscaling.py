@@ -21,7 +21,7 @@ from tests.helpers.cluster import BIN, REPO, ListenerSampler, NodeCountSampler, 
 
 pytestmark = [pytest.mark.long, pytest.mark.xdist_group("autoscaling-cluster")]  # one cluster, in order
 IDLE_TIMEOUT_S = 12
-SWEEP = ["--config", "tests/configs/tiny_rewind_grid.yaml", "--set", "chains=[]",  # θ0 and θi, one dense run
+SWEEP = ["--config", "tests/configs/tiny_rewind_grid.yaml", "--set", "chains=[]",  # θ0, θi: one dense run, no control
          "--set", "resources={driver_resources: {trial_driver: 1}, max_failures: 2}"]
 
 

@@ -149,6 +149,7 @@ def test_a_sweep_with_a_failed_chain_exits_non_zero_and_says_why_once(tmp_path):
     res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=broken",
                           "--set", f"params.data={data}", "--set", "params.preset=tiny", "--set", "params.steps=2",
                           "--set", "grid.rewind_step=[0]", "--set", "grid.rate=[0.5]", "--set", "chains=[]",
+                          "--set", "controls=false",
                           "--set", "resources.max_failures=0"],
                          capture_output=True, text=True, env=env, timeout=600)
     out = res.stdout + res.stderr
@@ -179,7 +180,8 @@ def _sweep(tmp_path, name: str, data, *extra: str, env: dict | None = None) -> s
     env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "",
            "LTVL_ROUND_LOG": str(tmp_path / f"{name}.rounds"), **(env or {})}
     args = ["--set", f"name={name}", "--set", f"params.data={data}", "--set", "params.preset=tiny",
-            "--set", "params.steps=4", "--set", "grid.rate=[0.5]", "--set", "chains=[]", *extra]
+            "--set", "params.steps=4", "--set", "grid.rate=[0.5]", "--set", "chains=[]",
+            "--set", "controls=false", *extra]
     return subprocess.Popen([sys.executable, "sweeps/rewind_grid.py", *args], env=env, start_new_session=True,
                             stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 

@@ -69,7 +69,8 @@ def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
     assert main("rewind_grid", ["--set", "params.lr=fast"], config_dir=CONFIGS) == 2
     assert "params.lr must be float" in capsys.readouterr().err
     assert main("rewind_grid", ["--dry-run"], config_dir=CONFIGS) == 0
-    assert "5 chain(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "6 chain(s), 1 of them a 100%-sparse control" in err and "'method': 'all'" in err
 
 
 @pytest.mark.parametrize("setting, message", [

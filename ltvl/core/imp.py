@@ -57,6 +57,11 @@ class ChainSpec(Spec):
     # reports its metrics as ``finetune_metrics`` (the paper's "AT on tickets").
     finetune_adversarial: AdvConfig = AdvConfig()
 
+    def sparsities(self) -> list[float]:
+        """Sparsity after each pruning round. The 100%-sparse control (method ``all``) has one
+        round at 1.0 whatever its schedule says."""
+        return [1.0] if Method(self.method) is Method.ALL else self.schedule.sparsities()
+
     def validate(self) -> None:
         self.train.validate("train")
         self.finetune_adversarial.validate("finetune_adversarial")
@@ -171,7 +176,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     if spec.finetune_adversarial.active and finetune_fn is None:
         raise LtvlError("finetune_adversarial is enabled but no finetune_fn was given", where="run_chain",
                         fix="use run_chain_with_trainer, which builds it")
-    sparsities = [0.0] + spec.schedule.sparsities()
+    sparsities = [0.0] + spec.sparsities()
     store = ChainStore(root, spec, writer)
     store.open()
     dense = DenseStore(root, DenseSpec.of(spec), writer)
@@ -251,7 +256,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
 
 def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask, Path]:
     """The mask after round 0: shared by every chain with this dense run, rate, method and scope."""
-    first = spec.schedule.sparsities()[0]
+    first = spec.sparsities()[0]
     return got.store.first_mask(got.final_weights, dense_mask, first, spec.method, spec.scope,
                                 derive_seed(spec.train.seed, "prune", 0))
 

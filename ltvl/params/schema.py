@@ -111,8 +111,9 @@ class ChainParams:
                                           low=0, high=1, low_open=True, high_open=True)
     rounds: int | None = param(None, "stop after this many pruning rounds (instead of target_sparsity)", CHAIN,
                                int, nullable=True, low=1, limit=MAX_ROUNDS)
-    method: str = param("magnitude", "magnitude (IMP), random (RP) or high_magnitude", CHAIN,
-                        choices=("magnitude", "random", "high_magnitude"))
+    method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
+                        "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
+                        choices=("magnitude", "random", "high_magnitude", "all"))
     scope: str = param("global", "prune across all tensors (global) or each tensor alike (layerwise)", CHAIN,
                        choices=("global", "layerwise"))
     # adversarial training (SPEC §4): imp = AT-IMP, finetune = AT on each round's ticket, both

@@ -22,6 +22,7 @@ class Method(str, Enum):
     MAGNITUDE = "magnitude"  # prune the smallest |w| (IMP)
     RANDOM = "random"  # prune uniformly at random (RP baseline)
     HIGH_MAGNITUDE = "high_magnitude"  # prune the largest |w| (LXMERT study's complement baseline)
+    ALL = "all"  # prune every prunable weight: the 100%-sparse control (SPEC §7), one round at sparsity 1
 
 
 class Scope(str, Enum):
@@ -92,8 +93,10 @@ def prune_to_sparsity(
     metadata: dict | None = None,
 ) -> Mask:
     """Prune more weights until exactly ``round(sparsity * N)`` are pruned (per tensor if layerwise)."""
-    _validate_sparsity(sparsity, "sparsity")
     method, scope = Method(method), Scope(scope)
+    if method is Method.ALL:
+        return _all_pruned(weights, mask, sparsity, metadata)
+    _validate_sparsity(sparsity, "sparsity")
     if method is not Method.RANDOM:
         check_finite(weights)
     mask = mask or Mask.dense_like(weights)
@@ -131,6 +134,19 @@ def prune_to_sparsity(
         **(metadata or {}),
     }
     return Mask(new, parent=mask.sha256, metadata=meta)
+
+
+def _all_pruned(weights: Mapping[str, torch.Tensor], mask: Mask | None, sparsity: float,
+                metadata: dict | None) -> Mask:
+    """The 100%-sparse control's mask: nothing prunable is kept, so only the unpruned parameters
+    (embeddings, norms, heads) can learn; what that scores is the floor a ticket must beat."""
+    if sparsity != 1.0:
+        raise LtvlError(f"method 'all' prunes to sparsity 1, not {sparsity}", where="sparsity",
+                        fix="use method magnitude or random for a partial sparsity")
+    mask = mask or Mask.dense_like(weights)
+    mask.check_compatible({n: tuple(w.shape) for n, w in weights.items()}, what="weights")
+    return Mask({n: torch.zeros_like(t) for n, t in mask.tensors.items()}, parent=mask.sha256,
+                metadata={"method": Method.ALL.value, "sparsity_target": 1.0, **(metadata or {})})
 
 
 def prune_fraction_of_remaining(weights: Mapping[str, torch.Tensor], mask: Mask | None, rate: float, **kw) -> Mask:

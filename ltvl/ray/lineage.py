@@ -19,7 +19,18 @@ from ray import tune
 from rich.console import Console
 
 from ltvl.tracking.mlflow_lineage import LineageTracker
-from ltvl.tracking.records import LIVE_PREFIX, best_key, chain_name, chain_ops, chain_progress, dense_ops, round_op
+from ltvl.tracking.records import (
+    DENSE_FLAG,
+    LIVE_PREFIX,
+    best_key,
+    chain_name,
+    chain_ops,
+    chain_progress,
+    dense_flag,
+    dense_ops,
+    is_control,
+    round_op,
+)
 from ltvl.tracking.sender import LineageSender
 from ltvl.util.atomic import atomic_write_text
 
@@ -45,6 +56,7 @@ class LineageCallback(tune.Callback):
         self._jobs: dict[str, tuple] = {}  # trial id -> (resolved job, dense sha): resolved once per trial
         self._open: set[str] = set()  # chain/ticket runs started and not yet ended
         self._history: dict[str, list[tuple[int, float, float]]] = {}  # chain key -> (round, sparsity, metric)
+        self._round0: dict[str, dict] = {}  # chain key -> its round 0 (dense) result, for the controls
         self._live_keys: set[str] = set()  # MLflow runs that exist, so live metrics have somewhere to go
         self._events: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -53,7 +65,7 @@ class LineageCallback(tune.Callback):
         """Tune pickles its RunConfig (callbacks included) with the Tuner: leave the sender, the
         console, the board and the thread out; a restored sweep passes live callbacks again."""
         return {**self.__dict__, "sender": None, "console": None, "board": None, "_jobs": {}, "_open": set(),
-                "_history": {}, "_live_keys": set(), "_events": None, "_thread": None}
+                "_history": {}, "_round0": {}, "_live_keys": set(), "_events": None, "_thread": None}
 
     # --- Tune's event loop: queue only ------------------------------------------------------------
     def _put(self, kind: str, trial, result: dict | None = None) -> None:
@@ -185,7 +197,14 @@ class LineageCallback(tune.Callback):
             history = self._history.setdefault(key, [])
             history[:] = [h for h in history if h[0] != int(result["round"])]
             history.append((int(result["round"]), float(result["sparsity"]), float(result["metric"])))
+            # a control has no ticket to rank: only its dense metric beside its own
             chain_metrics = chain_progress(sorted(history), self.p)
+            if is_control(job):
+                chain_metrics = {"dense_metric": chain_metrics["dense_metric"]}
+            if int(result["round"]) == 0:
+                self._round0[key] = result
+            elif is_control(job) and key in self._round0:
+                ops += self._control_flag(dense, self._round0[key], float(result["metric"]))
         else:
             return
         ops.append(round_op(key, job, result, dense if "chain_sha256" in result else None, result.get("mask_path"),
@@ -195,10 +214,21 @@ class LineageCallback(tune.Callback):
         if self.board is not None:
             self.board.round_done(row_key(config), int(result["round"]), float(result["metric"]))
         ratio = result.get("dense_ratio")
-        best = (f"  best ≥{self.p:.0%}: {chain_metrics[best_key(self.p)]:.1%}" if chain_metrics else "")
+        best = (f"  best ≥{self.p:.0%}: {chain_metrics[best_key(self.p)]:.1%}"
+                if chain_metrics and best_key(self.p) in chain_metrics else "")
         self._say(f"{chain_name(job)}  round {int(result['round'])} at {float(result['sparsity']):.1%}: metric "
                   f"{float(result['metric']):.4f}"
                   + (f" ({ratio:.2f} of dense)" if ratio == ratio and ratio is not None else "") + best)
+
+    @staticmethod
+    def _control_flag(dense: str, round0: dict, sparse100: float) -> list[dict]:
+        """The 100%-sparse control has finished: tag its dense run if the dense run does not beat
+        it (a flag for the majority answer, set when the dense run finished, stays)."""
+        dense_metric, n, majority = float(round0["metric"]), round0.get("n"), round0.get("majority_metric")
+        if dense_flag(dense_metric, n, majority=majority) is not None:
+            return []
+        why = dense_flag(dense_metric, n, sparse100=sparse100)
+        return [{"op": "tags", "key": f"dense:{dense}", "tags": {DENSE_FLAG: why}}] if why else []
 
     def _end(self, config: dict, result: dict, status: str) -> None:
         key = (f"ticket:{result['ticket']}" if result.get("ticket") else
@@ -261,7 +291,7 @@ def plan_rows(stage: str, configs: list[dict], root: str | Path) -> list:
         spec = job.chain
         t, per = spec.train.steps, spec.train.steps - spec.rewind_step
         dense_cost = 0 if DenseStore(root, job.dense, writer=False).record() is not None else t
-        sparsities = [0.0, *spec.schedule.sparsities()]
+        sparsities = [0.0, *spec.sparsities()]
         rows.append(Row(row_key(config), chain_name(job), stage, sparsities,
                         [dense_cost] + [per] * (len(sparsities) - 1),
                         ChainStore(root, spec, writer=False).dir / PROGRESS_FILE))

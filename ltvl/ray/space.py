@@ -66,7 +66,7 @@ def job_entry(params: dict, root: str | Path) -> dict[str, Any]:
         "sha256": job.store_sha256(root),
         "dense_sha256": DenseStore(root, job.dense, writer=False).sha256,
         "rewind_step": job.rewind_step,
-        "cost": len(job.chain.schedule.sparsities()) * (job.chain.train.steps - job.rewind_step),
+        "cost": len(job.chain.sparsities()) * (job.chain.train.steps - job.rewind_step),
     }
 
 

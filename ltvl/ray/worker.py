@@ -282,7 +282,7 @@ def train_chain(config: dict) -> None:
     dense_metric: list[float] = []
     steps = job.chain.train.steps
     progress = RoundProgress(ChainStore(config["root"], job.chain, writer=False).dir / PROGRESS_FILE
-                             if rank == 0 else None, [0.0, *job.chain.schedule.sparsities()], steps,
+                             if rank == 0 else None, [0.0, *job.chain.sparsities()], steps,
                              job.chain.rewind_step)
     w.trainer.on_step = progress.step
 

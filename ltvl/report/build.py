@@ -104,18 +104,21 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
     t1 = tables.table1(rounds, records.dense, p, min_seeds)
     files.append(_csv(t1, out / "table1.csv"))
     md += ["## Table 1: winning tickets and baselines at the highest winning sparsity", "", _md_table(t1)]
-    for row in t1.to_dict("records"):
-        if row.get("excluded seeds", "none") != "none":
-            md += [f"**{row['task']}: seed(s) {row['excluded seeds']} left out of Table 1** — their dense run did "
-                   "not beat the majority-answer control, so their chains are no evidence of a ticket (SPEC §7).", ""]
+    rounds, dense, failed = tables.trusted(rounds, records.dense)
+    for task, bad in failed.groupby("task"):
+        md += [f"**{task}: {len(bad)} dense run(s) left out of Table 1, the curves and the tables below**, with "
+               "every chain grown from them: they do not beat a control, so their chains are no evidence of a "
+               "ticket (SPEC §7).", ""]
+        md += [f"- seed {b.seed}, dense run `{b.dense[:8] or '?'}`: {b.why}" for b in bad.itertuples()] + [""]
 
     curves = tables.curves(rounds, min_seeds)
     files.append(_csv(curves, out / "curves.csv"))
     md += ["## Sparsity curves", ""]
     for task in sorted(curves["task"].unique()):
-        d = tables.dense_cell(records.dense, task, min_seeds)
+        d = tables.dense_cell(dense, task, min_seeds)
         png = figures.sparsity_curves(curves, task, CURVE_LINES, p * d.mean if d.n else None,
-                                      f"{task}: metric vs sparsity", out / f"curves_{task}.png", p)
+                                      f"{task}: metric vs sparsity", out / f"curves_{task}.png", p,
+                                      tables.control_values(rounds, dense, task))
         rw = sorted(line for line in curves[curves["task"] == task]["line"].unique() if line.startswith("IMP"))
         png_rw = figures.sparsity_curves(curves, task, rw, p * d.mean if d.n else None,
                                          f"{task}: rewinding (one line per rewind step)", out / f"rewind_{task}.png",

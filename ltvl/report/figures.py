@@ -53,8 +53,15 @@ def threshold_line(ax, value: float | None, p: float | None) -> None:
     ax.axhline(value, color="grey", linestyle="--", linewidth=1.2, label=label)
 
 
+def control_lines(ax, controls: dict[str, float] | None) -> None:
+    """SPEC §7's controls as horizontal lines: what a model that learned nothing (majority answer),
+    or nothing beyond embeddings and head (100%-sparse), scores."""
+    for (name, value), style in zip((controls or {}).items(), (":", "-.", (0, (1, 3)))):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1.2, label=f"{name} ({value:.3f})")
+
+
 def sparsity_curves(curves: pd.DataFrame, task: str, lines: list[str], p_line: float | None, title: str,
-                    path: Path, p: float | None = None) -> Path:
+                    path: Path, p: float | None = None, controls: dict[str, float] | None = None) -> Path:
     fig, ax = plt.subplots(figsize=SIZE)
     shown = curves[(curves["task"] == task) & (curves["line"].isin(lines))]
     for line in lines:
@@ -68,6 +75,7 @@ def sparsity_curves(curves: pd.DataFrame, task: str, lines: list[str], p_line: f
         sd = c["std"].fillna(0)
         ax.fill_between(x, c["mean"] - sd, c["mean"] + sd, alpha=0.15)
     threshold_line(ax, p_line, p)
+    control_lines(ax, controls)
     sparsity_axis(ax, shown["sparsity"])
     ax.set_ylabel("metric (mean ± std over seeds)")
     ax.set_title(title)
@@ -77,7 +85,7 @@ def sparsity_curves(curves: pd.DataFrame, task: str, lines: list[str], p_line: f
 
 
 def chain_curves(series: list[tuple[str, str, list[tuple[float, float]]]], threshold: float | None, p: float,
-                 title: str, path: Path, majority: float | None = None) -> Path:
+                 title: str, path: Path, controls: dict[str, float] | None = None) -> Path:
     """One line per chain (``(name, arm, [(sparsity, metric), ...])``), one colour per arm."""
     fig, ax = plt.subplots(figsize=SIZE)
     arms = sorted({a for _n, a, _pts in series})
@@ -90,8 +98,7 @@ def chain_curves(series: list[tuple[str, str, list[tuple[float, float]]]], thres
         ax.plot([remaining(s) for s, _m in pts], [m for _s, m in pts], marker="o", linewidth=2,
                 linestyle=styles[k % len(styles)], color=colours[arm], label=name)
     threshold_line(ax, threshold, p)
-    if majority is not None:  # SPEC §7's control: what a model that learned nothing scores
-        ax.axhline(majority, color="black", linestyle=":", linewidth=1.2, label=f"majority answer ({majority:.3f})")
+    control_lines(ax, controls)
     sparsity_axis(ax, [s for _n, _a, pts in series for s, _m in pts])
     ax.set_ylabel("metric")
     ax.set_title(title)

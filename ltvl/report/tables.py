@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ltvl.tracking.arms import PRETRAIN, arm_label
-from ltvl.tracking.records import dense_learned
+from ltvl.tracking.arms import PRETRAIN, SPARSE_CONTROL, arm_label
+from ltvl.tracking.records import dense_flag
 
 TABLE1_LINES = ("IMP", "RP", "θ'0", "θ''0", "high-magnitude")
 
@@ -69,14 +69,57 @@ def dense_cell(dense: pd.DataFrame, task: str, min_seeds: int, epsilon: float = 
     return Cell.of(d.groupby("seed")["metric"].mean(), min_seeds)
 
 
-def failed_dense_seeds(dense: pd.DataFrame, task: str) -> list[int]:
-    """Seeds whose dense run did not beat the majority-answer control (SPEC §7): Table 1 leaves
-    their chains out of "winning sparsity" and says which."""
+def sparse_controls(rounds: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The 100%-sparse control chains' pruned rounds of ``task`` (one per dense run that had one)."""
+    return rounds[(rounds["task"] == task) & (rounds["line"] == SPARSE_CONTROL) & (rounds["sparsity"] > 0)]
+
+
+def control_values(rounds: pd.DataFrame, dense: pd.DataFrame, task: str) -> dict[str, float]:
+    """The mean of each control of ``task`` over seeds, for the figures' control lines."""
     d = dense[(dense["task"] == task) & (dense["epsilon"] == 0)]
-    if "majority" not in d:
-        return []
-    return sorted({int(r.seed) for r in d.itertuples()
-                   if not dense_learned(r.metric, r.majority, getattr(r, "n", None))})
+    out = {"majority answer": Cell.of(d.groupby("seed")["majority"].mean()).mean if "majority" in d else math.nan,
+           SPARSE_CONTROL: Cell.of(sparse_controls(rounds, task).groupby("seed")["metric"].mean()).mean}
+    return {k: v for k, v in out.items() if v == v}
+
+
+def failed_dense(dense: pd.DataFrame, rounds: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The dense runs of ``task`` that do not beat a control (SPEC §7): the majority answer, or
+    the 100%-sparse chain grown from the same dense run. Columns: dense, seed, why."""
+    d = dense[(dense["task"] == task) & (dense["epsilon"] == 0)]
+    controls = sparse_controls(rounds, task)
+    named = controls["dense"].fillna("") != ""
+    by_dense = dict(zip(controls[named]["dense"], controls[named]["metric"]))
+    by_seed = controls[~named].groupby("seed")["metric"].mean().to_dict()  # stores older than the ltvl.dense tag
+    rows = []
+    for r in d.itertuples():
+        sparse100 = by_dense.get(r.dense, by_seed.get(r.seed))
+        why = dense_flag(r.metric, getattr(r, "n", None), majority=getattr(r, "majority", None), sparse100=sparse100)
+        if why:
+            rows.append({"dense": r.dense, "seed": int(r.seed), "why": why})
+    return pd.DataFrame(rows, columns=["dense", "seed", "why"])
+
+
+def without_failed(rounds: pd.DataFrame, dense: pd.DataFrame, task: str, bad: pd.DataFrame
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``rounds`` and ``dense`` without ``task``'s runs that rest on a failed dense run: rounds by
+    the dense run they name, or by seed where they name none (older stores)."""
+    shas, seeds = set(bad["dense"]), set(bad["seed"])
+    of_task = rounds["task"] == task
+    named = rounds["dense"].fillna("") != ""
+    drop = of_task & ((named & rounds["dense"].isin(shas)) | (~named & rounds["seed"].isin(seeds)))
+    return rounds[~drop], dense[~((dense["task"] == task) & dense["dense"].isin(shas))]
+
+
+def trusted(rounds: pd.DataFrame, dense: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every task's rounds and dense runs without those resting on a dense run that failed its
+    controls, and the failed ones (task, dense, seed, why): what the curves and tables show."""
+    failed = []
+    for task in sorted(rounds["task"].unique()):
+        bad = failed_dense(dense, rounds, task)
+        rounds, dense = without_failed(rounds, dense, task, bad)
+        failed.append(bad.assign(task=task))
+    cols = ["task", "dense", "seed", "why"]
+    return rounds, dense, (pd.concat(failed)[cols] if failed else pd.DataFrame(columns=cols))
 
 
 def cell_at(
@@ -104,16 +147,19 @@ def table1(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_seeds: int) 
     for task in sorted(std["task"].unique()):
         if task == PRETRAIN:
             continue  # the pre-training ticket has no downstream metric of its own
-        bad = failed_dense_seeds(dense, task)  # their chains are no evidence of a ticket
-        kept = std[~((std["task"] == task) & std["seed"].isin(bad))]
-        d = dense_cell(dense[~((dense["task"] == task) & dense["seed"].isin(bad))], task, min_seeds)
+        bad = failed_dense(dense, rounds, task)  # their chains are no evidence of a ticket
+        kept, kept_dense = without_failed(std, dense, task, bad)
+        d = dense_cell(kept_dense, task, min_seeds)
         s = winning_sparsity(kept, task, d, p)
         row = {
             "task": task,
             "dense": d,
             f"{p:.0%} of dense": (f"{p * d.mean:.4f}" if d.n else "missing"),
             "winning sparsity": f"{s:.1%}" if s is not None else "none",
-            "excluded seeds": ", ".join(map(str, bad)) or "none",
+            "excluded seeds": ", ".join(map(str, sorted(set(bad["seed"])))) or "none",
+            "majority answer": Cell.of(kept_dense[kept_dense["task"] == task].groupby("seed")["majority"].mean(),
+                                       min_seeds),
+            SPARSE_CONTROL: Cell.of(sparse_controls(kept, task).groupby("seed")["metric"].mean(), min_seeds),
         }
         for line in TABLE1_LINES:
             row[line] = cell_at(kept, task, line, s, min_seeds) if s is not None else Cell.of([], min_seeds)

@@ -39,6 +39,9 @@ class SweepConfig:
     root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
     storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
     report_p: float = 0.99  # the summary's "keeps p of dense" line
+    # SPEC §7: a 100%-sparse control chain per dense run (ltvl.sweep.controls); off only to save a
+    # trial where controls are not the point (fast tests); searches never add them
+    controls: bool = True
     # named override sets chosen with --scale (smoke / real-cpu / paper): each is a partial config
     # whose params and grid update the base ones and whose other keys replace them
     scales: dict[str, dict] = field(default_factory=dict)

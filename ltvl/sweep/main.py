@@ -83,24 +83,32 @@ def _domain(key: str, spec: dict):
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None,
               verbose: bool = False) -> int:
     from ltvl.ray.space import grid_points, validate_space
+    from ltvl.sweep.controls import control_chains
     from ltvl.sweep.lock import SweepLock
     from ltvl.util.home import home
 
     console = console or sweep_console()
     space = space_of(cfg)
-    n = validate_space(space) + len(cfg.chains)
+    fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
+    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    validate_space(space)
+    points = grid_points(fixed) + [{**plain, **c} for c in cfg.chains]
+    chains = list(cfg.chains)
+    if cfg.controls and not cfg.search.space:
+        chains += control_chains(points)
+    n = len(grid_points(fixed)) + len(chains)
+    k = sum(c.get("method") == "all" for c in chains)
+    controls_note = "" if not k else f", {k} of them {'a 100%-sparse control' if k == 1 else '100%-sparse controls'}"
     base = home() / "sweeps" / cfg.name
     root, storage = Path(cfg.root or base / "chains"), cfg.storage or str(base / "ray")  # storage may be s3://…
     opts = cfg.options()
     opts.validate()
-    fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
-    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
-    check_local_data(grid_points(fixed) + [{**plain, **c} for c in cfg.chains])
+    check_local_data(points)
     check_progress_env()
     if dry_run:
-        for p in grid_points(fixed) + cfg.chains:
+        for p in grid_points(fixed) + chains:
             console.print(p)
-        console.print(f"{n} chain(s); nothing run (--dry-run)")
+        console.print(f"{n} chain(s){controls_note}; nothing run (--dry-run)")
         return 0
     with SweepLock(base, cfg.name):  # a second driver of this name is refused here, at once
         from ltvl.sweep.helpers import reap_orphans
@@ -108,11 +116,11 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
             console.print(f"Stopped {len(reaped)} Ray helper process(es) that a killed driver of this sweep left "
                           f"running: {', '.join(reaped)}")
         with contextlib.nullcontext() if verbose else quiet_libraries():
-            return _run_locked(cfg, space, n, base, root, storage, opts, resume, console, verbose)
+            return _run_locked(cfg, space, chains, n, base, root, storage, opts, resume, console, verbose)
 
 
-def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
-                console: Console, verbose: bool = False) -> int:
+def _run_locked(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,
+                opts, resume: bool, console: Console, verbose: bool = False) -> int:
     import logging
 
     import ray
@@ -130,15 +138,15 @@ def _run_locked(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
         ray.init(log_to_driver=False, logging_level=logging.INFO if verbose else logging.ERROR)
     with HelperRecorder(base) if own_ray else contextlib.nullcontext():  # its record goes once Ray is down
         try:
-            return _run_stages(cfg, space, n, base, root, storage, opts, resume, console, tracker, uri, drain_s,
-                               verbose)
+            return _run_stages(cfg, space, chains, n, base, root, storage, opts, resume, console, tracker, uri,
+                               drain_s, verbose)
         finally:
             if own_ray:
                 ray.shutdown()
 
 
-def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, storage: str, opts, resume: bool,
-                console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
+def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,
+                opts, resume: bool, console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
     import ray
 
     from ltvl.ray.capacity import cluster_capacity
@@ -165,7 +173,7 @@ def _run_stages(cfg: SweepConfig, space: dict, n: int, base: Path, root: Path, s
         try:
             with ProgressView(board, on_reading=lineage.live_reading):
                 run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume,
-                           extra_points=list(cfg.chains), callbacks=[lineage], outcomes=outcomes,
+                           extra_points=chains, callbacks=[lineage], outcomes=outcomes,
                            stop=interrupted.is_set, verbose=verbose)
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
             lineage.close_open_runs("KILLED")

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ltvl.sweep.failures import TrialOutcome
-from ltvl.tracking.records import CONTROL_MARGIN, dense_learned
+from ltvl.tracking.arms import SPARSE_CONTROL
+from ltvl.tracking.records import CONTROL_MARGIN, dense_flag
 
 DONE, STOPPED, FAILED, INCOMPLETE = "done", "stopped early", "FAILED", "incomplete"
 
@@ -32,6 +33,8 @@ class ChainSummary:
     dense: float = float("nan")
     majority: float | None = None  # the majority-answer control on the same questions (round 0's record)
     eval_n: float | None = None  # how many questions both were scored on
+    dense_sha: str = ""  # the dense run it shares with its siblings (and its 100%-sparse control)
+    sparse100: float | None = None  # that dense run's 100%-sparse control, where the sweep ran one
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
 
     def best(self, p: float) -> tuple[float, float] | None:
@@ -39,10 +42,18 @@ class ChainSummary:
         keeps = [(s, m) for r, s, m in self.rounds if r > 0 and self.dense == self.dense and m >= p * self.dense]
         return max(keeps) if keeps else None
 
-    def dense_learned(self, margin: float) -> bool:
-        """Whether the dense run beats the majority-answer control by ``margin``: if not, nothing
-        its chains show is evidence of a ticket (SPEC §7)."""
-        return dense_learned(self.dense, self.majority, self.eval_n, margin)
+    def dense_flag(self, margin: float = CONTROL_MARGIN) -> str | None:
+        """Why the dense run is no evidence (it does not beat a control by ``margin``), or None."""
+        return dense_flag(self.dense, self.eval_n, majority=self.majority, sparse100=self.sparse100, margin=margin)
+
+    def dense_learned(self, margin: float = CONTROL_MARGIN) -> bool:
+        """Whether the dense run beats both controls: if not, nothing its chains show is evidence
+        of a ticket (SPEC §7)."""
+        return self.dense_flag(margin) is None
+
+    @property
+    def is_control(self) -> bool:
+        return self.arm == SPARSE_CONTROL
 
     @property
     def unfinished(self) -> bool:
@@ -64,7 +75,16 @@ def chain_summaries(outcomes: list[TrialOutcome], root: str | Path, *, early_sto
         else:  # an early stopper ends chains short; an interrupted sweep leaves them short
             row.status = STOPPED if early_stop and not interrupted else INCOMPLETE
         rows.append(row)
+    with_controls(rows)
     return sorted(rows, key=lambda c: (c.task, c.arm, c.name))
+
+
+def with_controls(rows: list[ChainSummary]) -> None:
+    """Give every row its dense run's 100%-sparse control metric (the control chain's one pruned
+    round), so a dense run is judged against both controls."""
+    control = {c.dense_sha: c.rounds[-1][2] for c in rows if c.is_control and c.dense_sha and len(c.rounds) > 1}
+    for c in rows:
+        c.sparse100 = control.get(c.dense_sha)
 
 
 def _params(config: dict) -> dict:
@@ -82,10 +102,10 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     records = store.finished_rounds()
     rounds = [_round(rec) for rec in records]
     dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
-    first = records[0]["metrics"] if records and records[0]["round"] == 0 else {}
+    first = records[0] if records and records[0]["round"] == 0 else {"metrics": {}}
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
-                        1 + len(job.chain.schedule.sparsities()), rounds, dense, first.get("majority_metric"),
-                        first.get("n"))
+                        1 + len(job.chain.sparsities()), rounds, dense, first["metrics"].get("majority_metric"),
+                        first["metrics"].get("n"), first.get("dense_sha256") or "")
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
@@ -164,16 +184,16 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
             lagging += 1
             in_mlflow = f"{c.mlflow_rounds} of {len(c.rounds)}"
         status = c.status if not c.unfinished else f"[bold red]{c.status}[/]"
-        dense = num(c.dense) if c.dense_learned(CONTROL_MARGIN) else f"[bold red]{num(c.dense)} ⚠[/]"
+        dense = num(c.dense) if c.dense_learned() else f"[bold red]{num(c.dense)} ⚠[/]"
         table.add_row(c.name, status, dense, pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
                       f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)
     for c in rows:
-        if not c.dense_learned(CONTROL_MARGIN):
-            console.print(f"[bold red]⚠ {c.name}: its dense run ({c.dense:.4f}) does not beat the majority-answer "
-                          f"control ({c.majority:.4f}) by a margin: it learned nothing, so its rounds are no "
-                          "evidence of a ticket. Re-run it with another seed or more steps.[/]")
+        if (why := c.dense_flag()) and not c.is_control:
+            console.print(f"[bold red]⚠ {c.name}: its dense run ({c.dense:.4f}) is {why}: it learned nothing "
+                          "the controls do not, so its rounds are no evidence of a ticket. Re-run it with "
+                          "another seed or more steps.[/]")
     if mlflow_note:
         console.print(f"[yellow]MLflow could not be compared with the chain stores: {mlflow_note}[/]")
     elif lagging:
@@ -187,11 +207,17 @@ def sparsity_plot(rows: list[ChainSummary], experiment: str, p: float, path: Pat
     dense line; None when no chain has a pruned round yet."""
     from ltvl.report.figures import chain_curves
 
-    series = [(c.name, c.arm, [(s, m) for _r, s, m in c.rounds]) for c in rows if len(c.rounds) > 1]
+    series = [(c.name, c.arm, [(s, m) for _r, s, m in c.rounds]) for c in rows
+              if len(c.rounds) > 1 and not c.is_control]  # a control has no curve: it is a line
     if not series:
         return None
-    dense = [c.dense for c in rows if c.dense == c.dense]
-    threshold = p * sum(dense) / len(dense) if dense else None
-    majority = [c.majority for c in rows if c.majority is not None]
-    control = sum(majority) / len(majority) if majority else None
-    return chain_curves(series, threshold, p, f"{experiment}: metric vs sparsity", path, control)
+
+    def mean(values: list[float]) -> float | None:
+        values = [v for v in values if v is not None and v == v]
+        return sum(values) / len(values) if values else None
+
+    dense = mean([c.dense for c in rows])
+    controls = {"majority answer": mean([c.majority for c in rows]),
+                SPARSE_CONTROL: mean([c.rounds[-1][2] for c in rows if c.is_control and len(c.rounds) > 1])}
+    return chain_curves(series, p * dense if dense is not None else None, p, f"{experiment}: metric vs sparsity",
+                        path, {k: v for k, v in controls.items() if v is not None})

@@ -7,8 +7,9 @@ from __future__ import annotations
 from ltvl.core.baselines import BASELINES
 
 PRETRAIN = "pretrain"
+SPARSE_CONTROL = "100%-sparse control"  # every prunable weight pruned, the rest trained (SPEC §7)
 # the legacy ``ltvl.init`` tag of a chain or ticket -> its arm (older stores carry only that tag)
-_CHAIN_ARMS = {"theta0": "IMP", "RP": "RP", "high_magnitude": "high-magnitude"}
+_CHAIN_ARMS = {"theta0": "IMP", "RP": "RP", "high_magnitude": "high-magnitude", "sparse100": SPARSE_CONTROL}
 _TICKET_ARMS = {b.init_label: b.report_label for b in BASELINES.values()}
 
 

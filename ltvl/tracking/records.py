@@ -17,7 +17,7 @@ from ltvl.core.baselines import BASELINES
 from ltvl.core.identity import FORMAT
 from ltvl.params.resolve import ChainJob, TicketJob
 from ltvl.params.schema import DEFAULTS, DENSE, INFO, TICKET_KEYS, ChainParams
-from ltvl.tracking.arms import arm_label, short_sparsity
+from ltvl.tracking.arms import SPARSE_CONTROL, arm_label, short_sparsity
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric",
                    "majority_metric")
@@ -29,19 +29,38 @@ LIVE_PREFIX = "live/"  # a running chain's train loss and steps/s: a chart secti
 NOTE = "mlflow.note.content"  # MLflow's description field
 CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by this much (absolute metric)
 DENSE_FLAG = "ltvl.dense_flag"  # on a dense run that did not: its chains are no evidence of a ticket
+MAJORITY, SPARSE100 = "majority answer", SPARSE_CONTROL
+
+
+def beats(dense: float, control: float | None, n: float | None = None, margin: float = CONTROL_MARGIN) -> bool:
+    """Whether a dense run beats one control by a margin (SPEC §7): ``margin``, or two standard
+    errors of the control's accuracy on ``n`` evaluation examples where that is larger (an
+    untrained model can land a little above the majority answer by chance). Unknown (no such
+    control for the task, or no dense metric) counts as beaten: nothing to flag it by."""
+    if control is None or control != control or dense != dense:
+        return True
+    if n and n == n:  # a count; NaN where the record has none
+        margin = max(margin, 2 * math.sqrt(min(max(control * (1 - control), 0.0), 0.25) / n))
+    return dense >= control + margin
+
+
+def dense_flag(dense: float, n: float | None = None, *, majority: float | None = None,
+               sparse100: float | None = None, margin: float = CONTROL_MARGIN) -> str | None:
+    """Why a dense run is no evidence of anything (it does not beat a control), or None. Both
+    controls are computed from the same data: the majority answer, and the 100%-sparse chain
+    (every prunable weight pruned, the rest trained), which shows what embeddings and head alone
+    learn."""
+    for name, value in ((MAJORITY, majority), (SPARSE100, sparse100)):
+        if not beats(dense, value, n, margin):
+            return f"no better than the {name} ({float(value):.4f})"
+    return None
 
 
 def dense_learned(dense: float, majority: float | None, n: float | None = None,
-                  margin: float = CONTROL_MARGIN) -> bool:
-    """Whether a dense run beats the majority-answer control by a margin (SPEC §7): ``margin``,
-    or two standard errors of the control's accuracy on ``n`` evaluation examples where that is
-    larger (an untrained model can land a little above the majority answer by chance). Unknown
-    (no control for the task, or no dense metric) counts as learned: nothing to flag it by."""
-    if majority is None or majority != majority or dense != dense:
-        return True
-    if n and n == n:  # a count; NaN where the record has none
-        margin = max(margin, 2 * math.sqrt(max(majority * (1 - majority), 0.0) / n))
-    return dense >= majority + margin
+                  margin: float = CONTROL_MARGIN, sparse100: float | None = None) -> bool:
+    return dense_flag(dense, n, majority=majority, sparse100=sparse100, margin=margin) is None
+
+
 Job = ChainJob | TicketJob
 
 
@@ -64,7 +83,17 @@ def init_label(job: Job) -> str:
         return "RP"
     if method == "high_magnitude":
         return "high_magnitude"
+    if method == "all":
+        return "sparse100"
     return "theta_i" if job.rewind_step else "theta0"
+
+
+SCHEDULE_KEYS = ("schedule", "rate", "target_sparsity", "rounds", "scope")
+
+
+def is_control(job: Job) -> bool:
+    """The 100%-sparse control chain (method ``all``)."""
+    return isinstance(job, ChainJob) and job.params.method == "all"
 
 
 def epsilon(p: ChainParams) -> float:
@@ -98,6 +127,8 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k in TICKET_KEYS and isinstance(job, ChainJob):
             continue
+        if k in SCHEDULE_KEYS and is_control(job):  # one round at 100% whatever the schedule says
+            continue
         if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
             v = {kk: vv for kk, vv in v.items() if vv is not None}
         out[k] = rounded(v, 6) if isinstance(v, float) else v
@@ -119,10 +150,9 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
               if info.role == DENSE and getattr(p, k) is not None and not (k.startswith("adv_") and k != "adv_use"
                                                                           and p.adv_use == "off")}
     key = f"dense:{dense_sha}"
-    flag = {}
-    if "metric" in metrics and not dense_learned(float(metrics["metric"]), metrics.get("majority_metric"),
-                                                 metrics.get("n")):
-        flag = {DENSE_FLAG: f"no better than the majority answer ({float(metrics['majority_metric']):.4f})"}
+    why = dense_flag(float(metrics["metric"]), metrics.get("n"), majority=metrics.get("majority_metric")) \
+        if "metric" in metrics else None
+    flag = {DENSE_FLAG: why} if why else {}
     note = (f"The dense run every chain of this recipe starts from: {p.preset} on {p.task}, {p.steps} steps at lr "
             f"{p.lr:g}, seed {p.seed}. Its `metric` is the dense baseline that 'keeps p of dense' compares with.")
     return [{"op": "run", "key": key, "name": f"dense · {p.task} · seed {p.seed} · {dense_sha[:8]}", "params": recipe,
@@ -140,7 +170,7 @@ def chain_name(job: Job) -> str:
     """``IMP θi@20 · vqa · rate 0.5 · seed 0``: the arm first, in the report's words."""
     chain = chain_of(job)
     p = chain.params
-    parts = [arm(job), p.task, f"rate {p.rate:g}"]
+    parts = [arm(job), p.task] + ([] if is_control(job) else [f"rate {p.rate:g}"])
     if p.adv_use in ("finetune", "both") and epsilon(p):
         parts.append(f"AT fine-tune ε={epsilon(p):g}")
     if p.lr != DEFAULTS["lr"]:  # searches vary it
@@ -151,11 +181,15 @@ def chain_name(job: Job) -> str:
 def _chain_note(job: Job) -> str:
     chain = chain_of(job)
     p = chain.params
-    levels = " → ".join(short_sparsity(s) for s in chain.chain.schedule.sparsities())
+    levels = " → ".join(short_sparsity(s) for s in chain.chain.sparsities())
     if isinstance(job, TicketJob):
         return (f"{arm(job)} tickets on {p.task}: every pruned mask of the {job.source_task} source chain, "
                 f"re-trained as the {job.baseline.value} baseline. One nested run per round, with its mask.")
     rewind = f"θi (step {chain.rewind_step})" if chain.rewind_step else "θ0"
+    if is_control(job):
+        return (f"{SPARSE_CONTROL} on {p.task}: every prunable weight pruned, the rest (embeddings, norms, head) "
+                f"re-trained {p.steps - chain.rewind_step} steps from {rewind}. A dense run that does not beat its "
+                f"metric by a margin is tagged {DENSE_FLAG}, and the report leaves its chains out.")
     return (f"{arm(job)} chain on {p.task}: prune {p.rate:.0%} of the remaining weights per round ({p.method}, "
             f"{p.scope}), rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps. Levels {levels}. "
             f"best_sparsity_p* is the sparsest round so far keeping that share of dense; metric_at_best its metric; "
@@ -188,6 +222,7 @@ def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask
             "ltvl.parent_sha256": result.get("parent_sha256") or result.get("source_mask_sha256") or ""}
     if dense_sha:
         tags["ltvl.dense_run_id"] = f"@key:dense:{dense_sha}"
+        tags["ltvl.dense"] = dense_sha  # the report judges a round by its own dense run's controls
     if result.get("nodes"):  # the Ray nodes that trained this round
         tags["ltvl.nodes"] = result["nodes"]
     if result.get("source_task"):
