@@ -230,3 +230,15 @@ def test_method_all_prunes_to_100_percent_only():
     assert mask.sparsity == 1.0 and mask.metadata["method"] == "all"
     with pytest.raises(LtvlError, match="method 'all' prunes to sparsity 1, not 0.5"):
         prune_to_sparsity(w, None, 0.5, method="all")
+
+
+def test_retry_unlearned_is_checked_before_anything_runs():
+    import pytest
+
+    from ltvl.sweep.config import load_config
+    from ltvl.util.errors import LtvlError
+    assert load_config("rewind_grid", None, ["retry_unlearned=2"]).options().retry_unlearned == 2
+    with pytest.raises(LtvlError, match=r"retry_unlearned 11 is outside \[0, 10\]"):
+        load_config("rewind_grid", None, ["retry_unlearned=11"])
+    with pytest.raises(LtvlError, match="retry_unlearned must be int"):
+        load_config("rewind_grid", None, ["retry_unlearned=often"])

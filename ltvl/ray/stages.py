@@ -3,6 +3,8 @@
 1. ``dense``: one trial per group of chains that share a dense run (same recipe and context,
    different rewind step / rate / method). It trains the dense model once, captures θi for
    every rewind step of the group and the first mask of every rate.
+   A dense run below the majority answer can be re-seeded (``retry_unlearned``): a
+   ``dense-retry<k>`` stage trains the group again with the next unused seed.
 2. ``chains``: one trial per chain; round 0 comes from the dense store at no training cost.
 3. ``tickets``: baselines and transfers on the finished chains' masks.
 
@@ -13,6 +15,7 @@ stage's Tuner and finishes only what is unfinished.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,7 @@ from ray import tune
 
 from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
+from ltvl.params.schema import DEFAULTS
 from ltvl.ray.capacity import cluster_capacity
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
 from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
@@ -33,7 +37,8 @@ from ltvl.util.errors import LtvlError
 def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
                options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
                callbacks: list | None = None, outcomes: list | None = None,
-               stop: Callable[[], bool] = lambda: False, verbose: bool = False, **kw) -> tune.ResultGrid | None:
+               stop: Callable[[], bool] = lambda: False, verbose: bool = False, notes: list[str] | None = None,
+               **kw) -> tune.ResultGrid | None:
     """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
     combination runs) and sampled domains (``tune.loguniform``…), which run one Optuna study per
     grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
@@ -42,6 +47,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     ``outcomes``, when given, collects every stage's trials (:class:`ltvl.sweep.failures.TrialOutcome`).
     ``stop()`` is asked after each stage: true (the driver was interrupted) ends the sweep there.
     ``verbose`` keeps Tune's own progress output next to the callbacks' (else they speak alone).
+    ``notes``, when given, collects what the sweep decided on its own (a dense run re-seeded).
     Returns the chain stage's ResultGrid (merged over studies when searching), None if stopped
     before it."""
     opts = options or SweepOptions.from_flat(**kw)
@@ -81,6 +87,21 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         _collect(outcomes, "dense", dense)
         if stop():
             return None
+        for attempt in range(1, opts.retry_unlearned + 1):
+            retry = reseed_unlearned(groups, dense, entries, root, notes)
+            if not retry:
+                break
+            entries = [e for e in entries if e["dense_sha256"] not in retry] + [
+                e for g in retry.values() for e in g]
+            points = [e["params"] for e in entries]  # the ticket stage follows the re-seeded chains
+            groups = _dense_groups([e for g in retry.values() for e in g], root)
+            _plan(callbacks, "dense", [{"group": g} for g in groups])
+            dense = _stage(f"{name}-dense-retry{attempt}", {**base, "resources": dataclasses.asdict(res),
+                                                           "group": tune.grid_search(groups)}, opts, resume,
+                           tune_config={}, callbacks=callbacks, verbose=verbose)
+            _collect(outcomes, "dense", dense)
+            if stop():
+                return None
     base["dense_rewinds"] = _rewinds_by_dense(entries)
     if domains:
         return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, outcomes, stop,
@@ -118,6 +139,32 @@ def _rewinds_by_dense(entries: list[dict]) -> dict[str, list[int]]:
     for e in entries:
         out.setdefault(e["dense_sha256"], set()).add(e["rewind_step"])
     return {k: sorted(v) for k, v in out.items()}
+
+
+def reseed_unlearned(groups: list[dict], dense: tune.ResultGrid, entries: list[dict], root: str | Path,
+                     notes: list[str] | None) -> dict[str, list[dict]]:
+    """The groups whose dense run did not beat the majority answer, each moved to the next seed
+    no chain of the sweep uses: {old dense sha: the group's new entries}. The old dense run stays
+    recorded (and flagged); its chains never run."""
+    from ltvl.tracking.records import dense_flag
+    by_sha = {g["dense_sha256"]: g for g in groups}
+    used = {int(e["params"].get("seed", DEFAULTS["seed"])) for e in entries}
+    out = {}
+    for r in dense:
+        m = r.metrics or {}
+        if m.get("dense") not in by_sha or "metric" not in m:
+            continue
+        why = dense_flag(float(m["metric"]), m.get("n"), majority=m.get("majority_metric"))
+        if why is None:
+            continue
+        old = int(by_sha[m["dense"]]["chains"][0].get("seed", DEFAULTS["seed"]))
+        seed = next(s for s in itertools.count(old + 1) if s not in used)
+        used.add(seed)
+        out[m["dense"]] = [job_entry({**p, "seed": seed}, root) for p in by_sha[m["dense"]]["chains"]]
+        if notes is not None:
+            notes.append(f"the dense run of seed {old} ({m['dense'][:8]}) is {why}: its {len(out[m['dense']])} "
+                         f"chain(s) run with seed {seed} instead (retry_unlearned)")
+    return out
 
 
 def _dense_groups(entries: list[dict], root: str | Path) -> list[dict]:

@@ -167,6 +167,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                            on_sent=run_hint_writer(root, tracker)).start()
     lineage = LineageCallback(sender, root, console, board=board, p=cfg.report_p)
     outcomes: list = []
+    notes: list[str] = []  # what the sweep decided on its own (re-seeded dense runs)
     nodes = NodeSampler()
     nodes.start()
     with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
@@ -174,7 +175,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
             with ProgressView(board, on_reading=lineage.live_reading):
                 run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume,
                            extra_points=chains, callbacks=[lineage], outcomes=outcomes,
-                           stop=interrupted.is_set, verbose=verbose)
+                           stop=interrupted.is_set, verbose=verbose, notes=notes)
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
             lineage.close_open_runs("KILLED")
             left = sender.close(drain_s)
@@ -184,6 +185,8 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
     print_summary(rows, cfg.name, cfg.report_p, console, note)
+    for line in notes:
+        console.print(f"[bold yellow]↻ {line}[/]")
     if timeline.peak > 1 or any(timeline.joined_left()):  # a multi-node or autoscaling cluster
         console.print(timeline.line())
     if left:

@@ -79,11 +79,17 @@ class SweepOptions:
     baselines: tuple[str, ...] = ()  # ticket baselines on every IMP chain's masks (ltvl.core.baselines)
     transfer_to: tuple[str, ...] = ()  # tasks every IMP chain's masks are transferred to
     seed: int = 0  # Optuna's sampler seed
+    # a dense run that does not beat the majority answer is tried again with the next unused seed,
+    # up to this many times, before its chains run (SPEC §7); needs a dense stage (controls give one)
+    retry_unlearned: int = 0
 
     def validate(self) -> None:
         self.resources.validate()
         self.early_stop.validate()
         self.search.validate()
+        if not 0 <= self.retry_unlearned <= 10:
+            raise LtvlError(f"retry_unlearned {self.retry_unlearned} is outside [0, 10]", where="retry_unlearned",
+                            fix="0 (never) or a few retries, e.g. retry_unlearned: 1")
         from ltvl.params.schema import check_value
 
         for i, b in enumerate(self.baselines):

@@ -38,7 +38,9 @@ class ChainSummary:
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
 
     def best(self, p: float) -> tuple[float, float] | None:
-        """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense."""
+        """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense (a control has none)."""
+        if self.is_control:
+            return None
         keeps = [(s, m) for r, s, m in self.rounds if r > 0 and self.dense == self.dense and m >= p * self.dense]
         return max(keeps) if keeps else None
 
