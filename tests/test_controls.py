@@ -242,3 +242,23 @@ def test_retry_unlearned_is_checked_before_anything_runs():
         load_config("rewind_grid", None, ["retry_unlearned=11"])
     with pytest.raises(LtvlError, match="retry_unlearned must be int"):
         load_config("rewind_grid", None, ["retry_unlearned=often"])
+
+
+def test_retry_unlearned_is_refused_where_no_dense_stage_could_judge_a_dense_run(tmp_path):
+    import pytest
+
+    from ltvl.ray.space import job_entry
+    from ltvl.ray.stages import check_retry
+    from ltvl.sweep.config import load_config
+    from ltvl.util.errors import LtvlError
+    base = {"task": "vqa", "data": "synthetic:vqa", "preset": "tiny", "steps": 20}
+    shared = [job_entry({**base, "rate": r}, tmp_path) for r in (0.5, 0.8)]  # one dense run, two chains
+    check_retry(shared, searching=False)
+    alone = shared + [job_entry({**base, "seed": 3}, tmp_path)]
+    with pytest.raises(LtvlError, match=r"retry_unlearned needs a dense stage, but 1 chain\(s\) train their dense "
+                                        r"run alone \(e.g. seed 3, method magnitude\)"):
+        check_retry(alone, searching=False)
+    with pytest.raises(LtvlError, match="retry_unlearned cannot be combined with a search"):
+        check_retry([], searching=True)
+    with pytest.raises(LtvlError, match="controls must be bool"):
+        load_config("rewind_grid", None, ["controls=maybe"])

@@ -76,30 +76,24 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         for i, p in enumerate(points[-len(extra_points):]):
             resolve_chain(p, where=f"chains[{i}]")
     entries = [job_entry(p, root) for p in points] if not domains else []
+    if opts.retry_unlearned:
+        check_retry(entries, bool(domains))
     groups = _dense_groups(entries, root)
     if groups:
-        res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups), cap))
-        check_resources(res, cap, stage="dense")
-        _plan(callbacks, "dense", [{"group": g} for g in groups])
-        dense = _stage(f"{name}-dense", {**base, "resources": dataclasses.asdict(res),
-                                         "group": tune.grid_search(groups)}, opts, resume, tune_config={},
-                       callbacks=callbacks, verbose=verbose)
-        _collect(outcomes, "dense", dense)
+        _dense_stage(f"{name}-dense", groups, base, opts, cap, resume, callbacks, outcomes, verbose)
         if stop():
             return None
-        for attempt in range(1, opts.retry_unlearned + 1):
-            retry = reseed_unlearned(groups, dense, entries, root, notes)
-            if not retry:
-                break
-            entries = [e for e in entries if e["dense_sha256"] not in retry] + [
-                e for g in retry.values() for e in g]
-            points = [e["params"] for e in entries]  # the ticket stage follows the re-seeded chains
-            groups = _dense_groups([e for g in retry.values() for e in g], root)
-            _plan(callbacks, "dense", [{"group": g} for g in groups])
-            dense = _stage(f"{name}-dense-retry{attempt}", {**base, "resources": dataclasses.asdict(res),
-                                                           "group": tune.grid_search(groups)}, opts, resume,
-                           tune_config={}, callbacks=callbacks, verbose=verbose)
-            _collect(outcomes, "dense", dense)
+    used = {_seed(e["params"]) for e in entries}  # abandoned seeds stay used: never tried twice
+    for attempt in range(1, opts.retry_unlearned + 1):
+        retry = reseed_unlearned(entries, root, used, notes)  # read from the dense stores: resumes alike
+        if not retry:
+            break
+        moved = [e for g in retry.values() for e in g]
+        entries = [e for e in entries if e["dense_sha256"] not in retry] + moved
+        points = [e["params"] for e in entries]  # the ticket stage follows the re-seeded chains
+        groups = _dense_groups(moved, root)
+        if groups:
+            _dense_stage(f"{name}-dense-retry{attempt}", groups, base, opts, cap, resume, callbacks, outcomes, verbose)
             if stop():
                 return None
     base["dense_rewinds"] = _rewinds_by_dense(entries)
@@ -141,29 +135,64 @@ def _rewinds_by_dense(entries: list[dict]) -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def reseed_unlearned(groups: list[dict], dense: tune.ResultGrid, entries: list[dict], root: str | Path,
+def _dense_stage(stage: str, groups: list[dict], base: dict, opts: SweepOptions, cap, resume: bool,
+                 callbacks: list | None, outcomes: list | None, verbose: bool) -> None:
+    """One dense stage: a trial per group, each trained once for all its chains."""
+    res = dataclasses.replace(opts.resources, cpus_per_worker=dense_cpus(opts.resources, len(groups), cap))
+    check_resources(res, cap, stage="dense")
+    _plan(callbacks, "dense", [{"group": g} for g in groups])
+    grid = _stage(stage, {**base, "resources": dataclasses.asdict(res), "group": tune.grid_search(groups)}, opts,
+                  resume, tune_config={}, callbacks=callbacks, verbose=verbose)
+    _collect(outcomes, "dense", grid)
+
+
+def _seed(params: dict) -> int:
+    return int(params.get("seed", DEFAULTS["seed"]))
+
+
+def check_retry(entries: list[dict], searching: bool) -> None:
+    """``retry_unlearned`` judges a dense run after the dense stage, so every dense run must have
+    one: shared by two chains or more (a sweep with controls gives each its control chain)."""
+    if searching:
+        raise LtvlError("retry_unlearned cannot be combined with a search (Optuna samples each trial's params)",
+                        where="retry_unlearned", fix="set retry_unlearned: 0, or sweep a grid")
+    sizes: dict[str, int] = {}
+    for e in entries:
+        sizes[e["dense_sha256"]] = sizes.get(e["dense_sha256"], 0) + 1
+    alone = [e for e in entries if sizes[e["dense_sha256"]] == 1]
+    if alone:
+        first = alone[0]["params"]
+        raise LtvlError(f"retry_unlearned needs a dense stage, but {len(alone)} chain(s) train their dense run "
+                        f"alone (e.g. seed {_seed(first)}, method {first.get('method', 'magnitude')})",
+                        where="retry_unlearned",
+                        fix="keep controls: true (each dense run gets its control chain), or set retry_unlearned: 0")
+
+
+def reseed_unlearned(entries: list[dict], root: str | Path, used: set[int],
                      notes: list[str] | None) -> dict[str, list[dict]]:
-    """The groups whose dense run did not beat the majority answer, each moved to the next seed
-    no chain of the sweep uses: {old dense sha: the group's new entries}. The old dense run stays
-    recorded (and flagged); its chains never run."""
+    """The chain groups whose dense run (read from its store) did not beat the majority answer,
+    each moved to the next seed not in ``used``: {old dense sha: the group's new entries}. The
+    old dense run stays recorded (and flagged); its chains never run."""
     from ltvl.tracking.records import dense_flag
-    by_sha = {g["dense_sha256"]: g for g in groups}
-    used = {int(e["params"].get("seed", DEFAULTS["seed"])) for e in entries}
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(e["dense_sha256"], []).append(e)
     out = {}
-    for r in dense:
-        m = r.metrics or {}
-        if m.get("dense") not in by_sha or "metric" not in m:
+    for sha, group in groups.items():
+        rec = DenseStore(root, resolve_chain(group[0]["params"]).dense, writer=False).record()
+        if rec is None or "metric" not in rec.metrics:
             continue
+        m = rec.metrics
         why = dense_flag(float(m["metric"]), m.get("n"), majority=m.get("majority_metric"))
         if why is None:
             continue
-        old = int(by_sha[m["dense"]]["chains"][0].get("seed", DEFAULTS["seed"]))
+        old = _seed(group[0]["params"])
         seed = next(s for s in itertools.count(old + 1) if s not in used)
         used.add(seed)
-        out[m["dense"]] = [job_entry({**p, "seed": seed}, root) for p in by_sha[m["dense"]]["chains"]]
+        out[sha] = [job_entry({**e["params"], "seed": seed}, root) for e in group]
         if notes is not None:
-            notes.append(f"the dense run of seed {old} ({m['dense'][:8]}) is {why}: its {len(out[m['dense']])} "
-                         f"chain(s) run with seed {seed} instead (retry_unlearned)")
+            notes.append(f"the dense run of seed {old} ({sha[:8]}) is {why}: its {len(group)} chain(s) run with seed "
+                         f"{seed} instead (retry_unlearned)")
     return out
 
 

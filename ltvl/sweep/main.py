@@ -92,11 +92,12 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
     plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
     validate_space(space)
-    points = grid_points(fixed) + [{**plain, **c} for c in cfg.chains]
+    grid = grid_points(fixed)
+    points = grid + [{**plain, **c} for c in cfg.chains]
     chains = list(cfg.chains)
     if cfg.controls and not cfg.search.space:
         chains += control_chains(points)
-    n = len(grid_points(fixed)) + len(chains)
+    n = len(grid) + len(chains)
     k = sum(c.get("method") == "all" for c in chains)
     controls_note = "" if not k else f", {k} of them {'a 100%-sparse control' if k == 1 else '100%-sparse controls'}"
     base = home() / "sweeps" / cfg.name
@@ -106,7 +107,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     check_local_data(points)
     check_progress_env()
     if dry_run:
-        for p in grid_points(fixed) + chains:
+        for p in grid + chains:
             console.print(p)
         console.print(f"{n} chain(s){controls_note}; nothing run (--dry-run)")
         return 0

@@ -29,7 +29,7 @@ LIVE_PREFIX = "live/"  # a running chain's train loss and steps/s: a chart secti
 NOTE = "mlflow.note.content"  # MLflow's description field
 CONTROL_MARGIN = 0.01  # a dense run must beat the majority-answer control by this much (absolute metric)
 DENSE_FLAG = "ltvl.dense_flag"  # on a dense run that did not: its chains are no evidence of a ticket
-MAJORITY, SPARSE100 = "majority answer", SPARSE_CONTROL
+MAJORITY = "majority answer"
 
 
 def beats(dense: float, control: float | None, n: float | None = None, margin: float = CONTROL_MARGIN) -> bool:
@@ -40,7 +40,7 @@ def beats(dense: float, control: float | None, n: float | None = None, margin: f
     if control is None or control != control or dense != dense:
         return True
     if n and n == n:  # a count; NaN where the record has none
-        margin = max(margin, 2 * math.sqrt(min(max(control * (1 - control), 0.0), 0.25) / n))
+        margin = max(margin, 2 * math.sqrt(max(control * (1 - control), 0.0) / n))
     return dense >= control + margin
 
 
@@ -50,7 +50,7 @@ def dense_flag(dense: float, n: float | None = None, *, majority: float | None =
     controls are computed from the same data: the majority answer, and the 100%-sparse chain
     (every prunable weight pruned, the rest trained), which shows what embeddings and head alone
     learn."""
-    for name, value in ((MAJORITY, majority), (SPARSE100, sparse100)):
+    for name, value in ((MAJORITY, majority), (SPARSE_CONTROL, sparse100)):
         if not beats(dense, value, n, margin):
             return f"no better than the {name} ({float(value):.4f})"
     return None
@@ -58,6 +58,7 @@ def dense_flag(dense: float, n: float | None = None, *, majority: float | None =
 
 def dense_learned(dense: float, majority: float | None, n: float | None = None,
                   margin: float = CONTROL_MARGIN, sparse100: float | None = None) -> bool:
+    """Whether a dense run beats every control it has (:func:`dense_flag` is None)."""
     return dense_flag(dense, n, majority=majority, sparse100=sparse100, margin=margin) is None
 
 
