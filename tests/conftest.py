@@ -1,5 +1,7 @@
 import os
 import secrets
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -17,7 +19,8 @@ def ltvl_home(tmp_path_factory):
     """Every test session gets its own LTVL_HOME, HOME and Ray token path: datasets ltvl prepares,
     the prep cache, the MLflow store, ~/.ray and its auth token all start empty, so nothing an
     earlier run left on this machine can make a test pass (or fail)."""
-    keys = ("LTVL_HOME", "HOME", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI")
+    keys = ("LTVL_HOME", "HOME", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI",
+            "RAY_TMPDIR")
     old = {k: os.environ.get(k) for k in keys}
     path = tmp_path_factory.mktemp("ltvl_home")
     home = tmp_path_factory.mktemp("home")
@@ -27,8 +30,12 @@ def ltvl_home(tmp_path_factory):
     token.parent.mkdir()
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    os.environ.update(LTVL_HOME=str(path), HOME=str(home), RAY_AUTH_TOKEN_PATH=str(token))
+    # Ray's sessions (logs, a copy of each job's working_dir) go to a short dir of our own, not a
+    # shared /tmp/ray that Ray never empties; short, because Ray's unix socket paths must fit 107 bytes.
+    ray_tmp = tempfile.mkdtemp(prefix="ltvl-t-", dir="/tmp")
+    os.environ.update(LTVL_HOME=str(path), HOME=str(home), RAY_AUTH_TOKEN_PATH=str(token), RAY_TMPDIR=ray_tmp)
     yield path
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

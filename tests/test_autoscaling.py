@@ -69,6 +69,7 @@ def cluster(tmp_path_factory):
     print(f"down took {time.monotonic() - t:.1f} s")
     assert rc == 0 and "ray-head" in out, out
     assert all(group_members(s.pid) == [] for s in c.state.services)  # the autoscaled nodes went with the head
+    assert not Path(c.state.ray_tmp).exists() and (c.dir / "ray-logs" / "head").is_dir()
     # every port any cluster process (head, autoscaled nodes, Train workers) listened on was loopback
     assert c.ports.seen and [str(s) for s in c.ports.seen if not s.loopback] == []
 

@@ -94,6 +94,10 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
     assert bystander.poll() is None  # … and nothing else was touched
     bystander.kill()
     assert not (cdir / "cluster.json").exists()
+    # the Ray temp dir (a copy of the job's working_dir on every node) is gone; the logs are kept
+    assert not Path(state.ray_tmp).exists()
+    assert sorted(p.name for p in (cdir / "ray-logs").iterdir()) == ["head", "worker-1"]
+    assert list((cdir / "ray-logs" / "head").glob("gcs_server*.out"))
 
 
 def test_public_bind_is_detected_and_only_recorded_groups_are_stopped(tmp_path):
@@ -153,3 +157,22 @@ def test_the_cluster_brings_its_own_auth_token(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "new" / "token"))  # named but not there yet: made there
     assert ensure_token(tmp_path / "other") == str(tmp_path / "new" / "token")
     assert len((tmp_path / "new" / "token").read_text()) == 64 and not (tmp_path / "other" / "auth_token").exists()
+
+
+def test_down_keeps_the_ray_logs_and_deletes_only_a_ray_temp_dir_ltvl_made(tmp_path):
+    from ltvl.cluster.local import keep_ray_logs
+    ray_tmp = tmp_path / "ltvl-ray-x1"
+    logs = ray_tmp / "head" / "session_2026" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "gcs_server.out").write_text("gcs")
+    (ray_tmp / "head" / "session_latest").symlink_to(ray_tmp / "head" / "session_2026")
+    (ray_tmp / "head" / "session_2026" / "runtime_resources").mkdir()  # the bulk: job working dirs
+    (tmp_path / "c" / "ray-logs" / "old-node").mkdir(parents=True)  # an earlier cluster's logs: replaced
+    keep_ray_logs(ray_tmp, tmp_path / "c" / "ray-logs")
+    assert not ray_tmp.exists()
+    assert [p.name for p in (tmp_path / "c" / "ray-logs").iterdir()] == ["head"]
+    assert (tmp_path / "c" / "ray-logs" / "head" / "gcs_server.out").read_text() == "gcs"
+    foreign = tmp_path / "ray"  # a directory ltvl did not make is never deleted
+    foreign.mkdir()
+    keep_ray_logs(foreign, tmp_path / "c" / "ray-logs")
+    assert foreign.is_dir() and (tmp_path / "c" / "ray-logs" / "head").is_dir()

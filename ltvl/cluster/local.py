@@ -33,6 +33,8 @@ from ltvl.util.errors import LtvlError
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"
+RAY_LOGS = "ray-logs"  # where `down` keeps each node's Ray logs
+RAY_TMP_PREFIX = "ltvl-ray-"
 
 
 def default_dir() -> Path:
@@ -236,7 +238,7 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
     # Each node gets its own Ray temp dir: nodes sharing one would garbage-collect each other's
     # runtime-env files (the job's working_dir) and find each other via ray_current_cluster.
     # It is short and under /tmp because Ray's unix sockets live there (107-byte path limit).
-    ray_tmp = tempfile.mkdtemp(prefix="ltvl-ray-", dir="/tmp")
+    ray_tmp = tempfile.mkdtemp(prefix=RAY_TMP_PREFIX, dir="/tmp")
     state = ClusterState(str(directory), free_port(), free_port(), free_port() if with_mlflow else None, ray_tmp,
                          token_path="" if "RAY_AUTH_TOKEN" in os.environ else ensure_token(directory))
     env = service_env(state.mlflow_port, state.token_path)
@@ -308,8 +310,27 @@ def down(directory: Path) -> list[str]:
     # Ray node keeps nothing worth a graceful end (results live in the stores and MLflow): 5 s.
     stopped = [s.name for s in reversed(state.services)
                if stop_group(s.pid, s.start_ticks, grace_s=5 if s.name.startswith("ray") else 30)]
+    if state.ray_tmp:
+        keep_ray_logs(Path(state.ray_tmp), Path(state.dir) / RAY_LOGS)
     (Path(state.dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def keep_ray_logs(ray_tmp: Path, dest: Path) -> None:
+    """Move each node's Ray logs into the cluster directory, then delete the Ray temp dir.
+
+    Why: every node's temp dir also holds a copy of each job's working_dir (tens of MB a node),
+    and Ray never deletes it; a machine that runs many clusters fills its disk. The logs are
+    the part worth keeping, so they outlive the cluster, under ``<dir>/ray-logs/<node>``
+    (the previous cluster's logs are replaced)."""
+    if not ray_tmp.name.startswith(RAY_TMP_PREFIX) or not ray_tmp.is_dir():
+        return  # never delete a directory ltvl did not make
+    shutil.rmtree(dest, ignore_errors=True)
+    for node in sorted(p for p in ray_tmp.iterdir() if p.is_dir()):
+        logs = node / "session_latest" / "logs"
+        if logs.is_dir():
+            shutil.copytree(logs, dest / node.name, symlinks=True, ignore_dangling_symlinks=True)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def preempt(directory: Path, node_id: str, timeout_s: float = 60) -> dict:
