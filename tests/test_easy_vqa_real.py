@@ -26,7 +26,8 @@ def test_minilm_learns_easy_vqa(tmp_path_factory):
     setup = build_vl(VLSpec(task="vqa", data=str(data), backbone=BackboneSpec("minilm", num_layers=2), max_len=16))
     # the majority-answer control, computed by the task from its own data, is that baseline exactly
     assert setup.data.majority_control() == pytest.approx(baseline)
-    trainer = Trainer(setup.data, TrainConfig(steps=250, lr=1e-4, batch_size=64, warmup_ratio=0.1))
+    # the main job's dense recipe (sweeps/configs/rewind_grid.yaml): 200 steps of 32 questions
+    trainer = Trainer(setup.data, TrainConfig(steps=200, lr=1e-4, batch_size=32, warmup_ratio=0.1))
     model = setup.model_factory()
     trainer.train(model)
     metrics = trainer.evaluate(model)

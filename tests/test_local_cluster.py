@@ -89,7 +89,7 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
         assert rc == 0 and json.loads(st[st.index("{"):])["public"] == []
     finally:
         rc, down_out = _local_sh("down", "--dir", str(cdir), env=env, timeout=180)
-    assert rc == 0 and "stopped: mlflow, ray-worker-1, ray-head" in down_out, down_out
+    assert rc == 0 and "stopped: ray-worker-1, ray-head, mlflow" in down_out, down_out
     assert all(group_members(s.pid) == [] for s in state.services)  # nothing of ours is left …
     assert bystander.poll() is None  # … and nothing else was touched
     bystander.kill()
@@ -176,3 +176,25 @@ def test_down_keeps_the_ray_logs_and_deletes_only_a_ray_temp_dir_ltvl_made(tmp_p
     foreign.mkdir()
     keep_ray_logs(foreign, tmp_path / "c" / "ray-logs")
     assert foreign.is_dir() and (tmp_path / "c" / "ray-logs" / "head").is_dir()
+
+
+def test_mlflow_moves_to_a_new_port_when_its_port_was_taken_before_it_bound(tmp_path):
+    """CI once saw Ray take the port picked for MLflow before the server bound it; the health
+    probe then met Ray's gRPC and crashed. Now MLflow starts first, and a lost port is re-picked."""
+    import socket
+
+    from ltvl.cluster.local import _http_up, _start_mlflow
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    state = ClusterState(str(tmp_path), 1, 2, taken)
+    try:
+        _start_mlflow(state, tmp_path, timeout_s=120)
+        assert state.mlflow_port != taken and _http_up(state.tracking_uri + "/health")
+        assert [s.name for s in state.services] == ["mlflow"]  # the server that lost its port is not recorded
+        assert "address already in use" in (tmp_path / "mlflow.log").read_text().lower()  # why it moved
+    finally:
+        for s in state.services:
+            stop_group(s.pid, s.start_ticks, grace_s=10)
+        squatter.close()

@@ -10,6 +10,7 @@ and chains that need more than one node's CPUs are spread over both nodes.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -173,8 +174,8 @@ def _http_up(url: str) -> bool:
         return True
     except urllib.error.HTTPError:
         return True  # it answered (auth or 404): the server is up
-    except OSError:
-        return False
+    except (OSError, http.client.HTTPException):
+        return False  # nothing there yet, or something that does not speak HTTP: not our server
 
 
 def ray_nodes(state: ClusterState, env: dict | None = None) -> list[dict]:
@@ -241,10 +242,10 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
     ray_tmp = tempfile.mkdtemp(prefix=RAY_TMP_PREFIX, dir="/tmp")
     state = ClusterState(str(directory), free_port(), free_port(), free_port() if with_mlflow else None, ray_tmp,
                          token_path="" if "RAY_AUTH_TOKEN" in os.environ else ensure_token(directory))
-    env = service_env(state.mlflow_port, state.token_path)
     store = ["--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
     head_resources: dict = {"trial_driver": 64}
-    head_env, head_extra = env, []
+    head_env: dict = {}
+    head_extra: list[str] = []
     if autoscale is not None:
         config = autoscale.config(directory, Path(ray_tmp), state.gcs_port, worker_cpus, object_store_mb)
         head_resources = dict(config["available_node_types"][config["head_node_type"]]["resources"])
@@ -253,9 +254,13 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
         atomic_write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
         state.autoscaling_config = str(cfg_path)
         # RAY_FAKE_CLUSTER lets the autoscaler's provider start nodes on this machine
-        head_env = {**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "2"}
+        head_env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "2"}
         head_extra = [f"--autoscaling-config={cfg_path}"]
     try:
+        if with_mlflow:  # first: its port is bound before any Ray process picks random ports of its own
+            _start_mlflow(state, directory, timeout_s)
+        env = service_env(state.mlflow_port, state.token_path)
+        head_env = {**env, **head_env}
         head = _spawn("ray-head", [
             _bin("ray"), "start", "--head", "--block", f"--port={state.gcs_port}", f"--node-ip-address={LOOPBACK}",
             "--node-name=ltvl-head", f"--temp-dir={ray_tmp}/head", f"--num-cpus={head_cpus:g}",
@@ -273,32 +278,46 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
                 directory, env)
             state.services.append(worker)
             state.save()
-        if with_mlflow:
-            mlflow = _spawn("mlflow", [
-                _bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
-                "--artifacts-destination", str(directory / "mlflow-artifacts")], directory, env)
-            state.services.append(mlflow)
-            state.save()
         nodes: list[dict] = []
         expected = 1 if autoscale is not None else 2
 
         def all_nodes() -> bool:
             nodes[:] = ray_nodes(state, env)
             return len(nodes) >= expected
-        _wait("the Ray nodes", all_nodes, state.services[1] if autoscale is None else head, timeout_s)
+        _wait("the Ray nodes", all_nodes, state.services[-1], timeout_s)  # the worker node, or the head
         state.nodes = {n.get("node_name") or n["node_id"]: n["node_id"] for n in nodes}
         wait_for_job_agent(state, state.nodes["ltvl-head"], env, timeout_s)
         if autoscale is not None:
             from ltvl.ray.capacity import announce_capacity, capacity_from_config
             announce_capacity(state.ray_address, capacity_from_config(config), env)
-        if with_mlflow:
-            _wait("the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), mlflow, timeout_s)
         state.save()
         return state
     except BaseException:
         down(directory)
         raise
+
+
+def _start_mlflow(state: ClusterState, directory: Path, timeout_s: float, attempts: int = 3) -> None:
+    """Start ``mlflow server`` and wait until it answers. A port picked free can be taken before
+    the server binds it (another cluster's Ray on this machine picks random ports too): then the
+    server exits saying so, and it is started again on a new port."""
+    for attempt in range(1, attempts + 1):
+        mlflow = _spawn("mlflow", [
+            _bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+            "--artifacts-destination", str(directory / "mlflow-artifacts")], directory,
+            service_env(state.mlflow_port, state.token_path))
+        state.services.append(mlflow)
+        state.save()
+        try:
+            _wait("the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), mlflow, timeout_s)
+            return
+        except LtvlError as e:
+            taken = "address already in use" in str(e).lower()
+            if not taken or attempt == attempts:
+                raise
+            state.services.remove(mlflow)
+            state.mlflow_port = free_port()
 
 
 def down(directory: Path) -> list[str]:

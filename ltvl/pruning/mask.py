@@ -170,6 +170,13 @@ class Mask:
             union += int(torch.logical_or(a, b).sum())
         return inter / union if union else 1.0
 
+    def hamming(self, other: Mask) -> float:
+        """Fraction of prunable weights whose keep bit differs: how far apart two masks are
+        (the early-bird test of You et al. 2020 and EarlyBERT compares consecutive masks by it)."""
+        self.check_compatible(other.shapes, what="other mask")
+        differ = sum(int(torch.logical_xor(a, other.tensors[n]).sum()) for n, a in self.tensors.items())
+        return differ / self.numel if self.numel else 0.0
+
     def equal(self, other: Mask) -> bool:
         return self.shapes == other.shapes and all(
             torch.equal(t, other.tensors[n]) for n, t in self.tensors.items()

@@ -1,0 +1,251 @@
+"""Cost to a ticket: the highest sparsity whose ticket keeps p of dense, naively and cheaply.
+
+The question (issue 16): on the main job's real recipe (its params from
+sweeps/configs/rewind_grid.yaml: MiniLM on easy-VQA), with a geometric schedule at rate 0.2 up
+to 95% sparsity, which is the highest level whose IMP ticket keeps p = 99% of its seed's dense
+metric? Answered per seed, by each strategy, on the same machine in one run:
+
+  naive            one chain per seed, every level, no early stop (ltvl.core.imp.run_chain)
+  early abandon    the same chains stopped at their first level below p. Its rounds are the
+                   naive chain's rounds (bit-identical: tests/test_cost_strategies.py), so its
+                   cost and answer are read from them, never re-trained
+  + adaptive rate  bracket search (ltvl.core.level_search): jumps of --jump levels while tickets
+                   keep p, then bisection between the last good and first bad level
+  + seed-informed  seeds after the first start at the first seed's answer (confirm, then one up)
+  + early-bird     the dense phase stops once its magnitude mask settles (ltvl.core.early_bird);
+                   tickets are judged against the early-bird model's metric, a weaker reference
+
+Every strategy pays for its dense phase, even where its run is shared with another strategy on
+disk (the same dense run, computed once). Wall time is the sum of the trainings and evaluations
+a strategy needs, each measured where it ran (one torch thread per process, --procs processes).
+
+    python bench/cost_to_ticket.py [--seeds 0,1,2] [--jump 4] [--procs 2] [--set steps=20 ...]
+
+The last line reads: cost-to-ticket steps ratio = X (answers within one level: K/N seeds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _job(params: dict, seed: int):
+    """The chain job, its dataset resolved, its model and trainer built (in the calling process)."""
+    import torch
+
+    from ltvl.core.train import Trainer
+    from ltvl.params.resolve import data_for, resolve_chain
+    from ltvl.vl.assemble import build_vl
+    from ltvl.vl.datasets import resolve_dataset
+
+    torch.set_num_threads(int(os.environ.get("LTVL_BENCH_THREADS", "1")))
+    job = resolve_chain({**params, "seed": seed})
+    job = job.with_data(str(resolve_dataset(data_for(job.params))))
+    setup = build_vl(job.vl)
+    return job, setup, Trainer(setup.data, job.chain.train)
+
+
+def naive_task(params: dict, seed: int, work: str) -> dict:
+    """Every level of one seed's IMP chain (resumable: a re-run replays the finished rounds)."""
+    from ltvl.core.dense import DenseSpec, DenseStore
+    from ltvl.core.imp import run_chain_with_trainer
+
+    job, setup, trainer = _job(params, seed)
+    res = run_chain_with_trainer(job.chain, setup.model_factory, trainer, Path(work) / "chains")
+    dense = DenseStore(Path(work) / "chains", DenseSpec.of(job.chain), writer=False).record()
+    return {"seed": seed, "dense_metric": dense.metrics["metric"], "dense_steps": dense.steps,
+            "dense_wall_s": dense.wall_s,
+            "levels": [{"level": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"],
+                        "steps": job.chain.train.steps - job.chain.rewind_step, "wall_s": r.wall_s,
+                        "mask_sha256": r.mask_sha256} for r in res.rounds[1:]]}
+
+
+def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: int | None,
+                early_bird: dict | None) -> dict:
+    """One seed's bracket search, from the shared dense run or from an early-bird dense phase."""
+    from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
+    from ltvl.core.early_bird import train_until_early_bird
+    from ltvl.core.level_search import ImpLevels, bracket_search
+
+    job, setup, trainer = _job(params, seed)
+    spec, sparsities = job.chain, job.chain.sparsities()
+    out: dict = {"seed": seed, "jump": jump, "start": start}
+    t0 = time.perf_counter()
+    if early_bird is None:
+        got = ensure_dense(DenseStore(Path(work) / "chains", DenseSpec.of(spec)), {spec.rewind_step},
+                           setup.model_factory, trainer.train, trainer.evaluate)
+        rewind, weights = got.theta(spec.rewind_step), got.final_weights()
+        out.update(dense_metric=got.record.metrics["metric"], dense_steps=got.record.steps,
+                   dense_wall_s=got.record.wall_s)
+    else:
+        model = setup.model_factory()
+        first = sparsities[min(start or jump, len(sparsities)) - 1]  # the mask the first try prunes to
+        eb = train_until_early_bird(trainer, model, spec.prunable, first, interval=early_bird["interval"],
+                                    threshold=early_bird["threshold"], capture_at=[spec.rewind_step])
+        metric = trainer.evaluate(model)["metric"]
+        rewind, weights = eb.captured[spec.rewind_step], eb.weights
+        out.update(dense_metric=metric, dense_steps=eb.step, dense_wall_s=time.perf_counter() - t0,
+                   early_bird={"step": eb.step, "settled": eb.settled, "distances": eb.distances})
+    levels = ImpLevels(sparsities, setup.model_factory, trainer, rewind, weights, out["dense_metric"], p,
+                       method=spec.method, scope=spec.scope, seed=spec.train.seed)
+    res = bracket_search(len(sparsities), levels, jump=jump, start=start)
+    out.update(answer=res.answer, tries=[asdict(t) for t in res.tries])
+    return out
+
+
+# ---------------------------------------------------------------- the strategies, from task outputs
+def _answer_naive(n: dict, threshold: float) -> int:
+    kept = [lv["level"] for lv in n["levels"] if lv["metric"] >= threshold]
+    return max(kept, default=0)
+
+
+def early_abandon(n: dict, p: float) -> dict:
+    """The naive chain up to and including its first level below p."""
+    threshold = p * n["dense_metric"]
+    used = []
+    for lv in n["levels"]:
+        used.append(lv)
+        if lv["metric"] < threshold:
+            break
+    answer = used[-1]["level"] - 1 if used and used[-1]["metric"] < threshold else len(used)
+    return {"seed": n["seed"], "answer": answer, "steps": n["dense_steps"] + sum(lv["steps"] for lv in used),
+            "wall_s": n["dense_wall_s"] + sum(lv["wall_s"] for lv in used), "tries": len(used)}
+
+
+def _cost(s: dict) -> dict:
+    return {"seed": s["seed"], "answer": s["answer"], "steps": s["dense_steps"] + sum(t["steps"] for t in s["tries"]),
+            "wall_s": s["dense_wall_s"] + sum(t["wall_s"] for t in s["tries"]), "tries": len(s["tries"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "sweeps" / "configs" / "rewind_grid.yaml"),
+                    help="the sweep config whose params are the recipe (default: the main job's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe param")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rate", type=float, default=0.2)
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--rewind", type=int, default=0, help="rewind step i (0 = θ0)")
+    ap.add_argument("--p", type=float, default=0.99, help="a ticket must keep p x its seed's dense metric")
+    ap.add_argument("--jump", type=int, default=4, help="levels per jump of the adaptive rate")
+    ap.add_argument("--eb-interval", type=int, default=20, help="steps between early-bird masks")
+    ap.add_argument("--eb-threshold", type=float, default=0.05, help="settled below this mask distance")
+    ap.add_argument("--procs", type=int, default=2, help="processes (one torch thread each)")
+    ap.add_argument("--work", default=None, help="stores and results (default: LTVL_HOME/bench/cost-to-ticket)")
+    a = ap.parse_args()
+
+    from ltvl.params.resolve import data_for, resolve_chain
+    from ltvl.sweep.config import load_config
+    from ltvl.util.atomic import atomic_write_text
+    from ltvl.util.home import home
+    from ltvl.vl.datasets import resolve_dataset
+
+    cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
+    params = {**cfg.params, "schedule": "geometric", "rate": a.rate, "target_sparsity": a.target,
+              "rewind_step": a.rewind, "method": "magnitude"}
+    seeds = [int(s) for s in a.seeds.split(",")]
+    job = resolve_chain({**params, "seed": seeds[0]})  # every bad input refused before any training
+    resolve_dataset(data_for(job.params))  # prepared once, before the processes race for it
+    sparsities = job.chain.sparsities()
+    work = Path(a.work) if a.work else home() / "bench" / "cost-to-ticket"
+    work.mkdir(parents=True, exist_ok=True)
+    eb = {"interval": a.eb_interval, "threshold": a.eb_threshold}
+    print(f"machine: {machine()}")
+    print(f"recipe: {a.config} params + {a.set or 'no overrides'}; rewind {a.rewind}, geometric rate {a.rate} "
+          f"to {a.target}: {len(sparsities)} levels ({', '.join(f'{s:.1%}' for s in sparsities)}); "
+          f"p = {a.p}; seeds {seeds}; {a.procs} processes", flush=True)
+
+    t0 = time.perf_counter()
+    results: dict[str, dict] = {}
+    pool = ProcessPoolExecutor(a.procs, mp_context=get_context("spawn"))
+    pending: dict[Future, str] = {}
+
+    def submit(key: str, fn, *args) -> None:
+        pending[pool.submit(fn, *args)] = key
+
+    # the first seed's searches first: the seed-informed searches of the others wait on them
+    submit(f"adaptive/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, None)
+    submit(f"eb/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, eb)
+    for s in seeds:
+        submit(f"naive/{s}", naive_task, params, s, str(work))
+    for s in seeds[1:]:
+        submit(f"adaptive/{s}", search_task, params, s, str(work), a.p, a.jump, None, None)
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in done:
+            key = pending.pop(f)
+            results[key] = f.result()
+            kind, seed = key.split("/")
+            print(f"  {time.perf_counter() - t0:7.0f} s  {key} done", flush=True)
+            if seed == str(seeds[0]) and kind in ("adaptive", "eb"):
+                start = results[key]["answer"] or None  # a first seed that kept nothing gives no start
+                for s in seeds[1:]:
+                    submit(f"{kind}-informed/{s}", search_task, params, s, str(work), a.p, 1, start,
+                           eb if kind == "eb" else None)
+    pool.shutdown()
+    saved = work / "results.json"
+    atomic_write_text(saved, json.dumps({"args": vars(a), "results": results}, indent=1))
+
+    naive = {s: results[f"naive/{s}"] for s in seeds}
+    rows = {
+        "naive": [{"seed": s, "answer": _answer_naive(n, a.p * n["dense_metric"]),
+                   "steps": n["dense_steps"] + sum(lv["steps"] for lv in n["levels"]),
+                   "wall_s": n["dense_wall_s"] + sum(lv["wall_s"] for lv in n["levels"]), "tries": len(n["levels"])}
+                  for s, n in naive.items()],
+        "early abandon": [early_abandon(n, a.p) for n in naive.values()],
+        f"+ adaptive rate (jump {a.jump})": [_cost(results[f"adaptive/{s}"]) for s in seeds],
+        "+ seed-informed": [_cost(results[f"adaptive/{seeds[0]}"])]
+                           + [_cost(results[f"adaptive-informed/{s}"]) for s in seeds[1:]],
+        "+ early-bird": [_cost(results[f"eb/{seeds[0]}"])] + [_cost(results[f"eb-informed/{s}"]) for s in seeds[1:]],
+    }
+    base_steps = sum(r["steps"] for r in rows["naive"])
+    base_wall = sum(r["wall_s"] for r in rows["naive"])
+    truth = {r["seed"]: r["answer"] for r in rows["naive"]}
+
+    def level(k: int) -> str:
+        return f"L{k} ({sparsities[k - 1]:.1%})" if k else "L0 (dense only)"
+
+    print("\nanswers are levels of the schedule; naive per seed: "
+          + ", ".join(f"seed {s} {level(k)}" for s, k in truth.items()))
+    print(f"{'strategy':28} {'steps':>7} {'x naive':>8} {'wall s':>8} {'x naive':>8} {'tries':>6} {'±1 level':>9}"
+          "  answers (levels vs naive)")
+    within: dict[str, int] = {}
+    for name, rs in rows.items():
+        steps, wall = sum(r["steps"] for r in rs), sum(r["wall_s"] for r in rs)
+        within[name] = sum(abs(r["answer"] - truth[r["seed"]]) <= 1 for r in rs)
+        answers = ", ".join(f"{level(r['answer'])} {r['answer'] - truth[r['seed']]:+d}" for r in rs)
+        print(f"{name:28} {steps:7d} {steps / base_steps:8.3f} {wall:8.0f} {wall / base_wall:8.3f} "
+              f"{sum(r['tries'] for r in rs):6d} {within[name]:>7}/{len(rs)}  {answers}")
+    print("\nthe searches' tries, in order (level <- the level it was pruned from, + kept p, - did not):")
+    for key, r in results.items():
+        if "tries" in r:
+            print(f"  {key:22} " + " ".join(f"L{t['level']}<-L{t['parent']}{'+' if t['kept'] else '-'}"
+                                              for t in r["tries"]))
+    for s in seeds:
+        e = results[f"eb/{s}" if s == seeds[0] else f"eb-informed/{s}"]
+        print(f"early-bird seed {s}: dense phase stopped at step {e['early_bird']['step']} of "
+              f"{job.chain.train.steps} (settled: {e['early_bird']['settled']}); its metric {e['dense_metric']:.4f} "
+              f"vs the full dense run's {naive[s]['dense_metric']:.4f}; mask distances "
+              + ", ".join(f"{st}:{d:.3f}" for st, d in e["early_bird"]["distances"]))
+    cheapest = rows["+ early-bird"]
+    ratio = sum(r["steps"] for r in cheapest) / base_steps
+    print(f"total wall time of this benchmark: {time.perf_counter() - t0:.0f} s; results: {saved}")
+    print(f"cost-to-ticket steps ratio = {ratio:.2f} (answers within one level: {within['+ early-bird']}/"
+          f"{len(seeds)} seeds)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The cheap routes to the winning sparsity (issue 16): the bracket search over IMP levels and
+early-bird masks. The benchmark (bench/cost_to_ticket.py) measures their saving on real data;
+these tests pin down that each does what it says on a real (tiny) transformers BERT."""
+import pytest
+import torch
+
+from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
+from ltvl.core.early_bird import train_until_early_bird
+from ltvl.core.imp import ChainSpec, run_chain
+from ltvl.core.level_search import ImpLevels, Try, bracket_search, next_level
+from ltvl.core.toy import ToyTask, make_toy_model
+from ltvl.core.train import TrainConfig, Trainer
+from ltvl.pruning import Mask, Schedule
+from ltvl.pruning.prunable import PrunableSpec, select_prunable
+from ltvl.util.errors import LtvlError
+
+TASK = ToyTask(n_train=256, n_test=128)
+
+
+def _oracle(last_kept: int, calls: list):
+    """A fake ticket trainer: levels up to ``last_kept`` keep p."""
+    def try_level(level: int, parent: int) -> Try:
+        calls.append((level, parent))
+        return Try(level, parent, level / 20, 0.5, level <= last_kept, 10, 0.1, f"m{level}")
+    return try_level
+
+
+@pytest.mark.parametrize("last_kept, kw, expected", [
+    (7, {"jump": 1}, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6), (8, 7)]),  # early abandonment
+    (7, {"jump": 4}, [(4, 0), (8, 4), (6, 4), (7, 6)]),  # jumps, then bisection from the last good level
+    (7, {"jump": 4, "start": 7}, [(7, 0), (8, 7)]),  # another seed's answer, confirmed in two tries
+    (7, {"jump": 4, "start": 9}, [(9, 0), (4, 0), (6, 4), (7, 6), (8, 7)]),  # … or searched below it
+    (14, {"jump": 4}, [(4, 0), (8, 4), (12, 8), (14, 12)]),  # every level keeps p
+    (0, {"jump": 4}, [(4, 0), (2, 0), (1, 0)]),  # none does
+])
+def test_bracket_search_tries_and_answer(last_kept, kw, expected):
+    calls = []
+    res = bracket_search(14, _oracle(last_kept, calls), **kw)
+    assert calls == expected and res.answer == last_kept
+    assert res.steps == 10 * len(expected) and [t.level for t in res.tries] == [c[0] for c in expected]
+
+
+def test_bracket_search_bad_input():
+    with pytest.raises(LtvlError, match="jump 0 must be >= 1"):
+        bracket_search(5, _oracle(1, []), jump=0)
+    with pytest.raises(LtvlError, match=r"start level 6 is not in \[1, 5\]"):
+        bracket_search(5, _oracle(1, []), start=6)
+    assert next_level(3, 4, 10, 2) is None and next_level(10, None, 10, 2) is None and next_level(2, 9, 10, 1) == 5
+
+
+def test_imp_levels_with_jump_1_draw_exactly_the_chain_s_masks(tmp_path):
+    """Pruning level k-1's trained weights to level k is an IMP round: the search's masks are the
+    chain's, bit for bit, so early abandonment changes the cost and never the tickets."""
+    spec = ChainSpec(train=TrainConfig(steps=12, lr=3e-3, batch_size=16), schedule=Schedule("geometric", 0.5, 0.8))
+    tr = Trainer(TASK, spec.train)
+    chain = run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path)
+    got = ensure_dense(DenseStore(tmp_path, DenseSpec.of(spec)), {0}, make_toy_model, tr.train, tr.evaluate)
+    levels = ImpLevels(spec.sparsities(), make_toy_model, tr, got.theta(0), got.final_weights(),
+                       reference=1e-9, p=1.0, seed=spec.train.seed)  # every ticket "keeps p"
+    res = bracket_search(len(spec.sparsities()), levels, jump=1)
+    assert res.answer == 3 and [t.parent for t in res.tries] == [0, 1, 2]
+    assert [t.mask_sha256 for t in res.tries] == [r.mask_sha256 for r in chain.rounds[1:]]
+    assert [t.metric for t in res.tries] == [r.metrics["metric"] for r in chain.rounds[1:]]
+    strict = ImpLevels(spec.sparsities(), make_toy_model, tr, got.theta(0), got.final_weights(), reference=2.0, p=1.0)
+    assert bracket_search(3, strict, jump=2).answer == 0  # nothing reaches 2.0: judged against p x reference
+    assert list(strict.kept) == [0]  # a level that fell below p keeps no weights
+
+
+def test_early_bird_segments_equal_one_run_and_stop_once_the_mask_settles():
+    cfg = TrainConfig(steps=40, lr=3e-3, batch_size=16)
+    tr = Trainer(TASK, cfg)
+    whole = make_toy_model()
+    tr.train(whole)
+    prunable = PrunableSpec()
+    never = make_toy_model()
+    eb = train_until_early_bird(tr, never, prunable, 0.5, interval=10, threshold=0.0, capture_at=[0, 15])
+    assert not eb.settled and eb.step == 40 and [s for s, _ in eb.distances] == [20, 30, 40]
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), never.state_dict().values()))
+    assert sorted(eb.captured) == [0, 15] and eb.captured[15].step == 15
+    assert all(0 < d < 1 for _, d in eb.distances)  # the mask still moves while training goes on
+    early = make_toy_model()
+    eb = train_until_early_bird(tr, early, prunable, 0.5, interval=10, threshold=0.99)
+    assert eb.settled and eb.step == 20 and len(eb.distances) == 1  # the first comparison already settles it
+    weights = {n: p.detach() for n, p in select_prunable(early, prunable).items()}
+    assert all(torch.equal(weights[n], eb.weights[n]) for n in weights)  # the model is left at the stop step
+    assert abs(eb.mask.sparsity - 0.5) < 1e-3
+    with pytest.raises(LtvlError, match="interval 50 is not in"):
+        train_until_early_bird(tr, make_toy_model(), prunable, 0.5, interval=50, threshold=0.1)
+    with pytest.raises(LtvlError, match="threshold 1.5"):
+        train_until_early_bird(tr, make_toy_model(), prunable, 0.5, interval=10, threshold=1.5)
+
+
+def test_mask_hamming_distance():
+    a = Mask({"w": torch.tensor([True, True, False, False])})
+    b = Mask({"w": torch.tensor([True, False, True, False])})
+    assert a.hamming(a) == 0.0 and a.hamming(b) == 0.5 == b.hamming(a)
+    with pytest.raises(LtvlError, match="does not exist"):
+        a.hamming(Mask({"v": torch.tensor([True])}))
