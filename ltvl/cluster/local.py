@@ -270,21 +270,21 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
         state.services.append(head)
         state.save()  # recorded at once: `down` can stop a half-started cluster
         _wait("the Ray head", lambda: _http_up(state.dashboard + "/api/version"), head, timeout_s)
-        if autoscale is None:
-            worker = _spawn("ray-worker-1", [
-                sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block",
-                f"--address={state.ray_address}", f"--node-ip-address={LOOPBACK}", "--node-name=ltvl-worker-1",
-                f"--temp-dir={ray_tmp}/worker-1", f"--num-cpus={worker_cpus:g}", *agent_port(), *store],
-                directory, env)
-            state.services.append(worker)
-            state.save()
         nodes: list[dict] = []
         expected = 1 if autoscale is not None else 2
 
         def all_nodes() -> bool:
             nodes[:] = ray_nodes(state, env)
             return len(nodes) >= expected
-        _wait("the Ray nodes", all_nodes, state.services[-1], timeout_s)  # the worker node, or the head
+        if autoscale is None:
+            worker_cmd = [sys.executable, "-m", "ltvl.cluster.loopback_node", "start", "--block",
+                          f"--address={state.ray_address}", f"--node-ip-address={LOOPBACK}",
+                          "--node-name=ltvl-worker-1", f"--temp-dir={ray_tmp}/worker-1", f"--num-cpus={worker_cpus:g}",
+                          *agent_port(), *store]
+            _start_retrying(state, "ray-worker-1", worker_cmd, directory, env, "the Ray nodes", all_nodes,
+                            timeout_s, "timed out during startup")
+        else:
+            _wait("the Ray nodes", all_nodes, head, timeout_s)
         state.nodes = {n.get("node_name") or n["node_id"]: n["node_id"] for n in nodes}
         wait_for_job_agent(state, state.nodes["ltvl-head"], env, timeout_s)
         if autoscale is not None:
@@ -297,27 +297,40 @@ def up(directory: Path, head_cpus: float = 1, worker_cpus: float = 1, with_mlflo
         raise
 
 
-def _start_mlflow(state: ClusterState, directory: Path, timeout_s: float, attempts: int = 3) -> None:
+def _start_retrying(state: ClusterState, name: str, cmd: list[str], directory: Path, env: dict, what: str,
+                    ready, timeout_s: float, retry_if: str, attempts: int = 3, before_retry=None) -> None:
+    """Spawn a service and wait until ``ready()``; if it exits while starting with ``retry_if`` in
+    its log (a transient failure: a lost port, Ray's fixed 30-s raylet registration wait on a
+    busy machine), start it again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        service = _spawn(name, cmd() if callable(cmd) else cmd, directory, env() if callable(env) else env)
+        state.services.append(service)
+        state.save()
+        try:
+            _wait(what, ready, service, timeout_s)
+            return
+        except LtvlError as e:
+            if retry_if not in str(e).lower() or attempt == attempts:
+                raise
+            state.services.remove(service)
+            if before_retry is not None:
+                before_retry()
+
+
+def _start_mlflow(state: ClusterState, directory: Path, timeout_s: float) -> None:
     """Start ``mlflow server`` and wait until it answers. A port picked free can be taken before
     the server binds it (another cluster's Ray on this machine picks random ports too): then the
     server exits saying so, and it is started again on a new port."""
-    for attempt in range(1, attempts + 1):
-        mlflow = _spawn("mlflow", [
-            _bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
-            "--artifacts-destination", str(directory / "mlflow-artifacts")], directory,
-            service_env(state.mlflow_port, state.token_path))
-        state.services.append(mlflow)
-        state.save()
-        try:
-            _wait("the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), mlflow, timeout_s)
-            return
-        except LtvlError as e:
-            taken = "address already in use" in str(e).lower()
-            if not taken or attempt == attempts:
-                raise
-            state.services.remove(mlflow)
-            state.mlflow_port = free_port()
+    def cmd() -> list[str]:
+        return [_bin("mlflow"), "server", "--host", LOOPBACK, "--port", str(state.mlflow_port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+                "--artifacts-destination", str(directory / "mlflow-artifacts")]
+
+    def new_port() -> None:
+        state.mlflow_port = free_port()
+    _start_retrying(state, "mlflow", cmd, directory, lambda: service_env(state.mlflow_port, state.token_path),
+                    "the MLflow server", lambda: _http_up(state.tracking_uri + "/health"), timeout_s,
+                    "address already in use", before_retry=new_port)
 
 
 def down(directory: Path) -> list[str]:
