@@ -14,19 +14,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# The files that take minutes, longest first. With --dist loadfile, xdist hands whole files to
-# the workers in collection order: starting the long ones first keeps both workers busy to the
-# end instead of leaving one to finish a long file alone (the suite's 25-minute budget).
-LONGEST_FIRST = ("test_ray_chains.py", "test_autoscaling.py", "test_reliability.py", "test_cli.py",
-                 "test_local_cluster.py", "test_vl_learning.py", "test_controls_sweep.py", "test_easy_vqa_real.py",
-                 "test_mlflow_ui.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file stays in one piece
-
-
 @pytest.fixture(scope="session", autouse=True)
 def ltvl_home(tmp_path_factory):
     """Every test session gets its own LTVL_HOME, HOME and Ray token path: datasets ltvl prepares,
