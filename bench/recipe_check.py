@@ -18,42 +18,12 @@ import argparse
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-IMAGE_KEYS = ("features", "boxes", "image_mask", "pixels")
-
-
-def per_question(model, data) -> tuple[list[str], dict[str, list[float]]]:
-    """Each evaluated question's type, and its score by: the model, the model shown another
-    question's image (half the evaluation set away, so never its own), and the majority answer."""
-    import torch
-
-    from ltvl.vl.tasks.base import ConstantAnswer
-
-    task, prep, split = data.task, data.eval_prep, data.eval
-    n = len(prep["rows"]) if data.eval_limit is None else min(data.eval_limit, len(prep["rows"]))
-    texts = split.examples.column("text").to_pylist()[:n]
-    majority = ConstantAnswer(task.majority_class(data.train_prep), task.num_outputs(split.info))
-    scores: dict[str, list[float]] = {"model": [], "other image": [], "majority": []}
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, n, data.eval_batch_size):
-            rows = torch.arange(start, min(start + data.eval_batch_size, n))
-            batch = task.collate(prep, split, rows, torch.Generator().manual_seed(start))
-            other = task.collate(prep, split, (rows + n // 2) % n, torch.Generator().manual_seed(start))
-            swapped = {**batch, **{k: other[k] for k in IMAGE_KEYS if k in other}}
-            for name, m, b in (("model", model, batch), ("other image", model, swapped),
-                               ("majority", majority, batch)):
-                picked = batch["targets"].gather(1, m(b).argmax(1, keepdim=True)).squeeze(1)
-                scores[name] += picked.tolist()
-    return [" ".join(t.lower().rstrip("?").split()[:2]) for t in texts], scores
 
 
 def main() -> None:
@@ -70,6 +40,7 @@ def main() -> None:
     from ltvl.sweep.config import load_config
     from ltvl.vl.assemble import build_vl
     from ltvl.vl.datasets import resolve_dataset
+    from ltvl.vl.image_ablation import image_ablation
 
     torch.set_num_threads(a.threads)
     cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
@@ -85,21 +56,14 @@ def main() -> None:
         out = trainer.train(model)
         metrics = trainer.evaluate(model)
         wall = time.perf_counter() - t0
-        kinds, scores = per_question(model, setup.data)
-        by: dict[str, list[int]] = defaultdict(list)
-        for i, k in enumerate(kinds):
-            by[k].append(i)
-
-        def mean(name: str, idx: list[int], scores: dict = scores) -> float:
-            return sum(scores[name][i] for i in idx) / len(idx)
-        every = list(range(len(kinds)))
+        ab = image_ablation(model, setup.data)
         print(f"seed {seed}: metric {metrics['metric']:.4f}; shown another question's image "
-              f"{mean('other image', every):.4f}; majority answer {mean('majority', every):.4f}; "
+              f"{ab.mean('other image'):.4f}; majority answer {ab.mean('majority'):.4f}; "
               f"final loss {out.last_loss:.3f}, {job.chain.train.steps} steps + eval in {wall:.0f} s")
         print(f"    {'question type':16} {'share':>6} {'model':>7} {'other image':>12} {'majority':>9}")
-        for k, idx in sorted(by.items(), key=lambda kv: -len(kv[1])):
-            print(f"    {k:16} {len(idx) / len(kinds):6.1%} {mean('model', idx):7.3f} "
-                  f"{mean('other image', idx):12.3f} {mean('majority', idx):9.3f}")
+        for k, count in ab.by_kind().items():
+            print(f"    {k:16} {count / len(ab.kinds):6.1%} {ab.mean('model', k):7.3f} "
+                  f"{ab.mean('other image', k):12.3f} {ab.mean('majority', k):9.3f}")
 
 
 if __name__ == "__main__":

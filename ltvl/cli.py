@@ -236,6 +236,9 @@ def data_prepare(
     out: Annotated[Path, typer.Option(help="output directory")],
     grid: Annotated[int, typer.Option(help="patch grid per side for region features (easy-vqa)")] = 4,
     limit: Annotated[Optional[int], typer.Option(help="only the first N questions per split")] = None,
+    features: Annotated[str, typer.Option(help="patch pixels minus the image's background colour "
+                                          "(minus-background), or raw pixels (pixels) (easy-vqa)")]
+    = "minus-background",
 ) -> None:
     """Import a real dataset (easy-VQA from its PyPI package) into DIR."""
     if name != "easy-vqa":
@@ -246,7 +249,7 @@ def data_prepare(
         )
     from ltvl.vl.data.easy_vqa import prepare_easy_vqa
 
-    info = prepare_easy_vqa(out, grid, limit)
+    info = prepare_easy_vqa(out, grid, limit, features)
     console.print(
         f"wrote {out}: task {info.task}, {info.num_regions} regions x {info.feat_dim}-d, "
         f"{len(info.answers)} answers, pixels {info.image_size}x{info.image_size}"

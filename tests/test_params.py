@@ -28,6 +28,7 @@ FORMAT0 = Path(__file__).parent / "fixtures" / "format0_toy_root"  # written by 
 
 # --- identity ----------------------------------------------------------------------------------
 ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "checkpoint": "/w.safetensors", "max_len": 8,
+       "pooling": "cls+image",
        "eval_limit": 10, "steps": 100, "lr": 3e-4, "batch_size": 16, "weight_decay": 0.0, "warmup_ratio": 0.2,
        "seed": 1, "amp": "bf16", "rewind_step": 5, "rewind_fraction": 0.3, "schedule": "linear", "rate": 0.2,
        "target_sparsity": 0.8, "rounds": 3, "method": "random", "scope": "layerwise", "adv_use": "finetune",

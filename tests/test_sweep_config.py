@@ -18,9 +18,10 @@ def test_shipped_configs_load_and_build_every_chain(kind):
     assert validate_space(space_of(cfg)) >= 1
 
 
-def test_main_job_config_is_two_rewinds_by_two_rates_with_rp():
+def test_main_job_config_is_two_rewinds_with_rp_reading_the_image():
     cfg = load_config("rewind_grid", CONFIGS / "rewind_grid.yaml", [])
-    assert len(cfg.grid["rewind_step"]) >= 2 and len(cfg.grid["rate"]) >= 2
+    assert 0 in cfg.grid["rewind_step"] and len(cfg.grid["rewind_step"]) >= 2 and cfg.grid["rate"]
+    assert cfg.params["pooling"] == "cls+image"  # the recipe that reads the image (bench/recipe_check.py)
     assert any(c.get("method") == "random" for c in cfg.chains)
     assert cfg.params["preset"] == "minilm" and cfg.params["data"] == "easy-vqa"
 
@@ -70,7 +71,7 @@ def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
     assert "params.lr must be float" in capsys.readouterr().err
     assert main("rewind_grid", ["--dry-run"], config_dir=CONFIGS) == 0
     err = capsys.readouterr().err
-    assert "6 chain(s), 1 of them a 100%-sparse control" in err and "'method': 'all'" in err
+    assert "4 chain(s), 1 of them a 100%-sparse control" in err and "'method': 'all'" in err
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ltvl.util.errors import LtvlError
-from ltvl.vl.data.info import DatasetInfo
+from ltvl.vl.data.info import FORMAT, DatasetInfo
 from ltvl.vl.data.schema import TASK_COLUMNS
 from ltvl.vl.data.store import open_split
 from ltvl.vl.data.synthetic import COLOURS, Shape, make_synthetic
@@ -242,9 +242,42 @@ def test_easy_vqa_import_small(tmp_path):
     b = s.images.batch([image_id])
     assert b["pixels"].shape == (1, 3, 64, 64)
     assert s.images.encoded(image_id)[:8] == b"\x89PNG\r\n\x1a\n"  # the package's own PNG bytes
-    # features are the pixels' patches, scaled to [-1, 1]
-    px = b["pixels"][0].permute(1, 2, 0)[:16, :16].reshape(-1).float() / 127.5 - 1
+    # features are the pixels' patches minus the image's background colour (its median pixel)
+    img = b["pixels"][0].permute(1, 2, 0).float()
+    background = img.reshape(-1, 3).median(0).values
+    px = ((img[:16, :16] - background) / 127.5).reshape(-1)
     assert np.allclose(b["features"][0, 0].float().numpy(), px.numpy(), atol=1e-2)
+    patches = b["features"][0].float().abs().amax(1)  # a patch of background is about zero, the shape is not
+    assert patches.min() < 0.05 and patches.max() > 0.3
+    assert "features=minus-background" in info.source
+    raw = prepare_easy_vqa(tmp_path / "raw", grid=4, limit=300, features="pixels")  # the old features, on request
+    rb = open_split(tmp_path / "raw", "test").images.batch([image_id])
+    assert np.allclose(rb["features"][0, 0].float().numpy(), (img[:16, :16] / 127.5 - 1).reshape(-1).numpy(),
+                       atol=1e-2)
+    assert raw.content_sha256 != info.content_sha256
+    with pytest.raises(LtvlError, match="unknown features 'rgb'"):
+        prepare_easy_vqa(tmp_path / "bad", limit=5, features="rgb")
+
+
+def test_an_auto_prepared_copy_made_differently_is_rebuilt(tmp_path):
+    """`data: easy-vqa` names ltvl's own preparation: a copy from an older ltvl (other features) is
+    rebuilt, and chains on it get a new identity instead of replaying stores of the old content."""
+    from ltvl.params.resolve import resolve_chain
+    from ltvl.vl.datasets import ensure_prepared
+
+    built = []
+
+    def build(out, source):
+        built.append(source)
+        out.mkdir(exist_ok=True)
+        (out / "dataset.json").write_text(json.dumps({"format": FORMAT, "source": source}))
+
+    ensure_prepared(tmp_path / "d", lambda out: build(out, "old"), source="old")
+    ensure_prepared(tmp_path / "d", lambda out: build(out, "old"), source="old")
+    ensure_prepared(tmp_path / "d", lambda out: build(out, "new"), source="new")
+    assert built == ["old", "new"]
+    assert ("easy_vqa_revision", "2") in resolve_chain({"data": "easy-vqa"}).chain.context
+    assert not any(k == "easy_vqa_revision" for k, _ in resolve_chain({"data": "synthetic:vqa"}).chain.context)
 
 
 @pytest.mark.long

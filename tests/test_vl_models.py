@@ -54,6 +54,38 @@ def test_model_factory_is_deterministic(datasets):
     assert not torch.equal(a.state_dict()["head.0.weight"], other.state_dict()["head.0.weight"])
 
 
+def test_pooling_cls_plus_image_reads_the_mean_image_state_and_cls_is_unchanged(datasets):
+    """``cls`` is UNITER's pooler exactly; ``cls+image`` adds the mean image state before it, so the
+    answer depends on the image through one linear map, not only through attention."""
+    spec = VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("tiny"))
+    plain = build_vl(spec)
+    pooled = build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("tiny", pooling="cls+image")))
+    a, b = plain.model_factory(), pooled.model_factory()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # same θ0
+    a.eval(), b.eval()
+    batch = plain.data.task.collate(plain.data.eval_prep, plain.data.eval, torch.arange(8), torch.Generator())
+    with torch.no_grad():
+        out_a, out_b = a.backbone(batch), b.backbone(batch)
+        seq = torch.cat([out_a.text, out_a.image], dim=1)
+        assert torch.equal(out_a.pooled, a.backbone.pooler(seq))
+        m = out_b.image_mask.float().unsqueeze(-1)
+        by_hand = torch.tanh(b.backbone.pooler.dense(out_b.text[:, 0] + (out_b.image * m).sum(1) / m.sum(1)))
+        assert torch.allclose(out_b.pooled, by_hand, atol=1e-6)
+        assert not torch.allclose(out_a.pooled, out_b.pooled)
+
+
+def test_pooling_is_refused_where_the_backbone_has_none(datasets):
+    from ltvl.params.resolve import resolve_chain
+
+    with pytest.raises(LtvlError, match="params.pooling.*UNITER-style presets; 'tiny-vilt' is vilt"):
+        resolve_chain({"preset": "tiny-vilt", "pooling": "cls+image", "data": datasets["vqa"]})
+    with pytest.raises(LtvlError, match="backbone.pooling"):
+        build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("tiny-lxmert", pooling="cls+image")))
+    # a non-default pooling is part of the dense run's identity; the default adds nothing to it
+    assert ("pooling", "cls+image") in resolve_chain({"pooling": "cls+image"}).chain.context
+    assert not any(k == "pooling" for k, _ in resolve_chain({}).chain.context)
+
+
 def test_minilm_preset_loads_real_weights_and_truncates(datasets):
     from safetensors import safe_open
 

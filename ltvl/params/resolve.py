@@ -25,7 +25,7 @@ from ltvl.pruning import Method, Schedule
 from ltvl.pruning.schedule import rounds_needed
 from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
-from ltvl.vl.models.presets import BackboneSpec, get_preset
+from ltvl.vl.models.presets import BackboneSpec, check_pooling, get_preset
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ def _context(p: ChainParams) -> tuple[tuple[str, str], ...]:
         value = data_for(p) if k == "data" else getattr(p, k)
         if str(value) != str(DEFAULTS[k]):
             out.append((k, str(value)))
+    if data_for(p) == "easy-vqa":  # a dataset ltvl defines: its content is named by its revision
+        from ltvl.vl.data.easy_vqa import REVISION
+        if REVISION > 1:
+            out.append(("easy_vqa_revision", str(REVISION)))
     return tuple(out)
 
 
@@ -122,7 +126,9 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
                         warmup_ratio=p.warmup_ratio, seed=p.seed, amp=p.amp,
                         adversarial=adv if p.adv_use in ("imp", "both") else AdvConfig())
     preset = get_preset(p.preset)
-    vl = VLSpec(task=p.task, data=data_path or data, backbone=BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed),
+    check_pooling(p.preset, p.pooling, f"{where}.pooling")
+    vl = VLSpec(task=p.task, data=data_path or data,
+                backbone=BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed, p.pooling),
                 max_len=p.max_len, eval_limit=p.eval_limit, loader_workers=p.loader_workers)
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
                       method=Method(p.method), scope=p.scope, prunable=preset.prunable, context=_context(p),

@@ -87,6 +87,9 @@ class ChainParams:
                                nullable=True, low=1, recipe=True, context=True)
     checkpoint: str | None = param(None, "backbone weights (.safetensors) for base presets", DENSE, str,
                                    nullable=True, recipe=True, context=True)
+    pooling: str = param("cls", "what the answer head reads (UNITER-style presets): the [CLS] state, or cls+image: "
+                         "[CLS] plus the mean image state, a direct path from the image", DENSE,
+                         choices=("cls", "cls+image"), recipe=True, context=True)
     max_len: int = param(16, "text tokens per example", DENSE, low=1, recipe=True, context=True)
     eval_limit: int | None = param(2000, "evaluate on the first N test examples; null = all", DENSE, int,
                                    nullable=True, low=1, recipe=True, context=True)

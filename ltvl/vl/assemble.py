@@ -20,7 +20,7 @@ from ltvl.vl.data.store import DatasetInfo, open_split
 from ltvl.vl.data.tokens import PrepCache, check_tokenizer
 from ltvl.vl.data.verify import check_values
 from ltvl.vl.models.base import bert_init_
-from ltvl.vl.models.presets import BackboneSpec, build_backbone, get_preset, load_tokenizer
+from ltvl.vl.models.presets import BackboneSpec, build_backbone, check_pooling, get_preset, load_tokenizer
 from ltvl.vl.tasks import TaskData, VLModel, get_task
 
 
@@ -52,6 +52,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
     if not spec.data:
         raise LtvlError("no dataset directory given", where="data", fix="e.g. data=~/.ltvl/data/easy-vqa")
     preset = get_preset(spec.backbone.preset)
+    check_pooling(spec.backbone.preset, spec.backbone.pooling, "backbone.pooling")
     task = get_task(spec.task, **_task_options(spec, preset.kind))
     data_dir = Path(spec.data).expanduser()
     info = DatasetInfo.load(data_dir)

