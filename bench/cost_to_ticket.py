@@ -11,7 +11,8 @@ metric? Answered per seed, by each strategy, on the same machine in one run:
                    cost and answer are read from them, never re-trained
   + adaptive rate  bracket search (ltvl.core.level_search): jumps of --jump levels while tickets
                    keep p, then bisection between the last good and first bad level
-  + seed-informed  seeds after the first start at the first seed's answer (confirm, then one up)
+  + seed-informed  seeds after the first cap their jumps at the first seed's answer, try the level
+                   above it, then jump on
   + early-bird     the dense phase stops once its magnitude mask settles (ltvl.core.early_bird);
                    tickets are judged against the early-bird model's metric, a weaker reference
 
@@ -67,7 +68,7 @@ def naive_task(params: dict, seed: int, work: str) -> dict:
     res = run_chain_with_trainer(job.chain, setup.model_factory, trainer, Path(work) / "chains")
     dense = DenseStore(Path(work) / "chains", DenseSpec.of(job.chain), writer=False).record()
     return {"seed": seed, "dense_metric": dense.metrics["metric"], "dense_steps": dense.steps,
-            "dense_wall_s": dense.wall_s,
+            "dense_wall_s": dense.wall_s, "n_eval": dense.metrics.get("n"), "majority": setup.data.majority_control(),
             "levels": [{"level": r.round, "sparsity": r.sparsity, "metric": r.metrics["metric"],
                         "steps": job.chain.train.steps - job.chain.rewind_step, "wall_s": r.wall_s,
                         "mask_sha256": r.mask_sha256} for r in res.rounds[1:]]}
@@ -78,7 +79,7 @@ def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: 
     """One seed's bracket search, from the shared dense run or from an early-bird dense phase."""
     from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
     from ltvl.core.early_bird import train_until_early_bird
-    from ltvl.core.level_search import ImpLevels, bracket_search
+    from ltvl.core.level_search import ImpLevels, bracket_search, next_level
 
     job, setup, trainer = _job(params, seed)
     spec, sparsities = job.chain, job.chain.sparsities()
@@ -92,7 +93,7 @@ def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: 
                    dense_wall_s=got.record.wall_s)
     else:
         model = setup.model_factory()
-        first = sparsities[min(start or jump, len(sparsities)) - 1]  # the mask the first try prunes to
+        first = sparsities[next_level(0, None, len(sparsities), jump, start) - 1]  # the first try's mask
         eb = train_until_early_bird(trainer, model, spec.prunable, first, interval=early_bird["interval"],
                                     threshold=early_bird["threshold"], capture_at=[spec.rewind_step])
         metric = trainer.evaluate(model)["metric"]
@@ -193,7 +194,7 @@ def main() -> None:
             if seed == str(seeds[0]) and kind in ("adaptive", "eb"):
                 start = results[key]["answer"] or None  # a first seed that kept nothing gives no start
                 for s in seeds[1:]:
-                    submit(f"{kind}-informed/{s}", search_task, params, s, str(work), a.p, 1, start,
+                    submit(f"{kind}-informed/{s}", search_task, params, s, str(work), a.p, a.jump, start,
                            eb if kind == "eb" else None)
     pool.shutdown()
     saved = work / "results.json"
@@ -218,6 +219,12 @@ def main() -> None:
     def level(k: int) -> str:
         return f"L{k} ({sparsities[k - 1]:.1%})" if k else "L0 (dense only)"
 
+    from ltvl.tracking.records import dense_flag
+
+    for s, n in naive.items():  # SPEC §7: a dense run no better than the majority answer is no reference
+        flag = dense_flag(n["dense_metric"], n.get("n_eval"), majority=n.get("majority"))
+        print(f"seed {s}: dense {n['dense_metric']:.4f}, majority answer {n.get('majority', float('nan')):.4f}"
+              + (f": FLAGGED, {flag}; its answers are no evidence" if flag else ": clears the control"))
     print("\nanswers are levels of the schedule; naive per seed: "
           + ", ".join(f"seed {s} {level(k)}" for s, k in truth.items()))
     print(f"{'strategy':28} {'steps':>7} {'x naive':>8} {'wall s':>8} {'x naive':>8} {'tries':>6} {'±1 level':>9}"

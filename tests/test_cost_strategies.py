@@ -28,8 +28,10 @@ def _oracle(last_kept: int, calls: list):
 @pytest.mark.parametrize("last_kept, kw, expected", [
     (7, {"jump": 1}, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6), (8, 7)]),  # early abandonment
     (7, {"jump": 4}, [(4, 0), (8, 4), (6, 4), (7, 6)]),  # jumps, then bisection from the last good level
-    (7, {"jump": 4, "start": 7}, [(7, 0), (8, 7)]),  # another seed's answer, confirmed in two tries
-    (7, {"jump": 4, "start": 9}, [(9, 0), (4, 0), (6, 4), (7, 6), (8, 7)]),  # … or searched below it
+    (7, {"jump": 4, "start": 7}, [(4, 0), (7, 4), (8, 7)]),  # jumps stop at another seed's answer
+    (7, {"jump": 4, "start": 9}, [(4, 0), (8, 4), (6, 4), (7, 6)]),  # … or fail below it: bisection
+    (12, {"jump": 4, "start": 7}, [(4, 0), (7, 4), (8, 7), (12, 8), (14, 12), (13, 12)]),  # … or resume above
+    (7, {"jump": 1, "start": 3}, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6), (8, 7)]),  # IMP's path
     (14, {"jump": 4}, [(4, 0), (8, 4), (12, 8), (14, 12)]),  # every level keeps p
     (0, {"jump": 4}, [(4, 0), (2, 0), (1, 0)]),  # none does
 ])
@@ -46,6 +48,7 @@ def test_bracket_search_bad_input():
     with pytest.raises(LtvlError, match=r"start level 6 is not in \[1, 5\]"):
         bracket_search(5, _oracle(1, []), start=6)
     assert next_level(3, 4, 10, 2) is None and next_level(10, None, 10, 2) is None and next_level(2, 9, 10, 1) == 5
+    assert next_level(4, None, 14, 4, start=6) == 6 and next_level(6, None, 14, 4, start=6) == 7
 
 
 def test_imp_levels_with_jump_1_draw_exactly_the_chain_s_masks(tmp_path):

@@ -9,8 +9,10 @@ step i to t) and tells whether it kept p, so the cost of an answer is its number
 * **jumps** of ``jump`` levels while tickets keep p: the last good level's trained weights are
   pruned straight to the target level (one IMP round at a larger rate);
 * **bisection** between the last good level and the first bad one, once a ticket falls below p;
-* a ``start`` level (e.g. another seed's answer) replaces the first jump, after which it climbs
-  one level at a time: a seed that agrees with the first is settled in two tries.
+* a ``start`` level (e.g. another seed's answer) caps the jumps: they stop at ``start``, the
+  level above it is tried next, and jumps resume from there while tickets keep p. A seed that
+  agrees with the first is settled without overshooting it. (Trying ``start`` first, a one-shot
+  prune from the dense weights, lost tickets that the iterative path keeps: bench/RESULTS.md.)
 
 ``jump=1`` with no ``start`` is IMP with early abandonment: every level in order, stopping at the
 first that falls below p. Larger jumps prune more per round than the schedule's rate, which can
@@ -61,12 +63,19 @@ class SearchResult:
         return sum(t.wall_s for t in self.tries)
 
 
-def next_level(good: int, bad: int | None, n_levels: int, jump: int) -> int | None:
+def next_level(good: int, bad: int | None, n_levels: int, jump: int, start: int | None = None) -> int | None:
     """The level to try after ``good`` (highest kept so far) and ``bad`` (lowest that fell below
-    p, None if none has yet); None when the answer is settled."""
+    p, None if none has yet); None when the answer is settled. Jumps stop at ``start``, and the
+    level above it is tried before they resume."""
     if good >= n_levels or (bad is not None and bad - good <= 1):
         return None
-    return min(good + jump, n_levels) if bad is None else (good + bad) // 2
+    if bad is not None:
+        return (good + bad) // 2
+    if start is not None and good < start:
+        return min(good + jump, start)
+    if start is not None and good == start:
+        return good + 1
+    return min(good + jump, n_levels)
 
 
 def bracket_search(n_levels: int, try_level: Callable[[int, int], Try], *, jump: int = 1,
@@ -78,9 +87,7 @@ def bracket_search(n_levels: int, try_level: Callable[[int, int], Try], *, jump:
     require(start is None or 1 <= start <= n_levels, f"start level {start} is not in [1, {n_levels}]",
             where="start")
     good, bad, tries = 0, None, []
-    level = start if start is not None else min(jump, n_levels)
-    if start is not None:
-        jump = 1  # from another seed's answer: confirm it, then check the level above
+    level = next_level(good, bad, n_levels, jump, start)
     while level is not None:
         t = try_level(level, good)
         tries.append(t)
@@ -88,7 +95,7 @@ def bracket_search(n_levels: int, try_level: Callable[[int, int], Try], *, jump:
             good = level
         else:
             bad = level
-        level = next_level(good, bad, n_levels, jump)
+        level = next_level(good, bad, n_levels, jump, start)
     return SearchResult(good, tries)
 
 
