@@ -77,6 +77,8 @@ def test_pooling_cls_plus_image_reads_the_mean_image_state_and_cls_is_unchanged(
 def test_pooling_is_refused_where_the_backbone_has_none(datasets):
     from ltvl.params.resolve import resolve_chain
 
+    with pytest.raises(LtvlError, match="(?s)params.pooling: unknown pooling 'mean'.*one of: cls, cls\\+image"):
+        resolve_chain({"pooling": "mean"})
     with pytest.raises(LtvlError, match="params.pooling.*UNITER-style presets; 'tiny-vilt' is vilt"):
         resolve_chain({"preset": "tiny-vilt", "pooling": "cls+image", "data": datasets["vqa"]})
     with pytest.raises(LtvlError, match="backbone.pooling"):

@@ -62,6 +62,11 @@ def _presets() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
+def _poolings() -> tuple[str, ...]:
+    from ltvl.vl.models.uniter import POOLINGS
+    return POOLINGS
+
+
 def _baselines() -> tuple[str, ...]:
     from ltvl.core.baselines import Baseline
     return tuple(b.value for b in Baseline)
@@ -89,7 +94,7 @@ class ChainParams:
                                    nullable=True, recipe=True, context=True)
     pooling: str = param("cls", "what the answer head reads (UNITER-style presets): the [CLS] state, or cls+image: "
                          "[CLS] plus the mean image state, a direct path from the image", DENSE,
-                         choices=("cls", "cls+image"), recipe=True, context=True)
+                         choices=_poolings, recipe=True, context=True)
     max_len: int = param(16, "text tokens per example", DENSE, low=1, recipe=True, context=True)
     eval_limit: int | None = param(2000, "evaluate on the first N test examples; null = all", DENSE, int,
                                    nullable=True, low=1, recipe=True, context=True)
