@@ -99,3 +99,76 @@ def test_mask_hamming_distance():
     assert a.hamming(a) == 0.0 and a.hamming(b) == 0.5 == b.hamming(a)
     with pytest.raises(LtvlError, match="does not exist"):
         a.hamming(Mask({"v": torch.tensor([True])}))
+
+
+TOY_RECIPE = TrainConfig(steps=30, lr=3e-3, batch_size=16)  # its tickets beat dense up to 87%, not beyond
+
+
+def _adaptive_spec(keep: float, jump: int = 3, start: int | None = None) -> ChainSpec:
+    return ChainSpec(train=TOY_RECIPE, schedule=Schedule("adaptive", 0.4, 0.99, jump=jump, keep=keep, start=start))
+
+
+def test_adaptive_schedule_chain_is_the_bracket_search_with_lineage_and_resumes(tmp_path):
+    """``schedule: adaptive`` runs the bracket search as a chain: every try a round with its level,
+    parent level and verdict, the same masks and metrics as the search, and a crash after a failed
+    try (whose successor prunes from an older round's stored weights) resumes bit-identically."""
+    keep = 1.0  # tickets must match dense
+    spec = _adaptive_spec(keep)
+    tr = Trainer(TASK, spec.train)
+    chain = run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path / "a")
+    got = ensure_dense(DenseStore(tmp_path / "a", DenseSpec.of(spec)), {0}, make_toy_model, tr.train, tr.evaluate)
+    levels = ImpLevels(spec.sparsities(), make_toy_model, tr, got.theta(0), got.final_weights(),
+                       chain.rounds[0].metrics["metric"], keep, seed=spec.train.seed)
+    search = bracket_search(len(spec.sparsities()), levels, jump=3)
+    tries = chain.rounds[1:]
+    assert [(t.level, t.parent_level, t.kept) for t in tries] == [(t.level, t.parent, t.kept) for t in search.tries]
+    assert [t.mask_sha256 for t in tries] == [t.mask_sha256 for t in search.tries]
+    assert [t.metrics["metric"] for t in tries] == [t.metric for t in search.tries]
+    assert any(t.kept for t in tries) and not all(t.kept for t in tries)
+    assert tries[-1].next_level is None and tries[-1].next_mask_sha256 is None
+    assert chain.rounds[0].next_level == 3 and tries[0].parent_sha256 == chain.rounds[0].mask_sha256
+    best = max(t.level for t in tries if t.kept)
+    assert best == search.answer and tries[0].sparsity == pytest.approx(1 - 0.6 ** 3, abs=1e-3)
+    assert any(t.round > 1 and not tries[t.round - 2].kept and t.parent_level > 0 for t in tries), \
+        "a try after a failure pruned from an older round's stored weights"
+    # a re-run replays it; a crash right after a failed try resumes to the same records
+    assert [r.replayed for r in run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path / "a").rounds] \
+        == [True] * len(chain.rounds)
+    failed = next(t.round for t in tries if not t.kept)
+    calls = {"n": 0}
+
+    def crashing(model, **kw):
+        calls["n"] += 1
+        if calls["n"] == failed + 1:  # dense = call 1, round r = call r + 1: the round after the failure
+            raise RuntimeError("killed")
+        return tr.train(model, **kw)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_chain(spec, make_toy_model, crashing, tr.evaluate, tmp_path / "b")
+    resumed = run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path / "b")
+    assert [r.record() for r in resumed.rounds[failed + 1:]] != [] and \
+        [(r.mask_sha256, r.metrics, r.kept, r.level) for r in resumed.rounds] == \
+        [(r.mask_sha256, r.metrics, r.kept, r.level) for r in chain.rounds]
+
+
+def test_adaptive_schedule_with_jump_1_is_imp_with_early_abandonment(tmp_path):
+    plain = ChainSpec(train=TOY_RECIPE, schedule=Schedule("geometric", 0.4, 0.99))
+    tr = Trainer(TASK, plain.train)
+    naive = run_chain(plain, make_toy_model, tr.train, tr.evaluate, tmp_path)
+    dense_metric = naive.rounds[0].metrics["metric"]
+    first_bad = next(r.round for r in naive.rounds[1:] if r.metrics["metric"] < dense_metric)
+    assert 1 < first_bad < len(naive.rounds) - 1
+    chain = run_chain(_adaptive_spec(1.0, jump=1), make_toy_model, tr.train, tr.evaluate, tmp_path)
+    assert [r.mask_sha256 for r in chain.rounds] == [r.mask_sha256 for r in naive.rounds[:first_bad + 1]]
+    assert [r.level for r in chain.rounds] == list(range(first_bad + 1)) and not chain.rounds[-1].kept
+
+
+def test_adaptive_schedule_bad_input():
+    with pytest.raises(LtvlError, match="adaptive jump 0 must be >= 1"):
+        _adaptive_spec(0.99, jump=0).validate()
+    with pytest.raises(LtvlError, match=r"adaptive keep 1.5 is outside \(0, 1\]"):
+        _adaptive_spec(1.5).validate()
+    with pytest.raises(LtvlError, match=r"adaptive start level 30 is not in \[1, 10\]"):
+        _adaptive_spec(0.99, start=30).validate()
+    with pytest.raises(LtvlError, match="100%-sparse control has one round"):
+        ChainSpec(schedule=Schedule("adaptive", 0.3, 0.95), method="all").validate()

@@ -20,13 +20,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
+from ltvl.core.adaptive import AdaptiveSearch
 from ltvl.core.adversarial import AdvConfig
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.store import Record, Spec, SpecStore
@@ -37,7 +41,7 @@ from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
 from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
 from ltvl.pruning.schedule import Schedule
-from ltvl.util.atomic import atomic_write_text
+from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ltvl.util.errors import LtvlError, require
 
 
@@ -70,6 +74,9 @@ class ChainSpec(Spec):
                 f"rewind step {self.rewind_step} is not in [0, train.steps={self.train.steps})",
                 where="rewind_step", fix="rewind to a step before the end of training (0 = θ0)")
         Method(self.method), Scope(self.scope)
+        require(not (self.schedule.adaptive and Method(self.method) is Method.ALL),
+                "the 100%-sparse control has one round: it has no levels to search", where="schedule",
+                fix="give the control (method: all) a geometric schedule")
 
 
 @dataclass
@@ -89,6 +96,12 @@ class RoundResult(Record):
     finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
     fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)
     replayed: bool = False  # True when read back from disk on resume rather than computed now
+    # schedule: adaptive (ltvl.core.adaptive): the try this round was, and what it decided
+    level: int | None = None  # the schedule level tried (its sparsity); 0 for round 0
+    parent_level: int | None = None  # the level whose trained weights were pruned to get this mask
+    kept: bool | None = None  # metric >= keep x the dense metric
+    next_level: int | None = None  # the level the next round tries (None: the answer is settled)
+    weights_sha256: str | None = None  # a kept try's trained weights, for a later prune from this level
 
     RENAMED = {"chain": "chain_sha256"}  # format 0 called the chain's hash ``chain``
 
@@ -125,6 +138,25 @@ class ChainStore(SpecStore):
 
     def round_path(self, r: int) -> Path:
         return self.dir / "rounds" / f"{r:03d}.json"
+
+    def weights_path(self, sha: str) -> Path:
+        return self.dir / "weights" / f"{sha}.safetensors"
+
+    def put_weights(self, weights: Mapping[str, torch.Tensor]) -> str:
+        """A kept adaptive try's trained prunable weights, by content hash (written before any record names it)."""
+        data = st_save({n: w.detach().to("cpu").contiguous() for n, w in weights.items()})
+        sha = sha256_bytes(data)
+        if self.writer and not self.weights_path(sha).exists():
+            atomic_write_bytes(self.weights_path(sha), data)
+        return sha
+
+    def get_weights(self, sha: str, names: list[str]) -> dict[str, torch.Tensor]:
+        data = self.weights_path(sha).read_bytes() if self.weights_path(sha).exists() else b""
+        if sha256_bytes(data) != sha:
+            raise LtvlError(f"kept weights {sha[:12]} are missing or damaged", where=str(self.weights_path(sha)),
+                            fix="delete the chain directory to recompute the chain")
+        tensors = st_load(data)
+        return {n: tensors[n] for n in names}
 
     def finished_rounds(self) -> list[dict]:
         out = []
@@ -191,12 +223,16 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         load_mask(res.mask_path)  # verify: a finished round's mask must be intact
         result.rounds.append(res)
         report(res)
-    if len(done) == len(sparsities):
+    search = AdaptiveSearch.of(spec.schedule, done) if spec.schedule.adaptive else None
+    if search is None and len(done) == len(sparsities):
         return result
+    if search is not None and len(done) > 1 and done[-1]["next_mask_sha256"] is None:
+        return result  # the search has settled its answer
 
     def prune_seed(r: int) -> int:
         return derive_seed(spec.train.seed, "prune", r)
 
+    got: DenseOutcome | None = None
     if done:
         if agree(not dense.has_theta(spec.rewind_step)):  # deleted (e.g. after a hash mismatch): replay the dense
             ensure_dense(dense, {spec.rewind_step}, model_factory, train_fn, eval_fn, agree)  # run, bit-identically
@@ -213,24 +249,58 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         res = RoundResult(chain_sha256=chain_sha, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
                           metrics=got.record.metrics, train_loss=got.record.train_loss,
                           wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
-                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.sha256)
+                          mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.sha256,
+                          **({"level": 0, "next_level": search.first()} if search else {}))
         store.put_round(res)
         result.rounds.append(res)
         report(res)
         mask = next_mask
-    for r in range(max(len(done), 1), len(sparsities)):
+    dense_metric = result.rounds[0].metrics["metric"]
+    level = result.rounds[-1].next_level  # adaptive: the level this round tries
+    kept_weights: dict[int, dict[str, torch.Tensor]] = {}  # adaptive: kept tries' weights computed here, by round
+
+    def weights_of_round(r: int) -> tuple[Mask, Mapping[str, torch.Tensor]]:
+        """Adaptive: the mask and trained weights of round ``r`` (0 = the dense run), to prune from again."""
+        rec = result.rounds[r]
+        rmask = load_mask(rec.mask_path)
+        if r in kept_weights:
+            return rmask, kept_weights[r]
+        if r == 0:
+            return rmask, (got.final_weights() if got is not None else dense.final_weights(dense.record()))
+        return rmask, store.get_weights(rec.weights_sha256, rmask.names)
+
+    r = max(len(done), 1)
+    while mask is not None:
         t0 = time.perf_counter()
         model = model_factory()
         enforcer = MaskEnforcer(model, mask)
         out = train_fn(model, enforcer=enforcer, start=theta_i, capture_at=[])
         metrics = eval_fn(model)
         mask_path = store.put_mask(mask)
-        next_mask = None
-        if r + 1 < len(sparsities):
-            params = dict(model.named_parameters())
-            weights = {n: params[n].detach() for n in mask.names}
+        params = dict(model.named_parameters())
+        weights = {n: params[n].detach() for n in mask.names}
+        next_mask, tried = None, {}
+        if search is None and r + 1 < len(sparsities):
             next_mask = prune_to_sparsity(weights, mask, sparsities[r + 1], method=spec.method, scope=spec.scope,
                                           seed=prune_seed(r), metadata={"round": r + 1, "chain": chain_sha})
+        elif search is not None:
+            parent_level, kept = search.good, search.kept(metrics["metric"], dense_metric)
+            search.add(level, kept, r)
+            nxt = search.next()
+            weights_sha = None
+            if kept and nxt is not None:  # a later failed try prunes from this level again
+                kept_weights = {r: {n: w.clone() for n, w in weights.items()}}
+                weights_sha = store.put_weights(weights)
+            if nxt is not None:
+                pmask, pweights = (mask, weights) if kept else weights_of_round(search.good_round)
+                next_mask = prune_to_sparsity(pweights, pmask, sparsities[nxt], method=spec.method, scope=spec.scope,
+                                              seed=prune_seed(nxt - 1), metadata={"round": r + 1, "chain": chain_sha,
+                                                                                  "level": nxt,
+                                                                                  "parent_level": search.good})
+            tried = {"level": level, "parent_level": parent_level, "kept": kept, "next_level": nxt,
+                     "weights_sha256": weights_sha}
+            level = nxt
+        if next_mask is not None:
             store.put_mask(next_mask)
         enforcer.remove()
         steps = out.steps_run
@@ -246,19 +316,21 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
                           steps_trained=steps, finetune_metrics=finetuned,
-                          fully_pruned=[n for n, t in mask.tensors.items() if not t.any()])
+                          fully_pruned=[n for n, t in mask.tensors.items() if not t.any()], **tried)
         store.put_round(res)
         result.rounds.append(res)
         report(res)
         mask = next_mask
+        r += 1
     return result
 
 
 def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask, Path]:
-    """The mask after round 0: shared by every chain with this dense run, rate, method and scope."""
-    first = spec.sparsities()[0]
-    return got.store.first_mask(got.final_weights, dense_mask, first, spec.method, spec.scope,
-                                derive_seed(spec.train.seed, "prune", 0))
+    """The mask after round 0: shared by every chain with this dense run, first sparsity, method and
+    scope (an adaptive chain's first try is its first jump's level)."""
+    level = AdaptiveSearch.of(spec.schedule).first() if spec.schedule.adaptive else 1
+    return got.store.first_mask(got.final_weights, dense_mask, spec.sparsities()[level - 1], spec.method,
+                                spec.scope, derive_seed(spec.train.seed, "prune", level - 1))
 
 
 def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,

@@ -7,6 +7,12 @@
 
 Either stops at ``target_sparsity`` (the last round reaches at least it) or after
 ``rounds`` rounds. Sparsities are turned into exact counts by the pruner.
+
+* adaptive: the geometric schedule's sparsities are *levels*, and the chain searches them for the
+  highest level whose ticket keeps ``keep`` of dense (:mod:`ltvl.core.adaptive`): jumps of
+  ``jump`` levels while tickets keep it, then bisection between the last good and first bad
+  level. A ``start`` level (another seed's answer) caps the jumps. Each try is one round, pruned
+  from the last good level's trained weights, and its parent is recorded with it.
 """
 
 from __future__ import annotations
@@ -22,16 +28,31 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class Schedule:
-    kind: Literal["geometric", "linear"] = "geometric"
-    rate: float = 0.2  # geometric: fraction of remaining; linear: step of the original
+    kind: Literal["geometric", "linear", "adaptive"] = "geometric"
+    rate: float = 0.2  # geometric/adaptive: fraction of remaining; linear: step of the original
     target_sparsity: float | None = 0.9
     rounds: int | None = None
+    # adaptive only (defaults leave other schedules' hashes unchanged)
+    jump: int = 4  # levels per jump while tickets keep `keep` of dense
+    keep: float = 0.99  # a ticket keeps p when its metric >= keep x the dense metric
+    start: int | None = None  # cap the jumps at this level (e.g. another seed's answer), then go on
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind == "adaptive"
 
     def validate(self, where: str = "schedule") -> None:
-        if self.kind not in ("geometric", "linear"):
+        if self.kind not in ("geometric", "linear", "adaptive"):
             raise LtvlError(
-                f"unknown schedule kind {self.kind!r}", where=f"{where}.kind", fix="use 'geometric' or 'linear'"
+                f"unknown schedule kind {self.kind!r}", where=f"{where}.kind",
+                fix="use 'geometric', 'linear' or 'adaptive'"
             )
+        if self.jump < 1:
+            raise LtvlError(f"adaptive jump {self.jump} must be >= 1", where=f"{where}.jump",
+                            fix="1 tries every level in order (IMP with early abandonment); e.g. 4")
+        if not (0.0 < self.keep <= 1.0):
+            raise LtvlError(f"adaptive keep {self.keep} is outside (0, 1]", where=f"{where}.keep",
+                            fix="e.g. 0.99: a ticket must keep 99% of the dense metric")
         if not (0.0 < self.rate < 1.0):
             raise LtvlError(
                 f"pruning rate {self.rate} is outside (0, 1)",
@@ -69,15 +90,24 @@ class Schedule:
                         where=f"{where}.target_sparsity",
                         fix="lower the target or pick a step that divides it",
                     )
+        if self.start is not None:
+            n = len(self._levels())
+            if not 1 <= self.start <= n:
+                raise LtvlError(f"adaptive start level {self.start} is not in [1, {n}]", where=f"{where}.start",
+                                fix=f"a level of the schedule: 1..{n} (its sparsities run to the target)")
 
     def sparsities(self) -> list[float]:
-        """Sparsity after each pruning round: round k prunes to ``sparsities()[k-1]``."""
+        """Sparsity after each pruning round: round k prunes to ``sparsities()[k-1]`` (adaptive:
+        the levels a chain searches)."""
         self.validate()
+        return self._levels()
+
+    def _levels(self) -> list[float]:
         out: list[float] = []
         k = 0
         while True:
             k += 1
-            s = 1.0 - (1.0 - self.rate) ** k if self.kind == "geometric" else k * self.rate
+            s = k * self.rate if self.kind == "linear" else 1.0 - (1.0 - self.rate) ** k
             out.append(s)
             if self.rounds is not None and k >= self.rounds:
                 return out
