@@ -172,3 +172,27 @@ def test_adaptive_schedule_bad_input():
         _adaptive_spec(0.99, start=30).validate()
     with pytest.raises(LtvlError, match="100%-sparse control has one round"):
         ChainSpec(schedule=Schedule("adaptive", 0.3, 0.95), method="all").validate()
+
+
+def test_seed_informed_holds_back_only_adaptive_siblings_and_controls_take_no_adaptive_knobs():
+    from ltvl.ray.informed import split_by_seed
+    from ltvl.ray.stopping import BelowDenseStopper, check_early_stop
+    from ltvl.sweep.controls import control_chains
+    from ltvl.sweep.options import EarlyStop
+
+    def entry(**p):
+        return {"kind": "chain", "params": {"schedule": "adaptive", "rate": 0.2, **p}}
+
+    fam = [entry(seed=2), entry(seed=0), entry(seed=1)]
+    other = [entry(seed=1, rate=0.5), entry(seed=1, start_level=3), {"kind": "chain", "params": {"seed": 1}},
+             {"kind": "chain", "params": {"seed": 2}}]
+    first, held = split_by_seed(fam + other)
+    assert [e["params"]["seed"] for e in first] == [0, 1, 1, 1, 2]  # seed 0 leads; the lone / geometric ones run
+    assert len(held) == 1 and held[0][0] is fam[1] and [e["params"]["seed"] for e in held[0][1]] == [1, 2]
+    control = control_chains([{"schedule": "adaptive", "jump": 2, "keep": 0.9, "start_level": 3}])
+    assert control == [{"method": "all"}]  # one round at 100%: no levels to search
+    with pytest.raises(LtvlError, match="asha compares chains round by round"):
+        check_early_stop(EarlyStop("asha"), [{"schedule": "adaptive"}])
+    check_early_stop(EarlyStop("below_dense"), [{"schedule": "adaptive"}])
+    assert not BelowDenseStopper(0.99)("t", {"round": 3, "dense_ratio": 0.5, "kept": False})  # a try, not a stop
+    assert BelowDenseStopper(0.99)("t", {"round": 3, "dense_ratio": 0.5})

@@ -33,13 +33,14 @@ ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "checkpo
        "seed": 1, "amp": "bf16", "rewind_step": 5, "rewind_fraction": 0.3, "schedule": "linear", "rate": 0.2,
        "target_sparsity": 0.8, "rounds": 3, "method": "random", "scope": "layerwise", "adv_use": "finetune",
        "adv_modality": "text", "adv_epsilon": 0.1, "adv_step_size": 1e-2, "adv_steps": 2, "adv_kl": 1.0,
-       "override_limits": True, "loader_workers": 2}
+       "override_limits": True, "loader_workers": 2, "jump": 2, "keep": 0.95, "start_level": 2}
 BASE = {"adv_use": "both"}  # so that every adversarial knob acts (with adv_use off they are inert)
 
 
 # what the chain must look like for a parameter to act (e.g. adversarial knobs need adv_use on)
 BASES = {"rounds": {**BASE, "target_sparsity": None, "rounds": 2}, "target_sparsity": BASE, "adv_use": {},
-         "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6}}
+         "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6},
+         **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")}}  # adaptive knobs
 
 
 @pytest.mark.parametrize("name", [n for n, i in INFO.items() if i.role != TICKET])
@@ -248,3 +249,15 @@ def test_python_api_options_are_checked():
     opts = SweepOptions.from_flat(num_workers=2, early_stop="asha", search="optuna", driver_resources=(("d", 1),))
     assert (opts.resources.num_workers, opts.early_stop.kind, opts.search.algorithm) == (2, "asha", "optuna")
     assert opts.resources.driver_resources == {"d": 1}
+
+
+def test_adaptive_knobs_are_inert_on_other_schedules_and_start_level_is_checked():
+    """jump/keep act on schedule: adaptive only, so setting them elsewhere never renames a chain;
+    a start_level outside the levels, or without an adaptive schedule, is refused with its key."""
+    assert resolve_chain({"keep": 0.9, "jump": 2}).chain.sha256 == resolve_chain({}).chain.sha256
+    job = resolve_chain({"schedule": "adaptive", "rate": 0.2, "target_sparsity": 0.95, "start_level": 6})
+    assert job.chain.schedule.start == 6 and len(job.chain.sparsities()) == 14
+    with pytest.raises(LtvlError, match=r"(?s)params.start_level.*adaptive start level 15 is not in \[1, 14\]"):
+        resolve_chain({"schedule": "adaptive", "rate": 0.2, "target_sparsity": 0.95, "start_level": 15})
+    with pytest.raises(LtvlError, match=r"(?s)params.start_level.*needs schedule: adaptive"):
+        resolve_chain({"start_level": 2})

@@ -82,6 +82,7 @@ class RoundProgress:
         self._t_round = self._t_last = clock()
         self._last_step = 0
         self._losses: list[float] = []
+        self._sparsity: float | None = None
 
     def chain_step(self, r: int, step: int) -> int:
         if r == 0:
@@ -89,9 +90,11 @@ class RoundProgress:
         per = self.steps - self.rewind
         return self.steps + (r - 1) * per + (step - self.rewind)
 
-    def begin(self, step0: int, until: int) -> None:
-        """A training run of round ``next_round`` starts at ``step0`` and ends at ``until``."""
+    def begin(self, step0: int, until: int, sparsity: float | None = None) -> None:
+        """A training run of round ``next_round`` starts at ``step0`` and ends at ``until``, at
+        ``sparsity`` where the schedule does not say it by round (an adaptive chain's tries)."""
         self._round, self._start, self._end = self.next_round, step0, until
+        self._sparsity = sparsity
         self._t_round = self._t_last = self.clock()
         self._last_step = step0
         self._losses = []
@@ -113,7 +116,8 @@ class RoundProgress:
         if self.path is None:
             return
         r = min(self._round, len(self.sparsities) - 1)
-        snap = Snapshot(self._round, len(self.sparsities), self.sparsities[r], step, self._start, self._end,
+        sparsity = self.sparsities[r] if self._sparsity is None else self._sparsity
+        snap = Snapshot(self._round, len(self.sparsities), sparsity, step, self._start, self._end,
                         self.chain_step(self._round, step), round(rate, 3), loss, self._t_round, self.clock())
         try:
             atomic_write_text(self.path, json.dumps(asdict(snap)))

@@ -97,10 +97,15 @@ def _rewind_step(raw: Mapping[str, Any], p: ChainParams, where: str) -> int:
 
 
 def _schedule(p: ChainParams, where: str) -> Schedule:
-    sched = Schedule(p.schedule, p.rate, p.target_sparsity, p.rounds)
+    # jump/keep/start_level act on an adaptive schedule only; elsewhere they stay at the defaults, out of the hash
+    extra = {"jump": p.jump, "keep": p.keep, "start": p.start_level} if p.schedule == "adaptive" else {}
+    sched = Schedule(p.schedule, p.rate, p.target_sparsity, p.rounds, **extra)
     sched.validate(where)
+    if p.start_level is not None and p.schedule != "adaptive":
+        raise LtvlError(f"start_level {p.start_level} needs schedule: adaptive (it caps the search's jumps)",
+                        where=f"{where}.start_level", fix="set schedule: adaptive, or leave start_level unset")
     if p.target_sparsity is not None and not p.override_limits:
-        n = (rounds_needed(p.rate, p.target_sparsity) if p.schedule == "geometric"
+        n = (rounds_needed(p.rate, p.target_sparsity) if p.schedule != "linear"
              else math.ceil(p.target_sparsity / p.rate - 1e-9))
         if n > MAX_ROUNDS:
             raise LtvlError(f"rate {p.rate:g} needs {n:,} rounds to reach sparsity {p.target_sparsity:g}, beyond the "

@@ -112,13 +112,21 @@ class ChainParams:
     rewind_step: int = param(0, "rewind step i (0 = θ0)", CHAIN, low=0)
     rewind_fraction: float | None = param(None, "rewind to this fraction of steps instead of rewind_step", CHAIN,
                                           float, nullable=True, low=0, high=1, high_open=True)
-    schedule: str = param("geometric", "geometric (rate of the remaining) or linear (rate of the original)", CHAIN,
-                          choices=("geometric", "linear"))
+    schedule: str = param("geometric", "geometric (rate of the remaining), linear (rate of the original), or "
+                          "adaptive: search the geometric levels for the sparsest ticket keeping `keep` of dense "
+                          "(jumps of `jump` levels, then bisection; each try a round)", CHAIN,
+                          choices=("geometric", "linear", "adaptive"))
     rate: float = param(0.5, "pruning rate per round", CHAIN, low=0, high=1, low_open=True, high_open=True)
     target_sparsity: float | None = param(0.9, "stop once this sparsity is reached", CHAIN, float, nullable=True,
                                           low=0, high=1, low_open=True, high_open=True)
     rounds: int | None = param(None, "stop after this many pruning rounds (instead of target_sparsity)", CHAIN,
                                int, nullable=True, low=1, limit=MAX_ROUNDS)
+    jump: int = param(4, "adaptive: levels per jump while tickets keep `keep` of dense (1 = every level, stopping "
+                      "at the first below: IMP with early abandonment)", CHAIN, low=1)
+    keep: float = param(0.99, "adaptive: a ticket keeps p when its metric >= keep x the dense metric", CHAIN,
+                        low=0, high=1, low_open=True)
+    start_level: int | None = param(None, "adaptive: cap the jumps at this level (another seed's answer), try the "
+                                    "one above, then go on", CHAIN, int, nullable=True, low=1)
     method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
                         "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
                         choices=("magnitude", "random", "high_magnitude", "all"))

@@ -93,7 +93,7 @@ class Schedule:
         if self.start is not None:
             n = len(self._levels())
             if not 1 <= self.start <= n:
-                raise LtvlError(f"adaptive start level {self.start} is not in [1, {n}]", where=f"{where}.start",
+                raise LtvlError(f"adaptive start level {self.start} is not in [1, {n}]", where=f"{where}.start_level",
                                 fix=f"a level of the schedule: 1..{n} (its sparsities run to the target)")
 
     def sparsities(self) -> list[float]:

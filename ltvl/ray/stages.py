@@ -6,6 +6,8 @@
    A dense run below the majority answer can be re-seeded (``retry_unlearned``): a
    ``dense-retry<k>`` stage trains the group again with the next unused seed.
 2. ``chains``: one trial per chain; round 0 comes from the dense store at no training cost.
+   With ``seed_informed``, adaptive chains that differ only in seed hold back all but the
+   first seed, which then run in ``chains-informed``, starting at its answer (:mod:`ltvl.ray.informed`).
 3. ``tickets``: baselines and transfers on the finished chains' masks.
 
 Every stage is idempotent (the stores replay what is on disk), so ``resume`` restores each
@@ -26,9 +28,10 @@ from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
 from ltvl.params.schema import DEFAULTS
 from ltvl.ray.capacity import cluster_capacity
+from ltvl.ray.informed import informed_entries, split_by_seed
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
 from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
-from ltvl.ray.stopping import early_stop_config
+from ltvl.ray.stopping import check_early_stop, early_stop_config
 from ltvl.ray.trainable import chain_trainable
 from ltvl.sweep.options import DRIVER_CPU, SweepOptions
 from ltvl.util.errors import LtvlError
@@ -60,7 +63,8 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         raise LtvlError(f"{sorted(domains)} are sampled, which needs search=optuna", where="search",
                         fix="set search: optuna, or give these keys fixed values / grid_search lists")
     storage = str(storage)  # a path or a URI (s3://, gs://): Tune and Train write there, never ltvl
-    stages = [f"{name}-{s}" for s in ("dense", "chains", "tickets")] + [f"{name}-study{i}" for i in range(64)]
+    stages = ([f"{name}-{s}" for s in ("dense", "chains", "chains-informed", "tickets")]
+              + [f"{name}-study{i}" for i in range(64)])
     if resume and not any(tune.Tuner.can_restore(stage_path(storage, s)) for s in stages):
         raise LtvlError(f"no sweep to resume at {stage_path(storage, name)}", where="--resume",
                         fix="check --storage/--name")
@@ -76,6 +80,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         for i, p in enumerate(points[-len(extra_points):]):
             resolve_chain(p, where=f"chains[{i}]")
     entries = [job_entry(p, root) for p in points] if not domains else []
+    check_early_stop(opts.early_stop, points)
     if opts.retry_unlearned:
         check_retry(entries, bool(domains))
     groups = _dense_groups(entries, root)
@@ -100,11 +105,19 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     if domains:
         return _optuna_studies(name, {**base, **param_space}, domains, opts, resume, callbacks, outcomes, stop,
                                verbose)
-    ordered = longest_first(entries)
+    first, held = split_by_seed(entries) if opts.seed_informed else (entries, [])
+    ordered = longest_first(first)
     _plan(callbacks, "chains", [{"job": e} for e in ordered])
     chains = _stage(f"{name}-chains", {**base, "job": tune.grid_search(ordered)}, opts, resume,
                     tune_config=early_stop_config(opts.early_stop), callbacks=callbacks, verbose=verbose)
     _collect(outcomes, "chains", chains)
+    if held and not stop():
+        informed = informed_entries(held, root, notes)  # read from the first seeds' stores: resumes alike
+        points = [e["params"] for e in first + informed]  # the ticket stage follows the informed chains
+        _plan(callbacks, "chains", [{"job": e} for e in informed])
+        grid = _stage(f"{name}-chains-informed", {**base, "job": tune.grid_search(longest_first(informed))}, opts,
+                      resume, tune_config=early_stop_config(opts.early_stop), callbacks=callbacks, verbose=verbose)
+        _collect(outcomes, "chains", grid)
     tickets = ticket_points(points, opts.baselines, opts.transfer_to)
     if tickets and not stop():
         ticket_jobs = [job_entry(t, root) for t in tickets]

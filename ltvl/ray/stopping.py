@@ -18,11 +18,21 @@ class BelowDenseStopper(tune.Stopper):
         self.p, self.grace = p, grace_rounds
 
     def __call__(self, trial_id: str, result: dict) -> bool:
+        if "kept" in result:  # schedule: adaptive: a try below p narrows the search; the chain stops itself
+            return False
         r = result.get("round", 0)
         return r >= self.grace and result.get("dense_ratio", 1.0) < self.p
 
     def stop_all(self) -> bool:
         return False
+
+
+def check_early_stop(es: EarlyStop, points: list[dict]) -> None:
+    """ASHA compares chains round by round; an adaptive chain's rounds are tries at different levels."""
+    if es.kind == "asha" and any(p.get("schedule") == "adaptive" for p in points):
+        raise LtvlError("early_stop: asha compares chains round by round, but an adaptive chain's rounds are tries "
+                        "at different levels", where="early_stop.kind",
+                        fix="use early_stop: off (the adaptive schedule stops itself) or a geometric schedule")
 
 
 def early_stop_config(es: EarlyStop) -> dict:

@@ -49,6 +49,8 @@ def round_metrics(r: RoundResult) -> dict:
            "steps_trained": r.steps_trained}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
+    if r.level is not None and r.round > 0:  # schedule: adaptive: which try this round was, and its verdict
+        out.update(level=r.level, parent_level=r.parent_level, kept=bool(r.kept), next_level=r.next_level or 0)
     return out
 
 
@@ -94,8 +96,9 @@ def _with_progress(train_fn, progress: RoundProgress, steps: int):
     """Tell the progress file which training run starts (its steps), then train."""
 
     def wrapped(model, **kw):
-        start, until = kw.get("start"), kw.get("until")
-        progress.begin(start.step if start is not None else 0, steps if until is None else until)
+        start, until, enforcer = kw.get("start"), kw.get("until"), kw.get("enforcer")
+        progress.begin(start.step if start is not None else 0, steps if until is None else until,
+                       enforcer.mask.sparsity if enforcer is not None else None)
         return train_fn(model, **kw)
 
     return wrapped

@@ -43,6 +43,7 @@ class SweepConfig:
     # trial where controls are not the point (fast tests); searches never add them
     controls: bool = True
     retry_unlearned: int = 0  # retry a dense run below the majority answer with the next unused seed, N times
+    seed_informed: bool = False  # adaptive chains: other seeds start at the first seed's answer (ltvl.ray.informed)
     # named override sets chosen with --scale (smoke / real-cpu / paper): each is a partial config
     # whose params and grid update the base ones and whose other keys replace them
     scales: dict[str, dict] = field(default_factory=dict)
@@ -81,7 +82,7 @@ class SweepConfig:
     def options(self) -> SweepOptions:
         search = dataclasses.replace(self.search, algorithm="optuna") if self.search.space else self.search
         return SweepOptions(self.resources, self.early_stop, search, tuple(self.baselines), tuple(self.transfer_to),
-                            retry_unlearned=self.retry_unlearned)
+                            retry_unlearned=self.retry_unlearned, seed_informed=self.seed_informed)
 
 
 def _check_param(key: str, value: Any, where: str) -> None:

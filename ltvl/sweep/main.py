@@ -182,7 +182,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
             left = sender.close(drain_s)
             timeline = nodes.stop()
             timeline.write_csv(base / "node-timeline.csv")
-    rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "none",
+    rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "off",
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
     print_summary(rows, cfg.name, cfg.report_p, console, note)

@@ -82,6 +82,9 @@ class SweepOptions:
     # a dense run that does not beat the majority answer is tried again with the next unused seed,
     # up to this many times, before its chains run (SPEC §7); needs a dense stage (controls give one)
     retry_unlearned: int = 0
+    # adaptive chains that differ only in seed: the others start their search at the first seed's
+    # settled answer (ltvl.ray.informed), in a stage after the first seeds' chains
+    seed_informed: bool = False
 
     def validate(self) -> None:
         self.resources.validate()

@@ -157,7 +157,9 @@ class ProgressBoard:
         if row.state == WAITING:
             return f"0/{row.rounds - 1}"
         s = row.snapshot
-        r = s.round if s is not None and row.state == RUNNING else min(row.rounds_done, row.rounds - 1)
+        if s is not None and row.state == RUNNING:  # the round's own target (an adaptive try's level)
+            return f"{s.round}/{row.rounds - 1} → {s.sparsity:.1%}"
+        r = min(row.rounds_done, row.rounds - 1)
         return f"{r}/{row.rounds - 1} → {row.sparsities[r]:.1%}"
 
     def table(self) -> Group:

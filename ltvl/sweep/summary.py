@@ -105,8 +105,11 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     rounds = [_round(rec) for rec in records]
     dense = rounds[0][2] if rounds and rounds[0][0] == 0 else float("nan")
     first = records[0] if records and records[0]["round"] == 0 else {"metrics": {}}
+    planned = 1 + len(job.chain.sparsities())  # adaptive: at most one try per level …
+    if job.chain.schedule.adaptive and len(records) > 1 and records[-1].get("next_mask_sha256") is None:
+        planned = len(records)  # … and done once its search has settled the answer
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
-                        1 + len(job.chain.sparsities()), rounds, dense, first["metrics"].get("majority_metric"),
+                        planned, rounds, dense, first["metrics"].get("majority_metric"),
                         first["metrics"].get("n"), first.get("dense_sha256") or "")
 
 

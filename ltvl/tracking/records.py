@@ -130,6 +130,8 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k in SCHEDULE_KEYS and is_control(job):  # one round at 100% whatever the schedule says
             continue
+        if k in ("jump", "keep") and p.schedule != "adaptive":  # inert elsewhere: never shown as if they acted
+            continue
         if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
             v = {kk: vv for kk, vv in v.items() if vv is not None}
         out[k] = rounded(v, 6) if isinstance(v, float) else v
@@ -191,6 +193,15 @@ def _chain_note(job: Job) -> str:
         return (f"{SPARSE_CONTROL} on {p.task}: every prunable weight pruned, the rest (embeddings, norms, head) "
                 f"re-trained {p.steps - chain.rewind_step} steps from {rewind}. A dense run that does not beat its "
                 f"metric by a margin is tagged {DENSE_FLAG}, and the report leaves its chains out.")
+    if chain.chain.schedule.adaptive:
+        sched = chain.chain.schedule
+        return (f"{arm(job)} chain on {p.task}, adaptive schedule: searches the levels {levels} ({p.method}, "
+                f"{p.scope}) for the sparsest ticket keeping {sched.keep:g} of dense, in jumps of {sched.jump} "
+                f"levels, then bisection"
+                + (f", jumps capped at level {sched.start}" if sched.start else "")
+                + f". Each round is one try (its tags ltvl.level, ltvl.parent_level, ltvl.kept), rewound to "
+                f"{rewind}, re-trained {p.steps - chain.rewind_step} steps. best_sparsity_p* is the sparsest "
+                f"try keeping that share of dense.")
     return (f"{arm(job)} chain on {p.task}: prune {p.rate:.0%} of the remaining weights per round ({p.method}, "
             f"{p.scope}), rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps. Levels {levels}. "
             f"best_sparsity_p* is the sparsest round so far keeping that share of dense; metric_at_best its metric; "
@@ -226,6 +237,9 @@ def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask
         tags["ltvl.dense"] = dense_sha  # the report judges a round by its own dense run's controls
     if result.get("nodes"):  # the Ray nodes that trained this round
         tags["ltvl.nodes"] = result["nodes"]
+    if result.get("level") is not None and r > 0:  # schedule: adaptive: the search's path, as lineage
+        tags.update({"ltvl.level": int(result["level"]), "ltvl.parent_level": int(result["parent_level"]),
+                     "ltvl.kept": "yes" if result["kept"] else "no"})
     if result.get("source_task"):
         tags["ltvl.source_task"] = result["source_task"]
         tags["ltvl.source_mask_sha256"] = result.get("source_mask_sha256", "")
@@ -233,6 +247,10 @@ def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask
     tags[NOTE] = (f"Round {r} of {name}: the mask at {short_sparsity(sparsity)} sparsity (mask/, with "
                   f"mask/summary.json), trained and evaluated. Its parent mask is ltvl.parent_sha256."
                   if r else f"Round 0 of {name}: the dense model (no weights pruned).")
+    if "ltvl.level" in tags:
+        tags[NOTE] += (f" A try of the adaptive schedule: level {tags['ltvl.level']}, pruned from level "
+                       f"{tags['ltvl.parent_level']}'s trained weights; it {'kept' if result['kept'] else 'fell below'}"
+                       f" p of dense (ltvl.kept).")
     metrics = {k: int(result[k]) if k == "steps_trained" else rounded(float(result[k]), 6 if k in CHAIN_METRICS else 4)
                for k in LINEAGE_METRICS if k in result and result[k] is not None}  # what the report reads: 6 digits
     op = {"op": "round", "key": f"round:{chain_key}:{r}", "chain_key": chain_key, "round": r,

@@ -1,0 +1,57 @@
+"""``schedule: adaptive`` and ``seed_informed`` end to end: a real sweep driver on its own local
+Ray and a real sqlite MLflow store. Seed 0's chain searches the levels; seed 1's starts at seed 0's
+settled answer; every try is a round run in MLflow with its level, parent level and verdict."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ltvl.core.level_search import next_level
+from ltvl.vl.data.synthetic import make_synthetic
+
+pytestmark = pytest.mark.long
+
+
+def test_an_adaptive_sweep_records_its_tries_and_informs_the_second_seed(tmp_path):
+    from mlflow import MlflowClient
+
+    make_synthetic("gqa", tmp_path / "data", n_train=256, n_test=256)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""}
+    res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--config", "tests/configs/tiny_rewind_grid.yaml",
+                          "--set", "name=adaptive", "--set", f"params.data={tmp_path / 'data'}",
+                          "--set", "params.task=gqa", "--set", f"tracking_uri={uri}", "--set", "params.steps=60",
+                          "--set", "params.eval_limit=256", "--set", "params.schedule=adaptive",
+                          "--set", "params.target_sparsity=0.97", "--set", "params.jump=2", "--set", "params.keep=0.9",
+                          "--set", "grid.rewind_step=[0]", "--set", "grid.seed=[0,1]", "--set", "chains=[]",
+                          "--set", "seed_informed=true"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 0, out[-3000:]
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("adaptive").experiment_id], max_results=500)
+    chains = {int(r.data.tags["ltvl.seed"]): r for r in runs if r.data.tags["ltvl.kind"] == "chain"}
+    tries = {s: sorted((r for r in runs if r.data.tags["ltvl.kind"] == "round" and int(r.data.tags["ltvl.round"]) > 0
+                        and r.data.tags["ltvl.chain_key"] == chains[s].data.tags["ltvl.chain_key"]),
+                       key=lambda r: int(r.data.tags["ltvl.round"])) for s in chains}
+    assert sorted(chains) == [0, 1]
+    dense = {s: next(r.data.metrics["metric"] for r in runs if r.data.tags["ltvl.kind"] == "dense"
+                     and int(r.data.tags["ltvl.seed"]) == s) for s in chains}
+    for s, rs in tries.items():  # each try's verdict is its metric against keep x its dense metric
+        assert rs, f"seed {s} recorded no try"
+        for r in rs:
+            kept = r.data.metrics["metric"] >= 0.9 * dense[s] - 1e-6
+            assert r.data.tags["ltvl.kept"] == ("yes" if kept else "no"), (s, r.data.tags, r.data.metrics, dense[s])
+            assert int(r.data.tags["ltvl.parent_level"]) < int(r.data.tags["ltvl.level"])
+    kept0 = [int(r.data.tags["ltvl.level"]) for r in tries[0] if r.data.tags["ltvl.kept"] == "yes"]
+    answer = max(kept0, default=0)
+    assert chains[0].data.params["schedule"] == "adaptive" and "start_level" not in chains[0].data.params
+    if answer:  # seed 1 started at it: its jumps capped there
+        assert f"seed-informed: seed(s) 1 start their search at level {answer}, seed 0's answer" in out, out[-3000:]
+        assert chains[1].data.params["start_level"] == str(answer)
+        assert int(tries[1][0].data.tags["ltvl.level"]) == next_level(0, None, 5, 2, answer)
+    else:
+        assert "seed 0's chain settled no answer" in out and "start_level" not in chains[1].data.params
+    assert out.count(" done ") >= 0 and "INCOMPLETE" not in out and "STOPPED" not in out, out[-3000:]
