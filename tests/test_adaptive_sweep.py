@@ -54,4 +54,5 @@ def test_an_adaptive_sweep_records_its_tries_and_informs_the_second_seed(tmp_pat
         assert int(tries[1][0].data.tags["ltvl.level"]) == next_level(0, None, 5, 2, answer)
     else:
         assert "seed 0's chain settled no answer" in out and "start_level" not in chains[1].data.params
-    assert out.count(" done ") >= 0 and "INCOMPLETE" not in out and "STOPPED" not in out, out[-3000:]
+    # a settled search is a finished chain, not one cut short
+    assert "incomplete" not in out and "stopped early" not in out, out[-3000:]
