@@ -171,6 +171,9 @@ def _imp(root: Optional[Path] = None, **options) -> None:
 
     def show(r):
         at = f"  AT-finetuned {r.finetune_metrics['metric']:.4f}" if r.finetune_metrics else ""
+        if r.level and r.round:  # an adaptive try
+            at += (f"  level {r.level} from {r.parent_level}: {'kept' if r.kept else 'below'} p"
+                   + ("" if r.next_level else ", search settled"))
         console.print(
             f" round {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}{at}"
             f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}"

@@ -133,6 +133,17 @@ def test_imp_command_runs_and_resumes(tmp_path):
     assert bad.returncode == 2 and "rewind step 10" in bad.stderr
 
 
+def test_imp_command_runs_an_adaptive_schedule_and_resumes_it(tmp_path):
+    args = ["imp", "--task", "toy", "--root", tmp_path, "--steps", "30", "--lr", "0.003", "--schedule", "adaptive",
+            "--rate", "0.4", "--target", "0.99", "--jump", "3", "--keep", "1.0"]
+    first = ltvl(*args)
+    assert first.returncode == 0, first.stderr
+    assert "round 1: sparsity 0.784" in first.stdout and "level 3 from 0:" in first.stdout  # the first jump
+    assert first.stdout.count("search settled") == 1
+    rounds = first.stdout.count("\n round ")
+    assert ltvl(*args).stdout.count("(resumed)") == rounds  # a settled search is finished: nothing re-trains
+
+
 def test_core_imports_neither_ray_nor_mlflow():
     code = ("import sys, ltvl.core.imp, ltvl.core.train, ltvl.core.baselines, ltvl.pruning, ltvl.core.toy; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]; print(bad); sys.exit(bool(bad))")
