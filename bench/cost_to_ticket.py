@@ -213,7 +213,7 @@ def main() -> None:
     summarize(a, results, sparsities, job.chain.train.steps, wall, saved)
 
 
-def summarize(a: argparse.Namespace, results: dict[str, dict], sparsities: list[float], steps: int,
+def summarize(a: argparse.Namespace, results: dict[str, dict], sparsities: list[float], train_steps: int,
               wall_total: float | None, saved: Path) -> None:
     """The strategies' table, every try, the early-bird stops, and the last line."""
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -261,7 +261,7 @@ def summarize(a: argparse.Namespace, results: dict[str, dict], sparsities: list[
     for s in seeds:
         e = results[f"eb/{s}" if s == seeds[0] else f"eb-informed/{s}"]
         print(f"early-bird seed {s}: dense phase stopped at step {e['early_bird']['step']} of "
-              f"{steps} (settled: {e['early_bird']['settled']}); its metric {e['dense_metric']:.4f} "
+              f"{train_steps} (settled: {e['early_bird']['settled']}); its metric {e['dense_metric']:.4f} "
               f"vs the full dense run's {naive[s]['dense_metric']:.4f}; mask distances "
               + ", ".join(f"{st}:{d:.3f}" for st, d in e["early_bird"]["distances"]))
     # ltvl's cheapest strategy is what a sweep runs: schedule: adaptive + seed_informed. Early-bird is
