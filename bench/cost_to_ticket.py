@@ -169,6 +169,8 @@ def main() -> None:
     if a.report:  # the tables again, from the saved results: the run's own args, not this call's
         from ltvl.pruning.schedule import Schedule
 
+        if not saved.exists():
+            raise SystemExit(f"--report: no results at {saved}; run the benchmark first (or give its --work)")
         got = json.loads(saved.read_text())
         ga = argparse.Namespace(**got["args"])
         levels = Schedule("geometric", ga.rate, ga.target).sparsities()

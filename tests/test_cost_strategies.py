@@ -196,3 +196,10 @@ def test_seed_informed_holds_back_only_adaptive_siblings_and_controls_take_no_ad
     check_early_stop(EarlyStop("below_dense"), [{"schedule": "adaptive"}])
     assert not BelowDenseStopper(0.99)("t", {"round": 3, "dense_ratio": 0.5, "kept": False})  # a try, not a stop
     assert BelowDenseStopper(0.99)("t", {"round": 3, "dense_ratio": 0.5})
+
+
+def test_seed_informed_is_a_checked_sweep_key():
+    from ltvl.sweep.config import load_config
+    assert load_config("rewind_grid", None, ["seed_informed=true"]).options().seed_informed is True
+    with pytest.raises(LtvlError, match="seed_informed must be bool"):
+        load_config("rewind_grid", None, ["seed_informed=maybe"])
