@@ -43,7 +43,7 @@ def _masks(tmp_path, seed):
     return masks, paths
 
 
-def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task=None):
+def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task=None, adaptive=False):
     p = {"preset": "tiny", **params}
     dense = f"d{p['task']}{p['seed']}{p.get('adv_use', 'off')}{p.get('steps', '')}".ljust(64, "0")
     ops = [] if p.get("ticket") else dense_ops(dense, resolve(p), {"metric": DENSE[(p["task"], p["seed"])]})
@@ -61,6 +61,8 @@ def _log_chain(tracker, tmp_path, params, metric_fn, key, mask_seed, source_task
         }
         if source_task:
             res["source_task"] = source_task
+        if adaptive and r:  # a try of schedule: adaptive names its level, parent and verdict
+            res.update(level=r, parent_level=r - 1, kept=True)
         ops.append(round_op(key, resolve(p), res, None if p.get("ticket") else dense, path))
     for op in ops:
         tracker.record(op)
@@ -120,6 +122,9 @@ def study(tmp_path_factory):
         "chain:vqa-at-0",
         50,
     )
+    # an adaptive search on seed 0 (same dense run): its tries are their own line, never IMP's
+    _log_chain(t, tmp, {"task": "vqa", "seed": 0, "schedule": "adaptive"}, lambda task, seed, s: 0.2,
+               "chain:vqa-adaptive-0", 70, adaptive=True)
     # a smoke-sized run logged into the same experiment: another recipe, named and skipped
     _log_chain(t, tmp, {"task": "vqa", "seed": 0, "steps": 4}, lambda task, seed, s: 0.1, "chain:vqa-smoke", 60)
     client = MlflowClient(tracking_uri=uri)
@@ -152,6 +157,10 @@ def test_report_tables_match_an_independent_computation(study):
     assert t1["vqa"]["high-magnitude n"] == "0"
     curves = {(r["line"], r["sparsity"]) for r in _rows(tmp / "out" / "curves.csv") if r["task"] == "vqa"}
     assert ("θ''0 (θi@2 masks)", "0.5") in curves
+    # the adaptive tries (0.2) pool with nothing: IMP's cells and winning sparsity above are the
+    # plain chains' alone, and the tries are a curve of their own
+    assert ("IMP (adaptive)", "0.5") in curves and ("IMP (adaptive)", "0.75") in curves
+    assert t1["vqa"]["IMP n"] == "3"
     assert t1["gqa"]["dense n"] == "2" and t1["gqa"]["winning sparsity"] == "50.0%"
 
     md = rep.markdown.read_text()

@@ -100,6 +100,24 @@ def test_minilm_preset_loads_real_weights_and_truncates(datasets):
     assert torch.equal(model.backbone.encoder.layer[1].attention.self.query.weight.detach(), real)
 
 
+def test_truncating_minilm_is_quiet_but_a_real_loading_problem_is_not(datasets, caplog):
+    """The dropped layers are no news (transformers' load report would list them at every model
+    build); a weight that is missing or unexpected for another reason is named."""
+    import logging
+
+    from ltvl.vl.models.presets import minilm_dir
+    from ltvl.vl.models.uniter import UniterBackbone, _report_load
+
+    with caplog.at_level(logging.WARNING):
+        UniterBackbone.from_bert(minilm_dir(), img_dim=16, num_layers=2)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    _report_load("ckpt", {"missing_keys": ["pooler.dense.weight"],
+                          "unexpected_keys": ["encoder.layer.3.output.dense.bias", "cls.predictions.bias"]}, 2)
+    text = caplog.text
+    assert "missing (randomly initialised): pooler.dense.weight" in text
+    assert "unexpected (ignored): cls.predictions.bias" in text and "encoder.layer.3" not in text
+
+
 def test_uniter_checkpoint_converter_roundtrip(tmp_path, datasets):
     """A checkpoint in the UNITER repo's naming loads into the UNITER-style backbone exactly."""
     from ltvl.vl.data.store import DatasetInfo

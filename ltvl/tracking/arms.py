@@ -14,11 +14,16 @@ _TICKET_ARMS = {b.init_label: b.report_label for b in BASELINES.values()}
 
 
 def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str = "", adv_use: str = "off",
-              epsilon: float = 0.0) -> str:
+              epsilon: float = 0.0, adaptive: bool = False) -> str:
     """The arm of a chain (``ticket=False``) or of a ticket chain over another chain's masks.
 
     IMP chains name their rewind point when it is not θ0 (``IMP θi@20``); AT-IMP chains their ε;
-    tickets on θi masks say so, because they are a line of their own in the paper's figures."""
+    tickets on θi masks say so, because they are a line of their own in the paper's figures. A
+    chain on ``schedule: adaptive`` is marked ``(adaptive)``: its tries prune several levels in
+    one round, so its tickets are not the plain schedule's and must not pool with them."""
+    if adaptive and not ticket:
+        return arm_label(ticket=False, init=init, rewind_step=rewind_step, source_task=source_task,
+                         adv_use=adv_use, epsilon=epsilon) + " (adaptive)"
     if ticket:
         on = f" (θi@{rewind_step} masks)" if rewind_step else ""
         if init == "theta0":  # the IMP ticket itself, moved to another task

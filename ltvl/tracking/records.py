@@ -106,7 +106,7 @@ def arm(job: Job) -> str:
     p = chain_of(job).params
     return arm_label(ticket=isinstance(job, TicketJob), init=init_label(job), rewind_step=chain_of(job).rewind_step,
                      source_task=job.source_task if isinstance(job, TicketJob) else p.task, adv_use=p.adv_use,
-                     epsilon=epsilon(p))
+                     epsilon=epsilon(p), adaptive=chain_of(job).chain.schedule.adaptive)
 
 
 def rounded(v: Any, digits: int = 4) -> Any:

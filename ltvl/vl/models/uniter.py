@@ -12,6 +12,10 @@ so official checkpoints load by renaming ``uniter.`` (see ``ltvl.vl.models.conve
 
 from __future__ import annotations
 
+import logging
+import re
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel
@@ -19,6 +23,45 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from ltvl.vl.data.schema import BOX_DIM
 from ltvl.vl.models.base import VLBackbone, VLOutput, add_delta, bert_init_
+
+log = logging.getLogger(__name__)
+
+
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def _quiet_load_report():
+    """transformers 5 logs a table of every unexpected key at WARNING; truncating to N layers makes
+    the dropped layers 'unexpected' on every model build, which floods job logs. We check the
+    loading info ourselves (:func:`_report_load`) and say only what is worth a look. (A filter,
+    not a level: transformers runs extra checks when its logger's level is raised.)"""
+    lg = logging.getLogger("transformers.modeling_utils")
+    lg.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        lg.removeFilter(_not_a_load_report)
+
+
+def _report_load(directory: str, info: dict, num_layers: int | None) -> None:
+    """Warn about missing or mismatched weights (they start random) and about unexpected ones,
+    except the layers at and above ``num_layers`` that were dropped on purpose."""
+    dropped = re.compile(r"encoder\.layer\.(\d+)\.")
+
+    def on_purpose(key: str) -> bool:
+        m = dropped.match(key)
+        return bool(num_layers and m and int(m.group(1)) >= num_layers)
+
+    unexpected = [k for k in info.get("unexpected_keys", ()) if not on_purpose(k)]
+    for what, keys in (("missing (randomly initialised)", info.get("missing_keys", ())),
+                       ("with mismatched shapes (randomly initialised)", info.get("mismatched_keys", ())),
+                       ("unexpected (ignored)", unexpected)):
+        keys = sorted(map(str, keys))
+        if keys:
+            log.warning("%s: %d weight(s) %s: %s%s", directory, len(keys), what, ", ".join(keys[:8]),
+                        " …" if len(keys) > 8 else "")
 
 
 class UniterImageEmbeddings(nn.Module):
@@ -64,7 +107,9 @@ class UniterBackbone(VLBackbone):
                   pooling: str = "cls") -> UniterBackbone:
         """θ0 from any local BERT-architecture checkpoint directory (optionally the first N layers)."""
         kw = {"num_hidden_layers": num_layers} if num_layers else {}
-        bert = BertModel.from_pretrained(directory, add_pooling_layer=True, **kw)
+        with _quiet_load_report():
+            bert, info = BertModel.from_pretrained(directory, add_pooling_layer=True, output_loading_info=True, **kw)
+        _report_load(directory, info, num_layers)
         return cls(bert.config, img_dim, bert, pooling)
 
     def word_embeddings(self) -> nn.Embedding:
