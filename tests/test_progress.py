@@ -80,6 +80,29 @@ def test_board_counts_chains_estimates_eta_and_prints_plain_timestamped_lines(tm
     assert board.rows["chain:0"].state == DONE and board.rows["chain:1"].state == "stopped"
 
 
+def test_an_adaptive_chain_s_eta_is_shown_as_an_upper_bound(tmp_path):
+    """Its tries end once the answer is settled, so 'every level' is a maximum, not a forecast."""
+    board = ProgressBoard(Console(file=io.StringIO(), force_terminal=False, width=200), live=False)
+    board.started = 0.0
+    clock = Clock(100.0)
+    levels = [0.0, 0.2, 0.36, 0.488, 0.59]
+    board.plan([Row("chain:s", "IMP (adaptive) · vqa · rate 0.2 · seed 0", "chains", levels, [0, 80, 80, 80, 80],
+                    tmp_path / "s.json", search=True)])
+    board.round_done("chain:s", 0, 0.8)
+    prog = RoundProgress(tmp_path / "s.json", levels, 100, 20, interval_s=1, clock=clock)
+    prog.finished(0)
+    prog.begin(20, 100)
+    clock.t += 10
+    prog.step(60, 0.7)  # 4 steps/s, 40 + 3 x 80 steps left at most
+    board.poll()
+    lines = board.status_lines(now=1_000.0, every=60)
+    assert "ETA ≤ 1 min 10 s" in lines[0] and "sweep ETA ≤ 1 min 10 s" in lines[-1]
+    board.round_done("chain:s", 2, 0.7)
+    board.finished("chain:s", DONE)  # settled after two tries: done, not "stopped"
+    assert board.rows["chain:s"].state == DONE
+    assert "sweep ETA ≈" in board.headline()  # nothing left that searches
+
+
 def test_quiet_stdout_drops_only_the_named_noise():
     from ltvl.sweep.main import DroppingLines
     buf = io.StringIO()

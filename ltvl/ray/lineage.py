@@ -294,5 +294,5 @@ def plan_rows(stage: str, configs: list[dict], root: str | Path) -> list:
         sparsities = [0.0, *spec.sparsities()]
         rows.append(Row(row_key(config), chain_name(job), stage, sparsities,
                         [dense_cost] + [per] * (len(sparsities) - 1),
-                        ChainStore(root, spec, writer=False).dir / PROGRESS_FILE))
+                        ChainStore(root, spec, writer=False).dir / PROGRESS_FILE, search=spec.schedule.adaptive))
     return rows

@@ -38,6 +38,7 @@ class Row:
     forwarded_t: float = 0.0  # when a reading last went to MLflow
     logged_t: float = 0.0  # when a plain status line was last printed
     last_metric: float | None = None
+    search: bool = False  # schedule: adaptive: its rounds are a search's tries, their count a maximum
 
     @property
     def rounds(self) -> int:
@@ -101,7 +102,8 @@ class ProgressBoard:
     def finished(self, key: str, state: str) -> None:
         with self._lock:
             if row := self.rows.get(key):
-                row.state = DONE if state == DONE and row.rounds_done >= row.rounds else (
+                # a search (adaptive) is done once settled, usually before its last possible try
+                row.state = DONE if state == DONE and (row.rounds_done >= row.rounds or row.search) else (
                     state if state != DONE else STOPPED)
 
     def say(self, line: str) -> None:
@@ -143,13 +145,22 @@ class ProgressBoard:
             return None
         return row.remaining_steps() / s.steps_per_s
 
+    def chain_eta_text(self, row: Row) -> str:
+        """An adaptive chain stops once its answer is settled, so its ETA counts every level it
+        might still try: an upper bound, and shown as one."""
+        eta = self.chain_eta(row)
+        return ("≤ " if row.search and eta else "") + _duration(eta)
+
+    def _searching(self) -> bool:
+        return any(r.search and r.state in (WAITING, RUNNING) for r in self.rows.values())
+
     # --- drawing --------------------------------------------------------------------------------
     def headline(self) -> str:
         c = self.counts()
         parts = [f"{c[DONE]} done", f"{c[RUNNING]} running", f"{c[WAITING]} waiting"]
         parts += [f"{c[k]} {k}" for k in (STOPPED, FAILED) if c[k]]
         return (f"trials: {' · '.join(parts)} of {len(self.rows)} · elapsed {_duration(time.time() - self.started)}"
-                f" · sweep ETA ≈ {_duration(self.sweep_eta())}")
+                f" · sweep ETA {'≤' if self._searching() else '≈'} {_duration(self.sweep_eta())}")
 
     def round_text(self, row: Row) -> str:
         if row.rounds == 1:
@@ -171,7 +182,7 @@ class ProgressBoard:
             t.add_row(row.name, row.stage, row.state, self.round_text(row),
                       f"{s.step}/{s.step_end}" if s else "", f"{s.steps_per_s:.2f}" if s else "",
                       f"{s.train_loss:.3f}" if s and s.train_loss == s.train_loss else "",
-                      _duration(self.chain_eta(row)) if s else "")
+                      self.chain_eta_text(row) if s else "")
         return Group(Text(self.headline(), style="bold"), t)
 
     def status_lines(self, now: float, every: float) -> list[str]:
@@ -184,7 +195,7 @@ class ProgressBoard:
             row.logged_t = now
             loss = f"  loss {s.train_loss:.3f}" if s.train_loss == s.train_loss else ""
             out.append(f"{row.name}  round {self.round_text(row)}  step {s.step}/{s.step_end}  "
-                       f"{s.steps_per_s:.2f} steps/s{loss}  ETA {_duration(self.chain_eta(row))}")
+                       f"{s.steps_per_s:.2f} steps/s{loss}  ETA {self.chain_eta_text(row)}")
         if out:
             out.append(self.headline())
         return out
