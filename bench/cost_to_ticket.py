@@ -65,7 +65,8 @@ def naive_task(params: dict, seed: int, work: str) -> dict:
     from ltvl.core.imp import run_chain_with_trainer
 
     job, setup, trainer = _job(params, seed)
-    res = run_chain_with_trainer(job.chain, setup.model_factory, trainer, Path(work) / "chains")
+    res = run_chain_with_trainer(job.chain, setup.model_factory, trainer, Path(work) / "chains",
+                                 data_sha256=setup.info.content_sha256)
     dense = DenseStore(Path(work) / "chains", DenseSpec.of(job.chain), writer=False).record()
     return {"seed": seed, "dense_metric": dense.metrics["metric"], "dense_steps": dense.steps,
             "dense_wall_s": dense.wall_s, "n_eval": dense.metrics.get("n"), "majority": setup.data.majority_control(),
@@ -87,7 +88,7 @@ def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: 
     t0 = time.perf_counter()
     if early_bird is None:
         got = ensure_dense(DenseStore(Path(work) / "chains", DenseSpec.of(spec)), {spec.rewind_step},
-                           setup.model_factory, trainer.train, trainer.evaluate)
+                           setup.model_factory, trainer.train, trainer.evaluate, data_sha256=setup.info.content_sha256)
         rewind, weights = got.theta(spec.rewind_step), got.final_weights()
         out.update(dense_metric=got.record.metrics["metric"], dense_steps=got.record.steps,
                    dense_wall_s=got.record.wall_s)

@@ -157,14 +157,14 @@ def _imp(root: Optional[Path] = None, **options) -> None:
             job.chain, prunable=PrunableSpec(), context=(("task", "toy"), ("backbone", "toy-bert"))
         )
         seed = job.params.seed
-        factory, train_task = (lambda: make_toy_model(seed)), ToyTask()
+        factory, train_task, data_sha = (lambda: make_toy_model(seed)), ToyTask(), ""
     else:
         from ltvl.vl.assemble import build_vl
 
         job = resolve_chain(raw, where="option")
         job = job.with_data(str(resolve_dataset(data_for(job.params))))
         setup = build_vl(job.vl)
-        spec, factory, train_task = job.chain, setup.model_factory, setup.data
+        spec, factory, train_task, data_sha = job.chain, setup.model_factory, setup.data, setup.info.content_sha256
     root = root or home() / "chains"
     console.print(f"chain {spec.short_hash} ({options['task']}, {options['method']} pruning) → {root}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")
@@ -189,7 +189,7 @@ def _imp(root: Optional[Path] = None, **options) -> None:
             f"{r.wall_s:.1f}",
         )
 
-    result = run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show)
+    result = run_chain_with_trainer(spec, factory, Trainer(train_task, spec.train), root, show, data_sha256=data_sha)
     console.print(table)
     console.print(f"chain store: {result.directory}")
 

@@ -222,3 +222,34 @@ def test_task_agnostic_imp_chain_on_pretraining_objectives(datasets, tmp_path):
     res = run_chain_with_trainer(spec, setup.model_factory, Trainer(setup.data, spec.train), tmp_path)
     assert [round(r.sparsity, 2) for r in res.rounds] == [0.0, 0.5, 0.75]
     assert {"mlm_accuracy", "itm_accuracy", "mrc_accuracy", "mrfr_mse"} <= set(res.rounds[-1].metrics)
+
+
+def test_a_dataset_changed_under_the_same_path_is_refused_before_its_stores_are_replayed(tmp_path):
+    """Stores are keyed by params (a data path, not its content): the dense record carries the
+    dataset's content hash, and a chain on the same path with other content is refused, where a
+    replay would otherwise return the old data's numbers as the new data's."""
+    from ltvl.core.dense import DenseSpec, DenseStore
+    from ltvl.core.imp import ChainSpec, run_chain_with_trainer
+    from ltvl.pruning import Schedule
+
+    data = tmp_path / "vqa"
+
+    def chain(seed: int):
+        make_synthetic("vqa", data, n_train=32, n_test=16, seed=seed)
+        setup = build_vl(VLSpec(task="vqa", data=str(data), backbone=BackboneSpec("tiny")))
+        spec = ChainSpec(train=TrainConfig(steps=3, batch_size=8, lr=1e-3), schedule=Schedule("geometric", 0.5, 0.5),
+                         prunable=setup.prunable, context=(("task", "vqa"), ("data", str(data))))
+        res = run_chain_with_trainer(spec, setup.model_factory, Trainer(setup.data, spec.train), tmp_path / "root",
+                                     data_sha256=setup.info.content_sha256)
+        return spec, setup, res
+
+    spec, setup, first = chain(0)
+    rec = DenseStore(tmp_path / "root", DenseSpec.of(spec), writer=False).record()
+    assert rec.data_sha256 == setup.info.content_sha256 != ""
+    _, _, again = chain(0)  # the same content: replayed, nothing trained
+    assert all(r.replayed for r in again.rounds)
+    with pytest.raises(LtvlError, match="dataset changed under the same path") as e:
+        chain(1)  # new content, same path and params
+    assert str(DenseStore(tmp_path / "root", DenseSpec.of(spec), writer=False).dir) in str(e.value)
+    import dataclasses
+    dataclasses.replace(rec, data_sha256="").check_data("ab" * 32, "w")  # older records name no data: accepted

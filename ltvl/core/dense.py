@@ -69,6 +69,18 @@ class DenseRecord:
     steps: int
     final_sha256: str
     names: list[str]  # prunable tensors in model order: a mask's hash depends on it, safetensors sorts
+    # the dataset's content (its manifest's sha256) it was trained on; "" in older records. The
+    # store is keyed by params, and a directory's files can change under the same path.
+    data_sha256: str = ""
+
+    def check_data(self, data_sha256: str, where: str) -> None:
+        """Refuse to replay a dense run (and every chain grown from it) on other data."""
+        if self.data_sha256 and data_sha256 and self.data_sha256 != data_sha256:
+            raise LtvlError(
+                f"the stored dense run was trained on data with content sha256 {self.data_sha256[:12]}…, but this "
+                f"run's data has content {data_sha256[:12]}…: the dataset changed under the same path",
+                where=where, fix="stores are keyed by params, not by data: write the new data to a new directory "
+                "(or give the sweep another root), or delete this dense directory and the chains grown from it")
 
 
 @dataclass
@@ -167,14 +179,17 @@ TrainFn = Callable[..., Any]
 
 def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: Callable[[], nn.Module],
                  train_fn: TrainFn, eval_fn: Callable[[nn.Module], dict],
-                 agree: Callable[[Any], Any] = lambda v: v) -> DenseOutcome:
+                 agree: Callable[[Any], Any] = lambda v: v, data_sha256: str = "") -> DenseOutcome:
     """Make sure the dense run and θi for every step in ``rewind_steps`` are on disk; train only what is missing.
 
     ``agree`` makes every DDP rank act on rank 0's view of the store (another trial may be writing
-    it), so all ranks train the same steps or none.
+    it), so all ranks train the same steps or none. ``data_sha256`` (the dataset's content hash)
+    is recorded with a new dense run and must match a stored one's before it is replayed.
     """
     store.open()
     wanted = sorted(set(rewind_steps))
+    if (known := store.record()) is not None:
+        known.check_data(data_sha256, str(store.dir))
     have = agree({"record": store.record() is not None, "theta": [s for s in wanted if store.has_theta(s)]})
     missing = [s for s in wanted if s not in have["theta"]]
     if have["record"] and not missing:
@@ -196,7 +211,7 @@ def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: 
     final_bytes = st_save(final)
     rec = DenseRecord(dense=store.sha256, metrics=metrics, train_loss=out.mean_loss,
                       wall_s=time.perf_counter() - t0, steps=out.steps_run, final_sha256=sha256_bytes(final_bytes),
-                      names=names)
+                      names=names, data_sha256=data_sha256)
     store.put_result(rec, final_bytes)
     return DenseOutcome(rec, out.steps_run, store, out.captured, final)
 

@@ -193,7 +193,7 @@ class ChainStore(SpecStore):
 def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
               root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None,
               writer: bool = True, share_rewinds: Iterable[int] = (),
-              agree: Callable[[Any], Any] = lambda v: v) -> ChainResult:
+              agree: Callable[[Any], Any] = lambda v: v, data_sha256: str = "") -> ChainResult:
     """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
 
     Round 0 comes from the shared dense run (:mod:`ltvl.core.dense`), trained now only if no sibling
@@ -202,7 +202,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     ``spec.finetune_adversarial`` is enabled) trains a copy of each round's ticket adversarially
     from θi; its evaluation becomes ``finetune_metrics``. ``writer=False`` (DDP ranks other than
     0) computes everything but writes nothing; ``agree`` gives every rank rank 0's view of shared
-    files, so ranks never diverge on what to train.
+    files, so ranks never diverge on what to train. ``data_sha256``, the dataset's content hash,
+    is recorded with the dense run; a chain refuses to resume on a dense run trained on other data.
     """
     spec.validate()
     if spec.finetune_adversarial.active and finetune_fn is None:
@@ -212,6 +213,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     store = ChainStore(root, spec, writer)
     store.open()
     dense = DenseStore(root, DenseSpec.of(spec), writer)
+    if (known := dense.record()) is not None:  # a chain's rounds were trained on its dense run's data
+        known.check_data(data_sha256, str(dense.dir))
     chain_sha = store.sha256
     result = ChainResult(spec, store.dir)
     report = reporter or (lambda _r: None)
@@ -235,12 +238,14 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     got: DenseOutcome | None = None
     if done:
         if agree(not dense.has_theta(spec.rewind_step)):  # deleted (e.g. after a hash mismatch): replay the dense
-            ensure_dense(dense, {spec.rewind_step}, model_factory, train_fn, eval_fn, agree)  # run, bit-identically
+            ensure_dense(dense, {spec.rewind_step}, model_factory, train_fn, eval_fn, agree,  # run, bit-identically
+                         data_sha256)
         theta_i = store.get_theta_i(dense)
         mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
     else:  # round 0: the shared dense run
         t0 = time.perf_counter()
-        got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree)
+        got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree,
+                           data_sha256)
         theta_i = got.theta(spec.rewind_step)
         store.put_theta_ref(dense, spec.rewind_step)
         mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.sha256})
@@ -335,7 +340,7 @@ def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> t
 
 def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,
                            root: str | Path, reporter: Reporter | None = None,
-                           share_rewinds: Iterable[int] = ()) -> ChainResult:
+                           share_rewinds: Iterable[int] = (), data_sha256: str = "") -> ChainResult:
     """Convenience: the chain driven by an :class:`ltvl.core.train.Trainer` (train + evaluate)."""
     require(trainer.cfg == spec.train, "the trainer's TrainConfig differs from the chain spec's",
             where="trainer", fix="build the Trainer from spec.train")
@@ -344,4 +349,4 @@ def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Modul
         finetune = Trainer(trainer.task, dataclasses.replace(spec.train, adversarial=spec.finetune_adversarial),
                            trainer.device).train
     return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune,
-                     share_rewinds=share_rewinds)
+                     share_rewinds=share_rewinds, data_sha256=data_sha256)

@@ -160,6 +160,7 @@ class WorkerSetup:
     rank: int
     world: int
     nodes: str  # the Ray node ids of all ranks, sorted and comma-joined: where this trial ran
+    data_sha256: str = ""  # the dataset's content hash: stores refuse to replay runs on other data
 
     @property
     def agree(self):
@@ -177,7 +178,8 @@ def setup_worker(params: dict, cpus: float = 1) -> WorkerSetup:
     if setup.prunable != job.chain.prunable:  # the hash the driver named this chain by must be the one trained
         raise RuntimeError(f"preset {job.params.preset!r}: the model's prunable set differs from the resolved job's")
     trainer = Trainer(setup.data, job.chain.train, ray.train.torch.get_device(), rank=rank, world_size=world)
-    return WorkerSetup(job, setup.model_factory, trainer, rank, world, _nodes_of_all_ranks(world))
+    return WorkerSetup(job, setup.model_factory, trainer, rank, world, _nodes_of_all_ranks(world),
+                       setup.info.content_sha256)
 
 
 def _nodes_of_all_ranks(world: int) -> str:
@@ -202,7 +204,7 @@ def train_dense(config: dict) -> None:
     t0 = time.time()
     got = ensure_dense(
         store, {s.rewind_step for s in specs}, w.model_factory, _with_progress(w.trainer.train, progress, steps),
-        w.trainer.evaluate, w.agree
+        w.trainer.evaluate, w.agree, w.data_sha256
     )
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
@@ -324,6 +326,7 @@ def train_chain(config: dict) -> None:
         writer=rank == 0,
         share_rewinds=config.get("share_rewinds", ()),
         agree=w.agree,
+        data_sha256=w.data_sha256,
     )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
