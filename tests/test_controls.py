@@ -207,6 +207,42 @@ def test_the_report_leaves_out_the_dense_run_that_fails_its_sparse_control_and_s
     assert tables.control_values(kept, kept_dense, "vqa") == {"majority answer": 0.37, SPARSE_CONTROL: 0.54}
 
 
+def test_an_adversarial_dense_run_has_its_own_control_which_is_no_at_imp_ticket():
+    """The 100%-sparse chain grown from an AT dense run is a control: it is not an AT-IMP row at
+    100%, it does not pool into the standard controls, and it judges its own dense run."""
+    import pandas as pd
+
+    from ltvl.report import tables
+    from ltvl.tracking.arms import SPARSE_CONTROL
+    dense = pd.DataFrame([{"task": "vqa", "seed": s, "epsilon": eps, "metric": m, "majority": 0.37, "n": 1000,
+                           "dense": f"d{s}{'at' if eps else ''}"}
+                          for s, eps, m in ((0, 0.0, 0.70), (1, 0.0, 0.69), (0, 0.01, 0.71), (1, 0.01, 0.45))])
+    rows = []
+    for seed in (0, 1):
+        for eps, adv in ((0.0, "off"), (0.01, "imp")):
+            d = f"d{seed}{'at' if eps else ''}"
+            for r, sp in enumerate((0.0, 0.5)):
+                rows.append({"chain_key": f"chain:{d}", "task": "vqa", "source_task": "vqa", "init": "theta0",
+                             "rewind_step": 0, "adv_use": adv, "epsilon": eps, "seed": seed, "round": r,
+                             "sparsity": sp, "metric": 0.7, "finetune_metric": float("nan"), "dense": d})
+            rows.append({"chain_key": f"chain:c{d}", "task": "vqa", "source_task": "vqa", "init": "sparse100",
+                         "rewind_step": 0, "adv_use": adv, "epsilon": eps, "seed": seed, "round": 1, "sparsity": 1.0,
+                         "metric": 0.50 if eps else 0.36, "finetune_metric": float("nan"), "dense": d})
+    rounds = tables.with_lines(pd.DataFrame(rows))
+    assert set(rounds[rounds["init"] == "sparse100"]["line"]) == {SPARSE_CONTROL}
+    at = tables.adversarial(rounds, 1)
+    assert list(at["sparsity"]) == ["0.0%", "50.0%"]  # no AT-IMP "ticket" at 100%
+    assert tables.control_values(rounds, dense, "vqa")[SPARSE_CONTROL] == 0.36  # the standard controls only
+    assert tables.table1(rounds, dense, 0.99, 2).iloc[0]["excluded seeds"] == "none"  # Table 1: standard runs
+    kept, _, failed = tables.trusted(rounds, dense)
+    assert list(failed["dense"]) == ["d1at"] and "100%-sparse control (0.5000)" in failed["why"].iloc[0]
+    assert "d1at" not in set(kept["dense"]) and "d1" in set(kept["dense"])
+    from ltvl.params.resolve import resolve
+    from ltvl.tracking.records import chain_name
+    at_control = resolve({"task": "vqa", "seed": 0, "adv_use": "imp", "adv_epsilon": 0.01, "method": "all"})
+    assert chain_name(at_control) == "100%-sparse control · vqa · AT ε=0.01 · seed 0"  # not the standard one's name
+
+
 def test_lineage_tags_the_dense_run_when_its_sparse_control_matches_it():
     from ltvl.ray.lineage import LineageCallback
     from ltvl.tracking.records import DENSE_FLAG

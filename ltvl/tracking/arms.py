@@ -30,6 +30,8 @@ def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str
             src = "pre-training ticket" if source_task == PRETRAIN else f"transfer from {source_task}"
             return src + on
         return _TICKET_ARMS.get(init, init) + on
+    if init == "sparse100":  # a control is a control, whatever its dense run was trained with
+        return SPARSE_CONTROL
     if adv_use in ("imp", "both") and epsilon > 0:
         return f"AT-IMP ε={epsilon:g}"
     if init == "theta_i":

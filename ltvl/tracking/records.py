@@ -176,6 +176,8 @@ def chain_name(job: Job) -> str:
     parts = [arm(job), p.task] + ([] if is_control(job) else [f"rate {p.rate:g}"])
     if p.adv_use in ("finetune", "both") and epsilon(p):
         parts.append(f"AT fine-tune ε={epsilon(p):g}")
+    elif is_control(job) and epsilon(p):  # the control of an adversarially trained dense run
+        parts.append(f"AT ε={epsilon(p):g}")
     if p.lr != DEFAULTS["lr"]:  # searches vary it
         parts.append(f"lr {p.lr:.3g}")
     return " · ".join(parts + [f"seed {p.seed}"])
