@@ -151,23 +151,12 @@ def main() -> None:
                     "train nothing")
     a = ap.parse_args()
 
-    from ltvl.params.resolve import data_for, resolve_chain
-    from ltvl.sweep.config import load_config
     from ltvl.util.atomic import atomic_write_text
     from ltvl.util.home import home
-    from ltvl.vl.datasets import resolve_dataset
 
-    cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
-    params = {**cfg.params, "schedule": "geometric", "rate": a.rate, "target_sparsity": a.target,
-              "rewind_step": a.rewind, "method": "magnitude"}
-    seeds = [int(s) for s in a.seeds.split(",")]
-    job = resolve_chain({**params, "seed": seeds[0]})  # every bad input refused before any training
-    resolve_dataset(data_for(job.params))  # prepared once, before the processes race for it
-    sparsities = job.chain.sparsities()
     work = Path(a.work) if a.work else home() / "bench" / "cost-to-ticket"
-    work.mkdir(parents=True, exist_ok=True)
     saved = work / "results.json"
-    if a.report:  # the tables again, from the saved results: the run's own args, not this call's
+    if a.report:  # the tables again, from the saved results: the run's own args, not this call's (no data needed)
         from ltvl.pruning.schedule import Schedule
 
         if not saved.exists():
@@ -177,6 +166,19 @@ def main() -> None:
         levels = Schedule("geometric", ga.rate, ga.target).sparsities()
         steps = got["results"][f"naive/{ga.seeds.split(',')[0]}"]["dense_steps"]
         return summarize(ga, got["results"], levels, steps, got.get("wall_s"), saved)
+
+    from ltvl.params.resolve import data_for, resolve_chain
+    from ltvl.sweep.config import load_config
+    from ltvl.vl.datasets import resolve_dataset
+
+    cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
+    params = {**cfg.params, "schedule": "geometric", "rate": a.rate, "target_sparsity": a.target,
+              "rewind_step": a.rewind, "method": "magnitude"}
+    seeds = [int(s) for s in a.seeds.split(",")]
+    job = resolve_chain({**params, "seed": seeds[0]})  # every bad input refused before any training
+    resolve_dataset(data_for(job.params))  # prepared once, before the processes race for it
+    sparsities = job.chain.sparsities()
+    work.mkdir(parents=True, exist_ok=True)
     eb = {"interval": a.eb_interval, "threshold": a.eb_threshold}
     print(f"machine: {machine()}")
     print(f"recipe: {a.config} params + {a.set or 'no overrides'}; rewind {a.rewind}, geometric rate {a.rate} "

@@ -1,6 +1,9 @@
 """The cheap routes to the winning sparsity (issue 16): the bracket search over IMP levels and
 early-bird masks. The benchmark (bench/cost_to_ticket.py) measures their saving on real data;
 these tests pin down that each does what it says on a real (tiny) transformers BERT."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -203,3 +206,39 @@ def test_seed_informed_is_a_checked_sweep_key():
     assert load_config("rewind_grid", None, ["seed_informed=true"]).options().seed_informed is True
     with pytest.raises(LtvlError, match="seed_informed must be bool"):
         load_config("rewind_grid", None, ["seed_informed=maybe"])
+
+
+def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missing(tmp_path):
+    """``--report`` re-prints the tables without training or preparing data; with no results
+    it says where it looked and how to get them."""
+    import json
+    import subprocess
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench" / "cost_to_ticket.py")
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home")}  # no data there: --report must not need it
+    res = subprocess.run([sys.executable, bench, "--report", "--work", str(tmp_path / "none")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0 and f"no results at {tmp_path / 'none' / 'results.json'}" in res.stderr
+    assert "run the benchmark first" in res.stderr
+
+    def search(seed, start, answer, tries):
+        return {"seed": seed, "dense_metric": 0.8, "dense_steps": 10, "dense_wall_s": 1.0, "answer": answer,
+                "start": start, "early_bird": {"step": 4, "settled": True, "distances": [[4, 0.01]]},
+                "tries": [{"level": lv, "parent": pa, "kept": k, "steps": 10, "wall_s": 1.0} for lv, pa, k in tries]}
+
+    levels = [{"level": k, "metric": m, "steps": 10, "wall_s": 1.0} for k, m in ((1, 0.81), (2, 0.80), (3, 0.70))]
+    results = {"naive/0": {"seed": 0, "dense_metric": 0.8, "dense_steps": 10, "dense_wall_s": 1.0, "levels": levels,
+                           "n_eval": 1000, "majority": 0.4}}
+    for kind in ("adaptive", "eb"):
+        results[f"{kind}/0"] = search(0, None, 2, [(2, 0, True), (3, 2, False)])
+    args = {"seeds": "0", "rate": 0.5, "target": 0.875, "p": 0.99, "jump": 2}
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "results.json").write_text(json.dumps({"args": args, "results": results, "wall_s": 9.0}))
+    res = subprocess.run([sys.executable, bench, "--report", "--work", str(tmp_path / "w")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # naive: 10 + 3 x 10 steps; the search: 10 + 2 x 10; answers L2 both
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == "cost-to-ticket steps ratio = 0.75 (answers within one level: 1/1 seeds)"
+    assert not (tmp_path / "home" / "data").exists()  # nothing prepared

@@ -190,7 +190,7 @@ def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: 
     wanted = sorted(set(rewind_steps))
     if (known := store.record()) is not None:
         known.check_data(data_sha256, str(store.dir))
-    have = agree({"record": store.record() is not None, "theta": [s for s in wanted if store.has_theta(s)]})
+    have = agree({"record": known is not None, "theta": [s for s in wanted if store.has_theta(s)]})
     missing = [s for s in wanted if s not in have["theta"]]
     if have["record"] and not missing:
         return DenseOutcome(store.record() or _require_record(store), 0, store)
