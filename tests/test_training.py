@@ -110,3 +110,64 @@ def test_training_from_a_rewind_point_does_not_mutate_it(task):
     m2 = make_toy_model()
     tr.train(m2, enforcer=MaskEnforcer(m2, _masked(m2)), start=point)
     assert all(torch.equal(before[k], point.optimizer["state"][0][k]) for k in before)
+
+
+def _trained(task, cfg, flags=None, monkeypatch=None, **kw):
+    tr = Trainer(task, cfg)
+    if flags is not None:
+        monkeypatch.setattr(tr, "_kernel_flags", lambda: flags)
+    model = make_toy_model()
+    out = tr.train(model, **kw)
+    return model, out
+
+
+def test_the_reference_adamw_is_bit_identical_to_torch_s_per_tensor_loop(task, monkeypatch):
+    """ltvl runs the reference AdamW as torch's multi-tensor loop (faster); every store trained before
+    with the per-tensor loop must stay reproducible, masked or not."""
+    cfg = TrainConfig(steps=12, lr=5e-3, batch_size=16, weight_decay=0.1)
+    ours, _ = _trained(task, cfg)
+    plain, _ = _trained(task, cfg, {"foreach": False, "fused": None}, monkeypatch)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), plain.state_dict().values()))
+    mask = _masked(make_toy_model())
+    m1, m2 = make_toy_model(), make_toy_model()
+    Trainer(task, cfg).train(m1, enforcer=MaskEnforcer(m1, mask))
+    tr = Trainer(task, cfg)
+    monkeypatch.setattr(tr, "_kernel_flags", lambda: {"foreach": False, "fused": None})
+    tr.train(m2, enforcer=MaskEnforcer(m2, mask))
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_fused_adamw_is_its_own_deterministic_run_and_rewinds_exactly(task):
+    ref = TrainConfig(steps=12, lr=5e-3, batch_size=16, warmup_ratio=0.25)
+    fused = TrainConfig(steps=12, lr=5e-3, batch_size=16, warmup_ratio=0.25, adamw_impl="fused")
+    a, _ = _trained(task, fused)
+    b, _ = _trained(task, fused)
+    r, _ = _trained(task, ref)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), r.state_dict().values())), \
+        "fused rounds differently: if it ever matches the reference, the flag no longer reaches torch"
+    # θi from a fused run resumes into the same fused run, and its file does not name the kernels
+    _, out = _trained(task, fused, until=5, capture_at=[5])
+    point = out.captured[5]
+    assert all(g["fused"] is None and g["foreach"] is None for g in point.optimizer["param_groups"])
+    resumed = make_toy_model()
+    Trainer(task, fused).train(resumed, start=point)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_adamw_impl_is_checked_and_only_a_non_default_one_enters_identity():
+    from ltvl.core.identity import identity
+    from ltvl.params.resolve import resolve_chain
+    from ltvl.util.errors import LtvlError
+    with pytest.raises(LtvlError, match="adamw_impl") as e:
+        TrainConfig(adamw_impl="apex").validate()
+    assert "reference or fused" in str(e.value)
+    assert "adamw_impl" not in identity(TrainConfig())
+    base = {"task": "vqa", "data": "synthetic:vqa", "preset": "tiny", "steps": 10}
+    ref, fused = resolve_chain(base).chain, resolve_chain({**base, "adamw_impl": "fused"}).chain
+    assert ref.train.adamw_impl == "reference" and fused.train.adamw_impl == "fused"
+    assert identity(fused)["train"] == {**identity(ref)["train"], "adamw_impl": "fused"}
+    # the dense spec hashes its TrainConfig whole: the field added later enters only when set
+    from ltvl.core.dense import DenseSpec
+    assert "adamw_impl" not in identity(DenseSpec.of(ref))["train"]
+    assert identity(DenseSpec.of(fused))["train"]["adamw_impl"] == "fused"

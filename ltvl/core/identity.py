@@ -8,6 +8,9 @@ Format history:
 - 0 (until 2026-11): every field hashed, defaults included; ``spec.json`` held the full spec.
   The run context (task, data, preset, …) always carried all seven keys as strings.
 - 1: only non-default fields; ``spec.json`` holds ``{"format": 1, "identity": …, "spec": …}``.
+  A dataclass held in a field with no default (``DenseSpec.train``) is hashed whole, every field;
+  fields added to such a class later are declared with :func:`late_field`, so that they enter the
+  hash only once set away from their default and older stores keep their names.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from typing import Any
 from ltvl.util.atomic import json_sha256
 
 FORMAT = 1
+LATE = "ltvl.late"  # field metadata: added after format 1, hashed only when not at its default
+
+
+def late_field(default: Any) -> Any:
+    """A dataclass field added after format 1 to a class that some spec hashes whole."""
+    return dataclasses.field(default=default, metadata={LATE: True})
 
 # Format 0 wrote every context key; these were its defaults (frozen: history, not configuration).
 FORMAT0_CONTEXT_DEFAULTS = {"task": "vqa", "data": "easy-vqa", "preset": "minilm", "layers": "2",
@@ -58,8 +67,16 @@ def identity(spec: Any) -> dict[str, Any]:
         if dataclasses.is_dataclass(value) and dataclasses.is_dataclass(default):
             out[f.name] = identity(value)
         else:
-            out[f.name] = to_json(value)
+            out[f.name] = _whole(value)
     return out
+
+
+def _whole(value: Any) -> Any:
+    """``value`` as JSON, every field of a dataclass included, except late fields at their default."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _whole(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get(LATE) and to_json(getattr(value, f.name)) == to_json(_default_of(f)))}
+    return to_json(value)
 
 
 def identity_sha256(spec: Any) -> str:

@@ -128,7 +128,7 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     adv = AdvConfig(enabled=p.adv_use != "off", modality=p.adv_modality, epsilon=p.adv_epsilon,
                     step_size=p.adv_step_size, steps=p.adv_steps, kl_weight=p.adv_kl)
     train = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
-                        warmup_ratio=p.warmup_ratio, seed=p.seed, amp=p.amp,
+                        warmup_ratio=p.warmup_ratio, seed=p.seed, amp=p.amp, adamw_impl=p.adamw_impl,
                         adversarial=adv if p.adv_use in ("imp", "both") else AdvConfig())
     preset = get_preset(p.preset)
     check_pooling(p.preset, p.pooling, f"{where}.pooling")
