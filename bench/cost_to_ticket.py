@@ -22,6 +22,9 @@ a strategy needs, each measured where it ran (one torch thread per process, --pr
 
     python bench/cost_to_ticket.py [--seeds 0,1,2] [--jump 4] [--procs 2] [--set steps=20 ...]
 
+The main job runs AdamW fused since 2026-11-25; the runs in bench/RESULTS.md used the reference
+kernel: add --set adamw_impl=reference to replay their stores.
+
 The last line reads: cost-to-ticket steps ratio = X (answers within one level: K/N seeds)
 """
 
