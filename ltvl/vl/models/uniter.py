@@ -22,7 +22,7 @@ from transformers import BertConfig, BertModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from ltvl.vl.data.schema import BOX_DIM
-from ltvl.vl.models.base import VLBackbone, VLOutput, add_delta, bert_init_
+from ltvl.vl.models.base import POOLINGS, VLBackbone, VLOutput, add_delta, bert_init_
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ class UniterImageEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + type_embeddings))
 
 
-POOLINGS = ("cls", "cls+image")
 
 
 class UniterBackbone(VLBackbone):
