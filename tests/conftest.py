@@ -1,3 +1,4 @@
+import json
 import os
 import secrets
 import shutil
@@ -12,6 +13,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # start), or four threads fight over two cores and CPU-bound tests run several times slower.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+def pytest_runtest_logreport(report):
+    """With LTVL_TEST_TIMELINE=<file>, one JSON line per test phase (worker, test, phase, start,
+    stop): where the suite's time goes, per file and per xdist worker (tests/helpers/timeline.py)."""
+    path = os.environ.get("LTVL_TEST_TIMELINE")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": report.nodeid,
+                                "phase": report.when, "start": report.start, "stop": report.stop}) + "\n")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,8 +31,8 @@ def test_minilm_learns_easy_vqa(tmp_path_factory):
                             backbone=BackboneSpec("minilm", num_layers=2, pooling="cls+image")))
     # the majority-answer control, computed by the task from its own data, is that baseline exactly
     assert setup.data.majority_control() == pytest.approx(baseline)
-    # the main job's dense recipe (sweeps/configs/rewind_grid.yaml): 300 steps of 32 questions
-    trainer = Trainer(setup.data, TrainConfig(steps=300, lr=1e-4, batch_size=32, warmup_ratio=0.1))
+    # the main job's dense recipe (sweeps/configs/rewind_grid.yaml): 300 steps of 32 questions, fused AdamW
+    trainer = Trainer(setup.data, TrainConfig(steps=300, lr=1e-4, batch_size=32, warmup_ratio=0.1, adamw_impl="fused"))
     model = setup.model_factory()
     trainer.train(model)
     metrics = trainer.evaluate(model)

@@ -45,7 +45,9 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
         cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", str(REPO), "--",
                sys.executable, "sweeps/rewind_grid.py", "--config", "tests/configs/tiny_rewind_grid.yaml",
                "--set", f"root={tmp_path / 'chains'}", "--set", f"storage={tmp_path / 'ray'}",
-               "--set", "chains=[]",  # θ0 and θi chains (RP through the job path: the main job)
+               # one θi chain (θ0, RP and the rest through the job path: the main job); each chain takes
+               # the whole cluster, so a second one would only run after it
+               "--set", "chains=[]", "--set", "grid.rewind_step=[2]",
                "--set", "resources.num_workers=2"]  # 2 DDP ranks of 0.9 CPU: more than one 1-CPU node holds
         job = subprocess.run(cmd, env=job_env, capture_output=True, text=True, timeout=900)
         sampler.stop.set()
@@ -61,9 +63,9 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
         by_kind: dict[str, list] = {}
         for r in client.search_runs([exp.experiment_id], max_results=500):
             by_kind.setdefault(r.data.tags["ltvl.kind"], []).append(r)
-        assert len(by_kind["chain"]) == 2 and len(by_kind["dense"]) == 1  # one run per chain; one shared dense run
-        assert sorted(r.data.tags["ltvl.init"] for r in by_kind["chain"]) == ["theta0", "theta_i"]
-        assert len(by_kind["round"]) == 2 * 3  # rounds 0, 1, 2 of each chain, once
+        assert len(by_kind["chain"]) == 1 and len(by_kind["dense"]) == 1  # one run per chain; its dense run
+        assert [r.data.tags["ltvl.init"] for r in by_kind["chain"]] == ["theta_i"]
+        assert len(by_kind["round"]) == 3  # rounds 0, 1, 2 of the chain, once
         for chain in by_kind["chain"]:
             assert sorted(m.step for m in client.get_metric_history(chain.info.run_id, "metric")) == [0, 1, 2]
             assert chain.data.tags["ltvl.dense_run_id"] == by_kind["dense"][0].info.run_id
@@ -98,6 +100,31 @@ def test_two_node_cluster_runs_a_submitted_sweep_on_both_nodes_on_loopback_only(
     assert not Path(state.ray_tmp).exists()
     assert sorted(p.name for p in (cdir / "ray-logs").iterdir()) == ["head", "worker-1"]
     assert list((cdir / "ray-logs" / "head").glob("gcs_server*.out"))
+
+
+def _forking_group(member_ignores_term: bool) -> tuple[subprocess.Popen, int]:
+    """A group whose leader, told to stop, starts a new member (as a raylet restarts a dying
+    worker) and exits."""
+    import time
+    trap = "trap \\\"\\\" TERM; " if member_ignores_term else ""
+    code = f"trap 'bash -c \"{trap}while :; do sleep 0.1; done\" & exit 0' TERM; while :; do sleep 0.1; done"
+    leader = subprocess.Popen(["bash", "-c", code], start_new_session=True)
+    time.sleep(0.5)
+    return leader, proc_info(leader.pid).start_ticks
+
+
+def test_a_member_forked_during_shutdown_is_stopped_at_once_and_none_outlives_the_return():
+    import time
+    leader, ticks = _forking_group(member_ignores_term=False)
+    t0 = time.monotonic()
+    assert stop_group(leader.pid, ticks, grace_s=20) is True
+    assert time.monotonic() - t0 < 5  # the newcomer got SIGTERM when seen, not SIGKILL after 20 s
+    assert group_members(leader.pid) == []
+    leader.wait(timeout=10)
+    leader, ticks = _forking_group(member_ignores_term=True)  # deaf to SIGTERM: SIGKILL after the grace
+    assert stop_group(leader.pid, ticks, grace_s=1) is True
+    assert group_members(leader.pid) == []  # killed and gone from /proc before the return
+    leader.wait(timeout=10)
 
 
 def test_public_bind_is_detected_and_only_recorded_groups_are_stopped(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+KILL_WAIT_S = 10  # after SIGKILL, how long a member may take to leave /proc
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,20 @@ def stop_group(pid: int, start_ticks: int, grace_s: float = 30) -> bool:
     # The group id is the leader's PID (each service starts in its own session). Linux never
     # hands out a PID that is still a live group's id, so members found here are ours even when
     # the leader itself already died.
-    for p in group_members(pid):
-        _signal(p.pid, signal.SIGTERM)
+    # A member may fork while the group shuts down (a raylet restarting a worker): each newcomer
+    # gets SIGTERM as soon as it is seen, and once the grace is over, SIGKILL goes out until the
+    # group is really empty, so that no member outlives the return.
+    termed: set[int] = set()
     deadline = time.time() + grace_s
-    while time.time() < deadline and group_members(pid):
+    while (members := group_members(pid)) and time.time() < deadline:
+        for p in members:
+            if p.pid not in termed:
+                _signal(p.pid, signal.SIGTERM)
+                termed.add(p.pid)
         time.sleep(0.2)
-    for p in group_members(pid):
-        _signal(p.pid, signal.SIGKILL)
+    deadline = time.time() + KILL_WAIT_S
+    while (members := group_members(pid)) and time.time() < deadline:
+        for p in members:
+            _signal(p.pid, signal.SIGKILL)
+        time.sleep(0.05)
     return info is not None
