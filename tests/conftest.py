@@ -15,20 +15,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# Seconds each slow file took on one xdist worker of a 2-core machine (tests/helpers/timeline.py,
-# 2026-11-25). Files are handed out longest first (scripts/test.sh turns off xdist's own order, by
-# number of tests, which left three one-test files of 1.5-2.5 min for the end of one worker).
-FILE_SECONDS = {"test_ray_chains.py": 634, "test_autoscaling.py": 392, "test_reliability.py": 322,
-                "test_local_cluster.py": 315, "test_cli.py": 232, "test_vl_learning.py": 228,
-                "test_mlflow_ui.py": 163, "test_controls_sweep.py": 152, "test_easy_vqa_real.py": 132,
-                "test_adaptive_sweep.py": 93, "test_tracking.py": 50, "test_adversarial.py": 38}
-
-
-def pytest_collection_modifyitems(items):
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0), order[id(item)]))
-
-
 def pytest_runtest_logreport(report):
     """With LTVL_TEST_TIMELINE=<file>, one JSON line per test phase (worker, test, phase, start,
     stop): where the suite's time goes, per file and per xdist worker (tests/helpers/timeline.py)."""
