@@ -162,6 +162,9 @@ def test_adamw_impl_is_checked_and_only_a_non_default_one_enters_identity():
     with pytest.raises(LtvlError, match="adamw_impl") as e:
         TrainConfig(adamw_impl="apex").validate()
     assert "reference or fused" in str(e.value)
+    with pytest.raises(LtvlError, match=r"params\.adamw_impl") as e:  # a config's typo, named before any compute
+        resolve_chain({"task": "vqa", "data": "synthetic:vqa", "preset": "tiny", "adamw_impl": "fussed"})
+    assert "fused" in str(e.value)
     assert "adamw_impl" not in identity(TrainConfig())
     base = {"task": "vqa", "data": "synthetic:vqa", "preset": "tiny", "steps": 10}
     ref, fused = resolve_chain(base).chain, resolve_chain({**base, "adamw_impl": "fused"}).chain

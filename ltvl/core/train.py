@@ -202,7 +202,7 @@ class Trainer:
     def _kernel_flags(self) -> dict[str, bool | None]:
         if self.cfg.adamw_impl == "fused":
             return {"foreach": None, "fused": True}
-        return {"foreach": True, "fused": None}  # bit-identical to the per-tensor loop (tests/test_train.py)
+        return {"foreach": True, "fused": None}  # bit-identical to the per-tensor loop (tests/test_training.py)
 
     def _optim(self, model: nn.Module):
         opt = torch.optim.AdamW(param_groups(model, self.cfg.weight_decay), lr=self.cfg.lr, **self._kernel_flags())
