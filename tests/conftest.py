@@ -25,6 +25,33 @@ def pytest_runtest_logreport(report):
                                 "phase": report.when, "start": report.start, "stop": report.stop}) + "\n")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with one file queued ahead per worker instead of xdist's two tests.
+
+    Why: xdist hands a worker its next file once two of its tests are left, so a worker ending a
+    file whose last tests are long (test_ray_chains' sweeps) claims the queue's one-test files
+    meanwhile, and the other worker runs dry minutes early (2026-11-25: workers ended at 1248
+    and 1550 s). Asking for a file only when one test is left is the least a worker can hold
+    (it runs a test once it knows the next); replaying that run's test times, the workers end at
+    1433 and 1363 s."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneFileAhead(LoadFileScheduling):
+        def _reschedule(self, node) -> None:
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    return OneFileAhead(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ltvl_home(tmp_path_factory):
     """Every test session gets its own LTVL_HOME, HOME and Ray token path: datasets ltvl prepares,
