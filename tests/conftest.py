@@ -39,6 +39,9 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadFileScheduling
 
+    if not all(hasattr(LoadFileScheduling, a) for a in ("_reschedule", "_pending_of", "_assign_work_unit")):
+        return None  # xdist's internals moved (written for 3.6-3.8): its own scheduler, only slower
+
     class OneFileAhead(LoadFileScheduling):
         def _reschedule(self, node) -> None:
             if node.shutting_down:
