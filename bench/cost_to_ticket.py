@@ -78,10 +78,18 @@ def naive_task(params: dict, seed: int, work: str) -> dict:
                         "mask_sha256": r.mask_sha256} for r in res.rounds[1:]]}
 
 
+def _dense(job, setup, trainer, work: str):
+    """The seed's full dense run from the bench's store: trained once, read by every strategy."""
+    from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
+
+    spec = job.chain
+    return ensure_dense(DenseStore(Path(work) / "chains", DenseSpec.of(spec)), {spec.rewind_step},
+                        setup.model_factory, trainer.train, trainer.evaluate, data_sha256=setup.info.content_sha256)
+
+
 def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: int | None,
                 early_bird: dict | None) -> dict:
     """One seed's bracket search, from the shared dense run or from an early-bird dense phase."""
-    from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
     from ltvl.core.early_bird import train_until_early_bird
     from ltvl.core.level_search import ImpLevels, bracket_search, next_level
 
@@ -90,8 +98,7 @@ def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: 
     out: dict = {"seed": seed, "jump": jump, "start": start}
     t0 = time.perf_counter()
     if early_bird is None:
-        got = ensure_dense(DenseStore(Path(work) / "chains", DenseSpec.of(spec)), {spec.rewind_step},
-                           setup.model_factory, trainer.train, trainer.evaluate, data_sha256=setup.info.content_sha256)
+        got = _dense(job, setup, trainer, work)
         rewind, weights = got.theta(spec.rewind_step), got.final_weights()
         out.update(dense_metric=got.record.metrics["metric"], dense_steps=got.record.steps,
                    dense_wall_s=got.record.wall_s)
@@ -179,6 +186,9 @@ def main() -> None:
               "rewind_step": a.rewind, "method": "magnitude"}
     seeds = [int(s) for s in a.seeds.split(",")]
     job = resolve_chain({**params, "seed": seeds[0]})  # every bad input refused before any training
+    if not 0 < a.eb_interval <= job.chain.train.steps:
+        raise SystemExit(f"--eb-interval {a.eb_interval} is not in (0, steps={job.chain.train.steps}]: the "
+                         "early-bird row draws a mask every that many dense steps; e.g. a tenth of the steps")
     resolve_dataset(data_for(job.params))  # prepared once, before the processes race for it
     sparsities = job.chain.sparsities()
     work.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ tickets 6-7 points below IMP's at 95.6%; 0.41 of naive steps, 0 of 3 answers wit
 
 It reads the naive chains' answers and steps from the cost bench's results.json (same stores,
 same recipe, same machine), so it trains only its own rounds; its dense runs are the bench's
-(counted in full). Run it with the bench's recorded recipe:
+(counted in full), and a recipe whose dense runs are not in the bench's store is refused before
+any training. Run it with the overrides of the bench run it reads (the default), e.g.:
 
     python bench/eb_rounds_probe.py --set eval_limit=null --set adamw_impl=reference
 """
@@ -38,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine  # noqa: E402
-from cost_to_ticket import REPO, _job  # noqa: E402
+from cost_to_ticket import REPO, _dense, _job  # noqa: E402
 
 
 def _changed(a, b) -> float:
@@ -51,7 +52,6 @@ def _changed(a, b) -> float:
 def probe_task(params: dict, seed: int, work: str, p: float, hop: int, interval: int, threshold: float) -> dict:
     import torch
 
-    from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
     from ltvl.core.train import derive_seed
     from ltvl.pruning.enforce import MaskEnforcer
     from ltvl.pruning.mask import Mask
@@ -60,8 +60,7 @@ def probe_task(params: dict, seed: int, work: str, p: float, hop: int, interval:
     job, setup, trainer = _job(params, seed)
     spec, sp = job.chain, job.chain.sparsities()
     n, steps = len(sp), spec.train.steps
-    got = ensure_dense(DenseStore(Path(work) / "chains", DenseSpec.of(spec)), {spec.rewind_step},
-                       setup.model_factory, trainer.train, trainer.evaluate, data_sha256=setup.info.content_sha256)
+    got = _dense(job, setup, trainer, work)  # on disk: main() checked before any compute
     rewind, weights = got.theta(spec.rewind_step), got.final_weights()
     reference = got.record.metrics["metric"]
 
@@ -121,7 +120,8 @@ def probe_task(params: dict, seed: int, work: str, p: float, hop: int, interval:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "sweeps" / "configs" / "rewind_grid.yaml"))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe param")
+    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                    help="override a recipe param (default: the cost bench run's own overrides)")
     ap.add_argument("--hop", type=int, default=2, help="levels between the path's masks")
     ap.add_argument("--interval", type=int, default=20, help="steps between a path round's mask draws")
     ap.add_argument("--threshold", type=float, default=0.02, help="settled when under this share of kept weights "
@@ -129,7 +129,14 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--work", default=None, help="the cost bench's work dir (default: LTVL_HOME/bench/cost-to-ticket)")
     a = ap.parse_args()
+    for flag, ok, why in (("--hop", a.hop >= 1, "levels between masks, >= 1"),
+                          ("--interval", a.interval >= 1, "steps between mask draws, >= 1"),
+                          ("--threshold", 0 < a.threshold < 1, "a share of kept weights, in (0, 1)"),
+                          ("--procs", a.procs >= 1, "processes, >= 1")):
+        if not ok:
+            raise SystemExit(f"{flag} {getattr(a, flag[2:])} is out of range: it is {why}")
 
+    from ltvl.core.dense import DenseSpec, DenseStore
     from ltvl.params.resolve import data_for, resolve_chain
     from ltvl.sweep.config import load_config
     from ltvl.util.atomic import atomic_write_text
@@ -137,12 +144,24 @@ def main() -> None:
     from ltvl.vl.datasets import resolve_dataset
 
     work = Path(a.work) if a.work else home() / "bench" / "cost-to-ticket"
+    if not (work / "results.json").exists():
+        raise SystemExit(f"no cost bench results at {work / 'results.json'}: the probe compares against its "
+                         "naive chains and reuses its dense runs; run bench/cost_to_ticket.py first "
+                         "(or give its --work)")
     bench = json.loads((work / "results.json").read_text())
     ba = argparse.Namespace(**bench["args"])
+    a.set = ba.set if a.set is None else a.set
     seeds = [int(s) for s in ba.seeds.split(",")]
     cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
     params = {**cfg.params, "schedule": "geometric", "rate": ba.rate, "target_sparsity": ba.target,
               "rewind_step": ba.rewind, "method": "magnitude"}
+    for s in seeds:  # the bench's dense runs are the reference: a recipe that has none is not its question
+        if DenseStore(work / "chains", DenseSpec.of(resolve_chain({**params, "seed": s}).chain),
+                      writer=False).record() is None:
+            raise SystemExit(f"no dense run of this recipe for seed {s} in {work / 'chains'}: the probe reuses "
+                             f"the cost bench's; give the bench run's overrides (it used --set {ba.set or 'nothing'}, "
+                             f"this call --set {a.set or 'nothing'}; if they agree, the config changed since, e.g. "
+                             "adamw_impl is fused since 2026-11-25: add --set adamw_impl=reference)")
     job = resolve_chain({**params, "seed": seeds[0]})
     resolve_dataset(data_for(job.params))
     sp = job.chain.sparsities()
@@ -161,7 +180,6 @@ def main() -> None:
     naive_steps, probe_steps, within = 0, 0, 0
     for s, r in results.items():
         nv = bench["results"][f"naive/{s}"]
-        assert abs(nv["dense_metric"] - r["dense_metric"]) < 1e-12, "not the bench's dense run: check --set"
         truth = max([lv["level"] for lv in nv["levels"] if lv["metric"] >= ba.p * nv["dense_metric"]], default=0)
         n_steps = nv["dense_steps"] + sum(lv["steps"] for lv in nv["levels"])
         steps = r["dense_steps"] + sum(x["steps"] for x in r["path"]) + sum(x["steps"] for x in r["verify"])

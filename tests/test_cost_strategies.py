@@ -210,7 +210,8 @@ def test_seed_informed_is_a_checked_sweep_key():
 
 def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missing(tmp_path):
     """``--report`` re-prints the tables without training or preparing data; with no results
-    it says where it looked and how to get them."""
+    it says where it looked and how to get them. An early-bird interval longer than the dense
+    run is refused before anything is prepared."""
     import json
     import subprocess
     import sys
@@ -221,6 +222,10 @@ def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missin
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode != 0 and f"no results at {tmp_path / 'none' / 'results.json'}" in res.stderr
     assert "run the benchmark first" in res.stderr
+    res = subprocess.run([sys.executable, bench, "--set", "steps=10", "--work", str(tmp_path / "eb")],
+                         capture_output=True, text=True, env=env, timeout=120)  # refused before data or training
+    assert res.returncode != 0 and "--eb-interval 20 is not in (0, steps=10]" in res.stderr, res.stderr[-500:]
+    assert not (tmp_path / "home" / "data").exists()
 
     def search(seed, start, answer, tries):
         return {"seed": seed, "dense_metric": 0.8, "dense_steps": 10, "dense_wall_s": 1.0, "answer": answer,
@@ -242,3 +247,31 @@ def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missin
     last = res.stdout.strip().splitlines()[-1]
     assert last == "cost-to-ticket steps ratio = 0.75 (answers within one level: 1/1 seeds)"
     assert not (tmp_path / "home" / "data").exists()  # nothing prepared
+
+
+def test_the_eb_rounds_probe_refuses_bad_flags_missing_results_and_a_recipe_without_the_bench_s_dense_runs(tmp_path):
+    """The probe reuses the cost bench's dense runs and naive answers: each bad input is refused,
+    naming what and how to fix it, before any data is prepared or anything trains."""
+    import json
+    import subprocess
+    import sys
+
+    probe = str(Path(__file__).resolve().parents[1] / "bench" / "eb_rounds_probe.py")
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, probe, *args], capture_output=True, text=True, env=env, timeout=120)
+
+    for flag, value in (("--hop", "0"), ("--interval", "0"), ("--threshold", "1.5"), ("--procs", "0")):
+        res = run(flag, value)
+        assert res.returncode != 0 and f"{flag} {value} is out of range" in res.stderr, res.stderr[-500:]
+    res = run("--work", str(tmp_path / "none"))
+    assert res.returncode != 0 and f"no cost bench results at {tmp_path / 'none' / 'results.json'}" in res.stderr
+    assert "run bench/cost_to_ticket.py first" in res.stderr
+    (tmp_path / "w").mkdir()
+    args = {"seeds": "0", "rate": 0.5, "target": 0.875, "p": 0.99, "rewind": 0, "set": ["steps=20"]}
+    (tmp_path / "w" / "results.json").write_text(json.dumps({"args": args, "results": {}}))
+    res = run("--work", str(tmp_path / "w"))
+    assert res.returncode != 0 and "no dense run of this recipe for seed 0" in res.stderr, res.stderr[-500:]
+    assert "it used --set ['steps=20']" in res.stderr
+    assert not (tmp_path / "home" / "data").exists()  # refused before preparing anything
