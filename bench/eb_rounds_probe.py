@@ -35,11 +35,10 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-from cost_to_ticket import REPO, _dense, _job  # noqa: E402
+from _probe import add_bench_args, check_ranges, open_bench_run, train_ticket  # noqa: E402
+from cost_to_ticket import _dense, _job  # noqa: E402
 
 
 def _changed(a, b) -> float:
@@ -102,13 +101,9 @@ def probe_task(params: dict, seed: int, work: str, p: float, hop: int, interval:
     answer = 0
     for lv in sorted(path, reverse=True):
         t0 = time.perf_counter()
-        model = setup.model_factory()
-        enforcer = MaskEnforcer(model, path[lv])
-        trained = trainer.train(model, enforcer=enforcer, start=rewind, capture_at=[])
-        metric = float(trainer.evaluate(model)["metric"])
-        enforcer.remove()
+        metric, steps_run = train_ticket(setup, trainer, path[lv], rewind)
         kept = metric >= p * reference
-        out["verify"].append({"level": lv, "metric": metric, "kept": kept, "steps": trained.steps_run,
+        out["verify"].append({"level": lv, "metric": metric, "kept": kept, "steps": steps_run,
                               "wall_s": time.perf_counter() - t0, "mask_sha256": path[lv].sha256})
         if kept:
             answer = lv
@@ -119,69 +114,31 @@ def probe_task(params: dict, seed: int, work: str, p: float, hop: int, interval:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(REPO / "sweeps" / "configs" / "rewind_grid.yaml"))
-    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
-                    help="override a recipe param (default: the cost bench run's own overrides)")
+    add_bench_args(ap)
     ap.add_argument("--hop", type=int, default=2, help="levels between the path's masks")
     ap.add_argument("--interval", type=int, default=20, help="steps between a path round's mask draws")
     ap.add_argument("--threshold", type=float, default=0.02, help="settled when under this share of kept weights "
                     "moved between two draws")
-    ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--work", default=None, help="the cost bench's work dir (default: LTVL_HOME/bench/cost-to-ticket)")
     a = ap.parse_args()
-    for flag, ok, why in (("--hop", a.hop >= 1, "levels between masks, >= 1"),
-                          ("--interval", a.interval >= 1, "steps between mask draws, >= 1"),
-                          ("--threshold", 0 < a.threshold < 1, "a share of kept weights, in (0, 1)"),
-                          ("--procs", a.procs >= 1, "processes, >= 1")):
-        if not ok:
-            raise SystemExit(f"{flag} {getattr(a, flag[2:])} is out of range: it is {why}")
+    check_ranges(a, [("--hop", a.hop >= 1, "levels between masks, >= 1"),
+                     ("--interval", a.interval >= 1, "steps between mask draws, >= 1"),
+                     ("--threshold", 0 < a.threshold < 1, "a share of kept weights, in (0, 1)")])
 
-    from ltvl.core.dense import DenseSpec, DenseStore
-    from ltvl.params.resolve import data_for, resolve_chain
-    from ltvl.sweep.config import load_config
     from ltvl.util.atomic import atomic_write_text
-    from ltvl.util.home import home
-    from ltvl.vl.datasets import resolve_dataset
 
-    work = Path(a.work) if a.work else home() / "bench" / "cost-to-ticket"
-    if not (work / "results.json").exists():
-        raise SystemExit(f"no cost bench results at {work / 'results.json'}: the probe compares against its "
-                         "naive chains and reuses its dense runs; run bench/cost_to_ticket.py first "
-                         "(or give its --work)")
-    bench = json.loads((work / "results.json").read_text())
-    ba = argparse.Namespace(**bench["args"])
-    a.set = ba.set if a.set is None else a.set
-    seeds = [int(s) for s in ba.seeds.split(",")]
-    cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])
-    params = {**cfg.params, "schedule": "geometric", "rate": ba.rate, "target_sparsity": ba.target,
-              "rewind_step": ba.rewind, "method": "magnitude"}
-    for s in seeds:  # the bench's dense runs are the reference: a recipe that has none is not its question
-        if DenseStore(work / "chains", DenseSpec.of(resolve_chain({**params, "seed": s}).chain),
-                      writer=False).record() is None:
-            raise SystemExit(f"no dense run of this recipe for seed {s} in {work / 'chains'}: the probe reuses "
-                             f"the cost bench's; give the bench run's overrides (it used --set {ba.set or 'nothing'}, "
-                             f"this call --set {a.set or 'nothing'}; if they agree, the config changed since, e.g. "
-                             "adamw_impl is fused since 2026-11-25: add --set adamw_impl=reference)")
-    job = resolve_chain({**params, "seed": seeds[0]})
-    resolve_dataset(data_for(job.params))
-    sp = job.chain.sparsities()
-    print(f"machine: {machine()}")
-    print(f"recipe: {a.config} params + {a.set}; the cost bench's question (rate {ba.rate} to {ba.target}, "
-          f"{len(sp)} levels, p = {ba.p}, seeds {seeds}); hop {a.hop}, interval {a.interval}, "
-          f"threshold {a.threshold}", flush=True)
+    run = open_bench_run(a)
+    run.start(a.config, f"hop {a.hop}, interval {a.interval}, threshold {a.threshold}")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.procs, mp_context=get_context("spawn")) as pool:
-        futures = {s: pool.submit(probe_task, params, s, str(work), ba.p, a.hop, a.interval, a.threshold)
-                   for s in seeds}
+        futures = {s: pool.submit(probe_task, run.params, s, str(run.work), run.args.p, a.hop, a.interval,
+                                  a.threshold) for s in run.seeds}
         results = {s: f.result() for s, f in futures.items()}
-    atomic_write_text(work / f"eb-rounds-hop{a.hop}.json",
+    atomic_write_text(run.work / f"eb-rounds-hop{a.hop}.json",
                       json.dumps({"args": vars(a), "results": results, "wall_s": time.perf_counter() - t0}, indent=1))
 
     naive_steps, probe_steps, within = 0, 0, 0
     for s, r in results.items():
-        nv = bench["results"][f"naive/{s}"]
-        truth = max([lv["level"] for lv in nv["levels"] if lv["metric"] >= ba.p * nv["dense_metric"]], default=0)
-        n_steps = nv["dense_steps"] + sum(lv["steps"] for lv in nv["levels"])
+        truth, n_steps = run.naive(s)
         steps = r["dense_steps"] + sum(x["steps"] for x in r["path"]) + sum(x["steps"] for x in r["verify"])
         naive_steps, probe_steps = naive_steps + n_steps, probe_steps + steps
         within += abs(r["answer"] - truth) <= 1
@@ -190,10 +147,10 @@ def main() -> None:
                                                     for x in r["path"])
               + "; verified " + " ".join(f"L{x['level']} {x['metric']:.4f}{'+' if x['kept'] else '-'}"
                                          for x in r["verify"])
-              + f" (threshold {ba.p * r['dense_metric']:.4f})")
+              + f" (threshold {run.args.p * r['dense_metric']:.4f})")
     print(f"total wall time: {time.perf_counter() - t0:.0f} s")
     print(f"eb-rounds probe steps ratio = {probe_steps / naive_steps:.2f} (answers within one level: "
-          f"{within}/{len(seeds)} seeds)")
+          f"{within}/{len(run.seeds)} seeds)")
 
 
 if __name__ == "__main__":

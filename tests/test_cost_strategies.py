@@ -249,29 +249,56 @@ def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missin
     assert not (tmp_path / "home" / "data").exists()  # nothing prepared
 
 
-def test_the_eb_rounds_probe_refuses_bad_flags_missing_results_and_a_recipe_without_the_bench_s_dense_runs(tmp_path):
-    """The probe reuses the cost bench's dense runs and naive answers: each bad input is refused,
+@pytest.mark.parametrize("probe, flags", [
+    ("eb_rounds_probe.py", (("--hop", "0"), ("--interval", "0"), ("--threshold", "1.5"), ("--procs", "0"))),
+    ("seed_transfer_probe.py", (("--jump", "0"), ("--lead-threads", "0"), ("--procs", "0"))),
+])
+def test_a_cost_probe_refuses_bad_flags_missing_results_and_a_recipe_without_the_bench_s_dense_runs(
+        tmp_path, probe, flags):
+    """The probes reuse the cost bench's dense runs and naive answers: each bad input is refused,
     naming what and how to fix it, before any data is prepared or anything trains."""
     import json
     import subprocess
     import sys
 
-    probe = str(Path(__file__).resolve().parents[1] / "bench" / "eb_rounds_probe.py")
+    probe = str(Path(__file__).resolve().parents[1] / "bench" / probe)
     env = {**os.environ, "LTVL_HOME": str(tmp_path / "home")}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, probe, *args], capture_output=True, text=True, env=env, timeout=120)
 
-    for flag, value in (("--hop", "0"), ("--interval", "0"), ("--threshold", "1.5"), ("--procs", "0")):
+    for flag, value in flags:
         res = run(flag, value)
         assert res.returncode != 0 and f"{flag} {value} is out of range" in res.stderr, res.stderr[-500:]
     res = run("--work", str(tmp_path / "none"))
     assert res.returncode != 0 and f"no cost bench results at {tmp_path / 'none' / 'results.json'}" in res.stderr
     assert "run bench/cost_to_ticket.py first" in res.stderr
     (tmp_path / "w").mkdir()
-    args = {"seeds": "0", "rate": 0.5, "target": 0.875, "p": 0.99, "rewind": 0, "set": ["steps=20"]}
+    args = {"seeds": "0,1", "rate": 0.5, "target": 0.875, "p": 0.99, "rewind": 0, "set": ["steps=20"]}
     (tmp_path / "w" / "results.json").write_text(json.dumps({"args": args, "results": {}}))
     res = run("--work", str(tmp_path / "w"))
     assert res.returncode != 0 and "no dense run of this recipe for seed 0" in res.stderr, res.stderr[-500:]
     assert "it used --set ['steps=20']" in res.stderr
     assert not (tmp_path / "home" / "data").exists()  # refused before preparing anything
+
+
+def test_a_follower_walks_up_while_tickets_keep_p_and_down_until_one_does():
+    """The seed-transfer probe's follower search: from the lead's answer, one level at a time."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from seed_transfer_probe import walk_from
+
+    def search(start: int, n: int, keeps_up_to: int) -> tuple[int, list[int]]:
+        tried: list[int] = []
+
+        def kept_at(level: int) -> bool:
+            tried.append(level)
+            return level <= keeps_up_to
+        return walk_from(start, n, kept_at), tried
+
+    assert search(14, 14, 14) == (14, [14])  # the lead's answer is the schedule's end and holds: one try
+    assert search(14, 14, 12) == (12, [14, 13, 12])  # down until one keeps p
+    assert search(10, 14, 12) == (12, [10, 11, 12, 13])  # up while they keep p, stopping at the first loss
+    assert search(3, 14, 0) == (0, [3, 2, 1])  # none keeps p
+    assert search(0, 14, 5) == (5, [1, 2, 3, 4, 5, 6])  # a lead that kept nothing: start at the first level
