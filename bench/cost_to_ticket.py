@@ -15,6 +15,10 @@ metric? Answered per seed, by each strategy, on the same machine in one run:
                    above it, then jump on
   + early-bird     the dense phase stops once its magnitude mask settles (ltvl.core.early_bird);
                    tickets are judged against the early-bird model's metric, a weaker reference
+  shared masks     what a sweep with seed_informed + share_masks runs: the first seed's adaptive
+                   chain (jump --share-jump) searches; the others walk its masks one level at a
+                   time from its answer on their own θ0 and dense run (ltvl.core.lead_masks).
+                   Real chains in the bench's store (resumable); not cumulative with the rows above
 
 Every strategy pays for its dense phase, even where its run is shared with another strategy on
 disk (the same dense run, computed once). Wall time is the sum of the trainings and evaluations
@@ -119,6 +123,25 @@ def search_task(params: dict, seed: int, work: str, p: float, jump: int, start: 
 
 
 # ---------------------------------------------------------------- the strategies, from task outputs
+def shared_task(params: dict, seed: int, work: str, p: float, jump: int, lead: int | None, start: int | None) -> dict:
+    """One chain of the shared-masks strategy: the lead's adaptive search (``lead`` None), or a
+    follower walking the lead's masks from ``start`` (the sweep's share_masks)."""
+    from ltvl.core.imp import run_chain_with_trainer
+
+    sched = {"schedule": "adaptive", "keep": p, "jump": jump}
+    if lead is not None and start:
+        sched.update(start_level=start, masks_of_seed=lead)
+    job, setup, trainer = _job({**params, **sched}, seed)
+    dense = _dense(job, setup, trainer, work).record  # the bench's full dense run: naive's reference too
+    res = run_chain_with_trainer(job.chain, setup.model_factory, trainer, Path(work) / "chains",
+                                 data_sha256=setup.info.content_sha256)
+    tries = [{"level": r.level, "parent": r.parent_level, "kept": r.kept, "metric": r.metrics["metric"],
+              "steps": job.chain.train.steps - job.chain.rewind_step, "wall_s": r.wall_s} for r in res.rounds[1:]]
+    return {"seed": seed, "dense_metric": dense.metrics["metric"], "dense_steps": dense.steps,
+            "dense_wall_s": dense.wall_s, "answer": max([t["level"] for t in tries if t["kept"]], default=0),
+            "tries": tries, "lead": lead, "start": start}
+
+
 def _answer_naive(n: dict, threshold: float) -> int:
     kept = [lv["level"] for lv in n["levels"] if lv["metric"] >= threshold]
     return max(kept, default=0)
@@ -157,6 +180,10 @@ def main() -> None:
     ap.add_argument("--eb-threshold", type=float, default=0.05, help="settled below this mask distance")
     ap.add_argument("--procs", type=int, default=2, help="processes (one torch thread each)")
     ap.add_argument("--work", default=None, help="stores and results (default: LTVL_HOME/bench/cost-to-ticket)")
+    ap.add_argument("--share-jump", type=int, default=2, help="the shared-masks lead's jump")
+    ap.add_argument("--only", default=None, metavar="KIND[,KIND]", help="run only these strategies (naive, "
+                    "adaptive, eb, shared) and merge them into the work dir's results.json, whose run must "
+                    "have had the same question (seeds, rate, target, rewind, p, --set)")
     ap.add_argument("--report", action="store_true", help="print the tables from the work dir's results.json, "
                     "train nothing")
     a = ap.parse_args()
@@ -198,8 +225,30 @@ def main() -> None:
           f"to {a.target}: {len(sparsities)} levels ({', '.join(f'{s:.1%}' for s in sparsities)}); "
           f"p = {a.p}; seeds {seeds}; {a.procs} processes", flush=True)
 
-    t0 = time.perf_counter()
+    kinds = {"naive", "adaptive", "eb", "shared"}
+    only = set(a.only.split(",")) if a.only else kinds
     results: dict[str, dict] = {}
+    if a.only:
+        if not only <= kinds:
+            raise SystemExit(f"--only {a.only}: unknown strategies {sorted(only - kinds)}; choose from {sorted(kinds)}")
+        if not saved.exists():
+            raise SystemExit(f"--only merges into {saved}, which does not exist: run the whole benchmark first")
+        got = json.loads(saved.read_text())
+        same = ("seeds", "rate", "target", "rewind", "p")
+        if any(got["args"].get(k) != vars(a)[k] for k in same):
+            was = ", ".join(f"--{k} {got['args'].get(k)}" for k in same)
+            raise SystemExit(f"--only: {saved} answers another question ({was}); give the same flags, or another "
+                             "--work")
+        from ltvl.core.dense import DenseSpec, DenseStore
+        for s in seeds:  # its naive rows are compared with these: the recipe must be theirs (same dense runs)
+            if DenseStore(work / "chains", DenseSpec.of(resolve_chain({**params, "seed": s}).chain),
+                          writer=False).record() is None:
+                raise SystemExit(f"--only: no dense run of this recipe for seed {s} in {work / 'chains'}; the saved "
+                                 f"run used --set {got['args'].get('set')} (the config may have changed since: "
+                                 "adamw_impl is fused since 2026-11-25, add --set adamw_impl=reference)")
+        results = {k: v for k, v in got["results"].items() if k.split("/")[0].split("-")[0] not in only}
+        a = argparse.Namespace(**{**got["args"], "only": a.only, "share_jump": a.share_jump, "only_set": a.set})
+    t0 = time.perf_counter()
     pool = ProcessPoolExecutor(a.procs, mp_context=get_context("spawn"))
     pending: dict[Future, str] = {}
 
@@ -207,11 +256,15 @@ def main() -> None:
         pending[pool.submit(fn, *args)] = key
 
     # the first seed's searches first: the seed-informed searches of the others wait on them
-    submit(f"adaptive/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, None)
-    submit(f"eb/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, eb)
-    for s in seeds:
+    if "shared" in only:
+        submit(f"shared/{seeds[0]}", shared_task, params, seeds[0], str(work), a.p, a.share_jump, None, None)
+    if "adaptive" in only:
+        submit(f"adaptive/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, None)
+    if "eb" in only:
+        submit(f"eb/{seeds[0]}", search_task, params, seeds[0], str(work), a.p, a.jump, None, eb)
+    for s in seeds if "naive" in only else []:
         submit(f"naive/{s}", naive_task, params, s, str(work))
-    for s in seeds[1:]:
+    for s in seeds[1:] if "adaptive" in only else []:
         submit(f"adaptive/{s}", search_task, params, s, str(work), a.p, a.jump, None, None)
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -220,6 +273,10 @@ def main() -> None:
             results[key] = f.result()
             kind, seed = key.split("/")
             print(f"  {time.perf_counter() - t0:7.0f} s  {key} done", flush=True)
+            if seed == str(seeds[0]) and kind == "shared":  # the others walk its masks from its answer
+                for s in seeds[1:]:
+                    submit(f"shared/{s}", shared_task, params, s, str(work), a.p, a.share_jump, seeds[0],
+                           results[key]["answer"])
             if seed == str(seeds[0]) and kind in ("adaptive", "eb"):
                 start = results[key]["answer"] or None  # a first seed that kept nothing gives no start
                 for s in seeds[1:]:
@@ -247,6 +304,9 @@ def summarize(a: argparse.Namespace, results: dict[str, dict], sparsities: list[
                            + [_cost(results[f"adaptive-informed/{s}"]) for s in seeds[1:]],
         "+ early-bird": [_cost(results[f"eb/{seeds[0]}"])] + [_cost(results[f"eb-informed/{s}"]) for s in seeds[1:]],
     }
+    shared = f"shared masks (jump {getattr(a, 'share_jump', 2)})"
+    if all(f"shared/{s}" in results for s in seeds):
+        rows[shared] = [_cost(results[f"shared/{s}"]) for s in seeds]
     base_steps = sum(r["steps"] for r in rows["naive"])
     base_wall = sum(r["wall_s"] for r in rows["naive"])
     truth = {r["seed"]: r["answer"] for r in rows["naive"]}
@@ -282,14 +342,17 @@ def summarize(a: argparse.Namespace, results: dict[str, dict], sparsities: list[
               f"{train_steps} (settled: {e['early_bird']['settled']}); its metric {e['dense_metric']:.4f} "
               f"vs the full dense run's {naive[s]['dense_metric']:.4f}; mask distances "
               + ", ".join(f"{st}:{d:.3f}" for st, d in e["early_bird"]["distances"]))
-    # ltvl's cheapest strategy is what a sweep runs: schedule: adaptive + seed_informed. Early-bird is
-    # measured above, but it judges tickets against a dense model stopped mid-training, so it is not
-    # ltvl's answer to the question: its row says what it would save and how far it moves the answers.
-    cheapest = "+ seed-informed"
+    # ltvl's cheapest strategy is what a sweep runs: schedule: adaptive + seed_informed (+ share_masks
+    # since its row exists). Early-bird is measured above, but it judges tickets against a dense model
+    # stopped mid-training, so it is not ltvl's answer: its row says what it would save and how far
+    # it moves the answers.
+    cheapest = shared if shared in rows else "+ seed-informed"
     ratio = sum(r["steps"] for r in rows[cheapest]) / base_steps
     if wall_total is not None:
         print(f"total wall time of this benchmark: {wall_total:.0f} s; results: {saved}")
-    print(f"ltvl's cheapest strategy: {cheapest} (schedule: adaptive, jump {a.jump}, with seed_informed)")
+    how = (f"schedule: adaptive, jump {getattr(a, 'share_jump', 2)}, with seed_informed and share_masks"
+           if cheapest == shared else f"schedule: adaptive, jump {a.jump}, with seed_informed")
+    print(f"ltvl's cheapest strategy: {cheapest} ({how})")
     print(f"cost-to-ticket steps ratio = {ratio:.2f} (answers within one level: {within[cheapest]}/"
           f"{len(seeds)} seeds)")
 

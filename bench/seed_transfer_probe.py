@@ -25,6 +25,9 @@ recipe whose dense runs are not in that store is refused before any training. Ru
 overrides of the bench run it reads (the default), e.g.:
 
     python bench/seed_transfer_probe.py --set eval_limit=null --set adamw_impl=reference
+
+Since measured (bench/RESULTS.md), it is a sweep option: ``seed_informed: true`` with
+``share_masks: true`` (ltvl.core.lead_masks), measured as the cost bench's ``shared masks`` row.
 """
 
 from __future__ import annotations
@@ -46,14 +49,13 @@ from cost_to_ticket import _dense, _job  # noqa: E402
 
 
 def walk_from(start: int, n_levels: int, kept_at: Callable[[int], bool]) -> int:
-    """The highest level that keeps p, walking one level at a time from ``start``: up while
-    tickets keep p, down until one does (0: none did)."""
-    level = min(max(start, 1), n_levels)
-    if not kept_at(level):
-        return next((lv for lv in range(level - 1, 0, -1) if kept_at(lv)), 0)
-    while level < n_levels and kept_at(level + 1):
-        level += 1
-    return level
+    """The highest level that keeps p, walking from ``start`` as ltvl.core.level_search.walk_level does."""
+    from ltvl.core.level_search import walk_level
+
+    good, bad = 0, None
+    while (level := walk_level(good, bad, n_levels, start)) is not None:
+        good, bad = (level, bad) if kept_at(level) else (good, level if bad is None else min(bad, level))
+    return good
 
 
 def lead_task(params: dict, seed: int, work: str, masks_dir: str, p: float, jump: int, threads: int) -> dict:

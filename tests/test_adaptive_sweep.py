@@ -1,13 +1,16 @@
-"""``schedule: adaptive`` and ``seed_informed`` end to end: a real sweep driver on its own local
-Ray and a real sqlite MLflow store. Seed 0's chain searches the levels; seed 1's starts at seed 0's
-settled answer; every try is a round run in MLflow with its level, parent level and verdict."""
+"""``schedule: adaptive`` with ``seed_informed`` and ``share_masks`` end to end: a real sweep driver
+on its own local Ray and a real sqlite MLflow store. Seed 0's chain searches the levels; seed 1's
+walks seed 0's masks from seed 0's settled answer; every try is a round run in MLflow with its
+level, parent level and verdict, and a shared mask's lineage leads back to seed 0's dense run.
+(``seed_informed`` without ``share_masks`` differs only in the params it gives seed 1, tested
+without Ray in test_cost_strategies.py.)"""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from ltvl.core.level_search import next_level
+from ltvl.tracking.lineage_tree import ancestry
 from ltvl.vl.data.synthetic import make_synthetic
 
 pytestmark = pytest.mark.long
@@ -25,7 +28,7 @@ def test_an_adaptive_sweep_records_its_tries_and_informs_the_second_seed(tmp_pat
                           "--set", "params.eval_limit=256", "--set", "params.schedule=adaptive",
                           "--set", "params.target_sparsity=0.97", "--set", "params.jump=2", "--set", "params.keep=0.9",
                           "--set", "grid.rewind_step=[0]", "--set", "grid.seed=[0,1]", "--set", "chains=[]",
-                          "--set", "seed_informed=true"],
+                          "--set", "seed_informed=true", "--set", "share_masks=true"],
                          capture_output=True, text=True, env=env, timeout=900)
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 0, out[-3000:]
@@ -49,8 +52,15 @@ def test_an_adaptive_sweep_records_its_tries_and_informs_the_second_seed(tmp_pat
     answer = max(kept0, default=0)
     assert chains[0].data.params["schedule"] == "adaptive" and "start_level" not in chains[0].data.params
     assert answer, "seed 0 kept no level: this recipe must give seed 1 a start, or the informed path is untested"
-    assert f"seed-informed: seed(s) 1 start their search at level {answer}, seed 0's answer" in out, out[-3000:]
-    assert chains[1].data.params["start_level"] == str(answer)  # seed 1 started at it: its jumps capped there
-    assert int(tries[1][0].data.tags["ltvl.level"]) == next_level(0, None, 5, 2, answer)
+    assert f"seed-informed: seed(s) 1 walk seed 0's masks from level {answer}, its answer" in out, out[-3000:]
+    assert chains[1].data.params["start_level"] == str(answer) and chains[1].data.params["masks_of_seed"] == "0"
+    assert int(tries[1][0].data.tags["ltvl.level"]) == answer  # seed 1 walks from seed 0's answer
+    lead_mask = {r.data.tags["ltvl.level"]: r.data.tags["ltvl.mask_sha256"] for r in tries[0]}
+    assert tries[1][0].data.tags["ltvl.mask_sha256"] == lead_mask[str(answer)]  # the very mask seed 0 kept
+    steps = [int(r.data.tags["ltvl.level"]) for r in tries[1]]
+    assert all(abs(b - a) == 1 for a, b in zip(steps, steps[1:])), steps  # then one level at a time
+    line = ancestry(uri, tries[1][0].data.tags["ltvl.mask_sha256"])  # lineage: down seed 0's path to its dense run
+    assert line[-1].kind == "dense" and line[-1].run_id == next(
+        r.info.run_id for r in runs if r.data.tags["ltvl.kind"] == "dense" and r.data.tags["ltvl.seed"] == "0")
     # a settled search is a finished chain, not one cut short
     assert "incomplete" not in out and "stopped early" not in out, out[-3000:]

@@ -1,6 +1,7 @@
 """The cheap routes to the winning sparsity (issue 16): the bracket search over IMP levels and
 early-bird masks. The benchmark (bench/cost_to_ticket.py) measures their saving on real data;
 these tests pin down that each does what it says on a real (tiny) transformers BERT."""
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from ltvl.core.dense import DenseSpec, DenseStore, ensure_dense
 from ltvl.core.early_bird import train_until_early_bird
 from ltvl.core.imp import ChainSpec, run_chain
-from ltvl.core.level_search import ImpLevels, Try, bracket_search, next_level
+from ltvl.core.level_search import ImpLevels, Try, bracket_search, next_level, walk_level
 from ltvl.core.toy import ToyTask, make_toy_model
 from ltvl.core.train import TrainConfig, Trainer
 from ltvl.pruning import Mask, Schedule
@@ -154,6 +155,57 @@ def test_adaptive_schedule_chain_is_the_bracket_search_with_lineage_and_resumes(
         [(r.mask_sha256, r.metrics, r.kept, r.level) for r in chain.rounds]
 
 
+@pytest.mark.parametrize("keeps_up_to, start, expected", [
+    (10, 10, [10]),  # the lead's answer is the schedule's end and holds: one try
+    (8, 10, [10, 9, 8]),  # down until one keeps p
+    (8, 6, [6, 7, 8, 9]),  # up while they keep p, stopping at the first loss
+    (0, 3, [3, 2, 1]),  # none does
+])
+def test_walk_level_goes_up_while_tickets_keep_p_and_down_until_one_does(keeps_up_to, start, expected):
+    good, bad, tried = 0, None, []
+    while (level := walk_level(good, bad, 10, start)) is not None:
+        tried.append(level)
+        good, bad = (level, bad) if level <= keeps_up_to else (good, level if bad is None else min(bad, level))
+    assert tried == expected and good == keeps_up_to
+
+
+def test_a_chain_with_masks_of_seed_walks_the_lead_s_masks_on_its_own_seed_and_resumes(tmp_path):
+    """``masks_of_seed``: the chain prunes nothing itself. Each try trains the lead's mask for its
+    level (the one the lead tried, else pruned from the lead's highest kept level below it) from
+    this seed's own θ0, judged against this seed's own dense run; it walks one level at a time
+    from the start level. Before the lead has settled it is refused; a re-run replays it."""
+    from ltvl.core.lead_masks import LeadMasks
+
+    lead_spec = ChainSpec(train=TOY_RECIPE, schedule=Schedule("adaptive", 0.4, 0.99, jump=3, keep=1.0))
+    follower = ChainSpec(train=TrainConfig(steps=30, lr=3e-3, batch_size=16, seed=1),
+                         schedule=Schedule("adaptive", 0.4, 0.99, jump=3, keep=1.0, start=2, masks_of_seed=0))
+    tr0, tr1 = Trainer(TASK, lead_spec.train), Trainer(TASK, follower.train)
+    with pytest.raises(LtvlError, match=r"the lead chain \(seed 0\) has not settled its search"):
+        run_chain(follower, make_toy_model, tr1.train, tr1.evaluate, tmp_path)
+    lead = run_chain(lead_spec, make_toy_model, tr0.train, tr0.evaluate, tmp_path)
+    answer = max(r.level for r in lead.rounds[1:] if r.kept)
+    follower = dataclasses.replace(follower, schedule=dataclasses.replace(follower.schedule, start=answer))
+    chain = run_chain(follower, make_toy_model, tr1.train, tr1.evaluate, tmp_path)
+    tries = chain.rounds[1:]
+    masks = LeadMasks(tmp_path, follower)
+    by_level = {r.level: r.mask_sha256 for r in lead.rounds[1:]}
+    assert [t.mask_sha256 for t in tries] == [masks.mask_at(t.level).sha256 for t in tries]
+    assert all(t.mask_sha256 == by_level[t.level] for t in tries if t.level in by_level)  # the lead's own tries
+    good, bad = 0, None
+    for t in tries:  # the walk from the lead's answer, judged against this seed's dense run
+        assert t.level == walk_level(good, bad, len(follower.sparsities()), answer)
+        assert t.kept == (t.metrics["metric"] >= chain.rounds[0].metrics["metric"])
+        good, bad = (t.level, bad) if t.kept else (good, t.level if bad is None else min(bad, t.level))
+    assert tries[-1].next_level is None and chain.rounds[0].dense_sha256 != lead.rounds[0].dense_sha256
+    untried = next(lv for lv in range(1, len(follower.sparsities()) + 1) if lv not in by_level)
+    assert masks.mask_at(untried).sha256 == LeadMasks(tmp_path, follower).mask_at(untried).sha256  # deterministic
+    assert abs(masks.mask_at(untried).sparsity - follower.sparsities()[untried - 1]) < 1e-3
+    assert [r.replayed for r in run_chain(follower, make_toy_model, tr1.train, tr1.evaluate, tmp_path).rounds] \
+        == [True] * len(chain.rounds)
+    with pytest.raises(LtvlError, match="masks_of_seed 0 needs schedule: adaptive with a start level"):
+        Schedule("adaptive", 0.4, 0.99, masks_of_seed=0).validate()
+
+
 def test_adaptive_schedule_with_jump_1_is_imp_with_early_abandonment(tmp_path):
     plain = ChainSpec(train=TOY_RECIPE, schedule=Schedule("geometric", 0.4, 0.99))
     tr = Trainer(TASK, plain.train)
@@ -206,6 +258,9 @@ def test_seed_informed_is_a_checked_sweep_key():
     assert load_config("rewind_grid", None, ["seed_informed=true"]).options().seed_informed is True
     with pytest.raises(LtvlError, match="seed_informed must be bool"):
         load_config("rewind_grid", None, ["seed_informed=maybe"])
+    assert load_config("rewind_grid", None, ["seed_informed=true", "share_masks=true"]).options().share_masks
+    with pytest.raises(LtvlError, match="(?s)share_masks.*needs seed_informed"):
+        load_config("rewind_grid", None, ["share_masks=true"])
 
 
 def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missing(tmp_path):
@@ -280,25 +335,3 @@ def test_a_cost_probe_refuses_bad_flags_missing_results_and_a_recipe_without_the
     assert res.returncode != 0 and "no dense run of this recipe for seed 0" in res.stderr, res.stderr[-500:]
     assert "it used --set ['steps=20']" in res.stderr
     assert not (tmp_path / "home" / "data").exists()  # refused before preparing anything
-
-
-def test_a_follower_walks_up_while_tickets_keep_p_and_down_until_one_does():
-    """The seed-transfer probe's follower search: from the lead's answer, one level at a time."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from seed_transfer_probe import walk_from
-
-    def search(start: int, n: int, keeps_up_to: int) -> tuple[int, list[int]]:
-        tried: list[int] = []
-
-        def kept_at(level: int) -> bool:
-            tried.append(level)
-            return level <= keeps_up_to
-        return walk_from(start, n, kept_at), tried
-
-    assert search(14, 14, 14) == (14, [14])  # the lead's answer is the schedule's end and holds: one try
-    assert search(14, 14, 12) == (12, [14, 13, 12])  # down until one keeps p
-    assert search(10, 14, 12) == (12, [10, 11, 12, 13])  # up while they keep p, stopping at the first loss
-    assert search(3, 14, 0) == (0, [3, 2, 1])  # none keeps p
-    assert search(0, 14, 5) == (5, [1, 2, 3, 4, 5, 6])  # a lead that kept nothing: start at the first level

@@ -33,14 +33,16 @@ ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "checkpo
        "seed": 1, "amp": "bf16", "rewind_step": 5, "rewind_fraction": 0.3, "schedule": "linear", "rate": 0.2,
        "target_sparsity": 0.8, "rounds": 3, "method": "random", "scope": "layerwise", "adv_use": "finetune",
        "adv_modality": "text", "adv_epsilon": 0.1, "adv_step_size": 1e-2, "adv_steps": 2, "adv_kl": 1.0,
-       "override_limits": True, "loader_workers": 2, "adamw_impl": "fused", "jump": 2, "keep": 0.95, "start_level": 2}
+       "override_limits": True, "loader_workers": 2, "adamw_impl": "fused", "jump": 2, "keep": 0.95, "start_level": 2,
+       "masks_of_seed": 1}
 BASE = {"adv_use": "both"}  # so that every adversarial knob acts (with adv_use off they are inert)
 
 
 # what the chain must look like for a parameter to act (e.g. adversarial knobs need adv_use on)
 BASES = {"rounds": {**BASE, "target_sparsity": None, "rounds": 2}, "target_sparsity": BASE, "adv_use": {},
          "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6},
-         **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")}}  # adaptive knobs
+         **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")},  # adaptive knobs
+         "masks_of_seed": {**BASE, "schedule": "adaptive", "start_level": 2}}
 
 
 @pytest.mark.parametrize("name", [n for n, i in INFO.items() if i.role != TICKET])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltvl.core.level_search import next_level
+from ltvl.core.level_search import next_level, walk_level
 from ltvl.pruning.schedule import Schedule
 
 
@@ -33,6 +33,7 @@ class AdaptiveSearch:
     jump: int
     keep: float
     start: int | None = None
+    walk: bool = False  # masks_of_seed: walk one level at a time from start (ltvl.core.lead_masks)
     good: int = 0
     good_round: int = 0
     bad: int | None = None
@@ -40,7 +41,8 @@ class AdaptiveSearch:
     @classmethod
     def of(cls, schedule: Schedule, records: list[dict] = ()) -> AdaptiveSearch:
         """The search after the finished rounds ``records`` (round 0, the dense run, first)."""
-        s = cls(len(schedule.sparsities()), schedule.jump, schedule.keep, schedule.start)
+        s = cls(len(schedule.sparsities()), schedule.jump, schedule.keep, schedule.start,
+                schedule.masks_of_seed is not None)
         for rec in records:
             if rec["round"] > 0:
                 s.add(rec["level"], rec["kept"], rec["round"])
@@ -63,4 +65,7 @@ class AdaptiveSearch:
 
     def next(self) -> int | None:
         """The next try's level, None once the answer is settled."""
+        if self.walk:
+            assert self.start is not None  # Schedule.validate: masks_of_seed needs a start level
+            return walk_level(self.good, self.bad, self.n_levels, self.start)
         return next_level(self.good, self.bad, self.n_levels, self.jump, self.start)

@@ -33,6 +33,7 @@ from torch import nn
 from ltvl.core.adaptive import AdaptiveSearch
 from ltvl.core.adversarial import AdvConfig
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
+from ltvl.core.lead_masks import LeadMasks
 from ltvl.core.store import Record, Spec, SpecStore
 from ltvl.core.train import RewindPoint, TrainConfig, Trainer, TrainOutcome, derive_seed
 from ltvl.pruning.enforce import MaskEnforcer
@@ -227,6 +228,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         result.rounds.append(res)
         report(res)
     search = AdaptiveSearch.of(spec.schedule, done) if spec.schedule.adaptive else None
+    lead = LeadMasks(root, spec) if spec.schedule.masks_of_seed is not None else None  # another seed's masks
     if search is None and len(done) == len(sparsities):
         return result
     if search is not None and len(done) > 1 and done[-1]["next_mask_sha256"] is None:
@@ -250,7 +252,11 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         store.put_theta_ref(dense, spec.rewind_step)
         mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.sha256})
         mask_path = store.put_mask(mask)
-        next_mask = shared_first_mask(spec, got, mask)[0] if len(sparsities) > 1 else None
+        if lead is not None:
+            next_mask = lead.mask_at(search.first())
+            store.put_mask(next_mask)  # before the record names it
+        else:
+            next_mask = shared_first_mask(spec, got, mask)[0] if len(sparsities) > 1 else None
         res = RoundResult(chain_sha256=chain_sha, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
                           metrics=got.record.metrics, train_loss=got.record.train_loss,
                           wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
@@ -290,13 +296,17 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
                                           seed=prune_seed(r), metadata={"round": r + 1, "chain": chain_sha})
         elif search is not None:
             parent_level, kept = search.good, search.kept(metrics["metric"], dense_metric)
+            if lead is not None:  # the lead's mask: its parent is on the lead's path
+                parent_level = mask.metadata.get("parent_level", parent_level)
             search.add(level, kept, r)
             nxt = search.next()
             weights_sha = None
-            if kept and nxt is not None:  # a later failed try prunes from this level again
+            if lead is None and kept and nxt is not None:  # a later failed try prunes from this level again
                 kept_weights = {r: {n: w.clone() for n, w in weights.items()}}
                 weights_sha = store.put_weights(weights)
-            if nxt is not None:
+            if nxt is not None and lead is not None:
+                next_mask = lead.mask_at(nxt)
+            elif nxt is not None:
                 pmask, pweights = (mask, weights) if kept else weights_of_round(search.good_round)
                 next_mask = prune_to_sparsity(pweights, pmask, sparsities[nxt], method=spec.method, scope=spec.scope,
                                               seed=prune_seed(nxt - 1), metadata={"round": r + 1, "chain": chain_sha,

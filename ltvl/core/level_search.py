@@ -78,6 +78,17 @@ def next_level(good: int, bad: int | None, n_levels: int, jump: int, start: int 
     return min(good + jump, n_levels)
 
 
+def walk_level(good: int, bad: int | None, n_levels: int, start: int) -> int | None:
+    """A walk one level at a time from ``start`` (the search of a seed that takes another seed's
+    masks, :mod:`ltvl.core.lead_masks`): up while tickets keep p, down until one does; None once
+    settled. ``good``/``bad`` as in :func:`next_level`."""
+    if bad is None:
+        return start if good == 0 else (good + 1 if good < n_levels else None)
+    if good > 0 or bad <= 1:  # the level below a loss kept p (either way), or nothing did
+        return None
+    return bad - 1
+
+
 def bracket_search(n_levels: int, try_level: Callable[[int, int], Try], *, jump: int = 1,
                    start: int | None = None) -> SearchResult:
     """Find the highest level that keeps p. ``try_level(level, parent)`` trains the ticket at

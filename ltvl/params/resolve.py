@@ -98,7 +98,14 @@ def _rewind_step(raw: Mapping[str, Any], p: ChainParams, where: str) -> int:
 
 def _schedule(p: ChainParams, where: str) -> Schedule:
     # jump/keep/start_level act on an adaptive schedule only; elsewhere they stay at the defaults, out of the hash
-    extra = {"jump": p.jump, "keep": p.keep, "start": p.start_level} if p.schedule == "adaptive" else {}
+    extra = ({"jump": p.jump, "keep": p.keep, "start": p.start_level, "masks_of_seed": p.masks_of_seed}
+             if p.schedule == "adaptive" else {})
+    if p.masks_of_seed is not None and p.masks_of_seed == p.seed:
+        raise LtvlError(f"masks_of_seed {p.masks_of_seed} is this chain's own seed", where=f"{where}.masks_of_seed",
+                        fix="name another seed's chain (the lead), or leave it unset to search on its own")
+    if p.masks_of_seed is not None and p.schedule != "adaptive":
+        raise LtvlError(f"masks_of_seed {p.masks_of_seed} needs schedule: adaptive (its tries walk the levels)",
+                        where=f"{where}.masks_of_seed", fix="set schedule: adaptive, or leave masks_of_seed unset")
     sched = Schedule(p.schedule, p.rate, p.target_sparsity, p.rounds, **extra)
     sched.validate(where)
     if p.start_level is not None and p.schedule != "adaptive":

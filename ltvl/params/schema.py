@@ -130,6 +130,10 @@ class ChainParams:
                         low=0, high=1, low_open=True)
     start_level: int | None = param(None, "adaptive: cap the jumps at this level (another seed's answer), try the "
                                     "one above, then go on", CHAIN, int, nullable=True, low=1)
+    masks_of_seed: int | None = param(None, "adaptive, with start_level: prune nothing, take every try's mask from "
+                                      "this seed's settled chain of the same recipe and walk one level at a time "
+                                      "from start_level (a sweep's share_masks sets it)", CHAIN, int, nullable=True,
+                                      low=0)
     method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
                         "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
                         choices=("magnitude", "random", "high_magnitude", "all"))

@@ -12,7 +12,10 @@ Either stops at ``target_sparsity`` (the last round reaches at least it) or afte
   highest level whose ticket keeps ``keep`` of dense (:mod:`ltvl.core.adaptive`): jumps of
   ``jump`` levels while tickets keep it, then bisection between the last good and first bad
   level. A ``start`` level (another seed's answer) caps the jumps. Each try is one round, pruned
-  from the last good level's trained weights, and its parent is recorded with it.
+  from the last good level's trained weights, and its parent is recorded with it. With
+  ``masks_of_seed`` the chain prunes nothing itself: its tries take the masks of that seed's
+  settled chain of the same recipe and walk one level at a time from ``start``
+  (:mod:`ltvl.core.lead_masks`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Schedule:
     jump: int = 4  # levels per jump while tickets keep `keep` of dense
     keep: float = 0.99  # a ticket keeps p when its metric >= keep x the dense metric
     start: int | None = None  # cap the jumps at this level (e.g. another seed's answer), then go on
+    masks_of_seed: int | None = None  # take that seed's masks and walk from ``start`` (ltvl.core.lead_masks)
 
     @property
     def adaptive(self) -> bool:
@@ -50,6 +54,10 @@ class Schedule:
         if self.jump < 1:
             raise LtvlError(f"adaptive jump {self.jump} must be >= 1", where=f"{where}.jump",
                             fix="1 tries every level in order (IMP with early abandonment); e.g. 4")
+        if self.masks_of_seed is not None and (not self.adaptive or self.start is None):
+            raise LtvlError(f"masks_of_seed {self.masks_of_seed} needs schedule: adaptive with a start level",
+                            where=f"{where}.masks_of_seed", fix="the walk starts at the lead seed's answer: set "
+                            "start_level to it (a sweep's share_masks does), or leave masks_of_seed unset")
         if not (0.0 < self.keep <= 1.0):
             raise LtvlError(f"adaptive keep {self.keep} is outside (0, 1]", where=f"{where}.keep",
                             fix="e.g. 0.99: a ticket must keep 99% of the dense metric")

@@ -7,6 +7,10 @@ that answer, which caps its jumps there, tries the level above, and goes on only
 p too (:func:`ltvl.core.level_search.next_level`). ``start_level`` is a chain parameter, so an
 informed chain is a chain like any other: its own hash, its params in MLflow, resumable.
 
+With ``share_masks`` each sibling also sets ``masks_of_seed`` to the first seed: it prunes nothing
+itself and walks the first seed's masks one level at a time from that answer
+(:mod:`ltvl.core.lead_masks`), a few tries instead of a path of its own.
+
 The sweep runs the first seeds' chains in its chains stage and the informed ones in a stage
 after it (``<name>-chains-informed``). A first seed whose chain did not settle (it failed, or
 the sweep was interrupted) informs nothing: its siblings search from scratch, and say so.
@@ -57,8 +61,9 @@ def settled_answer(entry: dict, root: str | Path) -> int | None:
 
 
 def informed_entries(pairs: list[tuple[dict, list[dict]]], root: str | Path,
-                     notes: list[str] | None = None) -> list[dict]:
-    """The held-back siblings, each with ``start_level`` = its first seed's settled answer."""
+                     notes: list[str] | None = None, share_masks: bool = False) -> list[dict]:
+    """The held-back siblings, each with ``start_level`` = its first seed's settled answer (and
+    ``masks_of_seed`` = the first seed with ``share_masks``)."""
     from ltvl.ray.space import job_entry
 
     out = []
@@ -66,10 +71,13 @@ def informed_entries(pairs: list[tuple[dict, list[dict]]], root: str | Path,
         answer = settled_answer(first, root)
         seed = first["params"].get("seed", 0)
         for e in held:
-            out.append(job_entry({**e["params"], "start_level": answer}, root) if answer else e)
+            lead = {"masks_of_seed": seed} if share_masks else {}
+            out.append(job_entry({**e["params"], "start_level": answer, **lead}, root) if answer else e)
         if notes is not None:
             seeds = ", ".join(str(e["params"].get("seed", 0)) for e in held)
-            notes.append(f"seed-informed: seed(s) {seeds} start their search at level {answer}, seed {seed}'s answer"
+            how = f"walk seed {seed}'s masks from level {answer}, its answer" if share_masks else \
+                f"start their search at level {answer}, seed {seed}'s answer"
+            notes.append(f"seed-informed: seed(s) {seeds} {how}"
                          if answer else f"seed-informed: seed {seed}'s chain settled no answer, so seed(s) {seeds} "
                          "search from scratch")
     return out

@@ -7,7 +7,8 @@
    ``dense-retry<k>`` stage trains the group again with the next unused seed.
 2. ``chains``: one trial per chain; round 0 comes from the dense store at no training cost.
    With ``seed_informed``, adaptive chains that differ only in seed hold back all but the
-   first seed, which then run in ``chains-informed``, starting at its answer (:mod:`ltvl.ray.informed`).
+   first seed, which then run in ``chains-informed``, starting at its answer (:mod:`ltvl.ray.informed`);
+   with ``share_masks`` they take the first seed's masks too.
 3. ``tickets``: baselines and transfers on the finished chains' masks.
 
 Every stage is idempotent (the stores replay what is on disk), so ``resume`` restores each
@@ -112,7 +113,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
                     tune_config=early_stop_config(opts.early_stop), callbacks=callbacks, verbose=verbose)
     _collect(outcomes, "chains", chains)
     if held and not stop():
-        informed = informed_entries(held, root, notes)  # read from the first seeds' stores: resumes alike
+        informed = informed_entries(held, root, notes, opts.share_masks)  # read from the first seeds' stores
         points = [e["params"] for e in first + informed]  # the ticket stage follows the informed chains
         _plan(callbacks, "chains", [{"job": e} for e in informed])
         grid = _stage(f"{name}-chains-informed", {**base, "job": tune.grid_search(longest_first(informed))}, opts,

@@ -44,6 +44,7 @@ class SweepConfig:
     controls: bool = True
     retry_unlearned: int = 0  # retry a dense run below the majority answer with the next unused seed, N times
     seed_informed: bool = False  # adaptive chains: other seeds start at the first seed's answer (ltvl.ray.informed)
+    share_masks: bool = False  # with seed_informed: they also take the first seed's masks (ltvl.core.lead_masks)
     # named override sets chosen with --scale (smoke / real-cpu / paper): each is a partial config
     # whose params and grid update the base ones and whose other keys replace them
     scales: dict[str, dict] = field(default_factory=dict)
@@ -82,7 +83,8 @@ class SweepConfig:
     def options(self) -> SweepOptions:
         search = dataclasses.replace(self.search, algorithm="optuna") if self.search.space else self.search
         return SweepOptions(self.resources, self.early_stop, search, tuple(self.baselines), tuple(self.transfer_to),
-                            retry_unlearned=self.retry_unlearned, seed_informed=self.seed_informed)
+                            retry_unlearned=self.retry_unlearned, seed_informed=self.seed_informed,
+                            share_masks=self.share_masks)
 
 
 def _check_param(key: str, value: Any, where: str) -> None:

@@ -85,6 +85,9 @@ class SweepOptions:
     # adaptive chains that differ only in seed: the others start their search at the first seed's
     # settled answer (ltvl.ray.informed), in a stage after the first seeds' chains
     seed_informed: bool = False
+    # with seed_informed: the other seeds take the first seed's masks and only walk from its answer
+    # (ltvl.core.lead_masks), instead of searching a path of their own
+    share_masks: bool = False
 
     def validate(self) -> None:
         self.resources.validate()
@@ -93,6 +96,9 @@ class SweepOptions:
         if not 0 <= self.retry_unlearned <= 10:
             raise LtvlError(f"retry_unlearned {self.retry_unlearned} is outside [0, 10]", where="retry_unlearned",
                             fix="0 (never) or a few retries, e.g. retry_unlearned: 1")
+        if self.share_masks and not self.seed_informed:
+            raise LtvlError("share_masks needs seed_informed: the other seeds take the masks of the first seed's "
+                            "settled chain", where="share_masks", fix="set seed_informed: true as well")
         from ltvl.params.schema import check_value
 
         for i, b in enumerate(self.baselines):

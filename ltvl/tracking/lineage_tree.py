@@ -92,12 +92,12 @@ def ancestry(uri: str, ref: str) -> list[Ancestor]:
         parent = tags.get("ltvl.parent_sha256")
         if not parent:
             break
-        if tags.get("ltvl.source_mask_sha256"):  # a ticket: cross over to the source chain's round
+        cands = [] if tags.get("ltvl.source_mask_sha256") else \
+            _search(client, f"tags.`ltvl.mask_sha256` = '{parent}' AND "
+                            f"tags.`ltvl.chain_key` = '{tags.get('ltvl.chain_key', '')}'")
+        if not cands:  # a ticket, or a chain on another seed's masks (masks_of_seed): cross over to that chain
             cands = _search(client, f"tags.`ltvl.mask_sha256` = '{parent}' AND tags.`ltvl.kind` = 'round'")
             cands = [c for c in cands if c.data.tags.get("ltvl.chain_key", "").startswith("chain:")]
-        else:
-            cands = _search(client, f"tags.`ltvl.mask_sha256` = '{parent}' AND "
-                                    f"tags.`ltvl.chain_key` = '{tags.get('ltvl.chain_key', '')}'")
         run = cands[0] if cands else None
     return chain
 
