@@ -191,6 +191,12 @@ def test_a_chain_with_masks_of_seed_walks_the_lead_s_masks_on_its_own_seed_and_r
     by_level = {r.level: r.mask_sha256 for r in lead.rounds[1:]}
     assert [t.mask_sha256 for t in tries] == [masks.mask_at(t.level).sha256 for t in tries]
     assert all(t.mask_sha256 == by_level[t.level] for t in tries if t.level in by_level)  # the lead's own tries
+    lead_parent = {r.level: r.parent_level for r in lead.rounds[1:]}
+    stored = [r.level for r in lead.rounds[1:] if r.kept and r.weights_sha256]  # kept levels it can prune from
+
+    def source(level: int) -> int:  # the lead's own parent for a level it tried, else its closest stored level
+        return lead_parent.get(level, max([k for k in stored if k < level], default=0))
+    assert [t.parent_level for t in tries] == [source(t.level) for t in tries]
     good, bad = 0, None
     for t in tries:  # the walk from the lead's answer, judged against this seed's dense run
         assert t.level == walk_level(good, bad, len(follower.sparsities()), answer)

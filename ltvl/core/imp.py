@@ -297,7 +297,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         elif search is not None:
             parent_level, kept = search.good, search.kept(metrics["metric"], dense_metric)
             if lead is not None:  # the lead's mask: its parent is on the lead's path
-                parent_level = mask.metadata.get("parent_level", parent_level)
+                parent_level = lead.source_level(level)
             search.add(level, kept, r)
             nxt = search.next()
             weights_sha = None

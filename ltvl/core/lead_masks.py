@@ -56,17 +56,24 @@ class LeadMasks:
     def _load(self, sha: str) -> Mask:
         return load_mask(self.store.find_mask(sha, self.dense))
 
+    def source_level(self, level: int) -> int:
+        """The level whose trained weights were pruned to give :meth:`mask_at` ``level`` (0: the dense run)."""
+        if level in self.tried:
+            return int(self.tried[level]["parent_level"])
+        return max([lv for lv, r in self.tried.items() if lv < level and r.get("kept") and r.get("weights_sha256")],
+                   default=0)
+
     def mask_at(self, level: int) -> Mask:
         if level in self.tried:
             return self._load(self.tried[level]["mask_sha256"])
-        below = [r for lv, r in self.tried.items() if lv < level and r.get("kept") and r.get("weights_sha256")]
-        if below:
-            src = max(below, key=lambda r: r["level"])
+        source = self.source_level(level)
+        if source:
+            src = self.tried[source]
             parent = self._load(src["mask_sha256"])
-            weights, source = self.store.get_weights(src["weights_sha256"], parent.names), src["level"]
+            weights = self.store.get_weights(src["weights_sha256"], parent.names)
         else:  # the lead's dense run
             weights = self.dense.final_weights(self.dense.record())
-            parent, source = Mask.dense_like(weights, metadata={"round": 0, "dense": self.dense.sha256}), 0
+            parent = Mask.dense_like(weights, metadata={"round": 0, "dense": self.dense.sha256})
         return prune_to_sparsity(weights, parent, self.sparsities[level - 1], method=self.spec.method,
                                  scope=self.spec.scope, seed=derive_seed(self.spec.train.seed, "prune", level - 1),
                                  metadata={"level": level, "parent_level": source, "chain": self.store.sha256})
