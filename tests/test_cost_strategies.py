@@ -287,6 +287,22 @@ def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missin
                          capture_output=True, text=True, env=env, timeout=120)  # refused before data or training
     assert res.returncode != 0 and "--eb-interval 20 is not in (0, steps=10]" in res.stderr, res.stderr[-500:]
     assert not (tmp_path / "home" / "data").exists()
+    question = {"seeds": "0,1,2", "rate": 0.2, "target": 0.95, "rewind": 0, "p": 0.99, "set": []}
+    for name, args in (("w2", {**question, "seeds": "0"}), ("w3", question)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"args": args, "results": {}, "wall_s": 9.0}))
+    for flags, message in ((["--share-jump", "0"], "--share-jump 0 is out of range"),
+                           (["--only", "naive,lucky"], "--only naive,lucky: unknown strategies ['lucky']"),
+                           (["--only", "shared"], f"--only merges into {tmp_path / 'w' / 'results.json'}, which "
+                                                  "does not exist"),
+                           (["--only", "shared", "--seeds", "0,1", "--work", str(tmp_path / "w2")],
+                            "answers another question (--seeds 0,"),
+                           (["--only", "shared", "--work", str(tmp_path / "w3")],
+                            "--only: no dense run of this recipe for seed 0")):
+        res = subprocess.run([sys.executable, bench, "--work", str(tmp_path / "w"), *flags], capture_output=True,
+                             text=True, env=env, timeout=120)  # all refused before data or training
+        assert res.returncode != 0 and message in res.stderr, (flags, res.stderr[-500:])
+    assert not (tmp_path / "home" / "data").exists()
 
     def search(seed, start, answer, tries):
         return {"seed": seed, "dense_metric": 0.8, "dense_steps": 10, "dense_wall_s": 1.0, "answer": answer,
@@ -308,11 +324,19 @@ def test_the_cost_bench_report_needs_only_its_results_and_names_them_when_missin
     last = res.stdout.strip().splitlines()[-1]
     assert last == "cost-to-ticket steps ratio = 0.75 (answers within one level: 1/1 seeds)"
     assert not (tmp_path / "home" / "data").exists()  # nothing prepared
+    results["shared/0"] = {**search(0, None, 2, [(2, 0, True)]), "lead": None}  # the sweep's share_masks row
+    (tmp_path / "w" / "results.json").write_text(json.dumps({"args": {**args, "share_jump": 2}, "results": results,
+                                                              "wall_s": 9.0}))
+    res = subprocess.run([sys.executable, bench, "--report", "--work", str(tmp_path / "w")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout.strip().splitlines()
+    assert "shared masks (jump 2)" in out[-2] and out[-1] == \
+        "cost-to-ticket steps ratio = 0.50 (answers within one level: 1/1 seeds)"  # 10 + 1 x 10 of naive's 40
 
 
 @pytest.mark.parametrize("probe, flags", [
     ("eb_rounds_probe.py", (("--hop", "0"), ("--interval", "0"), ("--threshold", "1.5"), ("--procs", "0"))),
-    ("seed_transfer_probe.py", (("--jump", "0"), ("--lead-threads", "0"), ("--procs", "0"))),
 ])
 def test_a_cost_probe_refuses_bad_flags_missing_results_and_a_recipe_without_the_bench_s_dense_runs(
         tmp_path, probe, flags):

@@ -263,3 +263,11 @@ def test_adaptive_knobs_are_inert_on_other_schedules_and_start_level_is_checked(
         resolve_chain({"schedule": "adaptive", "rate": 0.2, "target_sparsity": 0.95, "start_level": 15})
     with pytest.raises(LtvlError, match=r"(?s)params.start_level.*needs schedule: adaptive"):
         resolve_chain({"start_level": 2})
+    adaptive = {"schedule": "adaptive", "rate": 0.2, "target_sparsity": 0.95, "start_level": 6}
+    assert resolve_chain({**adaptive, "masks_of_seed": 1}).chain.schedule.masks_of_seed == 1
+    for raw, message in (({"masks_of_seed": 1}, "needs schedule: adaptive"),
+                         ({**adaptive, "masks_of_seed": 0}, "masks_of_seed 0 is this chain's own seed"),
+                         ({**adaptive, "start_level": None, "masks_of_seed": 1}, "adaptive with a start"),
+                         ({**adaptive, "masks_of_seed": -1}, r"-1 is below its range \(\[0, inf\)\)")):
+        with pytest.raises(LtvlError, match=rf"(?s)params.masks_of_seed.*{message}"):
+            resolve_chain(raw)

@@ -228,11 +228,11 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         result.rounds.append(res)
         report(res)
     search = AdaptiveSearch.of(spec.schedule, done) if spec.schedule.adaptive else None
-    lead = LeadMasks(root, spec) if spec.schedule.masks_of_seed is not None else None  # another seed's masks
     if search is None and len(done) == len(sparsities):
         return result
     if search is not None and len(done) > 1 and done[-1]["next_mask_sha256"] is None:
         return result  # the search has settled its answer
+    lead = LeadMasks(root, spec) if spec.schedule.masks_of_seed is not None else None  # another seed's masks
 
     def prune_seed(r: int) -> int:
         return derive_seed(spec.train.seed, "prune", r)
