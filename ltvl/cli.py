@@ -37,9 +37,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def prune(
-    checkpoint: Annotated[Path, typer.Argument(help="model weights (.safetensors)")],
+    checkpoint: Annotated[Path, typer.Argument(help="model weights: .safetensors, .bin/.pt (read with "
+                                                    "weights_only), or a transformers directory")],
     sparsity: Annotated[float, typer.Option(help="fraction of prunable weights to prune, in [0, 1)")] = 0.5,
     out: Annotated[Optional[Path], typer.Option(help="where to write the mask")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="take the prunable set of this backbone preset (and check "
+                                                       "the checkpoint is its model)")] = None,
     include: Annotated[Optional[list[str]], typer.Option(help="regex of parameters to prune (repeatable)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="regex of parameters to keep dense (repeatable)")] = None,
     all_params: Annotated[bool, typer.Option("--all-params", help="also allow non-Linear (non 2-D) tensors")] = False,
@@ -51,7 +54,8 @@ def prune(
 ) -> None:
     """One-shot pruning of a checkpoint (global magnitude by default)."""
     from ltvl.pruning import Method, PrunableSpec, Scope, describe, prune_to_sparsity, save_mask, select_from_state
-    from ltvl.util.weights import load_safetensors
+    from ltvl.vl.models.checkpoint import inspect as inspect_checkpoint
+    from ltvl.vl.models.checkpoint import read_state
 
     if random and high_magnitude:
         raise LtvlError("--random and --high-magnitude exclude each other", where="options")
@@ -61,8 +65,21 @@ def prune(
         raise LtvlError(f"{out} is a directory", where="--out", fix=f"name the file, e.g. --out {out}/mask.safetensors")
     if not (0.0 <= sparsity < 1.0):
         raise LtvlError(f"sparsity {sparsity} is outside [0, 1)", where="--sparsity", fix="e.g. --sparsity 0.7")
-    state = load_safetensors(checkpoint, where=str(checkpoint))
-    weights = select_from_state(state, PrunableSpec.of(include, exclude, linear_only=not all_params))
+    spec = PrunableSpec.of(include, exclude, linear_only=not all_params)
+    files, insp = inspect_checkpoint(checkpoint, str(checkpoint))
+    if preset is not None:
+        from ltvl.vl.models.presets import KIND_NAMES, get_preset
+
+        p = get_preset(preset)
+        if include or exclude:
+            raise LtvlError("--preset gives the prunable set; --include/--exclude would change it", where="--preset",
+                            fix="use one or the other")
+        if p.accepts and insp.kind not in p.accepts:
+            raise LtvlError(f"{files.path} is a {KIND_NAMES.get(insp.kind, insp.kind)} checkpoint, not one preset "
+                            f"{preset!r} loads", where="--preset", fix="name the preset of this checkpoint's model")
+        spec = PrunableSpec(p.prunable.include, p.prunable.exclude, p.prunable.linear_only and not all_params)
+    state = read_state(files)
+    weights = select_from_state(state, spec)
     if list_only:
         console.print(describe(weights))
         return
@@ -147,6 +164,7 @@ def _imp(root: Optional[Path] = None, **options) -> None:
     from ltvl.util.home import home
     from ltvl.vl.datasets import resolve_dataset
 
+    options = {k: _cli_value(k, v) for k, v in options.items()}
     raw = {k: v for k, v in options.items() if v != DEFAULTS[k]}  # what the user set: rewind conflicts need it
     if raw.get("task") == "toy":  # same chain parameters, the toy task and model instead of VL data
         from ltvl.core.toy import ToyTask, make_toy_model
@@ -194,6 +212,22 @@ def _imp(root: Optional[Path] = None, **options) -> None:
     console.print(f"chain store: {result.directory}")
 
 
+def _cli_value(name: str, value):
+    """A parameter that takes a number or a word (``--layers 2|all|preset``) arrives as a string."""
+    from ltvl.params.schema import INFO
+
+    info = INFO.get(name)
+    if info is None or not info.keywords or not isinstance(value, str) or value in info.keywords:
+        return value
+    if value.lower() in ("null", "none", "all"):
+        return None
+    try:
+        return info.type(value)
+    except ValueError:
+        raise LtvlError(f"--{name.replace('_', '-')} {value!r} is not a number, 'all' or "
+                        f"{' or '.join(repr(w) for w in info.keywords)}", where=f"--{name.replace('_', '-')}") from None
+
+
 def _imp_signature() -> inspect.Signature:
     """``ltvl imp``'s options, one per chain parameter of the schema (ticket keys excepted)."""
     from ltvl.params.schema import DEFAULTS, INFO, TICKET
@@ -212,7 +246,7 @@ def _imp_signature() -> inspect.Signature:
     for name, info in INFO.items():
         if info.role == TICKET:
             continue
-        typ = Optional[info.type] if info.nullable else info.type
+        typ = Optional[str] if info.keywords else Optional[info.type] if info.nullable else info.type
         allowed = info.allowed()
         helptext = info.help + (f" [{'|'.join(allowed)}]" if allowed and name != "task" else "")
         flags = [f"--{name.replace('_', '-')}", *aliases.get(name, [])]

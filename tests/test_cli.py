@@ -83,10 +83,15 @@ def test_bad_checkpoints(tmp_path, tiny_bert):
     out = tmp_path / "never.mask"
     missing = ltvl("prune", tmp_path / "nope.safetensors", "--out", out)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
-    pickled = tmp_path / "model.bin"
+    pickled = tmp_path / "model.bin"  # a plain state dict, as transformers 4 wrote pytorch_model.bin: read safely
     torch.save(tiny_bert.state_dict(), pickled)
+    res = ltvl("prune", pickled, "--out", tmp_path / "bin.mask")
+    assert res.returncode == 0, res.stderr
+    torch.save({"state_dict": tiny_bert.state_dict(), "step": 3, "opt": {"lr": 1e-4}}, pickled)  # a training checkpoint
+    assert ltvl("prune", pickled, "--out", tmp_path / "bin2.mask").returncode == 0
+    torch.save([1, 2], pickled)
     res = ltvl("prune", pickled, "--out", out)
-    assert res.returncode == 2 and "not a safetensors file" in res.stderr
+    assert res.returncode == 2 and "holds a list, not a state dict" in res.stderr
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     res = ltvl("prune", garbage, "--out", out)

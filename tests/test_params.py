@@ -27,7 +27,8 @@ FORMAT0 = Path(__file__).parent / "fixtures" / "format0_toy_root"  # written by 
 
 
 # --- identity ----------------------------------------------------------------------------------
-ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "checkpoint": "/w.safetensors", "max_len": 8,
+ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "max_len": 8, "custom_size": True,
+       "allow_missing": r"pooler\.",
        "pooling": "cls+image",
        "eval_limit": 10, "steps": 100, "lr": 3e-4, "batch_size": 16, "weight_decay": 0.0, "warmup_ratio": 0.2,
        "seed": 1, "amp": "bf16", "rewind_step": 5, "rewind_fraction": 0.3, "schedule": "linear", "rate": 0.2,
@@ -42,13 +43,30 @@ BASE = {"adv_use": "both"}  # so that every adversarial knob acts (with adv_use 
 BASES = {"rounds": {**BASE, "target_sparsity": None, "rounds": 2}, "target_sparsity": BASE, "adv_use": {},
          "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6},
          **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")},  # adaptive knobs
-         "masks_of_seed": {**BASE, "schedule": "adaptive", "start_level": 2}}
+         "masks_of_seed": {**BASE, "schedule": "adaptive", "start_level": 2},
+         "checkpoint": {**BASE, "preset": "uniter-base", "custom_size": True}}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Parameters whose values are files: a UNITER checkpoint (with its vocabulary beside it) and a
+    tokenizer directory of MiniLM's size whose vocabulary differs in one token."""
+    from tests.helpers import checkpoints as C
+
+    root = tmp_path_factory.mktemp("files")
+    C.uniter_pt(root / "uniter" / "uniter-base.pt")
+    C.vocab_file(root / "uniter", C.CASED_VOCAB)
+    tok = C.vocab_file(root / "tok", C.UNCASED_VOCAB)
+    lines = (tok / "vocab.txt").read_text().splitlines()
+    lines[2000] = "[another]"
+    (tok / "vocab.txt").write_text("\n".join(lines) + "\n")
+    return {"checkpoint": str(root / "uniter" / "uniter-base.pt"), "tokenizer": str(tok)}
 
 
 @pytest.mark.parametrize("name", [n for n, i in INFO.items() if i.role != TICKET])
-def test_each_parameter_changes_exactly_the_identities_its_role_declares(name):
+def test_each_parameter_changes_exactly_the_identities_its_role_declares(name, files):
     base = BASES.get(name, BASE)
-    a, b = resolve_chain(base), resolve_chain({**base, name: ALT[name]})
+    a, b = resolve_chain(base), resolve_chain({**base, name: files.get(name, ALT.get(name))})
     if name == "rewind_fraction":  # resolves to a rewind step, which is what the chain is
         assert b.rewind_step == int(0.3 * DEFAULTS["steps"])
     role = INFO[name].role

@@ -100,47 +100,48 @@ def test_minilm_preset_loads_real_weights_and_truncates(datasets):
     assert torch.equal(model.backbone.encoder.layer[1].attention.self.query.weight.detach(), real)
 
 
-def test_truncating_minilm_is_quiet_but_a_real_loading_problem_is_not(datasets, caplog):
-    """The dropped layers are no news (transformers' load report would list them at every model
-    build); a weight that is missing or unexpected for another reason is named."""
+def test_truncating_minilm_is_quiet_but_a_real_loading_problem_is_not(datasets, caplog, tmp_path):
+    """The dropped layers are no news: the load report counts them (transformers' own report would
+    list them at every model build); a weight the checkpoint lacks is an error, not a warning."""
     import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
 
     from ltvl.vl.models.presets import minilm_dir
-    from ltvl.vl.models.uniter import UniterBackbone, _report_load
+    from ltvl.vl.models.uniter import UniterBackbone
 
     with caplog.at_level(logging.WARNING):
-        UniterBackbone.from_bert(minilm_dir(), img_dim=16, num_layers=2)
+        bb = UniterBackbone.from_bert(minilm_dir(), img_dim=16, num_layers=2)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    _report_load("ckpt", {"missing_keys": ["pooler.dense.weight"],
-                          "unexpected_keys": ["encoder.layer.3.output.dense.bias", "cls.predictions.bias"]}, 2)
-    text = caplog.text
-    assert "missing (randomly initialised): pooler.dense.weight" in text
-    assert "unexpected (ignored): cls.predictions.bias" in text and "encoder.layer.3" not in text
+    rep = bb.load_report
+    assert rep.counts() == {"loaded": 39, "missing": 0, "unexpected": 0, "dropped_heads": 0, "dropped_layers": 64}
+    broken = shutil.copytree(minilm_dir(), tmp_path / "m")
+    state = load_file(broken / "model.safetensors")
+    del state["pooler.dense.weight"]
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(LtvlError, match=r"(?s)lacks 1 backbone tensor.*pooler\.dense\.weight"):
+        UniterBackbone.from_bert(str(broken), img_dim=16, num_layers=2)
 
 
 def test_uniter_checkpoint_converter_roundtrip(tmp_path, datasets):
-    """A checkpoint in the UNITER repo's naming loads into the UNITER-style backbone exactly."""
+    """A state dict in the UNITER repo's naming loads into the UNITER-style backbone exactly."""
     from ltvl.vl.data.store import DatasetInfo
-    from ltvl.vl.models.convert import load_uniter_checkpoint
+    from ltvl.vl.models.convert import load_state, uniter_body
     from ltvl.vl.models.presets import build_backbone
     info = DatasetInfo.load(datasets["vqa"])
     src = build_backbone(BackboneSpec("tiny", seed=3), info)
-    official = {f"uniter.{k}": v for k, v in src.state_dict().items() if not k.endswith("_ids")}
+    official = {f"uniter.{k}": v for k, v in src.state_dict().items()}
     official["uniter.img_embeddings.mask_embedding.weight"] = torch.zeros(2, 16)
     official["vqa_output.0.weight"] = torch.zeros(4, 4)
-    torch.save(official, tmp_path / "uniter.pt")
     dst = build_backbone(BackboneSpec("tiny", seed=4), info)
-    rep = load_uniter_checkpoint(dst, tmp_path / "uniter.pt")
+    body, rep = uniter_body(official, "uniter.pt")
+    load_state(dst, body, rep)
     assert "img_embeddings.img_linear.weight" in rep.loaded and "encoder.layer.1.output.dense.weight" in rep.loaded
     assert all(torch.equal(v, src.state_dict()[k]) for k, v in dst.state_dict().items())
-    assert any(k.startswith("vqa_output") for k in rep.unused)
-    del official["uniter.encoder.layer.1.output.dense.weight"]
-    torch.save(official, tmp_path / "broken.pt")
-    with pytest.raises(LtvlError, match=r"no 'uniter\.encoder\.layer\.1\.output\.dense\.weight'"):
-        load_uniter_checkpoint(dst, tmp_path / "broken.pt")
-    with pytest.raises(LtvlError, match="no 'uniter.\\*' parameters"):
-        torch.save({"bert.x": torch.zeros(1)}, tmp_path / "bert.pt")
-        load_uniter_checkpoint(dst, tmp_path / "bert.pt")
+    assert "vqa_output.0.weight" in rep.dropped_heads and not rep.missing
+    with pytest.raises(LtvlError, match="no 'uniter.\\*' tensors"):
+        uniter_body({"bert.x": torch.zeros(1)}, "bert.pt")
 
 
 def test_base_presets_have_the_real_shapes(tmp_path):
@@ -170,11 +171,11 @@ def test_bad_backbone_or_task(datasets, spec, msg):
 
 def test_incomplete_checkpoint_dir(tmp_path, datasets):
     (tmp_path / "ck").mkdir()
-    with pytest.raises(LtvlError, match="no config.json"):
+    with pytest.raises(LtvlError, match="holds no weights"):
         build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("lxmert-base", str(tmp_path / "ck"))))\
             .model_factory()
     (tmp_path / "ck" / "config.json").write_text("{}")
-    with pytest.raises(LtvlError, match="no weights"):
+    with pytest.raises(LtvlError, match="holds no weights"):
         build_vl(VLSpec(task="vqa", data=datasets["vqa"], backbone=BackboneSpec("lxmert-base", str(tmp_path / "ck"))))\
             .model_factory()
 

@@ -26,7 +26,7 @@ from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.inits import InitReport, load_matching, reinitialise, shuffle_within_tensors
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.prune import high_magnitude_mask, matched_random
-from ltvl.util.errors import require
+from ltvl.util.errors import LtvlError, require
 
 
 class Baseline(str, Enum):
@@ -61,7 +61,12 @@ def _random_mask(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, to
 def _other_checkpoint(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:
     require(other is not None, "the θ'0 baseline needs another checkpoint", where="other_state",
             fix="pass the state dict of e.g. the plain BERT checkpoint")
-    return model, mask, load_matching(model, other)
+    report = load_matching(model, other)
+    if report.shape_mismatch:
+        raise LtvlError(f"θ'0's {report.shape_mismatch[0]!r} does not fit the model ({len(report.shape_mismatch)} "
+                        "tensor(s) of another shape)", where="other_state",
+                        fix="θ'0 must be a checkpoint of the model's size")
+    return model, mask, report
 
 
 def _shuffled(model: nn.Module, mask: Mask, seed: int, other: Mapping[str, torch.Tensor] | None) -> Prepared:

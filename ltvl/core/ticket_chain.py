@@ -48,6 +48,7 @@ class TicketSpec(Spec):
     train: TrainConfig
     prunable: PrunableSpec
     context: tuple[tuple[str, str], ...]  # the target: task, data, backbone …
+    prime: str = ""  # θ'0's checkpoint by content (theta0_prime): other weights are other tickets
 
 
 class TicketStore(SpecStore):

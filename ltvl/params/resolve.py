@@ -20,12 +20,21 @@ from ltvl.core.baselines import Baseline
 from ltvl.core.dense import DenseSpec
 from ltvl.core.imp import ChainSpec, ChainStore
 from ltvl.core.train import TrainConfig
-from ltvl.params.schema import CONTEXT_KEYS, DEFAULTS, INFO, MAX_ROUNDS, TICKET_KEYS, ChainParams, check
+from ltvl.params.schema import (
+    CONTEXT_KEYS,
+    DEFAULTS,
+    INFO,
+    LAYERS_PRESET,
+    MAX_ROUNDS,
+    TICKET_KEYS,
+    ChainParams,
+    check,
+)
 from ltvl.pruning import Method, Schedule
 from ltvl.pruning.schedule import rounds_needed
 from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
-from ltvl.vl.models.presets import BackboneSpec, check_pooling, get_preset
+from ltvl.vl.models.presets import BackboneFacts, BackboneSpec, Preset, check_pooling, get_preset, preflight
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class TicketJob:
     source: ChainJob | None  # a chain whose pruned rounds give the masks …
     source_task: str
     masks: tuple[str, ...] = ()  # … or explicit mask files
+    prime_sha256: str = ""  # θ'0's checkpoint, by content (theta0_prime)
 
     def masks_id(self, shas: list[str]) -> str:
         return "masks:" + hashlib.sha256("".join(shas).encode()).hexdigest()
@@ -72,14 +82,23 @@ def data_for(p: ChainParams) -> str:
     return str(p.data).format(task=p.task)
 
 
-def _context(p: ChainParams) -> tuple[tuple[str, str], ...]:
+def _context(p: ChainParams, preset: Preset, facts: BackboneFacts) -> tuple[tuple[str, str], ...]:
     """What the dense run trains on, beyond the recipe: only values that differ from their
-    defaults, so a context parameter added later does not change any existing hash."""
+    defaults, so a context parameter added later does not change any existing hash. The
+    checkpoint and the tokenizer enter by content (``sha256:…``), never by path; the depth as
+    the layers actually built, omitted at the preset's own default."""
     out = []
     for k in CONTEXT_KEYS:
+        if k in ("checkpoint", "tokenizer"):
+            continue
+        if k == "layers":
+            if p.layers != preset.default_layers:
+                out.append((k, str(p.layers)))
+            continue
         value = data_for(p) if k == "data" else getattr(p, k)
         if str(value) != str(DEFAULTS[k]):
             out.append((k, str(value)))
+    out.extend(facts.context())
     if data_for(p) == "easy-vqa":  # a dataset ltvl defines: its content is named by its revision
         from ltvl.vl.data.easy_vqa import REVISION
         if REVISION > 1:
@@ -139,11 +158,16 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
                         adversarial=adv if p.adv_use in ("imp", "both") else AdvConfig())
     preset = get_preset(p.preset)
     check_pooling(p.preset, p.pooling, f"{where}.pooling")
-    vl = VLSpec(task=p.task, data=data_path or data,
-                backbone=BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed, p.pooling),
+    if p.layers == LAYERS_PRESET:  # the depth the preset builds by default, as a number (or None: all)
+        p = dataclasses.replace(p, layers=preset.default_layers)
+    backbone = BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed, p.pooling, p.tokenizer, p.custom_size,
+                            p.allow_missing)
+    facts = preflight(backbone, p.max_len, where)
+    vl = VLSpec(task=p.task, data=data_path or data, backbone=backbone,
                 max_len=p.max_len, eval_limit=p.eval_limit, loader_workers=p.loader_workers)
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
-                      method=Method(p.method), scope=p.scope, prunable=preset.prunable, context=_context(p),
+                      method=Method(p.method), scope=p.scope, prunable=preset.prunable,
+                      context=_context(p, preset, facts),
                       finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig())
     chain.validate()
     return ChainJob(p, vl, chain)
@@ -157,18 +181,31 @@ def resolve_ticket(raw: Mapping[str, Any], where: str = "params", data_path: str
         raise LtvlError("a ticket job needs a baseline", where=f"{where}.ticket", fix="e.g. ticket: theta0_shuffled")
     baseline = Baseline(p.ticket)
     target = resolve_chain({k: v for k, v in raw.items() if k not in TICKET_KEYS}, where, data_path)
-    if baseline is Baseline.THETA0_PRIME and not p.prime_checkpoint:
-        raise LtvlError("the theta0_prime baseline needs another checkpoint", where=f"{where}.prime_checkpoint",
-                        fix="set prime_checkpoint to a .safetensors file (e.g. plain BERT weights)")
+    prime = _prime(p, baseline, target, where)
     src = p.source
     if isinstance(src, dict):
         source = resolve_chain({k: v for k, v in src.items() if k not in TICKET_KEYS}, f"{where}.source")
-        return TicketJob(p, target, baseline, source, source.params.task)
+        return TicketJob(p, target, baseline, source, source.params.task, prime_sha256=prime)
     if isinstance(src, list) and src and all(isinstance(m, str) for m in src):
-        return TicketJob(p, target, baseline, None, "masks", tuple(src))
+        return TicketJob(p, target, baseline, None, "masks", tuple(src), prime_sha256=prime)
     raise LtvlError(f"ticket source must be a chain's params or a list of mask files, got {src!r}",
                     where=f"{where}.source",
                     fix="e.g. source: {task: vqa, rewind_step: 0} or source: [a.mask.safetensors, …]")
+
+
+def _prime(p: ChainParams, baseline: Baseline, target: ChainJob, where: str) -> str:
+    """θ'0's content hash, after checking it is a checkpoint the target's backbone can take."""
+    if baseline is not Baseline.THETA0_PRIME:
+        if p.prime_checkpoint:
+            raise LtvlError(f"prime_checkpoint is θ'0's weights, but this ticket is {baseline.value!r}",
+                            where=f"{where}.prime_checkpoint", fix="drop it, or set ticket: theta0_prime")
+        return ""
+    if not p.prime_checkpoint:
+        raise LtvlError("the theta0_prime baseline needs another checkpoint", where=f"{where}.prime_checkpoint",
+                        fix="set prime_checkpoint to a BERT checkpoint (e.g. a bert-base-cased directory)")
+    from ltvl.vl.models.prime import check_prime
+
+    return check_prime(p.prime_checkpoint, get_preset(target.params.preset).kind, f"{where}.prime_checkpoint")
 
 
 def resolve(raw: Mapping[str, Any], where: str = "params", data_path: str | None = None) -> ChainJob | TicketJob:

@@ -40,6 +40,7 @@ class ParamInfo:
     limit: int | None = None  # above this, ask for override_limits: a likely typo, or weeks of compute
     recipe: bool = False  # two chains are comparable in a report only if these agree
     context: bool = False  # part of the run context the core hashes (what the dense run trains on)
+    keywords: tuple[str, ...] = ()  # words accepted besides values of ``type`` (e.g. layers: preset)
 
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
@@ -72,6 +73,7 @@ def _baselines() -> tuple[str, ...]:
     return tuple(b.value for b in Baseline)
 
 
+LAYERS_PRESET = "preset"  # `layers` left to the preset: 2 for minilm/tiny (CPU speed), all for base presets
 MAX_STEPS = 1_000_000  # UNITER's longest public recipe is 300k steps
 MAX_ROUNDS = 100  # 0.9 ** 100 keeps 0.003% of the weights: past this a rate is almost surely a typo
 
@@ -88,10 +90,21 @@ class ChainParams:
                       DENSE, recipe=True, context=True)
     preset: str = param("minilm", "backbone preset (see `ltvl list`)", DENSE, choices=_presets, recipe=True,
                         context=True)
-    layers: int | None = param(2, "keep only the first N encoder layers (CPU speed); null = all", DENSE, int,
-                               nullable=True, low=1, recipe=True, context=True)
-    checkpoint: str | None = param(None, "backbone weights (.safetensors) for base presets", DENSE, str,
-                                   nullable=True, recipe=True, context=True)
+    layers: int | str | None = param(LAYERS_PRESET, "keep only the first N encoder layers; null = all; `preset` = "
+                                     "the preset's own depth (minilm and the tiny presets: 2, for CPU speed; base "
+                                     "presets: all)", DENSE, int, nullable=True, low=1, recipe=True, context=True,
+                                     keywords=(LAYERS_PRESET,))
+    checkpoint: str | None = param(None, "backbone weights for base presets: UNITER's .pt, a transformers directory "
+                                   "(BERT, LXMERT, ViLT; .safetensors or .bin) or airsplay's *_LXRT.pth; identified "
+                                   "by its content", DENSE, str, nullable=True, recipe=True, context=True)
+    tokenizer: str | None = param(None, "tokenizer directory (vocab.txt); default: the one beside the checkpoint, or "
+                                  "bert-base-uncased (MiniLM's copy) for models with that vocabulary", DENSE, str,
+                                  nullable=True, recipe=True, context=True)
+    custom_size: bool = param(False, "the checkpoint is deliberately not the preset's published size (layers, hidden, "
+                              "heads, positions): skip that check", NONE)
+    allow_missing: str | None = param(None, "regex of backbone tensors the checkpoint may lack (they start from the "
+                                      "seeded random init); any other missing tensor is an error", DENSE, str,
+                                      nullable=True, recipe=True, context=True)
     pooling: str = param("cls", "what the answer head reads (UNITER-style presets): the [CLS] state, or cls+image: "
                          "[CLS] plus the mean image state, a direct path from the image", DENSE,
                          choices=_poolings, recipe=True, context=True)
@@ -153,8 +166,9 @@ class ChainParams:
                                choices=_baselines)
     source: Any = param(None, "the masks' chain (its params) or a list of mask files", TICKET, (dict, list),
                         nullable=True)
-    prime_checkpoint: str | None = param(None, "θ'0's weights (.safetensors), for ticket theta0_prime", TICKET, str,
-                                         nullable=True)
+    prime_checkpoint: str | None = param(None, "θ'0's weights, for ticket theta0_prime: a BERT checkpoint (loaded into "
+                                         "the encoder by BERT's names) or one of the preset's own model; identified "
+                                         "by its content", TICKET, str, nullable=True)
     # how to run, not what
     override_limits: bool = param(False, f"allow steps > {MAX_STEPS:,} or more than {MAX_ROUNDS} rounds", NONE)
     loader_workers: int | None = param(None, "data-loader worker processes per trainer; null = auto (0 on CPU, up "
@@ -192,6 +206,8 @@ def _type_name(t: type | tuple[type, ...]) -> str:
 def check_value(name: str, value: Any, where: str) -> Any:
     """One parameter's value, type- and range-checked; ints are accepted where floats are wanted."""
     info = INFO[name]
+    if isinstance(value, str) and value in info.keywords:
+        return value
     if value is None:
         if info.nullable:
             return None
@@ -203,7 +219,8 @@ def check_value(name: str, value: Any, where: str) -> Any:
     is_bool_mismatch = isinstance(value, bool) and want is not bool
     if is_bool_mismatch or not isinstance(value, want):
         hint = " (write numbers like 1.0e-4 or 1e-4; quotes make a string)" if want in (int, float) else ""
-        raise LtvlError(f"{where} must be {_type_name(want)}, got {type(value).__name__} {value!r}{hint}",
+        words = f" or one of {', '.join(repr(w) for w in info.keywords)}" if info.keywords else ""
+        raise LtvlError(f"{where} must be {_type_name(want)}{words}, got {type(value).__name__} {value!r}{hint}",
                         where=where, fix=f"e.g. {name}: {DEFAULTS[name]!r}" if DEFAULTS[name] is not None else None)
     if isinstance(value, float) and not math.isfinite(value):
         raise LtvlError(f"{where} must be a finite number, got {value!r}", where=where)

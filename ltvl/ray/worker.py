@@ -29,7 +29,6 @@ from ltvl.params.resolve import ChainJob, data_for, resolve_chain, resolve_ticke
 from ltvl.params.schema import TICKET_KEYS
 from ltvl.pruning.mask import Mask
 from ltvl.util.atomic import atomic_write_text
-from ltvl.util.weights import load_safetensors
 from ltvl.vl.assemble import build_vl
 from ltvl.vl.datasets import resolve_dataset
 
@@ -229,8 +228,14 @@ def train_tickets(config: dict) -> None:
     params = config["params"]
     w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS}, config.get("cpus", 1))
     spec, sources = ticket_plan(params, config["root"])
-    prime = params.get("prime_checkpoint")
-    other = load_safetensors(prime, "prime_checkpoint") if prime else None
+    other = None
+    if params.get("prime_checkpoint"):
+        from ltvl.vl.models.presets import get_preset
+        from ltvl.vl.models.prime import prime_state
+
+        other, loaded = prime_state(params["prime_checkpoint"], w.model_factory(), get_preset(w.job.params.preset).kind,
+                                    w.job.params.seed, w.job.params.allow_missing)
+        print(f"θ'0 {loaded.line()}")
 
     def report(r: TicketRound) -> None:
         metrics = {**_common_metrics(r), "source_mask_sha256": r.source_mask_sha256, "baseline": r.baseline,
@@ -258,7 +263,8 @@ def ticket_plan(params: dict, root: str | Path) -> tuple[TicketSpec, list[Source
         sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
         source_id = tj.masks_id([m.sha256 for m in masks])
     chain = tj.target.chain
-    return TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context), sources
+    return TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context,
+                      prime=tj.prime_sha256), sources
 
 
 def train_chain(config: dict) -> None:

@@ -30,6 +30,7 @@ class VLBackbone(nn.Module):
     hidden_size: int
     uses_pixels: bool = False
     has_regions: bool = True  # False for ViLT: patches, not detector regions
+    load_report = None  # what loading its checkpoint did (ltvl.vl.models.convert.LoadReport); None: random init
 
     def word_embeddings(self) -> nn.Embedding:
         raise NotImplementedError

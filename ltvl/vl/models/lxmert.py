@@ -18,9 +18,14 @@ class LxmertBackbone(VLBackbone):
         self.img_dim = self.config.visual_feat_dim
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> LxmertBackbone:
-        model = LxmertModel.from_pretrained(directory)
-        return cls(model.config, model)
+    def from_pretrained(cls, directory: str, allow_missing: str | None = None) -> LxmertBackbone:
+        """A transformers LXMERT directory (``LxmertForPreTraining``'s heads are dropped and counted)."""
+        from ltvl.vl.models.convert import from_pretrained
+
+        model, report = from_pretrained(LxmertModel, directory, "lxmert", allow_missing=allow_missing)
+        bb = cls(model.config, model)
+        bb.load_report = report
+        return bb
 
     def word_embeddings(self) -> nn.Embedding:
         return self.lxmert.embeddings.word_embeddings

@@ -13,7 +13,6 @@ so official checkpoints load by renaming ``uniter.`` (see ``ltvl.vl.models.conve
 from __future__ import annotations
 
 import logging
-import re
 from contextlib import contextmanager
 
 import torch
@@ -32,36 +31,18 @@ def _not_a_load_report(record: logging.LogRecord) -> bool:
 
 
 @contextmanager
-def _quiet_load_report():
+def quiet_load_report():
     """transformers 5 logs a table of every unexpected key at WARNING; truncating to N layers makes
-    the dropped layers 'unexpected' on every model build, which floods job logs. We check the
-    loading info ourselves (:func:`_report_load`) and say only what is worth a look. (A filter,
-    not a level: transformers runs extra checks when its logger's level is raised.)"""
+    the dropped layers 'unexpected' on every model build, which floods job logs. ltvl turns the
+    loading info into its own :class:`ltvl.vl.models.convert.LoadReport` (counts, dropped heads,
+    and an error for a missing tensor). (A filter, not a level: transformers runs extra checks
+    when its logger's level is raised.)"""
     lg = logging.getLogger("transformers.modeling_utils")
     lg.addFilter(_not_a_load_report)
     try:
         yield
     finally:
         lg.removeFilter(_not_a_load_report)
-
-
-def _report_load(directory: str, info: dict, num_layers: int | None) -> None:
-    """Warn about missing or mismatched weights (they start random) and about unexpected ones,
-    except the layers at and above ``num_layers`` that were dropped on purpose."""
-    dropped = re.compile(r"encoder\.layer\.(\d+)\.")
-
-    def on_purpose(key: str) -> bool:
-        m = dropped.match(key)
-        return bool(num_layers and m and int(m.group(1)) >= num_layers)
-
-    unexpected = [k for k in info.get("unexpected_keys", ()) if not on_purpose(k)]
-    for what, keys in (("missing (randomly initialised)", info.get("missing_keys", ())),
-                       ("with mismatched shapes (randomly initialised)", info.get("mismatched_keys", ())),
-                       ("unexpected (ignored)", unexpected)):
-        keys = sorted(map(str, keys))
-        if keys:
-            log.warning("%s: %d weight(s) %s: %s%s", directory, len(keys), what, ", ".join(keys[:8]),
-                        " …" if len(keys) > 8 else "")
 
 
 class UniterImageEmbeddings(nn.Module):
@@ -103,13 +84,16 @@ class UniterBackbone(VLBackbone):
 
     @classmethod
     def from_bert(cls, directory: str, img_dim: int, num_layers: int | None = None,
-                  pooling: str = "cls") -> UniterBackbone:
-        """θ0 from any local BERT-architecture checkpoint directory (optionally the first N layers)."""
-        kw = {"num_hidden_layers": num_layers} if num_layers else {}
-        with _quiet_load_report():
-            bert, info = BertModel.from_pretrained(directory, add_pooling_layer=True, output_loading_info=True, **kw)
-        _report_load(directory, info, num_layers)
-        return cls(bert.config, img_dim, bert, pooling)
+                  pooling: str = "cls", allow_missing: str | None = None) -> UniterBackbone:
+        """θ0 from a local BERT-architecture checkpoint directory (optionally the first N layers);
+        ``load_report`` says what loaded, and a tensor the directory lacks is an error unless
+        ``allow_missing`` names it."""
+        from ltvl.vl.models.convert import from_pretrained
+
+        bert, report = from_pretrained(BertModel, directory, "bert", num_layers, allow_missing, add_pooling_layer=True)
+        bb = cls(bert.config, img_dim, bert, pooling)
+        bb.load_report = report
+        return bb
 
     def word_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings

@@ -29,9 +29,16 @@ class ViltBackbone(VLBackbone):
         self.vilt.embeddings.patch_embeddings.projection.register_forward_hook(self._add_delta)
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> ViltBackbone:
-        model = ViltModel.from_pretrained(directory)
-        return cls(model.config, model)
+    def from_pretrained(cls, directory: str, num_layers: int | None = None,
+                        allow_missing: str | None = None) -> ViltBackbone:
+        """A transformers ViLT directory, optionally its first N layers (``ViltForMaskedLM``'s
+        ``mlm_score`` head is dropped and counted)."""
+        from ltvl.vl.models.convert import from_pretrained
+
+        model, report = from_pretrained(ViltModel, directory, "vilt", num_layers, allow_missing)
+        bb = cls(model.config, model)
+        bb.load_report = report
+        return bb
 
     def _add_delta(self, _mod, _inp, out):
         return add_delta(out, self._delta, "image")
