@@ -77,7 +77,8 @@ def uniter_pt(path: Path, layers: int = 2, hidden: int = 64, heads: int = 2, voc
         path.with_suffix(".json").write_text(json.dumps({
             "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
             "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": 2 * hidden,
-            "max_position_embeddings": 512, "num_attention_heads": heads, "num_hidden_layers": layers, "type_vocab_size": 2, "vocab_size": vocab},
+            "max_position_embeddings": 512, "num_attention_heads": heads, "num_hidden_layers": layers,
+            "type_vocab_size": 2, "vocab_size": vocab},
             indent=2))
     return state
 
