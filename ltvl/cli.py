@@ -166,6 +166,8 @@ def _imp(root: Optional[Path] = None, **options) -> None:
 
     options = {k: _cli_value(k, v) for k, v in options.items()}
     raw = {k: v for k, v in options.items() if v != DEFAULTS[k]}  # what the user set: rewind conflicts need it
+    if raw.get("ticket") or raw.get("source") or raw.get("prime_checkpoint"):
+        return _imp_ticket(root, raw)
     if raw.get("task") == "toy":  # same chain parameters, the toy task and model instead of VL data
         from ltvl.core.toy import ToyTask, make_toy_model
         from ltvl.pruning import PrunableSpec
@@ -212,6 +214,35 @@ def _imp(root: Optional[Path] = None, **options) -> None:
     console.print(f"chain store: {result.directory}")
 
 
+def _imp_ticket(root: Optional[Path], raw: dict) -> None:
+    """``ltvl imp --ticket B --source MASK… [--prime-checkpoint CK]``: re-train each mask as the
+    baseline ticket B (θ'0 from CK for theta0_prime), one resumable round per mask."""
+    from ltvl.core.ticket_chain import run_ticket_chain
+    from ltvl.core.train import Trainer
+    from ltvl.params.resolve import data_for, prime_for, resolve_ticket, ticket_plan
+    from ltvl.util.home import home
+    from ltvl.vl.assemble import build_vl
+    from ltvl.vl.datasets import resolve_dataset
+
+    if not raw.get("ticket") or not raw.get("source"):
+        raise LtvlError("a ticket run needs --ticket (the baseline) and --source (mask files, repeatable)",
+                        where="--ticket/--source", fix="e.g. --ticket theta0_prime --source m.mask --prime-checkpoint "
+                                                     "bert-base-cased/")
+    raw = {**raw, "source": [str(p) for p in raw["source"]]}
+    job = resolve_ticket(raw, where="option").target
+    job = job.with_data(str(resolve_dataset(data_for(job.params))))
+    setup = build_vl(job.vl)
+    root = root or home() / "chains"
+    spec, sources = ticket_plan(raw, root)
+    other = prime_for(raw, job, setup.model_factory, console.print)
+    console.print(f"ticket {spec.short_hash} ({spec.baseline.value} on {len(sources)} mask(s)) → {root}/tickets")
+    rounds = run_ticket_chain(
+        spec, sources, setup.model_factory, Trainer(setup.data, spec.train), root,
+        lambda r: console.print(f" mask {r.round}: sparsity {r.sparsity:.3f}  metric {r.metrics['metric']:.4f}"
+                                f"{'  (resumed)' if r.replayed else f'  ({r.wall_s:.0f} s)'}"), other)
+    console.print(f"ticket store: {root / 'tickets' / spec.short_hash} ({len(rounds)} round(s))")
+
+
 def _cli_value(name: str, value):
     """A parameter that takes a number or a word (``--layers 2|all|preset``) arrives as a string."""
     from ltvl.params.schema import INFO
@@ -230,7 +261,7 @@ def _cli_value(name: str, value):
 
 def _imp_signature() -> inspect.Signature:
     """``ltvl imp``'s options, one per chain parameter of the schema (ticket keys excepted)."""
-    from ltvl.params.schema import DEFAULTS, INFO, TICKET
+    from ltvl.params.schema import DEFAULTS, INFO
 
     aliases = {"target_sparsity": ["--target"]}
     params = [
@@ -244,7 +275,10 @@ def _imp_signature() -> inspect.Signature:
         )
     ]
     for name, info in INFO.items():
-        if info.role == TICKET:
+        if name == "source":  # a ticket's masks: mask files on the command line
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                Optional[list[Path]], typer.Option("--source", help="with --ticket: a mask file to re-train "
+                                                                     "(repeatable)")]))
             continue
         typ = Optional[str] if info.keywords else Optional[info.type] if info.nullable else info.type
         allowed = info.allowed()

@@ -276,3 +276,24 @@ def test_prune_reads_bin_and_takes_a_presets_prunable_set(ck, tmp_path):
     assert "visn_fc" not in res.stdout and "x_layers.0" in res.stdout
     res = ltvl("prune", ck["vilt"], "--preset", "lxmert-base", "--list")
     assert res.returncode == 2 and "ViLT checkpoint, not one preset 'lxmert-base' loads" in res.stderr
+
+
+def test_imp_trains_a_theta0_prime_ticket_from_a_bert_checkpoint_and_resumes(ck, tmp_path):
+    from ltvl.pruning import prune_to_sparsity, save_mask, select_prunable
+
+    job = _job(ck, preset="uniter-base", checkpoint=ck["uniter"], custom_size=True)
+    model = _model(job)
+    mask = prune_to_sparsity({n: p.detach() for n, p in select_prunable(model, job.chain.prunable).items()}, None,
+                             0.5)
+    save_mask(mask, tmp_path / "m.mask")
+    args = ["imp", "--preset", "uniter-base", "--checkpoint", ck["uniter"], "--custom-size", "--data", ck["data"],
+            "--max-len", "12", "--steps", "2", "--batch-size", "4", "--eval-limit", "8", "--root", tmp_path / "r",
+            "--ticket", "theta0_prime", "--source", tmp_path / "m.mask"]
+    res = ltvl(*args, "--prime-checkpoint", ck["bert_gb"])
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"θ'0 .*bert-gb: BERT checkpoint, loaded \d+, missing 0", res.stdout), res.stdout
+    assert "mask 1: sparsity 0.500" in res.stdout
+    again = ltvl(*args, "--prime-checkpoint", ck["bert_gb"])
+    assert "(resumed)" in again.stdout
+    no_prime = ltvl(*args)
+    assert no_prime.returncode == 2 and "theta0_prime baseline needs another checkpoint" in no_prime.stderr

@@ -110,23 +110,54 @@ STUDIES = {"table1": "rewind_grid", "rewinding": "rewind_grid", "transfer": "tra
            "at": "adversarial_grid", "backbones": "rewind_grid"}
 
 
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """Small checkpoints in the published layouts, to fill a paper scale's required values."""
+    from tests.helpers import checkpoints as C
+
+    root = tmp_path_factory.mktemp("published")
+    C.uniter_pt(root / "uniter" / "uniter-base.pt")
+    C.vocab_file(root / "uniter", C.CASED_VOCAB)
+    C.bert_dir(root / "bert", vocab=C.CASED_VOCAB)
+    C.lxmert_dir(root / "lxmert")
+    C.vilt_dir(root / "vilt")
+    return {"uniter": root / "uniter" / "uniter-base.pt", "bert": root / "bert", "lxmert": root / "lxmert",
+            "vilt": root / "vilt"}
+
+
+PAPER_SCALES = {"backbones": {"paper-uniter": "uniter", "paper-lxmert": "lxmert", "paper-vilt": "vilt"}}
+
+
 @pytest.mark.parametrize("study", sorted(STUDIES))
-def test_every_study_config_builds_every_chain_at_every_scale(study):
+def test_every_study_config_builds_every_chain_at_every_scale(study, published):
+    """Paper scales name the files they need as required values: unfilled, they refuse to run (naming
+    the key); filled (here with small checkpoints in the published layouts), every chain resolves
+    within its backbone's limits."""
     from ltvl.ray.space import validate_space
     from ltvl.sweep.main import space_of
     names = set()
-    for scale in ("smoke", "real-cpu", "paper"):
+    for scale in ("smoke", "real-cpu"):
         cfg = load_config(STUDIES[study], CONFIGS / f"study_{study}.yaml", [], scale)
         assert validate_space(space_of(cfg)) >= 1
         names.add(cfg.name)
-    assert len(names) == 3  # each scale is its own experiment: a report never mixes scales
+    for scale, ck in PAPER_SCALES.get(study, {"paper": "uniter"}).items():
+        path = CONFIGS / f"study_{study}.yaml"
+        with pytest.raises(LtvlError, match=rf"params\.(checkpoint|data) is required at scale '{scale}'"):
+            load_config(STUDIES[study], path, [], scale)
+        sets = [f"params.checkpoint={published[ck]}", "params.data=/data/{task}", "params.custom_size=true"]
+        if study == "table1":
+            sets.append(f"params.prime_checkpoint={published['bert']}")
+        cfg = load_config(STUDIES[study], path, sets, scale)
+        assert validate_space(space_of(cfg)) >= 1
+        names.add(cfg.name)
+    assert len(names) == 2 + len(PAPER_SCALES.get(study, {"paper": 1}))  # a report never mixes scales
 
 
 def test_scale_updates_params_and_grid_and_is_checked(tmp_path):
     cfg = load_config("rewind_grid", CONFIGS / "study_table1.yaml", ["params.steps=7"], "smoke")
     assert cfg.params["preset"] == "tiny" and cfg.params["steps"] == 7  # --set wins over the scale
     assert cfg.grid == {"seed": [0, 1], "rewind_step": [0, 6]} and cfg.name == "study-table1-smoke"
-    with pytest.raises(LtvlError, match="(?s)no scale 'big'.*smoke, real-cpu, paper"):
+    with pytest.raises(LtvlError, match="(?s)no scale 'big'.*smoke, real-cpu, paper"):  # the table1 config
         load_config("rewind_grid", CONFIGS / "study_table1.yaml", [], "big")
     (tmp_path / "s.yaml").write_text("scales: {smoke: {params: {stpes: 3}}}\n")  # checked even when not chosen
     with pytest.raises(LtvlError, match="(?s)scales.smoke.params.stpes: unknown chain parameter.*did you mean 'steps'"):

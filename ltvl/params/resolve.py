@@ -19,6 +19,7 @@ from ltvl.core.adversarial import AdvConfig
 from ltvl.core.baselines import Baseline
 from ltvl.core.dense import DenseSpec
 from ltvl.core.imp import ChainSpec, ChainStore
+from ltvl.core.ticket_chain import SourceMask, TicketSpec, chain_masks
 from ltvl.core.train import TrainConfig
 from ltvl.params.schema import (
     CONTEXT_KEYS,
@@ -213,3 +214,32 @@ def resolve(raw: Mapping[str, Any], where: str = "params", data_path: str | None
     if isinstance(raw, Mapping) and raw.get("ticket") is not None:
         return resolve_ticket(raw, where, data_path)
     return resolve_chain(raw, where, data_path)
+
+
+def ticket_plan(params: Mapping[str, Any], root: str | Path) -> tuple[TicketSpec, list[SourceMask]]:
+    """A ticket job's spec (its store's identity) and the source masks it trains, from its params
+    and the chain stores: the worker and ``ltvl imp --ticket`` train it, the summary reads its store."""
+    tj = resolve_ticket(params)
+    if tj.source is not None:
+        source_id, sources = chain_masks(root, tj.source.chain)
+    else:
+        from ltvl.pruning.maskfile import load_mask
+
+        masks = [load_mask(p) for p in tj.masks]
+        sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
+        source_id = tj.masks_id([m.sha256 for m in masks])
+    chain = tj.target.chain
+    return TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context,
+                      prime=tj.prime_sha256), sources
+
+
+def prime_for(params: Mapping[str, Any], target: ChainJob, model_factory, say=lambda _line: None):
+    """θ'0 as the model's named tensors when ``params`` ask for it (ticket theta0_prime), else None."""
+    if not params.get("prime_checkpoint"):
+        return None
+    from ltvl.vl.models.prime import prime_state
+
+    state, report = prime_state(params["prime_checkpoint"], model_factory(), get_preset(target.params.preset).kind,
+                                target.params.seed, target.params.allow_missing)
+    say(f"θ'0 {report.line()}")
+    return state

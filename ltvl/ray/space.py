@@ -111,8 +111,9 @@ def ticket_points(points: list[dict], baselines: tuple[str, ...], transfer_to: t
         p = {**DEFAULTS, **params}
         if p["method"] != "magnitude":
             continue
-        out += [{**params, "ticket": b, "source": params} for b in baselines]
-        out += [{**params, "task": t, "ticket": "imp", "source": params} for t in transfer_to if t != p["task"]]
+        own = {k: v for k, v in params.items() if k != "prime_checkpoint"}  # θ'0's weights are theta0_prime's only
+        out += [{**(params if b == "theta0_prime" else own), "ticket": b, "source": params} for b in baselines]
+        out += [{**own, "task": t, "ticket": "imp", "source": params} for t in transfer_to if t != p["task"]]
     for i, t in enumerate(out):
         resolve(t, where=f"tickets[{i}]")  # bad input fails before any trial
     return out

@@ -23,9 +23,9 @@ import torch
 from ltvl.core.dense import DenseStore, ensure_dense
 from ltvl.core.imp import ChainStore, RoundResult, run_chain, shared_first_mask
 from ltvl.core.progress import PROGRESS_FILE, RoundProgress
-from ltvl.core.ticket_chain import SourceMask, TicketRound, TicketSpec, chain_masks, run_ticket_chain
+from ltvl.core.ticket_chain import TicketRound, run_ticket_chain
 from ltvl.core.train import Trainer
-from ltvl.params.resolve import ChainJob, data_for, resolve_chain, resolve_ticket
+from ltvl.params.resolve import ChainJob, data_for, prime_for, resolve_chain, ticket_plan
 from ltvl.params.schema import TICKET_KEYS
 from ltvl.pruning.mask import Mask
 from ltvl.util.atomic import atomic_write_text
@@ -228,14 +228,7 @@ def train_tickets(config: dict) -> None:
     params = config["params"]
     w = setup_worker({k: v for k, v in params.items() if k not in TICKET_KEYS}, config.get("cpus", 1))
     spec, sources = ticket_plan(params, config["root"])
-    other = None
-    if params.get("prime_checkpoint"):
-        from ltvl.vl.models.presets import get_preset
-        from ltvl.vl.models.prime import prime_state
-
-        other, loaded = prime_state(params["prime_checkpoint"], w.model_factory(), get_preset(w.job.params.preset).kind,
-                                    w.job.params.seed, w.job.params.allow_missing)
-        print(f"θ'0 {loaded.line()}")
+    other = prime_for(params, w.job, w.model_factory, print)
 
     def report(r: TicketRound) -> None:
         metrics = {**_common_metrics(r), "source_mask_sha256": r.source_mask_sha256, "baseline": r.baseline,
@@ -248,23 +241,6 @@ def train_tickets(config: dict) -> None:
     run_ticket_chain(
         spec, sources, w.model_factory, w.trainer, config["root"], report, other, writer=w.rank == 0, agree=w.agree
     )
-
-
-def ticket_plan(params: dict, root: str | Path) -> tuple[TicketSpec, list[SourceMask]]:
-    """A ticket job's spec (its store's identity) and the source masks it trains, from its params
-    and the chain stores: the worker trains it, the driver's summary reads its store."""
-    tj = resolve_ticket(params)
-    if tj.source is not None:
-        source_id, sources = chain_masks(root, tj.source.chain)
-    else:
-        from ltvl.pruning.maskfile import load_mask
-
-        masks = [load_mask(p) for p in tj.masks]
-        sources = [SourceMask(i + 1, p, m.sha256) for i, (p, m) in enumerate(zip(tj.masks, masks))]
-        source_id = tj.masks_id([m.sha256 for m in masks])
-    chain = tj.target.chain
-    return TicketSpec(tj.baseline, source_id, tj.source_task, chain.train, chain.prunable, chain.context,
-                      prime=tj.prime_sha256), sources
 
 
 def train_chain(config: dict) -> None:

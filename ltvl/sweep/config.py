@@ -90,7 +90,22 @@ class SweepConfig:
 def _check_param(key: str, value: Any, where: str) -> None:
     if key not in DEFAULTS:
         raise unknown_key(key, where)
+    if isinstance(value, yamlio.Required):  # a placeholder: refused at run time if still unfilled
+        return
     check_value(key, value, where)
+
+
+def refuse_unfilled(cfg: SweepConfig, scale: str | None) -> None:
+    """The chosen config may not run with a ``!required`` value left in it."""
+    places = [(f"params.{k}", v) for k, v in cfg.params.items()]
+    places += [(f"grid.{k}[{i}]", v) for k, vs in cfg.grid.items() for i, v in enumerate(vs)]
+    places += [(f"chains[{i}].{k}", v) for i, c in enumerate(cfg.chains) for k, v in c.items()]
+    for where, value in places:
+        if isinstance(value, yamlio.Required):
+            at = f" at scale {scale!r}" if scale else ""
+            raise LtvlError(f"{where} is required{at}: {value}", where=where,
+                            fix=f"give it with --set {where}=VALUE" if where.startswith("params.") else
+                            "fill it in the config file")
 
 
 def _unknown(key: str, known, where: str) -> None:
@@ -214,6 +229,7 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
             raise LtvlError(f"--set {key}: cannot parse {raw!r} ({e})", where=f"--set {key}") from e
         _set(cfg, key.split("."), value, key)
     cfg.validate()
+    refuse_unfilled(cfg, scale)
     return cfg
 
 

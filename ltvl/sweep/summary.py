@@ -117,8 +117,8 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     import json
 
     from ltvl.core.ticket_chain import TicketStore
+    from ltvl.params.resolve import ticket_plan
     from ltvl.ray.space import trial_job
-    from ltvl.ray.worker import ticket_plan
     from ltvl.tracking.records import arm, chain_name
     from ltvl.util.errors import LtvlError
 

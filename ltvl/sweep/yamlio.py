@@ -20,5 +20,14 @@ Loader.add_implicit_resolver(
 )
 
 
+class Required(str):
+    """``!required "what to give"``: a value a config cannot know (a checkpoint, a dataset on your
+    cluster). The config loads, and every scale is checked, but running with it unfilled is refused,
+    naming the key and what it needs (fill it with ``--set``)."""
+
+
+Loader.add_constructor("!required", lambda loader, node: Required(loader.construct_scalar(node)))
+
+
 def load(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
