@@ -405,6 +405,11 @@ def data_import(
                      for k, v in info.files.items())
     console.print(f"wrote {out}: {task} from {fmt}, {rows}; {info.total_bytes / 1e9:.3f} GB "
                   f"in {time.perf_counter() - started:.1f} s")
+    for line in info.import_log:
+        console.print(f"  {line}")
+    if info.unlabelled:
+        console.print(f"  unlabelled: {', '.join(info.unlabelled)} (published without labels: for prediction, not "
+                      "for training or scoring)")
 
 
 @data_app.command("migrate")

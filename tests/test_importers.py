@@ -48,17 +48,21 @@ def test_uniter_vqa_round_trips(uniter_vqa):
     info = run_import("uniter", "vqa", out, {"train": [txt], "test": [txt]}, [img_db], root / "ans2label.json")
     assert info.answers == ["yes", "no", "2"] and info.feat_dim == P.D
     assert info.tokenizer == {"name": "bert-base-cased", "cls": 101, "sep": 102, "vocab_size": 28996}
+    assert info.region_classes == 1600 and info.soft_label_dim is None and not info.unlabelled
     s = open_split(out, "train")
     ids = _by_name(out)
     assert set(ids) == set(images)
     for name, arrays in images.items():  # features, boxes (+ w*h) and classes of the first nbb boxes
         n = nbb[name]
+        half = {k: a.astype(np.float16) for k, a in arrays.items()}  # as convert_imgdir.py stores them
         b = s.images.batch([ids[name]])
         assert b["image_mask"].sum() == n
-        assert np.array_equal(b["features"][0, :n].numpy(), arrays["features"][:n])
-        bb = arrays["norm_bb"][:n]
+        assert np.array_equal(b["features"][0, :n].numpy(), half["features"][:n])
+        bb = half["norm_bb"][:n].astype(np.float32)
         assert np.allclose(b["boxes"][0, :n].numpy(), np.concatenate([bb, bb[:, 4:5] * bb[:, 5:6]], 1))
-        assert np.array_equal(b["region_labels"][0, :n].numpy(), arrays["soft_labels"][:n].argmax(1))
+        # UNITER's MRC target: the best class with the background (column 0) excluded, here 0-based
+        assert np.array_equal(b["region_labels"][0, :n].numpy(), half["soft_labels"][:n, 1:].argmax(1))
+        assert (half["soft_labels"][:n].argmax(1) == 0).all()  # the fixture's background wins every argmax
     ex = s.examples.to_pydict()
     assert ex["source_id"] == list(records)
     for k, rec in enumerate(records.values()):
@@ -80,9 +84,9 @@ def test_uniter_compressed_nlvr2_and_computed_box_counts(tmp_path):
     from ltvl.vl.data.importers.uniter import compute_num_bb
 
     for name, arrays in images.items():
-        n = compute_num_bb(arrays["conf"])  # UNITER's rule: boxes above conf 0.2, clipped to [10, 100]
+        n = compute_num_bb(arrays["conf"].astype(np.float16))  # UNITER's rule on the stored (half) confidences
         assert s.images.num_regions[ids[name]] == n
-        assert np.array_equal(s.images.features(ids[name]), arrays["features"][:n])
+        assert np.array_equal(s.images.features(ids[name]), arrays["features"][:n].astype(np.float16))
     ex = s.examples.to_pydict()
     assert ex["label"] == [0, 1, 0]
     assert [ex["image_id"][k] for k in range(3)] == [ids[f"nlvr2_dev-{i}-img0.npz"] for i in range(3)]
@@ -256,37 +260,49 @@ def test_region_backbone_on_images_only_data_is_refused(tmp_path):
 
 
 def test_uniter_vcr_round_trips_and_builds_uniter_inputs(tmp_path):
-    """VCR: each example's image is its ground-truth boxes followed by its detections (two img_dbs);
-    answers and rationales stay word-piece ids and become UNITER's [CLS] q [SEP] a [SEP] inputs."""
+    """VCR as train_vcr.py reads it: each example's image is its ground-truth boxes (vcr_gt_*, LMDB
+    feat_numbb100, every box kept) followed by its detections (vcr_*, the confidence rule); answers
+    and rationales stay word-piece ids, person tags included (81 ids past the vocabulary, which the
+    model's word embeddings grow by), and become UNITER's [CLS] q [SEP] a [SEP] inputs."""
     from ltvl.vl.assemble import VLSpec, build_vl
     from ltvl.vl.data.tokens import tokenizer_fingerprint
     from ltvl.vl.models.presets import BackboneSpec, load_tokenizer
 
     rng = np.random.default_rng(8)
-    gt = {f"vcr_gt_train_movie_{i}.npz": P.uniter_image(rng, 10) for i in range(2)}
+    gt = {f"vcr_gt_train_movie_{i}.npz": P.uniter_image(rng, 14, conf=(0, 0.1)) for i in range(2)}
     det = {f"vcr_train_movie_{i}.npz": P.uniter_image(rng, 11) for i in range(2)}
-    gt_db = P.uniter_img_db(tmp_path / "vcr_gt_train", gt, {n: 10 for n in gt})
+    gt_db = P.uniter_img_db(tmp_path / "vcr_gt_train", gt, db="numbb")
     det_db = P.uniter_img_db(tmp_path / "vcr_train", det, {n: 11 for n in det})
-    records = {f"train-{k}": {"input_ids": [10 + k], "input_ids_as": [[20 + j] for j in range(4)],
+    tok = load_tokenizer(BackboneSpec("tiny"))
+    vocab = tokenizer_fingerprint(tok)["vocab_size"]
+    person = vocab + 80  # the last of VCR's 81 person tags
+    records = {f"train-{k}": {"input_ids": [10 + k, person], "input_ids_as": [[20 + j] for j in range(4)],
                               "input_ids_rs": [[30 + j, 31] for j in range(4)], "qa_target": k % 4,
                               "qar_target": (k + 1) % 4,
                               "img_fname": [f"vcr_gt_train_movie_{k % 2}.npz", f"vcr_train_movie_{k % 2}.npz"]}
                for k in range(4)}
-    tok = load_tokenizer(BackboneSpec("tiny"))
-    fp = tokenizer_fingerprint(tok)
-    meta = {**META, "bert": "tiny's", "v_range": [999, fp["vocab_size"]]}
+    meta = {**META, "bert": "tiny's", "v_range": [999, vocab]}
     txt = P.uniter_txt_db(tmp_path / "txt", records, meta, id2len="id2len_qar.json")
     out = tmp_path / "out"
-    run_import("uniter", "vcr", out, {"train": [txt], "test": [txt]}, [gt_db, det_db])
+    info = run_import("uniter", "vcr", out, {"train": [txt], "test": [txt]}, [gt_db, det_db])
+    assert info.tokenizer["extra_tokens"] == 81 and info.tokenizer["vocab_size"] == vocab
     s, ids = open_split(out, "train"), _by_name(out)
     pair = "vcr_gt_train_movie_1.npz|vcr_train_movie_1.npz"
-    assert s.images.num_regions[ids[pair]] == 21
+    assert s.images.num_regions[ids[pair]] == 14 + 11  # the ground truth whole, though no box clears conf 0.2
     assert np.array_equal(s.images.features(ids[pair]), np.concatenate(
-        [gt["vcr_gt_train_movie_1.npz"]["features"], det["vcr_train_movie_1.npz"]["features"][:11]]))
+        [gt["vcr_gt_train_movie_1.npz"]["features"], det["vcr_train_movie_1.npz"]["features"]]).astype(np.float16))
     ex = s.examples.to_pydict()
     assert ex["answers"][1] == [[20], [21], [22], [23]] and ex["rationale_label"] == [1, 2, 3, 0]
-    data = build_vl(VLSpec(task="vcr", data=str(out), backbone=BackboneSpec("tiny"), max_len=8)).data
+    setup = build_vl(VLSpec(task="vcr", data=str(out), backbone=BackboneSpec("tiny"), max_len=8))
+    data = setup.data
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-    assert data.train_prep["qa_ids"][1, 2].tolist() == [cls, 11, sep, 22, sep, pad, pad, pad]
+    assert data.train_prep["qa_ids"][1, 2].tolist() == [cls, 11, person, sep, 22, sep, pad, pad]
     # QA->R: question, the right answer (qa_target 1 -> 21), then the rationale
-    assert data.train_prep["qar_ids"][1, 0].tolist() == [cls, 11, sep, 21, sep, 30, 31, sep]
+    assert data.train_prep["qar_ids"][1, 0].tolist() == [cls, 11, person, sep, 21, sep, 30, sep]
+    model = setup.model_factory()
+    assert model.backbone.word_embeddings().num_embeddings == vocab + 81
+    model(data.batch(0, 2, 0))  # the person tags index real rows
+    bad = {**records, "train-9": {**records["train-0"], "input_ids": [vocab + 81]}}
+    txt2 = P.uniter_txt_db(tmp_path / "txt2", bad, meta, id2len="id2len_qar.json")
+    with pytest.raises(LtvlError, match=r"'train-9': word-piece id \d+ is outside the .*-token vocabulary \+ 81"):
+        run_import("uniter", "vcr", tmp_path / "o2", {"train": [txt2]}, [gt_db, det_db])

@@ -75,6 +75,13 @@ def build_vl(spec: VLSpec) -> VLSetup:
             where="backbone.preset",
             fix="use a region backbone (uniter/lxmert presets)",
         )
+    for role, split in (("trains on", spec.train_split), ("is scored on", spec.eval_split)):
+        if split in info.unlabelled:
+            raise LtvlError(
+                f"split {split!r} of {data_dir} was published without labels (e.g. VQA/GQA test, VCR test): a chain "
+                f"{role} labelled examples only", where=f"{data_dir}/dataset.json unlabelled",
+                fix="import a labelled split for training and scoring (e.g. GQA testdev, VQA minival) and predict "
+                    "the unlabelled one elsewhere")
     train, evaluation = (
         open_split(data_dir, spec.train_split, spec.task),
         open_split(data_dir, spec.eval_split, spec.task),
@@ -90,6 +97,11 @@ def build_vl(spec: VLSpec) -> VLSetup:
         """θ0: built once (seeded), then deep-copied, so every call is identical and cheap."""
         if "m" not in cache:
             backbone = build_backbone(spec.backbone, info)
+            extra = (info.tokenizer or {}).get("extra_tokens", 0)
+            if extra:  # VCR's person tags: UNITER's init_word_embedding, new rows drawn as BERT's init
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(spec.backbone.seed + 2)
+                    backbone.add_word_embeddings(extra)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(spec.backbone.seed + 1)
                 head = task.build_head(backbone.hidden_size, info)

@@ -16,38 +16,49 @@ D = 32  # feature width (2048 in the real files)
 
 
 def uniter_img_db(directory: Path, images: dict[str, dict], nbb: dict[str, int] | None = None,
-                  compressed: bool = False) -> Path:
-    """``img_db/<name>/feat_th0.2_max100_min10[_compressed]/`` (+ nbb json), records as UNITER writes
-    them: msgpack-numpy dicts, or ``np.savez_compressed`` bytes."""
+                  compressed: bool = False, db: str = "th") -> Path:
+    """``img_db/<name>/<db>[_compressed]/`` as UNITER's scripts/convert_imgdir.py writes it: every
+    float32 array stored as float16; ``db`` "th" = ``feat_th0.2_max100_min10`` with the arrays cut
+    to each image's box count and ``nbb_th0.2_max100_min10.json`` beside it (``nbb``: those counts;
+    None = no json published), "numbb" = ``feat_numbb100`` (conf_th -1: ground-truth boxes, no
+    json), "all" = ``--keep_all``; values msgpack-numpy dicts, or ``np.savez_compressed`` bytes,
+    which under UNITER's numpy 1.x also stored its ``allow_pickle=True`` argument as a 0-d array;
+    and a ``__keys__`` entry with every name."""
     import lmdb
     import msgpack
     import msgpack_numpy
 
-    db = directory / ("feat_th0.2_max100_min10" + ("_compressed" if compressed else ""))
-    db.mkdir(parents=True)
-    env = lmdb.open(str(db), map_size=1 << 26)
+    name = {"th": "feat_th0.2_max100_min10", "numbb": "feat_numbb100", "all": "all"}[db]
+    path = directory / (name + ("_compressed" if compressed else ""))
+    path.mkdir(parents=True)
+    env = lmdb.open(str(path), map_size=1 << 28)
     with env.begin(write=True) as txn:
-        for name, arrays in images.items():
+        for fname, arrays in images.items():
+            keep = nbb.get(fname) if (db == "th" and nbb) else None
+            dump = {k: (a.astype(np.float16) if a.dtype == np.float32 else a)[:keep] for k, a in arrays.items()}
             if compressed:
                 buf = io.BytesIO()
-                np.savez_compressed(buf, **arrays)
+                np.savez_compressed(buf, **dump, allow_pickle=np.array(True))  # numpy 1.x: an array like the rest
                 value = buf.getvalue()
             else:
-                value = msgpack.dumps(arrays, default=msgpack_numpy.encode, use_bin_type=True)
-            txn.put(name.encode("utf-8"), value)
+                value = msgpack.dumps(dump, default=msgpack_numpy.encode, use_bin_type=True)
+            txn.put(fname.encode("utf-8"), value)
+        txn.put(b"__keys__", json.dumps(list(images)).encode("utf-8"))
     env.close()
-    if nbb is not None:
+    if nbb is not None and db == "th":
         (directory / "nbb_th0.2_max100_min10.json").write_text(json.dumps(nbb))
     return directory
 
 
-def uniter_image(rng, n: int, classes: int = 5) -> dict:
+def uniter_image(rng, n: int, classes: int = 1601, conf: tuple[float, float] = (0, 1)) -> dict:
+    """One image's arrays as the BUTD extractor saves them (float32; the converter halves them)."""
     x1y1 = rng.uniform(0, 0.5, (n, 2)).astype(np.float32)
     wh = rng.uniform(0.1, 0.5, (n, 2)).astype(np.float32)
-    return {"features": rng.normal(size=(n, D)).astype(np.float16),
+    soft = rng.uniform(0, 1, (n, classes)).astype(np.float32)
+    soft[:, 0] += 2.0  # the background column usually scores highest: it must never be a target
+    return {"features": rng.normal(size=(n, D)).astype(np.float32),
             "norm_bb": np.concatenate([x1y1, x1y1 + wh, wh], 1).astype(np.float32),
-            "conf": rng.uniform(0, 1, n).astype(np.float32),
-            "soft_labels": rng.uniform(0, 1, (n, classes)).astype(np.float32)}
+            "conf": rng.uniform(*conf, n).astype(np.float32), "soft_labels": soft / soft.sum(1, keepdims=True)}
 
 
 def uniter_txt_db(directory: Path, records: dict[str, dict], meta: dict, extra: dict | None = None,

@@ -27,8 +27,15 @@ class DatasetInfo:
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     format: int = FORMAT
     min_regions: int | None = None
-    # Text stored as word-piece ids (UNITER txt_db): whose vocabulary, and its special ids.
+    # Text stored as word-piece ids (UNITER txt_db): whose vocabulary, its special ids, and the
+    # tokens the task adds to it (VCR's 81 person tags: ``extra_tokens``).
     tokenizer: dict | None = None
+    # region_labels index this many classes: the 1,600 Visual Genome object classes, 0-based, the
+    # detector's background class excluded (UNITER's soft-label column 0; LXMERT's objects_id as is)
+    region_classes: int | None = None
+    soft_label_dim: int | None = None  # width of region_soft_labels (UNITER: 1,601, background first): MRC-kl
+    unlabelled: list[str] = field(default_factory=list)  # splits published without labels: no metric, no training
+    import_log: list[str] = field(default_factory=list)  # what the import skipped or changed, with counts
     files: dict[str, dict] = field(default_factory=dict)  # relative path -> {"bytes", "sha256"}
     content_sha256: str = ""  # hash of the manifest: names the dataset in caches
 

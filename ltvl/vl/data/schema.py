@@ -33,7 +33,8 @@ IMAGE_COLUMNS: dict[str, pa.DataType] = {
 }
 OPTIONAL_IMAGE_COLUMNS: dict[str, pa.DataType] = {
     "image": pa.large_binary(),  # encoded PNG/JPEG, for ViLT
-    "region_labels": pa.large_list(pa.int32()),  # one detector class per region, for MRC
+    "region_labels": pa.large_list(pa.int32()),  # one detector class per region (0-based, no background), for MRC
+    "region_soft_labels": pa.large_list(pa.float16()),  # the detector's class scores per region, for MRC-kl
     "name": pa.large_string(),  # the image's name in its published files (e.g. coco_val2014_000000000042.npz)
 }
 # Examples imported from published files keep their own id (UNITER txt_db key, VQA question_id).

@@ -107,6 +107,8 @@ class ImageTable:
         self._image = _Column(table["image"].chunks, np.uint8) if "image" in table.schema.names else None
         self._labels = (_Column(table["region_labels"].chunks, np.int32)
                         if "region_labels" in table.schema.names else None)
+        self._soft = (_Column(table["region_soft_labels"].chunks, np.float16)
+                      if "region_soft_labels" in table.schema.names else None)
         widths = self._feats.lengths()
         bad = np.flatnonzero(widths != self.num_regions * d)
         if len(bad):
@@ -131,6 +133,10 @@ class ImageTable:
     @property
     def has_region_labels(self) -> bool:
         return self._labels is not None
+
+    @property
+    def has_soft_labels(self) -> bool:
+        return self._soft is not None
 
     def rows(self, image_ids, where: str = "examples.image_id") -> np.ndarray:
         """Row numbers of ``image_ids``; names the first id that is not in the table."""
@@ -166,6 +172,8 @@ class ImageTable:
         feats = np.zeros((b, r, d), np.float16)
         boxes = np.zeros((b, r, BOX_DIM), np.float32)
         labels = np.zeros((b, r), np.int64) if self._labels is not None else None
+        sdim = self.info.soft_label_dim or 0
+        soft = np.zeros((b, r, sdim), np.float16) if self._soft is not None and sdim else None
         pixels = None
         if self._image is not None and self.info.image_size:
             s = self.info.image_size
@@ -177,6 +185,8 @@ class ImageTable:
             boxes[i, :n] = self._boxes.get(c, k).reshape(n, BOX_DIM)
             if labels is not None:
                 labels[i, :n] = self._labels.get(c, k)
+            if soft is not None:
+                soft[i, :n] = self._soft.get(c, k).reshape(n, sdim)
             if pixels is not None:
                 pixels[i] = decode_image(self._image.get(c, k), s)
         out = {f"{prefix}features": torch.from_numpy(feats), f"{prefix}boxes": torch.from_numpy(boxes),
@@ -185,6 +195,8 @@ class ImageTable:
             out[f"{prefix}pixels"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         if labels is not None:
             out[f"{prefix}region_labels"] = torch.from_numpy(labels)
+        if soft is not None:
+            out[f"{prefix}region_soft_labels"] = torch.from_numpy(soft)
         return out
 
 

@@ -107,19 +107,22 @@ def large_list(flat: np.ndarray, lengths: np.ndarray, typ: pa.DataType) -> pa.La
 class ImageWriter:
     """Appends images to ``<split>/images.arrow``; each ``write`` is one record batch."""
 
-    def __init__(self, path: Path, feat_dim: int, encoded: bool, region_labels: bool, names: bool = False):
+    def __init__(self, path: Path, feat_dim: int, encoded: bool, region_labels: bool, names: bool = False,
+                 soft_labels: int = 0):
         fields = dict(IMAGE_COLUMNS)
-        for col, on in (("image", encoded), ("region_labels", region_labels), ("name", names)):
+        for col, on in (("image", encoded), ("region_labels", region_labels), ("name", names),
+                        ("region_soft_labels", soft_labels)):
             if on:
                 fields[col] = OPTIONAL_IMAGE_COLUMNS[col]
         self.feat_dim, self.encoded, self.labelled, self.named = feat_dim, encoded, region_labels, names
+        self.soft = soft_labels
         self._file = _ArrowFileWriter(path, pa.schema(list(fields.items())))
         self.max_regions, self.min_regions = 0, None
         self.ids: list[np.ndarray] = []
 
     def write(self, image_ids, features: np.ndarray, boxes: np.ndarray, num_regions=None,
               images: list[bytes] | None = None, region_labels: np.ndarray | None = None,
-              names: list[str] | None = None) -> None:
+              names: list[str] | None = None, soft_labels: np.ndarray | None = None) -> None:
         """``features`` (n, R, D), ``boxes`` (n, R, 7): padded arrays; image i keeps its first
         ``num_regions[i]`` rows (all R when not given)."""
         n, r, d = features.shape
@@ -149,6 +152,12 @@ class ImageWriter:
             cols["region_labels"] = large_list(lab.reshape(-1) if keep is None else lab[keep], nreg, pa.int32())
         if self.named:
             cols["name"] = pa.array(names, type=pa.large_string())
+        if self.soft:  # (n, R, S): each image keeps its own regions' rows
+            sl = np.asarray(soft_labels, dtype=np.float16)
+            if sl.shape != (n, r, self.soft):
+                raise LtvlError(f"soft labels have shape {sl.shape}, expected {(n, r, self.soft)}", where="soft_labels")
+            flat_s = sl.reshape(-1) if keep is None else sl[keep].reshape(-1)
+            cols["region_soft_labels"] = large_list(flat_s, nreg.astype(np.int64) * self.soft, pa.float16())
         self._file.write(pa.record_batch(list(cols.values()), schema=self._file.schema))
         self.ids.append(ids)
         self.max_regions = max(self.max_regions, int(nreg.max(initial=0)))
@@ -180,9 +189,9 @@ class DatasetWriter:
         return self
 
     def images(self, split: str, encoded: bool = False, region_labels: bool = False,
-               names: bool = False) -> ImageWriter:
+               names: bool = False, soft_labels: int = 0) -> ImageWriter:
         (self.tmp / split).mkdir(exist_ok=True)
-        w = ImageWriter(self.tmp / split / IMAGES, self.info.feat_dim, encoded, region_labels, names)
+        w = ImageWriter(self.tmp / split / IMAGES, self.info.feat_dim, encoded, region_labels, names, soft_labels)
         self._images[split] = w
         return w
 

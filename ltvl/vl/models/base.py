@@ -35,6 +35,18 @@ class VLBackbone(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         raise NotImplementedError
 
+    def add_word_embeddings(self, n: int, std: float = 0.02) -> None:
+        """Grow the vocabulary by ``n`` tokens (VCR's person tags), as UNITER's
+        ``init_word_embedding``: the old rows kept, the new ones drawn from N(0, std)."""
+        old = self.word_embeddings()
+        new = nn.Embedding(old.num_embeddings + n, old.embedding_dim, padding_idx=old.padding_idx,
+                           device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.normal_(0.0, std)
+            new.weight[: old.num_embeddings] = old.weight
+        parent, attr = next((m, name) for m in self.modules() for name, child in m.named_children() if child is old)
+        setattr(parent, attr, new)
+
     def image_input_shape(self, batch: dict) -> torch.Size:
         """Shape of the tensor ``image_delta`` perturbs for this batch."""
         raise NotImplementedError

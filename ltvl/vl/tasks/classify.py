@@ -60,6 +60,9 @@ class VQATask(VLTask):
         return {"metric": acc, "vqa_accuracy": acc, "n": s["n"]}
 
 
+NO_ANSWER = -1  # a question whose answers are all outside the vocabulary (LXMERT's GQA): scored wrong, no loss
+
+
 class LabelTask(CrossEntropyAccuracy, VLTask):
     """Single-label classification over [CLS]: GQA (answer vocabulary) and SNLI-VE (3-way)."""
 
@@ -76,9 +79,9 @@ class LabelTask(CrossEntropyAccuracy, VLTask):
         ex = split.examples
         labels = torch.from_numpy(column(ex, "label").astype("int64"))
         n = self.num_outputs(split.info)
-        if len(labels) and (labels.min() < 0 or labels.max() >= n):
-            raise LtvlError(f"labels must be in [0, {n}), found {int(labels.min())}..{int(labels.max())}",
-                            where="examples.label")
+        if len(labels) and (labels.min() < NO_ANSWER or labels.max() >= n):
+            raise LtvlError(f"labels must be in [0, {n}) (or -1: no answer in the vocabulary), found "
+                            f"{int(labels.min())}..{int(labels.max())}", where="examples.label")
         return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"), "labels": labels,
                 **text_inputs(tokenizer, ex, max_len)}
 
@@ -86,6 +89,16 @@ class LabelTask(CrossEntropyAccuracy, VLTask):
         return {"input_ids": prep["input_ids"][rows], "attention_mask": prep["attention_mask"][rows],
                 "labels": prep["labels"][rows], **image_batch(split.images, prep["image_id"][rows.numpy()])}
 
+    def loss(self, logits, batch):
+        y = batch[self.label_key]
+        if (y == NO_ANSWER).any():  # GQA questions whose answers are all outside the vocabulary: no target
+            known = y != NO_ANSWER
+            if not known.any():
+                return logits.sum() * 0.0
+            return nn.functional.cross_entropy(logits[known], y[known])
+        return nn.functional.cross_entropy(logits, y)
+
     def majority_class(self, train_prep: dict) -> int | None:
         labels = train_prep["labels"]
+        labels = labels[labels != NO_ANSWER]
         return int(torch.bincount(labels).argmax()) if len(labels) else None

@@ -1,8 +1,9 @@
 """Pre-training objectives for task-agnostic tickets (SPEC §2): MLM, masked-region feature
-regression (MRFR), masked-region classification (MRC, cross-entropy against each region's hard
-class label; UNITER's MRC-kl against detector soft labels is not implemented yet) and image-text
-matching (ITM). Masking is conditional as in UNITER: one modality is masked while the other is
-intact.
+regression (MRFR), masked-region classification (MRC: cross-entropy against each region's
+detector class, background excluded, as UNITER's MRC targets ``soft_labels[:, 1:].argmax() + 1``;
+MRC-kl, opt-in: KL to the detector's soft labels over all 1,601 classes, UNITER's ``mrc-kl``,
+on data imported with them) and image-text matching (ITM). Masking is conditional as in UNITER:
+one modality is masked while the other is intact.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from torch import nn
 from ltvl.util.errors import LtvlError
 from ltvl.vl.tasks.base import VLTask, column, image_batch, text_inputs
 
-OBJECTIVES = ("mlm", "mrfr", "mrc", "itm")
+OBJECTIVES = ("mlm", "mrfr", "mrc", "itm")  # the default set
+KNOWN = (*OBJECTIVES, "mrc_kl")
 MASK_P = 0.15
 
 
@@ -25,12 +27,12 @@ class PretrainTask(VLTask):
     name = "pretrain"
 
     def __init__(self, objectives: tuple[str, ...] = OBJECTIVES):
-        bad = [o for o in objectives if o not in OBJECTIVES]
+        bad = [o for o in objectives if o not in KNOWN]
         if bad or not objectives:
             raise LtvlError(
                 f"unknown pre-training objective(s) {bad}",
                 where="task.objectives",
-                fix=f"choose from {list(OBJECTIVES)}",
+                fix=f"choose from {list(KNOWN)}",
             )
         self.objectives = tuple(objectives)
 
@@ -43,13 +45,21 @@ class PretrainTask(VLTask):
             }
         )
         if "mrc" in self.objectives:
-            if not info.num_labels:
+            classes = info.region_classes or info.num_labels  # num_labels: ltvl's synthetic pre-training data
+            if not classes:
                 raise LtvlError(
-                    "MRC needs region classes: 'num_labels' in dataset.json and a region_labels column",
-                    where="dataset.json num_labels",
-                    fix="add them, or drop 'mrc' from task.objectives",
+                    "MRC needs region classes: 'region_classes' in dataset.json and a region_labels column (an "
+                    "import older than this ltvl recorded neither: re-import it)",
+                    where="dataset.json region_classes",
+                    fix="re-import the features with `ltvl data import`, or drop 'mrc' from task.objectives",
                 )
-            heads["mrc"] = _head(hidden, info.num_labels)
+            heads["mrc"] = _head(hidden, classes)
+        if "mrc_kl" in self.objectives:
+            if not info.soft_label_dim:
+                raise LtvlError("MRC-kl needs the detector's soft labels (region_soft_labels)",
+                                where="dataset.json soft_label_dim",
+                                fix="import UNITER's img_db for --task pretrain (or flickr30k), or drop 'mrc_kl'")
+            heads["mrc_kl"] = _head(hidden, info.soft_label_dim)
         return heads
 
     def prepare(self, split, tokenizer, max_len):
@@ -57,6 +67,9 @@ class PretrainTask(VLTask):
         if "mrc" in self.objectives and not split.images.has_region_labels:
             raise LtvlError("MRC needs a region_labels column in images.arrow", where=f"{split.name}/images.arrow",
                             fix="drop 'mrc' from objectives, or import the detector's region classes")
+        if "mrc_kl" in self.objectives and not split.images.has_soft_labels:
+            raise LtvlError("MRC-kl needs a region_soft_labels column in images.arrow",
+                            where=f"{split.name}/images.arrow", fix="drop 'mrc_kl', or import UNITER's soft labels")
         special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         return {
             "rows": torch.arange(ex.num_rows),
@@ -107,7 +120,7 @@ class PretrainTask(VLTask):
             )
             h = head["mlm"](o.text[batch["mlm_labels"] != -100])
             out["mlm"] = h @ backbone.word_embeddings().weight.T  # decoder tied to the word embeddings
-        if "mrfr" in self.objectives or "mrc" in self.objectives:
+        if {"mrfr", "mrc", "mrc_kl"} & set(self.objectives):
             masked = dict(img, features=batch["features"].masked_fill(batch["region_pick"][..., None], 0.0))
             o = backbone(
                 {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **masked},
@@ -117,8 +130,9 @@ class PretrainTask(VLTask):
             hid = o.image[batch["region_pick"]]
             if "mrfr" in self.objectives:
                 out["mrfr"] = head["mrfr"](hid)
-            if "mrc" in self.objectives:
-                out["mrc"] = head["mrc"](hid)
+            for name in ("mrc", "mrc_kl"):
+                if name in self.objectives:
+                    out[name] = head[name](hid)
         if "itm" in self.objectives:
             o = backbone(
                 {"input_ids": batch["itm_input_ids"], "attention_mask": batch["itm_attention_mask"], **img},
@@ -137,6 +151,10 @@ class PretrainTask(VLTask):
             total = total + nn.functional.mse_loss(out["mrfr"], target)
         if "mrc" in out:
             total = total + nn.functional.cross_entropy(out["mrc"], batch["region_labels"][batch["region_pick"]])
+        if "mrc_kl" in out:  # UNITER: kl_div(log_softmax(pred), soft labels, reduction='none'), then .mean()
+            target = batch["region_soft_labels"][batch["region_pick"]].to(out["mrc_kl"].dtype)
+            total = total + nn.functional.kl_div(nn.functional.log_softmax(out["mrc_kl"], -1), target,
+                                                 reduction="none").mean()
         if "itm" in out:
             total = total + nn.functional.cross_entropy(out["itm"], batch["itm_labels"])
         return total
@@ -149,6 +167,9 @@ class PretrainTask(VLTask):
         if "mrc" in out:
             lab = batch["region_labels"][batch["region_pick"]]
             s.update(mrc_correct=float((out["mrc"].argmax(1) == lab).sum()), mrc_n=float(len(lab)))
+        if "mrc_kl" in out:  # the best object class (background excluded) agrees with the detector's
+            want = batch["region_soft_labels"][batch["region_pick"]][:, 1:].argmax(1)
+            s.update(mrc_kl_correct=float((out["mrc_kl"][:, 1:].argmax(1) == want).sum()), mrc_kl_n=float(len(want)))
         if "mrfr" in out:
             tgt = batch["features"][batch["region_pick"]].to(out["mrfr"].dtype)
             s.update(mrfr_se=float(((out["mrfr"] - tgt) ** 2).mean(1).sum()), mrfr_n=float(len(tgt)))
@@ -162,6 +183,8 @@ class PretrainTask(VLTask):
             res["mlm_accuracy"] = s["mlm_correct"] / s["mlm_n"]
         if "mrc_n" in s:
             res["mrc_accuracy"] = s["mrc_correct"] / s["mrc_n"]
+        if "mrc_kl_n" in s:
+            res["mrc_kl_accuracy"] = s["mrc_kl_correct"] / s["mrc_kl_n"]
         if "mrfr_n" in s:
             res["mrfr_mse"] = s["mrfr_se"] / s["mrfr_n"]
         if "itm_correct" in s:

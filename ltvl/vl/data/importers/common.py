@@ -20,13 +20,15 @@ CHUNK = 1024  # images per record batch
 
 @dataclass
 class Region:
-    """One image's regions: features (n, D), 7-d normalised boxes (n, 7), optional detector classes."""
+    """One image's regions: features (n, D), 7-d normalised boxes (n, 7), optional detector classes
+    (0-based over the 1,600 Visual Genome objects) and the detector's soft labels (n, 1601)."""
 
     name: str
     features: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray | None = None
     encoded: bytes | None = None
+    soft: np.ndarray | None = None
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Examples:
 
     task: str
     rows: dict[str, list] = field(default_factory=dict)
+    unlabelled: bool = False  # the split was published without labels (they are filled with -1 / empty)
+    log: list[str] = field(default_factory=list)  # what reading it skipped or changed, counted
 
     def add(self, **values) -> None:
         for k, v in values.items():
@@ -70,16 +74,16 @@ def norm_boxes(xyxy: np.ndarray, width: float, height: float) -> np.ndarray:
 
 
 def write_split(w: DatasetWriter, split: str, examples: Examples, regions: Iterable[Region], feat_dim: int,
-                sources: str, labelled: bool = False) -> None:
+                sources: str, labelled: bool = False, soft_dim: int = 0) -> None:
     """Write the images the examples use (from ``regions``, in any order; others are skipped) and
     then the examples. An image the examples use but no source holds is an error naming it."""
     names = examples.image_names()
     ids = {n: i for i, n in enumerate(names)}
-    writer = w.images(split, region_labels=labelled, names=True)
+    writer = w.images(split, region_labels=labelled, names=True, soft_labels=soft_dim)
     seen: set[str] = set()
     for chunk in _chunks((r for r in regions if r.name in ids and r.name not in seen), CHUNK):
         seen.update(r.name for r in chunk)
-        _write_chunk(writer, chunk, ids, feat_dim, labelled, False)
+        _write_chunk(writer, chunk, ids, feat_dim, labelled, False, soft_dim)
     missing = [n for n in names if n not in seen]
     if missing:
         raise LtvlError(f"{len(missing)} image(s) used by {split!r} examples are in none of the image sources, "
@@ -106,22 +110,31 @@ def write_stream(w: DatasetWriter, split: str, batches: Iterable[tuple[Examples,
 
 
 def _write_chunk(writer, chunk: list[Region], ids: dict[str, int], feat_dim: int, labelled: bool,
-                 encoded: bool) -> None:
+                 encoded: bool, soft_dim: int = 0) -> None:
     n, r = len(chunk), max(max(len(x.features) for x in chunk), 1)
     feats = np.zeros((n, r, feat_dim), np.float16)
     boxes = np.zeros((n, r, 7), np.float32)
     labels = np.zeros((n, r), np.int32)
+    soft = np.zeros((n, r, soft_dim), np.float16) if soft_dim else None
     for i, x in enumerate(chunk):
         k = len(x.features)
         if feat_dim and x.features.shape[1] != feat_dim:
             raise LtvlError(f"image {x.name!r} has {x.features.shape[1]}-d features, the others {feat_dim}-d",
                             where="features", fix="import one feature extractor's output at a time")
         feats[i, :k], boxes[i, :k] = x.features, x.boxes
-        if labelled and x.labels is not None:
+        if labelled:
+            if x.labels is None:
+                raise LtvlError(f"image {x.name!r} has no detector classes, the others do", where="features",
+                                fix="import features from one extraction at a time")
             labels[i, :k] = x.labels
+        if soft is not None:
+            if x.soft is None or x.soft.shape != (k, soft_dim):
+                raise LtvlError(f"image {x.name!r} has no {soft_dim}-class soft labels, the others do",
+                                where="features", fix="import features from one extraction at a time")
+            soft[i, :k] = x.soft
     nreg = np.array([len(x.features) for x in chunk])
     writer.write([ids[x.name] for x in chunk], feats, boxes, nreg, [x.encoded for x in chunk] if encoded else None,
-                 labels if labelled else None, [x.name for x in chunk])
+                 labels if labelled else None, [x.name for x in chunk], soft)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

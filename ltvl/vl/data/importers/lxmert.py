@@ -25,6 +25,7 @@ from ltvl.vl.data.importers.common import Examples, Region, norm_boxes
 from ltvl.vl.data.schema import SOURCE_ID
 
 TASKS = ("vqa", "gqa", "nlvr2")
+REGION_CLASSES = 1600  # Visual Genome objects, 0-based, background excluded (the detector's 1,601 minus it)
 FIELDS = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",
           "features"]
 
@@ -60,30 +61,55 @@ def _region(row: list[str], where: str) -> Region:
 
 
 def examples(task: str, files: list[Path], answers: dict[str, int] | None) -> Examples:
+    """LXMERT's question files, read as ``src/tasks/*_data.py`` reads them: a VQA answer outside
+    the vocabulary is an error (vqa_data.py indexes ans2label and raises), a GQA one is skipped
+    and counted (gqa_data.py skips it; a question left with no known answer is kept with label -1:
+    left out of training, scored wrong). Questions with no ``label`` make an unlabelled split
+    (VQA test, GQA submit/challenge)."""
     out = Examples(task)
+    labelled = [0, 0]
+    skipped, emptied = 0, 0
     for path in files:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise LtvlError(f"not a JSON question file ({e})", where=str(path)) from e
+        if not isinstance(data, list):
+            raise LtvlError(f"holds a {type(data).__name__}, LXMERT's question files hold a list", where=str(path))
         for k, q in enumerate(data):
             try:
                 if task == "nlvr2":
+                    labelled[0 if "label" in q else 1] += 1
                     out.add(**{SOURCE_ID: q.get("uid", q["identifier"]), "image": q["img0"], "image_2": q["img1"],
-                               "text": q["sent"], "label": int(q["label"])})
+                               "text": q["sent"], "label": int(q["label"]) if "label" in q else -1})
                     continue
-                label = q.get("label", {})
+                has = "label" in q
+                labelled[0 if has else 1] += 1
+                label = q["label"] if has else {}
                 unknown = [a for a in label if a not in answers]
-                if unknown and task == "gqa":
-                    raise LtvlError(f"answer {unknown[0]!r} is not in the answer vocabulary", where=f"{path}[{k}]")
-                kept = [(answers[a], float(s)) for a, s in label.items() if a in answers]  # as LXMERT does
+                if unknown and task == "vqa":
+                    raise LtvlError(f"question {q['question_id']}: answer {unknown[0]!r} is not in the answer "
+                                    "vocabulary (LXMERT's vqa_data.py fails on it too)", where=f"{path}[{k}]",
+                                    fix="pass the ans2label JSON the questions were written with "
+                                        "(LXMERT: data/vqa/trainval_ans2label.json)")
+                skipped += len(unknown)
+                kept = [(answers[a], float(s)) for a, s in label.items() if a in answers]
+                emptied += bool(has and label and not kept)
                 row = {SOURCE_ID: q["question_id"], "image": q["img_id"], "text": q["sent"]}
                 if task == "vqa":
                     row.update(answer_ids=[a for a, _ in kept], answer_scores=[s for _, s in kept])
                 else:
-                    row.update(label=max(kept, key=lambda x: x[1])[0] if kept else 0)
+                    row.update(label=max(kept, key=lambda x: x[1])[0] if kept else -1)
                 out.add(**row)
-            except (KeyError, TypeError) as e:
+            except (KeyError, TypeError, AttributeError) as e:
                 raise LtvlError(f"question lacks {e!r}", where=f"{path}[{k}]",
                                 fix=f"is this LXMERT's {task} question file?") from e
+    if all(labelled):
+        raise LtvlError(f"{labelled[0]} questions have a label and {labelled[1]} do not: a split is either "
+                        "labelled or published without labels", where=", ".join(map(str, files)),
+                        fix="import the labelled and the unlabelled files as separate splits")
+    out.unlabelled = labelled[0] == 0 and len(out) > 0
+    if skipped:
+        out.log.append(f"{skipped} answer(s) outside the vocabulary skipped, as LXMERT's gqa_data.py does; "
+                       f"{emptied} question(s) kept no answer (label -1: left out of training, scored wrong)")
     return out
