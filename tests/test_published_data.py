@@ -15,7 +15,7 @@ from ltvl.vl.data.store import open_split
 from ltvl.vl.models.presets import BackboneSpec
 from tests.helpers import published as P
 from tests.test_cli import ltvl
-from tests.test_importers import META, VILT_VQA, _by_name
+from tests.test_importers import META, VILT_VQA
 
 UNCASED = {**META, "bert": "bert-base-uncased", "v_range": [999, 30522]}
 
