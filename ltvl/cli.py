@@ -185,6 +185,9 @@ def _imp(root: Optional[Path] = None, **options) -> None:
         job = job.with_data(str(resolve_dataset(data_for(job.params))))
         setup = build_vl(job.vl)
         spec, factory, train_task, data_sha = job.chain, setup.model_factory, setup.data, setup.info.content_sha256
+        load = factory().backbone.load_report
+        if load is not None:
+            console.print(f"θ0 {load.line()}", highlight=False)
     root = root or home() / "chains"
     console.print(f"chain {spec.short_hash} ({options['task']}, {options['method']} pruning) → {root}")
     table = Table("round", "sparsity", "metric", "train loss", "mask", "s")

@@ -297,3 +297,47 @@ def test_imp_trains_a_theta0_prime_ticket_from_a_bert_checkpoint_and_resumes(ck,
     assert "(resumed)" in again.stdout
     no_prime = ltvl(*args)
     assert no_prime.returncode == 2 and "theta0_prime baseline needs another checkpoint" in no_prime.stderr
+
+
+def test_imp_prints_the_load_report_and_trains_the_official_layout(ck, tmp_path):
+    res = ltvl("imp", "--preset", "uniter-base", "--checkpoint", ck["uniter"], "--custom-size", "--data", ck["data"],
+               "--max-len", "12", "--steps", "2", "--batch-size", "4", "--eval-limit", "8", "--target", "0.5",
+               "--root", tmp_path / "r")
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"θ0 .*uniter-base.pt: UNITER checkpoint, loaded 49, missing 0, unexpected 0; dropped heads: "
+                     r"cls\.\* \(6\)", res.stdout), res.stdout
+    assert "round 1: sparsity 0.500" in res.stdout
+
+
+def test_a_base_preset_without_weights_is_refused_unless_random_is_said(ck):
+    with pytest.raises(LtvlError, match=r"(?s)params.checkpoint: preset 'lxmert-base' needs its pre-trained weights"
+                                        r".*checkpoint: random"):
+        _job(ck, preset="lxmert-base")
+    job = _job(ck, preset="lxmert-base", checkpoint="random")
+    assert not any(k == "checkpoint" for k, _ in job.chain.context) and job.vl.backbone.checkpoint is None
+    with pytest.raises(LtvlError, match=r"checkpoint: random applies to base presets; 'minilm'"):
+        _job(ck, checkpoint="random")
+
+
+def test_published_sizes_are_recognised_from_real_size_state_dicts():
+    """The architecture read from a full-size model's names and shapes (built on the meta device,
+    so without memory) is the published one: the check passes them and names any other size."""
+    from transformers import BertConfig, LxmertConfig, LxmertForPreTraining, ViltConfig, ViltForMaskedLM
+
+    from ltvl.vl.models import checkpoint as ck_mod
+    from ltvl.vl.models.presets import PRESETS, _arch_differences
+    from ltvl.vl.models.uniter import UniterBackbone
+
+    with torch.device("meta"):
+        uniter = {f"uniter.{k}": tuple(v.shape) for k, v in UniterBackbone(BertConfig(vocab_size=28996), 2048)
+                  .state_dict().items()}
+        lxmert = {k: tuple(v.shape) for k, v in LxmertForPreTraining(LxmertConfig()).state_dict().items()}
+        vilt = {k: tuple(v.shape) for k, v in ViltForMaskedLM(ViltConfig()).state_dict().items()}
+    cases = [("uniter-base", "uniter", uniter, {"num_attention_heads": 12}), ("lxmert-base", "lxmert", lxmert,
+             {"num_attention_heads": 12}), ("vilt-base", "vilt", vilt, {"num_attention_heads": 12})]
+    for preset, kind, shapes, cfg in cases:
+        assert ck_mod._kind_from_keys(shapes)[0] == kind
+        arch = ck_mod._ARCH[kind](ck_mod._strip(shapes, ck_mod._PREFIX[kind]), cfg)
+        assert _arch_differences(PRESETS[preset], arch) == [], (preset, arch)
+    assert _arch_differences(PRESETS["uniter-large"], ck_mod._bert_arch(ck_mod._strip(uniter, "uniter."), {})) \
+        == ["layers 12 (published 24)", "hidden 768 (published 1024)", "intermediate 3072 (published 4096)"]

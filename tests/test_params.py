@@ -44,7 +44,7 @@ BASES = {"rounds": {**BASE, "target_sparsity": None, "rounds": 2}, "target_spars
          "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6},
          **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")},  # adaptive knobs
          "masks_of_seed": {**BASE, "schedule": "adaptive", "start_level": 2},
-         "checkpoint": {**BASE, "preset": "uniter-base", "custom_size": True}}
+         "checkpoint": {**BASE, "preset": "uniter-base", "custom_size": True, "checkpoint": "random"}}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from ltvl.params.schema import (
     INFO,
     LAYERS_PRESET,
     MAX_ROUNDS,
+    RANDOM_INIT,
     TICKET_KEYS,
     ChainParams,
     check,
@@ -161,9 +162,10 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     check_pooling(p.preset, p.pooling, f"{where}.pooling")
     if p.layers == LAYERS_PRESET:  # the depth the preset builds by default, as a number (or None: all)
         p = dataclasses.replace(p, layers=preset.default_layers)
-    backbone = BackboneSpec(p.preset, p.checkpoint, p.layers, p.seed, p.pooling, p.tokenizer, p.custom_size,
-                            p.allow_missing)
-    facts = preflight(backbone, p.max_len, where)
+    random_init = p.checkpoint == RANDOM_INIT
+    backbone = BackboneSpec(p.preset, None if random_init else p.checkpoint, p.layers, p.seed, p.pooling,
+                            p.tokenizer, p.custom_size, p.allow_missing)
+    facts = preflight(backbone, p.max_len, where, random_init)
     vl = VLSpec(task=p.task, data=data_path or data, backbone=backbone,
                 max_len=p.max_len, eval_limit=p.eval_limit, loader_workers=p.loader_workers)
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),

@@ -73,6 +73,7 @@ def _baselines() -> tuple[str, ...]:
     return tuple(b.value for b in Baseline)
 
 
+RANDOM_INIT = "random"  # checkpoint: random — a base preset without pre-trained weights, on purpose
 LAYERS_PRESET = "preset"  # `layers` left to the preset: 2 for minilm/tiny (CPU speed), all for base presets
 MAX_STEPS = 1_000_000  # UNITER's longest public recipe is 300k steps
 MAX_ROUNDS = 100  # 0.9 ** 100 keeps 0.003% of the weights: past this a rate is almost surely a typo
@@ -96,7 +97,8 @@ class ChainParams:
                                      keywords=(LAYERS_PRESET,))
     checkpoint: str | None = param(None, "backbone weights for base presets: UNITER's .pt, a transformers directory "
                                    "(BERT, LXMERT, ViLT; .safetensors or .bin) or airsplay's *_LXRT.pth; identified "
-                                   "by its content", DENSE, str, nullable=True, recipe=True, context=True)
+                                   "by its content; `random` = a base preset from its seeded random init",
+                                   DENSE, str, nullable=True, recipe=True, context=True, keywords=(RANDOM_INIT,))
     tokenizer: str | None = param(None, "tokenizer directory (vocab.txt); default: the one beside the checkpoint, or "
                                   "bert-base-uncased (MiniLM's copy) for models with that vocabulary", DENSE, str,
                                   nullable=True, recipe=True, context=True)

@@ -176,7 +176,7 @@ class LineageCallback(tune.Callback):
             from ltvl.params.resolve import resolve_chain
             job = resolve_chain(config["group"]["chains"][0])
             self._record(dense_ops(result["dense"], job, {k: result[k] for k in ("metric", "majority_metric", "n")
-                                                          if k in result}))
+                                                          if k in result}, load=result.get("load", "")))
             if self.board is not None:
                 self.board.round_done(row_key(config), 0, result["metric"])
             self._say(f"[bold]dense[/] {job.params.task} seed {job.params.seed} ({result['dense'][:8]}): metric "

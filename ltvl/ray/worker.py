@@ -208,9 +208,11 @@ def train_dense(config: dict) -> None:
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
         shared_first_mask(spec, got, dense_mask)
+    load = getattr(w.model_factory().backbone, "load_report", None)  # what θ0's checkpoint load did, for MLflow
     ray.train.report(
         {
             "dense": store.sha256,
+            "load": load.line() if load is not None else "",
             "dense_steps": got.steps_trained,
             "round": 0,
             "metric": got.record.metrics["metric"],

@@ -147,7 +147,8 @@ def lineage_tags(job: Job) -> dict[str, Any]:
             "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT}
 
 
-def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
+def dense_ops(dense_sha: str, job: ChainJob, metrics: dict, load: str = "") -> list[dict]:
+    """The dense run's records; ``load`` is what loading θ0's checkpoint did (counts, dropped heads)."""
     p = job.params
     recipe = {k: rounded(getattr(p, k), 6) for k, info in INFO.items()
               if info.role == DENSE and getattr(p, k) is not None and not (k.startswith("adv_") and k != "adv_use"
@@ -156,12 +157,16 @@ def dense_ops(dense_sha: str, job: ChainJob, metrics: dict) -> list[dict]:
     why = dense_flag(float(metrics["metric"]), metrics.get("n"), majority=metrics.get("majority_metric")) \
         if "metric" in metrics else None
     flag = {DENSE_FLAG: why} if why else {}
+    by_content = {f"ltvl.{k}_sha256": v.removeprefix("sha256:") for k, v in job.chain.context
+                  if k in ("checkpoint", "tokenizer")}
+    if load:
+        by_content["ltvl.load"] = load[:5000]  # MLflow's tag limit
     note = (f"The dense run every chain of this recipe starts from: {p.preset} on {p.task}, {p.steps} steps at lr "
             f"{p.lr:g}, seed {p.seed}. Its `metric` is the dense baseline that 'keeps p of dense' compares with.")
     return [{"op": "run", "key": key, "name": f"dense · {p.task} · seed {p.seed} · {dense_sha[:8]}", "params": recipe,
              "tags": {"ltvl.kind": "dense", "ltvl.arm": "dense", "ltvl.dense": dense_sha, "ltvl.task": p.task,
                       "ltvl.seed": p.seed, "ltvl.init": "theta0", "ltvl.epsilon": epsilon(p), "ltvl.format": FORMAT,
-                      NOTE: note}},
+                      NOTE: note, **by_content}},
             {"op": "metrics", "key": key, "step": 0,
              "metrics": {k: rounded(float(v), 6) for k, v in metrics.items()
                          if k in ("metric", "majority_metric", "n")}},

@@ -425,13 +425,22 @@ def _arch_differences(preset: Preset, arch: dict) -> list[str]:
             if arch.get(k) is not None and arch[k] != v]
 
 
-def preflight(spec: BackboneSpec, max_len: int, where: str = "params") -> BackboneFacts:
+def preflight(spec: BackboneSpec, max_len: int, where: str = "params", random_init: bool = False) -> BackboneFacts:
     """Everything about the backbone that can be wrong in the user's files, checked from the files
     alone: that the preset takes a checkpoint, the checkpoint's model type and size, its content
-    hash (the identity of what it trains), layers, text positions, and the tokenizer."""
+    hash (the identity of what it trains), layers, text positions, and the tokenizer. A base
+    preset without a checkpoint would train from random weights: only ``random_init`` says so."""
     preset = get_preset(spec.preset)
     insp, sha = None, None
     model_vocab = VOCAB
+    if random_init and not preset.accepts:
+        raise LtvlError(f"checkpoint: random applies to base presets; {preset.name!r} has its own weights "
+                        f"({preset.weights})", where=f"{where}.checkpoint", fix="drop checkpoint")
+    if preset.accepts and not spec.checkpoint and not random_init:
+        raise LtvlError(f"preset {preset.name!r} needs its pre-trained weights: without a checkpoint it would start "
+                        "from random init", where=f"{where}.checkpoint",
+                        fix="give checkpoint (docs/guide/checkpoints.md lists each published file), or "
+                            "`checkpoint: random` if random weights are what you want")
     if spec.checkpoint:
         if not preset.accepts:
             raise LtvlError(
