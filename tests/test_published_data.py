@@ -99,9 +99,9 @@ def test_an_old_import_without_region_classes_is_refused_for_mrc(tmp_path):
     txt = P.uniter_txt_db(tmp_path / "txt", {"0": {"input_ids": [5], "img_fname": "a.npz"}}, UNCASED)
     out = tmp_path / "out"
     run_import("uniter", "flickr30k", out, {"train": [txt], "test": [txt]}, [udb])
-    doc = json.loads((out / "dataset.json").read_text())
-    doc["region_classes"] = None  # what imports before this ltvl recorded
-    (out / "dataset.json").write_text(json.dumps(doc))
+    from tests.helpers.datasets import rewrite_dataset_json
+
+    rewrite_dataset_json(out, region_classes=None)  # what imports before this ltvl recorded
     with pytest.raises(LtvlError, match=r"MRC needs region classes.*re-import"):
         build_vl(VLSpec(task="pretrain", data=str(out), backbone=BackboneSpec("tiny"))).model_factory()
 

@@ -16,6 +16,7 @@ from ltvl.vl.data.schema import TASK_COLUMNS
 from ltvl.vl.data.store import open_split
 from ltvl.vl.data.synthetic import COLOURS, Shape, make_synthetic
 from ltvl.vl.data.writer import DatasetWriter
+from tests.helpers.datasets import rewrite_dataset_json
 
 
 def replace_file(directory, rel: str, table: pa.Table) -> None:
@@ -25,7 +26,7 @@ def replace_file(directory, rel: str, table: pa.Table) -> None:
         w.write_table(table)
     meta = json.loads((directory / "dataset.json").read_text())
     meta["files"][rel]["bytes"] = path.stat().st_size
-    (directory / "dataset.json").write_text(json.dumps(meta))
+    rewrite_dataset_json(directory, files=meta["files"])
 
 
 def read(directory, rel: str) -> pa.Table:
@@ -118,9 +119,7 @@ def test_missing_and_mistyped_columns_are_named(tmp_path):
 
 def test_feature_width_that_differs_from_dataset_json_is_named(tmp_path):
     make_synthetic("gqa", tmp_path, n_train=20, n_test=5)
-    meta = json.loads((tmp_path / "dataset.json").read_text())
-    meta["feat_dim"] = 32
-    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    rewrite_dataset_json(tmp_path, feat_dim=32)
     with pytest.raises(LtvlError, match=r"(?s)images.arrow features.*image_id 0 has 16-d region features, "
                                         r"dataset.json says feat_dim 32"):
         open_split(tmp_path, "train")

@@ -189,9 +189,9 @@ def test_incompatible_combinations(datasets, tmp_path):
         build_vl(VLSpec(task="pretrain", data=datasets["pretrain"], backbone=BackboneSpec("tiny-vilt"),
                         objectives=("mlm", "mrfr")))
     make_synthetic("vqa", tmp_path, n_train=8, n_test=4)
-    meta = json.loads((tmp_path / "dataset.json").read_text())
-    meta["image_size"] = None
-    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    from tests.helpers.datasets import rewrite_dataset_json
+
+    rewrite_dataset_json(tmp_path, image_size=None)
     with pytest.raises(LtvlError, match="stores no 'pixels'"):
         build_vl(VLSpec(task="vqa", data=str(tmp_path), backbone=BackboneSpec("tiny-vilt"))).model_factory()
 

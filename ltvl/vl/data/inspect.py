@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from ltvl.util.errors import LtvlError
+from ltvl.util.safepath import inside, regular_file
 from ltvl.vl.data.info import DatasetInfo
 from ltvl.vl.data.writer import EXAMPLES, IMAGES
 
@@ -21,9 +22,10 @@ def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
 def verify_files(directory: Path, info: DatasetInfo) -> None:
     """Every manifest file exists with its size and sha256; the first that does not is named."""
     for rel, meta in info.files.items():
-        path = directory / rel
+        path = inside(directory, rel, f"{directory}/dataset.json files")
         if not path.exists():
             raise LtvlError(f"missing file {rel}", where=str(directory), fix="re-import or re-fetch the dataset")
+        regular_file(path, str(path))  # a device or a pipe would be read forever
         if path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
             raise LtvlError("contents differ from the manifest's sha256: the file is corrupt or was replaced",
                             where=str(path), fix="re-import or re-fetch the dataset")
