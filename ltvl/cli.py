@@ -452,7 +452,7 @@ def lineage(
     sync: Annotated[
         Path | None,
         typer.Option(
-            help="send records a sweep spooled while MLflow was down (the mlflow-spool.jsonl under the sweep's root)"
+            help="send records a sweep spooled while MLflow was down (mlflow-spool.NAME.jsonl under the sweep's root)"
         ),
     ] = None,
     experiment: Annotated[str | None, typer.Option(help="with --sync: the sweep's name")] = None,
@@ -625,8 +625,10 @@ def cluster_env(directory: ClusterDir = None) -> None:
             where=str(directory or default_dir()),
             fix="start one with: ltvl cluster up",
         )
-    for k, v in state.env().items():
-        print(f"export {k}={v}")
+    import shlex
+
+    for k, v in state.env().items():  # quoted: a directory with a space, or with $(…), stays a value
+        print(f"export {k}={shlex.quote(v)}")
 
 
 def _experiment_kind(uri: str, name: str) -> str:

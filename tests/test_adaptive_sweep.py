@@ -5,13 +5,13 @@ level, parent level and verdict, and a shared mask's lineage leads back to seed 
 (``seed_informed`` without ``share_masks`` differs only in the params it gives seed 1, tested
 without Ray in test_cost_strategies.py.)"""
 import os
-import subprocess
 import sys
 
 import pytest
 
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.vl.data.synthetic import make_synthetic
+from tests.helpers.listening import run_sampling_listeners
 
 pytestmark = pytest.mark.long
 
@@ -21,17 +21,21 @@ def test_an_adaptive_sweep_records_its_tries_and_informs_the_second_seed(tmp_pat
 
     make_synthetic("gqa", tmp_path / "data", n_train=256, n_test=256)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""}
-    res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--config", "tests/configs/tiny_rewind_grid.yaml",
+    env = {**os.environ, "LTVL_HOME": str(tmp_path / "home"), "HOME": str(tmp_path / "user")}
+    env.pop("RAY_ADDRESS", None)  # the sweep starts its own Ray: on loopback only (sampled throughout)
+    res, sockets = run_sampling_listeners([sys.executable, "sweeps/rewind_grid.py", "--config",
+                                           "tests/configs/tiny_rewind_grid.yaml",
                           "--set", "name=adaptive", "--set", f"params.data={tmp_path / 'data'}",
                           "--set", "params.task=gqa", "--set", f"tracking_uri={uri}", "--set", "params.steps=60",
                           "--set", "params.eval_limit=256", "--set", "params.schedule=adaptive",
                           "--set", "params.target_sparsity=0.97", "--set", "params.jump=2", "--set", "params.keep=0.9",
                           "--set", "grid.rewind_step=[0]", "--set", "grid.seed=[0,1]", "--set", "chains=[]",
-                          "--set", "seed_informed=true", "--set", "share_masks=true"],
-                         capture_output=True, text=True, env=env, timeout=900)
+                          "--set", "seed_informed=true", "--set", "share_masks=true"], env=env, timeout=900)
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 0, out[-3000:]
+    assert len(sockets) >= 5, sockets  # GCS, raylet, agents, workers: the sampling saw the cluster
+    assert [str(s) for s in sockets if not s.loopback] == [], "the embedded Ray listened beyond 127.0.0.1"
+    assert not (tmp_path / "user" / ".ray").exists()  # its token was private to the run, never ~/.ray
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("adaptive").experiment_id], max_results=500)

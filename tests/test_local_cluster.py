@@ -251,3 +251,17 @@ def test_a_service_that_fails_transiently_while_starting_is_started_again(tmp_pa
     with pytest.raises(LtvlError, match="exited while starting"):
         _start_retrying(state, "node", [sys.executable, "-c", "import time; time.sleep(0.5); print('boom')"],
                         tmp_path, {}, "the node", lambda: False, 30, "timed out during startup")
+
+
+def test_cluster_env_is_quoted_for_eval(tmp_path):
+    """README's `eval "$(ltvl cluster env)"`: a directory with a space stays one value, and one
+    with $(…) in its name is never run."""
+    d = tmp_path / "a dir $(touch pwned)"
+    d.mkdir()
+    ClusterState(str(d), 6379, 8265, 5000, token_path=str(d / "auth_token")).save()
+    env = subprocess.run([sys.executable, "-m", "ltvl.cli", "cluster", "env", "--dir", str(d)],
+                         capture_output=True, text=True)
+    assert env.returncode == 0, env.stderr
+    shown = subprocess.run(["bash", "-c", env.stdout + '\nprintf "%s" "$RAY_AUTH_TOKEN_PATH"'],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert shown.stdout == str(d / "auth_token") and not (tmp_path / "pwned").exists()

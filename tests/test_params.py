@@ -133,7 +133,7 @@ def test_a_format0_store_is_found_under_its_old_hash_and_replayed(tmp_path):
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_trial_name_is_the_chain_directory_for_every_preset(tmp_path, preset):
     from ltvl.ray.space import job_entry, trial_name
-    params = {"preset": preset, "rewind_step": 2}
+    params = {"preset": preset, "rewind_step": 2, **({"checkpoint": "random"} if PRESETS[preset].accepts else {})}
     job = resolve_chain(params)
     assert job.chain.prunable == PRESETS[preset].prunable  # what the worker's model uses and hashes
     trial = SimpleNamespace(config={"root": str(tmp_path), "job": job_entry(params, tmp_path)}, trial_id="t1")

@@ -2,6 +2,7 @@
 real sqlite store and a real `mlflow server`."""
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from ltvl.pruning import Mask, load_mask, prune_to_sparsity, save_mask
 from ltvl.tracking.lineage_tree import ancestry
 from ltvl.tracking.mlflow_lineage import LineageTracker
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
+from ltvl.tracking.spool import Spool
 from ltvl.util.errors import LtvlError
 
 PARAMS = {"task": "vqa", "preset": "tiny", "rewind_step": 2, "rate": 0.5, "steps": 10}
@@ -317,3 +319,33 @@ def test_records_answer_the_papers_questions_in_the_ui(tmp_path):
     link = deep_link(uri, exp_id)
     assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?")
     assert "compareRunsMode=CHART" in link and "best_sparsity_p99" in link and "workflowType=machine_learning" in link
+
+
+def test_sweeps_sharing_a_root_never_share_a_spool(tmp_path):
+    """Each sweep spools into a file of its own, and each record names its experiment: one sweep can
+    never send another's records into its own experiment (or delete them)."""
+    from ltvl.tracking.spool import spool_path
+    from ltvl.util.errors import LtvlError
+
+    a, b = spool_path(tmp_path, "sweep-a"), spool_path(tmp_path, "sweep-b")
+    assert a != b
+    Spool(a, "sweep-a").append([{"op": "tags", "key": "k", "tags": {"x": "1"}}])
+    assert Spool(a, "sweep-a").pending_records()[0]["experiment"] == "sweep-a"
+    assert len(Spool(b, "sweep-b")) == 0
+    b.write_text(a.read_text())  # a record of sweep-a in sweep-b's spool
+    with pytest.raises(LtvlError, match=r"record of experiment 'sweep-a', not 'sweep-b'"):
+        Spool(b, "sweep-b")
+
+
+def test_a_sweep_refuses_an_old_shared_spool_and_says_how_to_send_it(tmp_path, monkeypatch, capsys):
+    from ltvl.sweep.main import main
+
+    monkeypatch.setenv("LTVL_HOME", str(tmp_path / "home"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "mlflow-spool.jsonl").write_text('{"op": "end", "key": "x"}\n')
+    rc = main("rewind_grid", ["--set", f"root={root}", "--set", "params.preset=tiny", "--set",
+                              f"tracking_uri=sqlite:///{tmp_path / 'm.db'}", "--set", "params.data=synthetic:vqa"],
+              config_dir=Path(__file__).resolve().parents[1] / "sweeps" / "configs")
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "an older ltvl left unsent lineage records" in err and "ltvl lineage --sync" in err

@@ -11,12 +11,30 @@ from typing import Any
 
 from ray import tune
 from ray.train import FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch.config import _TorchBackend
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ltvl.params.resolve import TicketJob
 from ltvl.ray.space import trial_job, trial_params
 from ltvl.ray.worker import train_chain, train_dense, train_tickets
+
+
+class _ProcessGroupWhenShared(_TorchBackend):
+    """Ray Train's torch backend, except that a chain trained by one worker gets no process group:
+    it has nothing to synchronise, and the group's store (torch's TCPStore) listens on every
+    network interface, with no way to bind it to loopback. Chains with several workers (DDP) get
+    the group as usual. Numerically the same: ltvl's code takes the one-worker path either way."""
+
+    def on_start(self, worker_group, backend_config):
+        if len(worker_group) > 1:
+            super().on_start(worker_group, backend_config)
+
+
+class ChainTorchConfig(TorchConfig):
+    @property
+    def backend_cls(self):
+        return _ProcessGroupWhenShared
 
 
 def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, run_name: str) -> None:
@@ -27,6 +45,7 @@ def _fit_train(loop: Callable[[dict], None], loop_config: dict, config: dict, ru
     run_name = f"{run_name}-{tune.get_context().get_trial_id()}-{uuid.uuid4().hex[:6]}"
     TorchTrainer(
         loop,
+        torch_config=ChainTorchConfig(),
         train_loop_config={**loop_config, "cpus": cpus},
         scaling_config=ScalingConfig(num_workers=res["num_workers"], use_gpu=res["use_gpu"],
                                      resources_per_worker={"CPU": cpus}),

@@ -122,28 +122,29 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
 
 def _run_locked(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,
                 opts, resume: bool, console: Console, verbose: bool = False) -> int:
-    import logging
-
     import ray
 
+    from ltvl.cluster.embedded import ray_for_sweep
     from ltvl.sweep.helpers import HelperRecorder
     from ltvl.tracking.mlflow_lineage import LineageTracker, default_tracking_uri
 
     uri = cfg.tracking_uri or default_tracking_uri()
     drain_s = tracking_drain_timeout()  # a bad LTVL_TRACKING_TIMEOUT is refused now, not after the sweep
-    tracker = LineageTracker(uri, cfg.name, cfg.kind, root / "mlflow-spool.jsonl")
+    from ltvl.tracking.spool import LEGACY, spool_path
+
+    if (root / LEGACY).exists():
+        raise LtvlError(f"an older ltvl left unsent lineage records in {root / LEGACY}, which name no experiment "
+                        "(sweeps sharing this root shared that file)", where=str(root / LEGACY),
+                        fix=f"send them to their sweep: ltvl lineage --sync {root / LEGACY} --experiment NAME "
+                            f"--tracking-uri {uri}")
+    tracker = LineageTracker(uri, cfg.name, cfg.kind, spool_path(root, cfg.name))
     tracker.connect()  # an unreachable server fails here, before any trial; sends what a killed run left
     own_ray = not ray.is_initialized()
-    if own_ray:
-        # joins a running cluster (ray job submit / RAY_ADDRESS) or starts one
-        ray.init(log_to_driver=False, logging_level=logging.INFO if verbose else logging.ERROR)
+    # joins the cluster RAY_ADDRESS names (ray job submit), or starts one on 127.0.0.1 only
     with HelperRecorder(base) if own_ray else contextlib.nullcontext():  # its record goes once Ray is down
-        try:
+        with ray_for_sweep(verbose):
             return _run_stages(cfg, space, chains, n, base, root, storage, opts, resume, console, tracker, uri,
                                drain_s, verbose)
-        finally:
-            if own_ray:
-                ray.shutdown()
 
 
 def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,

@@ -97,7 +97,7 @@ class LineageTracker:
         self.uri, self.experiment_name, self.sweep_kind = uri, experiment, sweep_kind
         with store_init_lock(uri):  # a fresh sqlite store is migrated by the first client that opens it
             self.client = MlflowClient(tracking_uri=uri)
-        self.spool = Spool(spool)
+        self.spool = Spool(spool, experiment)
         self.experiment_id: str | None = None
         self._ids: dict[str, str] = {}
 

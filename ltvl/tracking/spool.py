@@ -2,10 +2,12 @@
 
 Every record goes through the spool, whether MLflow is up or not: the Tune callback only appends
 (a local, fsynced write: microseconds, never a network wait), and one sender drains it from the
-front. Two files under the sweep's root:
+front. Two files under the sweep's root, named by the sweep (two sweeps may share a root, never
+a spool):
 
-- ``mlflow-spool.jsonl``: the records, one JSON object per line, append-only;
-- ``mlflow-spool.sent``: how many of those lines MLflow has taken, rewritten atomically after each.
+- ``mlflow-spool.<sweep>.jsonl``: the records, one JSON object per line, append-only, each naming
+  the experiment it belongs to;
+- ``mlflow-spool.<sweep>.sent``: how many of those lines MLflow has taken, rewritten atomically after each.
 
 A crash between sending a record and counting it re-sends that record on the next run; records
 are idempotent (keyed, see :mod:`ltvl.tracking.mlflow_lineage`), so it lands once. When every line
@@ -25,9 +27,17 @@ from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError
 
 
+def spool_path(root: str | Path, sweep: str) -> Path:
+    return Path(root) / f"mlflow-spool.{sweep}.jsonl"
+
+
+LEGACY = "mlflow-spool.jsonl"  # before 2026-12: one spool per root, records naming no experiment
+
+
 class Spool:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, experiment: str | None = None):
         self.path = Path(path)
+        self.experiment = experiment  # stamped on every record; a record of another one is refused
         self.sent_path = self.path.with_suffix(".sent")
         self._lock = threading.Lock()  # the callback appends while the sender drains
         self._records: list[dict[str, Any]] = []
@@ -43,12 +53,18 @@ class Spool:
         self._records = []
         for i, line in enumerate(lines):
             try:
-                self._records.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 if i < len(lines) - 1:  # damage inside the file: never drop the records behind it
                     raise LtvlError(f"line {i + 1} of {len(lines)} is not a lineage record", where=str(self.path),
                                     fix="repair or remove that line (the records are JSON, one per line), "
                                         "then run again") from None
+                continue
+            if self.experiment and isinstance(rec, dict) and rec.get("experiment", self.experiment) != self.experiment:
+                raise LtvlError(f"line {i + 1} is a record of experiment {rec['experiment']!r}, not "
+                                f"{self.experiment!r}", where=str(self.path),
+                                fix="send it with `ltvl lineage --sync` and its own experiment's name")
+            self._records.append(rec)
         if len(self._records) < len(lines) or (text and not text.endswith("\n")):
             # a torn last line (killed mid-append) was never acknowledged to anyone: drop it now, or
             # the next append would be glued onto it
@@ -69,7 +85,8 @@ class Spool:
         if not records:
             return
         now = time.time()
-        records = [{**r, "t": r.get("t", now)} for r in records]  # when it was made, for MLflow's timestamps
+        stamp = {"experiment": self.experiment} if self.experiment else {}
+        records = [{**r, "t": r.get("t", now), **stamp} for r in records]  # when, for MLflow's timestamps
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
