@@ -112,7 +112,8 @@ def mask_info(path: Path, as_json: Annotated[bool, typer.Option("--json", help="
         return
     console.print(
         f"[bold]{path}[/bold]\n sha256      {s['sha256']}\n fingerprint {s['fingerprint']}\n"
-        f" parent      {s['parent'] or '-'}\n sparsity    {s['sparsity']:.4f} "
+        f" parent      {s['parent'] or '-'}{'' if s['header_verified'] else ' (header not verified: a legacy file)'}"
+        f"\n sparsity    {s['sparsity']:.4f} "
         f"({s['pruned']:,} of {s['numel']:,} pruned)"
     )
     t = Table("tensor", "shape", "weights", "sparsity")
@@ -641,10 +642,15 @@ def _experiment_kind(uri: str, name: str) -> str:
 
 
 def main() -> None:
+    from ltvl.util.errors import os_error
+
     try:
         app()
     except LtvlError as e:
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+    except OSError as e:  # a path that cannot be written or read, a full disk: said in one line, not a traceback
+        err.print(f"[bold red]error:[/bold red] {os_error(e)}", highlight=False)
         sys.exit(2)
 
 

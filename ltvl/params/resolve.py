@@ -148,6 +148,8 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
         raise LtvlError("this is a ticket job, not a chain", where=f"{where}.ticket",
                         fix="resolve it with resolve_ticket")
     p = check(raw, where)
+    if raw.get("rounds") is not None and "target_sparsity" not in raw:  # rounds given: it is the stop
+        p = dataclasses.replace(p, target_sparsity=None)
     data = data_for(p)
     tasks = INFO["task"].allowed()
     if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in tasks:

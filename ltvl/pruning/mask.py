@@ -47,6 +47,8 @@ class Mask:
     tensors: dict[str, torch.Tensor]
     parent: str | None = None
     metadata: dict = field(default_factory=dict)
+    # False for a file of the legacy format without a header hash: its parent and metadata are not covered
+    header_verified: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         for name, t in self.tensors.items():
@@ -118,6 +120,7 @@ class Mask:
                 for (n, t), s in zip(self.tensors.items(), self.per_tensor_sparsity().values())
             },
             "metadata": self.metadata,
+            "header_verified": self.header_verified,
         }
 
     # ------------------------------------------------------------ set algebra

@@ -23,7 +23,8 @@ from ltvl.pruning.mask import Mask, pack_bits, unpack_bits
 from ltvl.util.atomic import atomic_write_bytes
 from ltvl.util.errors import LtvlError
 
-FORMAT = "ltvl-mask/1"
+FORMAT = "ltvl-mask/2"  # the header is covered by header_sha256, which must be there
+LEGACY = "ltvl-mask/1"  # before 2026-12: header_sha256 optional (files before 2026-11-24 have none)
 
 
 def mask_to_bytes(mask: Mask) -> bytes:
@@ -63,7 +64,7 @@ def load_mask(path: str | os.PathLike) -> Mask:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
+            if meta.get("format") not in (FORMAT, LEGACY):
                 raise LtvlError(
                     f"not an ltvl mask file (format tag {meta.get('format')!r}, expected {FORMAT!r})",
                     where=str(path),
@@ -88,10 +89,18 @@ def load_mask(path: str | os.PathLike) -> Mask:
                 fix="re-create the mask file",
             )
         tensors[name] = unpack_bits(packed[name], shape)
-    if "header_sha256" in meta and header_sha256(meta) != meta["header_sha256"]:  # files before it: bits only
+    if meta["format"] == FORMAT and "header_sha256" not in meta:  # never read a current file as an old one
+        raise LtvlError("the mask header has no header_sha256, which every ltvl-mask/2 file carries",
+                        where=str(path), fix="re-create the mask file; do not edit its header by hand")
+    if "header_sha256" in meta and header_sha256(meta) != meta["header_sha256"]:  # legacy files: bits only
         raise LtvlError("the mask header (parent, metadata, names or fingerprint) was edited after it was written",
                         where=str(path), fix="re-create the mask file; do not edit its header by hand")
-    mask = Mask(tensors, parent=meta.get("parent") or None, metadata=json.loads(meta["metadata"]))
+    try:
+        mask = Mask(tensors, parent=meta.get("parent") or None, metadata=json.loads(meta["metadata"]),
+                    header_verified="header_sha256" in meta)
+    except (KeyError, ValueError, TypeError) as e:
+        raise LtvlError(f"the mask header's metadata is not readable ({type(e).__name__}: {e})", where=str(path),
+                        fix="re-create the mask file") from e
     if mask.sha256 != meta["sha256"]:
         raise LtvlError(
             f"content hash mismatch: file says {meta['sha256'][:12]}…, content is {mask.sha256[:12]}…",

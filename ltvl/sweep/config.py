@@ -20,6 +20,10 @@ from ltvl.sweep.options import EarlyStop, Resources, Search, SweepOptions
 from ltvl.util.errors import LtvlError
 
 KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
+MAX_CHAINS = 10_000  # chains in one sweep: planning stays seconds, and a typo never queues weeks of work
+MAX_CONFIG_BYTES = 1 << 20  # a config file, or one --set value
+MAX_CONFIG_VALUES = 200_000  # values a config may expand to (YAML aliases can multiply a small file)
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a sweep's name becomes a directory
 
 
@@ -71,6 +75,22 @@ class SweepConfig:
                 )
             for i, v in enumerate(values):
                 _check_param(axis, v, f"grid.{axis}[{i}]")
+            seen: dict[str, int] = {}
+            for i, v in enumerate(values):
+                key = repr(v)
+                if key in seen:
+                    raise LtvlError(f"grid.{axis} lists {v!r} twice (at {seen[key]} and {i}): the same chain would "
+                                    "train twice into one store", where=f"grid.{axis}[{i}]", fix="drop the repeat")
+                seen[key] = i
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        if n + len(self.chains) > MAX_CHAINS:
+            raise LtvlError(f"this sweep has {n:,} grid points and {len(self.chains):,} extra chains, beyond "
+                            f"{MAX_CHAINS:,} chains in one sweep", where="grid/chains",
+                            fix="split it into several sweeps (a typo in a grid list is the usual cause)")
+        if self.tracking_uri is not None:
+            check_tracking_uri(self.tracking_uri)
         for i, c in enumerate(self.chains):
             if not isinstance(c, dict):
                 raise LtvlError(f"chains[{i}] must be a mapping of chain params", where=f"chains[{i}]")
@@ -85,6 +105,31 @@ class SweepConfig:
         return SweepOptions(self.resources, self.early_stop, search, tuple(self.baselines), tuple(self.transfer_to),
                             retry_unlearned=self.retry_unlearned, seed_informed=self.seed_informed,
                             share_masks=self.share_masks)
+
+
+def check_tracking_uri(uri: str) -> None:
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ("file" if uri.startswith("/") else "")
+    if scheme not in TRACKING_SCHEMES:
+        raise LtvlError(f"tracking_uri {uri!r} is not an MLflow tracking URI", where="tracking_uri",
+                        fix=f"a URI with one of {', '.join(TRACKING_SCHEMES)}, e.g. http://127.0.0.1:5000 or "
+                            "sqlite:////abs/path/mlflow.db; or leave it unset for the local store")
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse a config that expands beyond MAX_CONFIG_VALUES values (YAML aliases share nodes, so a
+    few lines can stand for billions): counted with a budget, never expanded."""
+    todo, n = [data], 0
+    while todo:
+        x = todo.pop()
+        n += 1
+        if n > MAX_CONFIG_VALUES:
+            raise LtvlError(f"the config expands to more than {MAX_CONFIG_VALUES:,} values (nested YAML aliases?)",
+                            where=where, fix="write the values out; anchors and aliases are for a few repeats")
+        if isinstance(x, dict):
+            todo.extend(x.keys())
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
 
 
 def _check_param(key: str, value: Any, where: str) -> None:
@@ -188,12 +233,16 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
     cfg = SweepConfig(kind=kind, name=kind.replace("_", "-"))
     if path is not None:
         p = Path(path)
-        if not p.exists():
+        if not p.is_file():
             raise LtvlError(f"config file {p} does not exist", where="--config", fix="check the path")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise LtvlError(f"{p} is {p.stat().st_size:,} bytes, beyond {MAX_CONFIG_BYTES:,} for a config",
+                            where=str(p), fix="a sweep config is a page of YAML: generate chains with grid axes")
         try:
             data = yamlio.load(p.read_text())
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise LtvlError(f"{p} is not valid YAML ({e})", where=str(p)) from e
+        check_size(data, str(p))
         if data is None:
             raise LtvlError(
                 f"{p} is empty",
@@ -223,10 +272,14 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise LtvlError(f"--set {item!r} is not key=value", where="--set", fix="e.g. --set params.lr=1e-4")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise LtvlError(f"--set {key}: the value is {len(raw):,} characters", where=f"--set {key}",
+                            fix="put large settings in a config file")
         try:
             value = yamlio.load(raw)
         except yaml.YAMLError as e:
-            raise LtvlError(f"--set {key}: cannot parse {raw!r} ({e})", where=f"--set {key}") from e
+            raise LtvlError(f"--set {key}: cannot parse {raw[:200]!r} ({e})", where=f"--set {key}") from e
+        check_size(value, f"--set {key}")
         _set(cfg, key.split("."), value, key)
     cfg.validate()
     refuse_unfilled(cfg, scale)

@@ -50,6 +50,15 @@ def main(kind: str, argv: list[str] | None = None, config_dir: Path | None = Non
     except LtvlError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 2
+    except OSError as e:  # an unwritable LTVL_HOME or root, a full disk: one line, and what to do
+        from ltvl.util.errors import os_error
+
+        console.print(f"[bold red]error:[/] {os_error(e)}")
+        return 2
+    except KeyboardInterrupt:  # before (or after) the stages, where graceful_interrupt is not listening
+        console.print("[bold yellow]Interrupted[/]: finished work is kept; run the same command (with --resume "
+                      "once a stage has started) to go on.")
+        return 130
 
 
 def space_of(cfg: SweepConfig) -> dict:
@@ -64,19 +73,33 @@ def space_of(cfg: SweepConfig) -> dict:
 
 def _domain(key: str, spec: dict):
     from ray import tune
+
+    from ltvl.params.schema import DEFAULTS, check_value, unknown_key
+
     where = f"search.space.{key}"
+    shapes = "{loguniform: [lo, hi]}, {uniform: [lo, hi]} or {choice: [a, b, …]}"
+    if key not in DEFAULTS:
+        raise unknown_key(key, where)
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise LtvlError(f"{where} must be one of {{loguniform: [lo, hi]}}, {{uniform: [lo, hi]}}, {{choice: [...]}}",
-                        where=where)
+        raise LtvlError(f"{where} must be one of {shapes}, got {spec!r}", where=where)
     (name, arg), = spec.items()
     makers = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}
     if name not in makers:
         raise LtvlError(f"unknown distribution {name!r}", where=where, fix=", ".join(makers))
     if name == "choice":
-        return tune.choice(list(arg))
+        if not isinstance(arg, list) or not arg:
+            raise LtvlError(f"{where}.choice must be a non-empty list, got {arg!r}", where=f"{where}.choice",
+                            fix="e.g. {choice: [0.2, 0.5]}")
+        return tune.choice([check_value(key, v, f"{where}.choice[{i}]") for i, v in enumerate(arg)])
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            for v in arg)):
+        raise LtvlError(f"{where}.{name} must be two numbers [lo, hi], got {arg!r}", where=f"{where}.{name}",
+                        fix=f"e.g. {{{name}: [1.0e-5, 1.0e-3]}}")
     lo, hi = arg
     if not lo < hi or (name == "loguniform" and lo <= 0):
         raise LtvlError(f"bad bounds {arg!r}", where=where, fix="lo < hi, and lo > 0 for loguniform")
+    for bound in (lo, hi):  # the bounds must be values the parameter takes
+        check_value(key, float(bound) if isinstance(DEFAULTS[key], float) else bound, where)
     return makers[name](float(lo), float(hi))
 
 
@@ -94,6 +117,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     validate_space(space)
     grid = grid_points(fixed)
     points = grid + [{**plain, **c} for c in cfg.chains]
+    refuse_duplicates(grid, [{**plain, **c} for c in cfg.chains])
     chains = list(cfg.chains)
     if cfg.controls and not cfg.search.space:
         chains += control_chains(points)
@@ -280,6 +304,22 @@ def graceful_interrupt(console: Console):
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def refuse_duplicates(grid: list[dict], extra: list[dict]) -> None:
+    """Two entries of one sweep that are the same chain would train one store twice at once."""
+    from ltvl.params.resolve import ChainJob, resolve
+
+    seen: dict[str, str] = {}
+    for where, point in [*((f"grid point {i}", p) for i, p in enumerate(grid)),
+                         *((f"chains[{i}]", p) for i, p in enumerate(extra))]:
+        job = resolve(point, where=where)
+        if not isinstance(job, ChainJob):
+            continue
+        if job.chain.sha256 in seen:
+            raise LtvlError(f"{where} is the same chain as {seen[job.chain.sha256]} ({job.chain.short_hash}): it "
+                            "would train one store twice at once", where=where, fix="drop one of them")
+        seen[job.chain.sha256] = where
 
 
 def check_progress_env() -> None:

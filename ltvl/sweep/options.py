@@ -15,6 +15,7 @@ DRIVER_CPU = 0.1  # a trial's function driver: it only builds and waits on the T
 # a 2-core machine then runs two chains at once, each with one torch thread, instead of one.
 DEFAULT_CPUS_PER_WORKER = 1 - DRIVER_CPU
 EARLY_STOPS = ("off", "below_dense", "asha")
+SEARCH_METRICS = ("metric", "dense_ratio", "finetune_metric")  # what a round reports that a search can maximise
 
 
 @dataclass
@@ -43,6 +44,13 @@ class Resources:
             raise LtvlError(
                 f"{where}.max_concurrent_trials must be >= 1 (or null)", where=f"{where}.max_concurrent_trials"
             )
+        if not isinstance(self.driver_resources, dict):
+            raise LtvlError(f"{where}.driver_resources must be a mapping of resource: amount",
+                            where=f"{where}.driver_resources", fix="e.g. {trial_driver: 1}")
+        for k, v in self.driver_resources.items():
+            if not isinstance(k, str) or not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1e6:
+                raise LtvlError(f"{where}.driver_resources.{k} must be an amount >= 0, got {v!r}",
+                                where=f"{where}.driver_resources.{k}", fix="e.g. {trial_driver: 1}")
 
 
 @dataclass
@@ -69,6 +77,16 @@ class Search:
             raise LtvlError(f"unknown search {self.algorithm!r}", where=f"{where}.algorithm", fix="grid or optuna")
         if self.num_samples < 1:
             raise LtvlError(f"{where}.num_samples must be >= 1", where=f"{where}.num_samples")
+        if self.num_samples > 10_000:
+            raise LtvlError(f"{where}.num_samples {self.num_samples:,} is beyond 10,000 trials per study",
+                            where=f"{where}.num_samples", fix="a smaller study, or several sweeps")
+        if self.metric not in SEARCH_METRICS:
+            import difflib
+
+            close = difflib.get_close_matches(self.metric, SEARCH_METRICS, n=1)
+            raise LtvlError(f"unknown search.metric {self.metric!r}: a chain's rounds report "
+                            f"{', '.join(SEARCH_METRICS)}", where=f"{where}.metric",
+                            fix=(f"did you mean {close[0]!r}? " if close else "") + "e.g. metric")
 
 
 @dataclass

@@ -21,3 +21,18 @@ def require(cond: bool, what: str, *, where: str | None = None, fix: str | None 
     """Raise :class:`LtvlError` unless ``cond`` holds."""
     if not cond:
         raise LtvlError(what, where=where, fix=fix)
+
+
+def os_error(e: OSError) -> LtvlError:
+    """An operating-system refusal (a path that does not exist or cannot be written, a full disk)
+    as ltvl's one-paragraph error: what, where, and what to do."""
+    import errno
+
+    where = e.filename if e.filename else None
+    fixes = {errno.ENOSPC: "free space on that disk; finished work is kept and a re-run (or --resume) goes on",
+             errno.EACCES: "choose a directory you can write (e.g. LTVL_HOME, --root, --out), or fix its permissions",
+             errno.EROFS: "the file system is read-only: choose a writable directory (e.g. LTVL_HOME, --root)",
+             errno.ENOENT: "check the path: a parent directory does not exist",
+             errno.EPERM: "choose a directory you can write, or fix its permissions"}
+    return LtvlError(e.strerror or str(e), where=str(where) if where else None,
+                     fix=fixes.get(e.errno, "check the path and the disk"))

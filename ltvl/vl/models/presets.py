@@ -433,6 +433,9 @@ def preflight(spec: BackboneSpec, max_len: int, where: str = "params", random_in
     preset = get_preset(spec.preset)
     insp, sha = None, None
     model_vocab = VOCAB
+    from ltvl.vl.models.convert import allowed
+
+    allowed(spec.allow_missing, f"{where}.allow_missing")  # a bad regex now, not when a tensor is missing
     if random_init and not preset.accepts:
         raise LtvlError(f"checkpoint: random applies to base presets; {preset.name!r} has its own weights "
                         f"({preset.weights})", where=f"{where}.checkpoint", fix="drop checkpoint")
