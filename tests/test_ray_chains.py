@@ -274,3 +274,34 @@ def test_driver_resources_the_cluster_lacks_are_refused(tmp_path, cluster):
     with pytest.raises(LtvlError, match="trial drivers need resource 'trial_driver'"):
         run_chains(_space(tmp_path), root=tmp_path / "c", storage=tmp_path / "r",
                    driver_resources=(("trial_driver", 1),))
+
+
+def test_resume_unpickles_tune_state_only_as_the_driver_left_it(cluster, tmp_path):
+    """``Tuner.restore`` unpickles tuner.pkl, trials' params.pkl/error.pkl and fields of the
+    experiment state: a file planted or changed in the storage is refused before any of it runs."""
+    from ray import tune
+
+    from ltvl.ray.trust import RecordState, verify
+
+    def trainable(config):
+        if config["x"] == 2:
+            raise ValueError("fails, so an error.pkl is written")
+        tune.report({"m": config["x"]})
+
+    manifest, path = tmp_path / "home" / "tune-state.sha256.json", str(tmp_path / "ray" / "stage")
+    tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="stage", storage_path=str(tmp_path / "ray"), verbose=0,
+                                         callbacks=[RecordState(manifest, path)])).fit()
+    assert manifest.stat().st_mode & 0o077 == 0  # only this user can read or change the record
+    verify(manifest, path)  # as the driver left it
+    pkl = next((tmp_path / "ray" / "stage").glob("*/error.pkl"))
+    original = pkl.read_bytes()
+    pkl.write_bytes(original + b"\x00")
+    with pytest.raises(LtvlError, match=r"error.pkl changed since this sweep's driver wrote it"):
+        verify(manifest, path)
+    pkl.write_bytes(original)
+    (tmp_path / "ray" / "stage" / "planted.pkl").write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    with pytest.raises(LtvlError, match=r"planted.pkl was not written by this sweep's driver"):
+        verify(manifest, path)
+    with pytest.raises(LtvlError, match=r"no record of this stage"):
+        verify(tmp_path / "other.json", path)

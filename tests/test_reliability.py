@@ -113,6 +113,34 @@ def test_a_second_sweep_of_the_same_name_is_refused_at_once_naming_the_holder(tm
         pass
 
 
+HOLD_SHARED = """
+import sys, time
+from pathlib import Path
+from ltvl.sweep.lock import SweepLock
+with SweepLock(Path(sys.argv[1]), "twin", [Path(sys.argv[2])]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_twin_from_another_ltvl_home_is_refused_on_the_root_they_share(tmp_path):
+    """The name lock in one LTVL_HOME cannot see a driver with another home; the lock in the root
+    they both write can."""
+    root = tmp_path / "shared-root"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(tmp_path / "home1" / "sweeps" / "twin"),
+                               str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = subprocess.run([sys.executable, "sweeps/rewind_grid.py", "--set", "name=twin", "--set", f"root={root}"],
+                             capture_output=True, text=True, env={**os.environ, "LTVL_HOME": str(tmp_path / "home2")},
+                             timeout=120)
+        err = " ".join(res.stderr.split())
+        assert res.returncode == 2 and f"a sweep named 'twin' is already writing {root}" in err, err[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 CONNECT = """
 import sys
 from ltvl.tracking.mlflow_lineage import LineageTracker

@@ -18,7 +18,8 @@ from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import ChainJob, TicketJob, resolve
 from ltvl.params.schema import DEFAULTS
 
-PLUMBING = ("root", "storage", "env", "resources", "dense_rewinds", "group", "job")  # never a chain's identity
+# never a chain's identity
+PLUMBING = ("root", "storage", "env", "resources", "dense_rewinds", "group", "job", "sweep_base")
 
 
 def grid_points(param_space: dict) -> list[dict]:

@@ -34,15 +34,22 @@ from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_
 from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
 from ltvl.ray.stopping import check_early_stop, early_stop_config
 from ltvl.ray.trainable import chain_trainable
+from ltvl.ray.trust import RecordState, verify
 from ltvl.sweep.options import DRIVER_CPU, SweepOptions
 from ltvl.util.errors import LtvlError
+from ltvl.util.home import home
+
+
+def state_manifest(sweep_base: str | Path) -> Path:
+    """The driver's record of the Tune state it wrote (ltvl.ray.trust): beside the sweep's lock."""
+    return Path(sweep_base) / "tune-state.sha256.json"
 
 
 def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name: str = "ltvl-sweep",
                options: SweepOptions | None = None, resume: bool = False, extra_points: list[dict] = (),
                callbacks: list | None = None, outcomes: list | None = None,
                stop: Callable[[], bool] = lambda: False, verbose: bool = False, notes: list[str] | None = None,
-               **kw) -> tune.ResultGrid | None:
+               sweep_base: str | Path | None = None, **kw) -> tune.ResultGrid | None:
     """Fit (or restore) a sweep of chains. ``param_space`` values may be ``tune.grid_search`` (every
     combination runs) and sampled domains (``tune.loguniform``…), which run one Optuna study per
     grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
@@ -70,7 +77,8 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
         raise LtvlError(f"no sweep to resume at {stage_path(storage, name)}", where="--resume",
                         fix="check --storage/--name")
     base = {"root": str(root), "storage": storage, "resources": dataclasses.asdict(opts.resources),
-            "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")}}  # e.g. LTVL_HOME
+            "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")},  # e.g. LTVL_HOME
+            "sweep_base": str(sweep_base or home() / "sweeps" / name)}  # where the driver keeps its own records
     fixed_space = {k: v for k, v in param_space.items() if k not in domains}
     points = grid_points(fixed_space)
     if extra_points:
@@ -232,12 +240,14 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
     res = opts.resources
     trainable = tune.with_resources(chain_trainable, {"CPU": driver_cpu(res), **res.driver_resources})
     path = stage_path(space["storage"], name)
+    recorder = RecordState(state_manifest(space["sweep_base"]), path)
+    callbacks = [*(callbacks or []), recorder]
     if resume and tune.Tuner.can_restore(path):
+        verify(recorder.manifest.path, path)  # Tune unpickles these files: only as this driver left them
         # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
         # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        if callbacks:
-            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        tuner._local_tuner.get_run_config().callbacks = list(callbacks)
         return tuner.fit()
     cfg = dict(tune_config)
     stop = cfg.pop("stop", None)
@@ -247,8 +257,8 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
                                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                                                    **cfg),
                        run_config=tune.RunConfig(name=name, storage_path=space["storage"], stop=stop,
-                                                 callbacks=list(callbacks or []),
-                                                 verbose=1 if verbose or not callbacks else 0))
+                                                 callbacks=callbacks,
+                                                 verbose=1 if verbose or len(callbacks) == 1 else 0))
     return tuner.fit()
 
 
@@ -277,9 +287,12 @@ def stage_path(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
-def stage_results(storage: str | Path, name: str, stage: str) -> tune.ResultGrid:
-    """Read a finished stage's results (``dense``, ``chains`` or ``tickets``) without running anything."""
+def stage_results(storage: str | Path, name: str, stage: str, sweep_base: str | Path | None = None
+                  ) -> tune.ResultGrid:
+    """Read a finished stage's results (``dense``, ``chains`` or ``tickets``) without running anything
+    (its Tune state verified against the driver's record first, as for a resume)."""
     path = stage_path(str(storage), f"{name}-{stage}")
     if not tune.Tuner.can_restore(path):
         raise LtvlError(f"no {stage} stage at {path}", where="storage/name", fix="check the sweep's storage and name")
+    verify(state_manifest(sweep_base or home() / "sweeps" / name), path)
     return tune.Tuner.restore(path, tune.with_resources(chain_trainable, {"CPU": DRIVER_CPU})).get_results()

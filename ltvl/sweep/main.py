@@ -135,7 +135,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
             console.print(p)
         console.print(f"{n} chain(s){controls_note}; nothing run (--dry-run)")
         return 0
-    with SweepLock(base, cfg.name):  # a second driver of this name is refused here, at once
+    with SweepLock(base, cfg.name, shared_dirs(root, storage, cfg.tracking_uri)):  # a second driver: refused
         from ltvl.sweep.helpers import reap_orphans
         if reaped := reap_orphans(base):  # holding the lock: no other driver of this sweep is alive
             console.print(f"Stopped {len(reaped)} Ray helper process(es) that a killed driver of this sweep left "
@@ -199,7 +199,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
     with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
         try:
             with ProgressView(board, on_reading=lineage.live_reading):
-                run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume,
+                run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, sweep_base=base,
                            extra_points=chains, callbacks=[lineage], outcomes=outcomes,
                            stop=interrupted.is_set, verbose=verbose, notes=notes)
         finally:  # interrupted or not, no run stays RUNNING and every record is sent or kept
@@ -304,6 +304,16 @@ def graceful_interrupt(console: Console):
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def shared_dirs(root: Path, storage: str, tracking_uri: str | None) -> list[Path]:
+    """The directories a sweep writes that a driver with another LTVL_HOME could write too."""
+    out = [Path(root)]
+    if "://" not in storage:
+        out.append(Path(storage))
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        out.append(Path(tracking_uri.removeprefix("sqlite:///")).parent)
+    return out
 
 
 def refuse_duplicates(grid: list[dict], extra: list[dict]) -> None:
