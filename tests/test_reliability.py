@@ -449,3 +449,30 @@ def test_mlflow_down_at_the_end_exits_3_and_sync_delivers_the_rest(tmp_path):
         if sweep.poll() is None:
             os.killpg(sweep.pid, 9)
         server.stop()
+
+
+def test_resume_refuses_a_config_changed_since_the_sweep_began(tmp_path, monkeypatch, capsys):
+    """Tune would restore the old param space: a grid value added since the start would be counted
+    and never run. The driver's record of the start config makes the resume refuse, naming it."""
+    from pathlib import Path
+
+    from ltvl.sweep import plan_record
+    from ltvl.sweep.config import load_config
+    from ltvl.sweep.main import main, space_of, sweep_plan, sweep_points
+
+    configs = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
+    monkeypatch.setenv("LTVL_HOME", str(tmp_path / "home"))
+    sets = ["params.preset=tiny", "params.data=synthetic:vqa", "grid.rewind_step=[0]",
+            f"tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    cfg = load_config("rewind_grid", configs / "rewind_grid.yaml", [*sets, "grid.rate=[0.5]"])
+    base = tmp_path / "home" / "sweeps" / cfg.name
+    grid, _, chains = sweep_points(cfg, space_of(cfg))
+    plan = sweep_plan(cfg, grid + chains)
+    plan_record.save(base, plan)
+    assert plan_record.check_resume(base, plan) is None  # the same config resumes
+    argv = ["--resume"] + [x for s in [*sets, "grid.rate=[0.5,0.8]"] for x in ("--set", s)]
+    rc = main("rewind_grid", argv, config_dir=configs)
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2, err[-2000:]
+    assert "differs from the one this sweep started with" in err and "grid.rate: [0.5] → [0.5, 0.8]" in err
+    assert "1 chain(s) added, 0 removed" in err  # the new rate's chain (its dense run and control are shared)

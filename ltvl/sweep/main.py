@@ -105,22 +105,12 @@ def _domain(key: str, spec: dict):
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, console: Console | None = None,
               verbose: bool = False) -> int:
-    from ltvl.ray.space import grid_points, validate_space
-    from ltvl.sweep.controls import control_chains
     from ltvl.sweep.lock import SweepLock
     from ltvl.util.home import home
 
     console = console or sweep_console()
     space = space_of(cfg)
-    fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
-    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
-    validate_space(space)
-    grid = grid_points(fixed)
-    points = grid + [{**plain, **c} for c in cfg.chains]
-    refuse_duplicates(grid, [{**plain, **c} for c in cfg.chains])
-    chains = list(cfg.chains)
-    if cfg.controls and not cfg.search.space:
-        chains += control_chains(points)
+    grid, points, chains = sweep_points(cfg, space)
     n = len(grid) + len(chains)
     k = sum(c.get("method") == "all" for c in chains)
     controls_note = "" if not k else f", {k} of them {'a 100%-sparse control' if k == 1 else '100%-sparse controls'}"
@@ -135,11 +125,19 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
             console.print(p)
         console.print(f"{n} chain(s){controls_note}; nothing run (--dry-run)")
         return 0
+    from ltvl.sweep import plan_record
+
+    plan = sweep_plan(cfg, grid + chains)
     with SweepLock(base, cfg.name, shared_dirs(root, storage, cfg.tracking_uri)):  # a second driver: refused
         from ltvl.sweep.helpers import reap_orphans
         if reaped := reap_orphans(base):  # holding the lock: no other driver of this sweep is alive
             console.print(f"Stopped {len(reaped)} Ray helper process(es) that a killed driver of this sweep left "
                           f"running: {', '.join(reaped)}")
+        if resume:  # finish the sweep that was started, never a silently different one
+            if note := plan_record.check_resume(base, plan):
+                console.print(f"[yellow]{note}[/]")
+        else:
+            plan_record.save(base, plan)
         with contextlib.nullcontext() if verbose else quiet_libraries():
             return _run_locked(cfg, space, chains, n, base, root, storage, opts, resume, console, verbose)
 
@@ -304,6 +302,33 @@ def graceful_interrupt(console: Console):
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def sweep_points(cfg: SweepConfig, space: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """(grid points, every chain point, the extra chains incl. controls), checked: duplicates refused."""
+    from ltvl.ray.space import grid_points, validate_space
+    from ltvl.sweep.controls import control_chains
+
+    fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
+    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    validate_space(space)
+    grid = grid_points(fixed)
+    points = grid + [{**plain, **c} for c in cfg.chains]
+    refuse_duplicates(grid, [{**plain, **c} for c in cfg.chains])
+    chains = list(cfg.chains)
+    if cfg.controls and not cfg.search.space:
+        chains += control_chains(points)
+    return grid, points, chains
+
+
+def sweep_plan(cfg: SweepConfig, points: list[dict]) -> dict:
+    """What --resume must find unchanged: the config's result-bearing keys and its chains' identities."""
+    from ltvl.params.resolve import ChainJob, resolve
+    from ltvl.sweep import plan_record
+    from ltvl.sweep.config import to_dict
+
+    return plan_record.plan_of(to_dict(cfg), [j.chain.sha256 for p in points
+                                             if isinstance(j := resolve(p), ChainJob)])
 
 
 def shared_dirs(root: Path, storage: str, tracking_uri: str | None) -> list[Path]:
