@@ -104,3 +104,27 @@ def test_malformed_dataset_json_is_named_before_the_seal(tmp_path, edit, message
     (d / "dataset.json").write_text(json.dumps(doc))
     with pytest.raises(LtvlError, match=r"lacks the key 'num_regions'|expected"):
         DatasetInfo.load(d)
+
+
+def test_a_mask_header_cannot_be_downgraded_to_skip_its_check(tmp_path):
+    """A current mask's header hash covers its parent and metadata; deleting the hash no longer
+    makes the file read as the older format. A genuine older file still loads, marked unverified."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ltvl.pruning import load_mask, prune_to_sparsity, save_mask
+
+    save_mask(prune_to_sparsity({"a.weight": torch.randn(8, 8)}, None, 0.5), tmp_path / "m.mask")
+    with safe_open(str(tmp_path / "m.mask"), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(tmp_path / "m.mask"))
+    assert meta["format"] == "ltvl-mask/2" and load_mask(tmp_path / "m.mask").header_verified
+    forged = {k: v for k, v in meta.items() if k != "header_sha256"} | {"parent": "f" * 64}
+    save_file(tensors, str(tmp_path / "forged.mask"), metadata=forged)
+    with pytest.raises(LtvlError, match=r"no header_sha256, which every ltvl-mask/2 file carries"):
+        load_mask(tmp_path / "forged.mask")
+    legacy = {k: v for k, v in meta.items() if k != "header_sha256"} | {"format": "ltvl-mask/1"}
+    save_file(tensors, str(tmp_path / "legacy.mask"), metadata=legacy)
+    old = load_mask(tmp_path / "legacy.mask")
+    assert not old.header_verified and old.sha256 == meta["sha256"]
