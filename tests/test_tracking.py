@@ -349,3 +349,19 @@ def test_a_sweep_refuses_an_old_shared_spool_and_says_how_to_send_it(tmp_path, m
               config_dir=Path(__file__).resolve().parents[1] / "sweeps" / "configs")
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 2 and "an older ltvl left unsent lineage records" in err and "ltvl lineage --sync" in err
+
+
+def test_a_locked_sqlite_store_is_named_not_a_traceback(tmp_path):
+    import sqlite3
+
+    from mlflow import MlflowClient as Client
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    Client(uri).search_experiments()  # the store exists
+    holder = sqlite3.connect(str(tmp_path / "m.db"), timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds it
+    try:
+        with pytest.raises(LtvlError, match=r"(?s)cannot open the MLflow store .*database is locked.*another program"):
+            LineageTracker(uri, "x", "rewind_grid", tmp_path / "spool.jsonl")
+    finally:
+        holder.close()

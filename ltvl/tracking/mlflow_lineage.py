@@ -90,13 +90,10 @@ class LineageTracker:
         # MLflow prints "View run … at: <url>" for every run it ends on a server: hundreds of
         # lines in a sweep log; the summary prints where to look once
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        from mlflow import MlflowClient
-
-        from ltvl.tracking.reach import store_init_lock
+        from ltvl.tracking.reach import open_client
         from ltvl.tracking.spool import Spool
         self.uri, self.experiment_name, self.sweep_kind = uri, experiment, sweep_kind
-        with store_init_lock(uri):  # a fresh sqlite store is migrated by the first client that opens it
-            self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri)  # a fresh sqlite store is migrated by the first client that opens it
         self.spool = Spool(spool, experiment)
         self.experiment_id: str | None = None
         self._ids: dict[str, str] = {}

@@ -62,10 +62,28 @@ def store_init_lock(uri: str):
     return FileLock(str(db) + ".init.lock")
 
 
-def tracking_client(uri: str):
-    """An ``MlflowClient`` for ``uri``, after :func:`check_reachable`."""
-    check_reachable(uri)
+def open_client(uri: str):
+    """``MlflowClient(uri)``, one sqlite migration at a time; a store that cannot be opened (locked
+    by another program, damaged, a directory without permission) is said in one line."""
     from mlflow import MlflowClient
 
     with store_init_lock(uri):
-        return MlflowClient(tracking_uri=uri)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            if uri.startswith("sqlite:"):
+                client.search_experiments(max_results=1)  # a local store opens its file here
+            return client
+        except LtvlError:
+            raise
+        except Exception as e:  # noqa: BLE001 - sqlalchemy, sqlite and MLflow raise their own types
+            text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            locked = "locked" in text
+            raise LtvlError(f"cannot open the MLflow store ({type(e).__name__}: {text})", where=uri,
+                            fix="another program holds the database (close it, or wait), then run again" if locked
+                            else "check the URI, the file's permissions and the disk") from e
+
+
+def tracking_client(uri: str):
+    """An ``MlflowClient`` for ``uri``, after :func:`check_reachable`."""
+    check_reachable(uri)
+    return open_client(uri)
