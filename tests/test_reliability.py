@@ -476,3 +476,15 @@ def test_resume_refuses_a_config_changed_since_the_sweep_began(tmp_path, monkeyp
     assert rc == 2, err[-2000:]
     assert "differs from the one this sweep started with" in err and "grid.rate: [0.5] → [0.5, 0.8]" in err
     assert "1 chain(s) added, 0 removed" in err  # the new rate's chain (its dense run and control are shared)
+
+
+def test_chains_a_stopped_sweep_never_reached_are_listed_unfinished(tmp_path):
+    """Interrupted in the dense stage, no chain trial ever ran: the summary still lists every planned
+    chain as incomplete, so it never says "0 chain(s) unfinished" over an empty table."""
+    from ltvl.sweep.main import not_started
+    from ltvl.sweep.summary import INCOMPLETE, chain_summaries
+
+    points = [{"preset": "tiny", "data": "synthetic:vqa", "rewind_step": r} for r in (0, 2)]
+    outcomes = not_started([], points + points[:1], tmp_path)  # a repeat is listed once
+    rows = chain_summaries(outcomes, tmp_path, early_stop=False, interrupted=True)
+    assert len(rows) == 2 and {r.status for r in rows} == {INCOMPLETE}

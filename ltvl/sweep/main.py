@@ -169,6 +169,28 @@ def _run_locked(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                                drain_s, verbose)
 
 
+def not_started(outcomes: list, points: list[dict], root: Path) -> list:
+    """An outcome (no trial, no failure) for each planned chain no stage reached before a stop."""
+    from ltvl.params.resolve import ChainJob, resolve
+    from ltvl.ray.space import job_entry, trial_job
+    from ltvl.sweep.failures import TrialOutcome
+
+    ran = set()
+    for t in outcomes:
+        if t.stage != "dense" and t.config:
+            job = trial_job(t.config)
+            if isinstance(job, ChainJob):
+                ran.add(job.chain.sha256)
+    out = []
+    for p in points:
+        job = resolve(p)
+        if isinstance(job, ChainJob) and job.chain.sha256 not in ran:
+            ran.add(job.chain.sha256)
+            out.append(TrialOutcome("chains", f"chain-{job.chain.short_hash} (not started)",
+                                    {"job": job_entry(p, root)}, None))
+    return out
+
+
 def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,
                 opts, resume: bool, console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
     import ray
@@ -205,6 +227,9 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
             left = sender.close(drain_s)
             timeline = nodes.stop()
             timeline.write_csv(base / "node-timeline.csv")
+    if interrupted.is_set():  # chains a stopped sweep never reached are unfinished too, not absent
+        _, planned, extra = sweep_points(cfg, space)
+        outcomes += not_started(outcomes, planned + extra if not cfg.search.space else [], root)
     rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "off",
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
