@@ -93,11 +93,15 @@ class Manifest:
 class RecordState(tune.Callback):
     """Keeps the manifest up to date with the state files of one stage as Tune writes them."""
 
-    def __init__(self, manifest: Path, stage_path: str):
-        self.manifest, self.stage_path = Manifest(manifest), stage_path
+    def __init__(self, manifest: Path, stage_path: str, every_s: float = 1.0):
+        self.manifest, self.stage_path, self.every_s = Manifest(manifest), stage_path, every_s
         self._seen: dict[str, tuple[int, int]] = {}
+        self._last = 0.0
 
     def record(self) -> None:
+        import time
+
+        self._last = time.monotonic()
         files = state_files(self.stage_path)
         changed = {rel: st for rel, st in files.items() if self._seen.get(rel) != st}
         if not changed:
@@ -113,13 +117,23 @@ class RecordState(tune.Callback):
         self._seen.update(changed)
 
     def on_step_end(self, iteration, trials, **info):
+        import time
+
+        if time.monotonic() - self._last >= self.every_s:  # Tune steps many times a second: list at most once
+            self.record()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.record()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
         self.record()
 
     def on_experiment_end(self, trials, **info):
         self.record()
 
     def __getstate__(self):  # Tune pickles its callbacks with the run config: keep only the paths
-        return {"manifest": self.manifest, "stage_path": self.stage_path, "_seen": {}}
+        return {"manifest": self.manifest, "stage_path": self.stage_path, "every_s": self.every_s, "_seen": {},
+                "_last": 0.0}
 
 
 def verify(manifest: Path, stage_path: str) -> None:
