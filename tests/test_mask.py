@@ -79,9 +79,14 @@ def test_an_edited_header_parent_fails_verification(tmp_path):
     save_file(tensors, str(tmp_path / "edited"), metadata={**meta, "parent": "f" * 64})
     with pytest.raises(LtvlError, match="mask header .* was edited"):
         load_mask(tmp_path / "edited")
-    legacy = {k: v for k, v in meta.items() if k != "header_sha256"}  # written before the header hash
+    stripped = {k: v for k, v in meta.items() if k != "header_sha256"}  # a current file cannot drop its hash
+    save_file(tensors, str(tmp_path / "stripped"), metadata=stripped)
+    with pytest.raises(LtvlError, match="no header_sha256"):
+        load_mask(tmp_path / "stripped")
+    legacy = {**stripped, "format": "ltvl-mask/1"}  # written before the header hash existed: bits still checked
     save_file(tensors, str(tmp_path / "legacy"), metadata=legacy)
-    assert load_mask(tmp_path / "legacy").sha256 == m.sha256
+    loaded = load_mask(tmp_path / "legacy")
+    assert loaded.sha256 == m.sha256 and not loaded.header_verified
 
 
 def test_non_mask_file_is_rejected(tmp_path):

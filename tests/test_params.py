@@ -289,3 +289,15 @@ def test_adaptive_knobs_are_inert_on_other_schedules_and_start_level_is_checked(
                          ({**adaptive, "masks_of_seed": -1}, r"-1 is below its range \(\[0, inf\)\)")):
         with pytest.raises(LtvlError, match=rf"(?s)params.masks_of_seed.*{message}"):
             resolve_chain(raw)
+
+
+def test_a_ticket_reads_its_recipe_as_its_target_chain_does():
+    """Before: a ticket job kept `layers: preset` unresolved, so the report put every ticket in
+    'another recipe' (layers preset, not 2) and Table 1's θ''0 column was empty."""
+    from ltvl.params.resolve import resolve_chain, resolve_ticket
+
+    raw = {"preset": "tiny", "task": "vqa", "rounds": 2}
+    ticket = resolve_ticket({**raw, "ticket": "theta0_shuffled", "source": {"task": "vqa"}})
+    chain = resolve_chain(raw)
+    assert ticket.params.layers == chain.params.layers == 2
+    assert ticket.params.target_sparsity is None and chain.params.target_sparsity is None

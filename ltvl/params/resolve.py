@@ -186,6 +186,9 @@ def resolve_ticket(raw: Mapping[str, Any], where: str = "params", data_path: str
         raise LtvlError("a ticket job needs a baseline", where=f"{where}.ticket", fix="e.g. ticket: theta0_shuffled")
     baseline = Baseline(p.ticket)
     target = resolve_chain({k: v for k, v in raw.items() if k not in TICKET_KEYS}, where, data_path)
+    # the ticket's own params read as its target's (layers `preset` resolved, rounds as the stop), so a
+    # ticket run's recipe in MLflow and the report is the same as the chains it is compared with
+    p = dataclasses.replace(p, layers=target.params.layers, target_sparsity=target.params.target_sparsity)
     prime = _prime(p, baseline, target, where)
     src = p.source
     if isinstance(src, dict):

@@ -281,10 +281,10 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
             raise LtvlError(f"--set {key}: cannot parse {raw[:200]!r} ({e})", where=f"--set {key}") from e
         check_size(value, f"--set {key}")
         _set(cfg, key.split("."), value, key)
+    cfg.validate()  # an unknown kind is named as such before the entry-point check below
     if cfg.kind != kind:
         raise LtvlError(f"this entry point runs {kind!r} sweeps, not {cfg.kind!r}", where="kind",
                         fix=f"run sweeps/{cfg.kind}.py for a {cfg.kind} sweep")
-    cfg.validate()
     refuse_unfilled(cfg, scale)
     return cfg
 
