@@ -128,3 +128,76 @@ def test_a_mask_header_cannot_be_downgraded_to_skip_its_check(tmp_path):
     save_file(tensors, str(tmp_path / "legacy.mask"), metadata=legacy)
     old = load_mask(tmp_path / "legacy.mask")
     assert not old.header_verified and old.sha256 == meta["sha256"]
+
+
+def _chain_dirs(tmp_path):
+    """A finished toy chain (3 rounds, θi rewind) and its dense store, run through the core."""
+    from ltvl.core.imp import ChainSpec, run_chain
+    from ltvl.core.toy import ToyTask, make_toy_model
+    from ltvl.core.train import TrainConfig, Trainer
+    from ltvl.pruning import Schedule
+
+    spec = ChainSpec(train=TrainConfig(steps=6, lr=3e-3, batch_size=16), rewind_step=2,
+                     schedule=Schedule("geometric", 0.5, 0.75))
+    tr = Trainer(ToyTask(n_train=64, n_test=32), spec.train)
+    res = run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path)
+    dense = next((tmp_path / "dense").iterdir())
+    return spec, tr, res, dense
+
+
+@pytest.mark.parametrize("target", ["round", "dense", "theta_i"])
+@pytest.mark.parametrize("damage", ["edited", "stripped", "truncated", "not an object", "missing field"])
+def test_a_damaged_or_edited_store_record_is_named_not_replayed(tmp_path, target, damage):
+    """Before: round, dense and θi records carried no hash: an edited metric replayed as "(resumed)",
+    and a damaged record crashed the driver with a traceback."""
+    from ltvl.core.imp import run_chain
+    from ltvl.core.toy import make_toy_model
+
+    spec, tr, res, dense = _chain_dirs(tmp_path)
+    f = {"round": res.directory / "rounds" / "001.json", "dense": dense / "record.json",
+         "theta_i": res.directory / "theta_i.json"}[target]
+    doc = json.loads(f.read_text())
+    assert doc["record_format"] == 2 and len(doc["record_sha256"]) == 64
+    if damage == "edited":
+        key = {"round": "metrics", "dense": "metrics", "theta_i": "step"}[target]
+        doc[key] = {"metric": 1.0} if key == "metrics" else 0
+        f.write_text(json.dumps(doc))
+        want = "edited or damaged"
+    elif damage == "stripped":
+        doc.pop("record_sha256")
+        f.write_text(json.dumps(doc))
+        want = "no record_sha256"
+    elif damage == "truncated":
+        f.write_text(f.read_text()[:40])
+        want = "unreadable"
+    elif damage == "not an object":
+        f.write_text("[1, 2]")
+        want = "not an object"
+    else:  # a legacy (unsealed) record that lacks a field the reader needs
+        doc.pop("record_sha256"), doc.pop("record_format")
+        doc.pop({"round": "round", "dense": "final_sha256", "theta_i": "sha256"}[target])
+        f.write_text(json.dumps(doc))
+        want = "does not hold|names no step|unreadable|KeyError|missing"
+    if target == "theta_i":  # θi is read only to resume: leave the last round undone
+        (res.directory / "rounds" / "002.json").unlink()
+    with pytest.raises(LtvlError, match=want) as e:
+        run_chain(spec, make_toy_model, tr.train, tr.evaluate, tmp_path)
+    assert e.value.where == str(f)
+
+
+def test_records_written_before_sealing_still_replay(tmp_path):
+    """Stores from before 2026-12 have unsealed records: they are read as they are, not refused."""
+    from ltvl.core.imp import run_chain
+    from ltvl.core.toy import make_toy_model
+
+    spec, tr, res, dense = _chain_dirs(tmp_path)
+    for f in [*(res.directory / "rounds").iterdir(), dense / "record.json", res.directory / "theta_i.json"]:
+        doc = json.loads(f.read_text())
+        doc.pop("record_sha256"), doc.pop("record_format")
+        f.write_text(json.dumps(doc))
+
+    def must_not_train(*a, **k):
+        raise AssertionError("a finished round was re-trained")
+    again = run_chain(spec, make_toy_model, must_not_train, tr.evaluate, tmp_path)
+    assert [r.mask_sha256 for r in again.rounds] == [r.mask_sha256 for r in res.rounds]
+    assert all(r.replayed for r in again.rounds)

@@ -24,7 +24,6 @@ Imports neither Ray nor MLflow.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ltvl.core.identity import FORMAT
-from ltvl.core.store import Spec, SpecStore
+from ltvl.core.store import Spec, SpecStore, read_record, record_from, write_record
 from ltvl.core.train import RewindPoint, TrainConfig
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
@@ -114,13 +113,12 @@ class DenseStore(SpecStore):
         f = self.dir / "record.json"
         if not f.exists():
             return None
-        return DenseRecord(**{k: v for k, v in json.loads(f.read_text()).items() if k != "format"})
+        return record_from(DenseRecord, f, {k: v for k, v in read_record(f).items() if k != "format"})
 
     def put_result(self, rec: DenseRecord, final_bytes: bytes) -> None:
         if self.writer:
             atomic_write_bytes(self.dir / "final.safetensors", final_bytes)  # before the record that names it
-            atomic_write_text(self.dir / "record.json", json.dumps({"format": FORMAT, **dataclasses.asdict(rec)},
-                                                                   indent=2, sort_keys=True))
+            write_record(self.dir / "record.json", {"format": FORMAT, **dataclasses.asdict(rec)})
 
     def final_weights(self, rec: DenseRecord) -> dict[str, torch.Tensor]:
         data = (self.dir / "final.safetensors").read_bytes()

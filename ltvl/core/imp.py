@@ -18,7 +18,6 @@ This module imports neither Ray nor MLflow: they observe via ``reporter``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ltvl.core.adaptive import AdaptiveSearch
 from ltvl.core.adversarial import AdvConfig
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.lead_masks import LeadMasks
-from ltvl.core.store import Record, Spec, SpecStore
+from ltvl.core.store import DAMAGED_FIX, Record, Spec, SpecStore, read_record, write_record
 from ltvl.core.train import RewindPoint, TrainConfig, Trainer, TrainOutcome, derive_seed
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
@@ -42,7 +41,7 @@ from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
 from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
 from ltvl.pruning.schedule import Schedule
-from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
+from ltvl.util.atomic import atomic_write_bytes, sha256_bytes
 from ltvl.util.errors import LtvlError, require
 
 
@@ -163,26 +162,28 @@ class ChainStore(SpecStore):
         out = []
         r = 0
         while self.round_path(r).exists():
-            out.append(json.loads(self.round_path(r).read_text()))
+            out.append(read_record(self.round_path(r)))
             r += 1
         return out
 
     def put_round(self, res: RoundResult) -> None:
         if self.writer:
-            atomic_write_text(self.round_path(res.round), json.dumps(res.record(), indent=2, sort_keys=True))
+            write_record(self.round_path(res.round), res.record())
 
     def put_theta_ref(self, dense: DenseStore, step: int) -> None:
         """θi lives once, in the dense store; the chain records which file and hash it rewinds to."""
         if self.writer:
-            atomic_write_text(self.dir / "theta_i.json",
-                              json.dumps({"dense_dir": str(dense.dir), "step": step, "sha256": dense.theta_sha(step)}))
+            write_record(self.dir / "theta_i.json",
+                         {"dense_dir": str(dense.dir), "step": step, "sha256": dense.theta_sha(step)})
 
     def get_theta_i(self, dense: DenseStore) -> RewindPoint:
         ref = self.dir / "theta_i.json"
         if not ref.exists():
             raise LtvlError("finished rounds exist but the θi reference is missing", where=str(self.dir),
                             fix="delete the chain directory to recompute it")
-        r = json.loads(ref.read_text())  # its dense_dir is informational: the dense store is found by hash
+        r = read_record(ref)  # its dense_dir is informational: the dense store is found by hash
+        if not isinstance(r.get("step"), int) or not isinstance(r.get("sha256"), str):
+            raise LtvlError("the θi reference names no step and sha256", where=str(ref), fix=DAMAGED_FIX)
         return RewindPoint.load(dense.theta_path(r["step"]), r["sha256"])
 
     def find_mask(self, sha: str, dense: DenseStore) -> Path:
@@ -221,8 +222,11 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     report = reporter or (lambda _r: None)
 
     done = agree(store.finished_rounds())
-    for rec in done:
-        res = RoundResult.from_record(rec)
+    for i, rec in enumerate(done):
+        res = RoundResult.from_record(rec, store.round_path(i))
+        if res.round != i:
+            raise LtvlError(f"the record of round {i} says it is round {res.round}", where=str(store.round_path(i)),
+                            fix=DAMAGED_FIX)
         res.mask_path = str(store.find_mask(res.mask_sha256, dense))
         load_mask(res.mask_path)  # verify: a finished round's mask must be intact
         result.rounds.append(res)

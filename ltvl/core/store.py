@@ -54,6 +54,47 @@ def locate(parent: Path, spec: Any) -> tuple[str, Path, int]:
     return sha, current, FORMAT
 
 
+RECORD_FORMAT = 2  # records carry record_sha256 over the rest of their content (2026-12; earlier ones do not)
+DAMAGED_FIX = "delete this store's directory to recompute it (ltvl writes atomically: damage came from elsewhere)"
+
+
+def write_record(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write a store record sealed by the sha256 of its content, so an edit or damage is caught on reading."""
+    body = {**doc, "record_format": RECORD_FORMAT}
+    atomic_write_text(path, json.dumps({**body, "record_sha256": json_sha256(body)}, indent=2, sort_keys=True))
+
+
+def read_record(path: str | Path, fix: str = DAMAGED_FIX) -> dict[str, Any]:
+    """A record written by :func:`write_record` (or an older, unsealed one), checked against its hash;
+    anything unreadable or edited is an :class:`LtvlError` naming the file, never a traceback."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise LtvlError(f"store record is unreadable ({type(e).__name__}: {e})", where=str(path), fix=fix) from None
+    if not isinstance(doc, dict):
+        raise LtvlError(f"store record is a JSON {type(doc).__name__}, not an object", where=str(path), fix=fix)
+    sha = doc.pop("record_sha256", None)
+    if sha is None:
+        if doc.get("record_format", 0) >= RECORD_FORMAT:  # a current record cannot drop its hash
+            raise LtvlError(f"the record has no record_sha256, which every record_format {RECORD_FORMAT} file "
+                            "carries", where=str(path), fix=fix)
+        return doc  # written before records were sealed: read as it is
+    if json_sha256(doc) != sha:
+        raise LtvlError("the record was edited or damaged after it was written (its content does not match its "
+                        "record_sha256)", where=str(path), fix=fix)
+    doc.pop("record_format", None)
+    return doc
+
+
+def record_from(cls, path: str | Path, doc: dict[str, Any]):
+    """Build ``cls`` from a record's fields; a missing or unknown field names the file."""
+    try:
+        return cls(**doc)
+    except TypeError as e:
+        raise LtvlError(f"store record does not hold a {cls.__name__} ({e})", where=str(path),
+                        fix=DAMAGED_FIX) from None
+
+
 class Record:
     """Mixin for the records a store keeps per round: written with the format version, read back
     (``replayed``) from any format. ``RENAMED`` maps older field names to current ones."""
@@ -66,9 +107,9 @@ class Record:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]):
+    def from_record(cls, rec: dict[str, Any], path: str | Path = "?"):
         d = {cls.RENAMED.get(k, k): v for k, v in rec.items() if k != "format"}
-        return cls(**d, replayed=True)
+        return record_from(cls, path, {**d, "replayed": True})
 
 
 class SpecStore:
@@ -87,7 +128,7 @@ class SpecStore:
     def open(self) -> None:
         f = self.dir / "spec.json"
         if f.exists():
-            doc = json.loads(f.read_text())
+            doc = read_record(f, fix="use another root directory, or delete this one to recompute it")
             if doc.get("format", 0) >= 1 and doc.get("identity") != json.loads(json.dumps(identity(self.spec))):
                 raise LtvlError(f"{self.kind} directory holds a different spec (hash prefix collision?)",
                                 where=str(self.dir), fix="use a different root directory")

@@ -14,7 +14,6 @@ Imports neither Ray nor MLflow.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ import torch
 from torch import nn
 
 from ltvl.core.baselines import Baseline, train_ticket
-from ltvl.core.store import Record, Spec, SpecStore
+from ltvl.core.store import Record, Spec, SpecStore, read_record, write_record
 from ltvl.core.train import TrainConfig, Trainer, derive_seed
 from ltvl.pruning.maskfile import load_mask, save_mask
 from ltvl.pruning.prunable import PrunableSpec
-from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError, require
 
 
@@ -114,7 +112,7 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
     for src in sources:
         f = store.round_path(src.round)
         if f.name in done:
-            res = TicketRound.from_record(json.loads(f.read_text()))
+            res = TicketRound.from_record(read_record(f), f)
             res.mask_path = str(store.mask_path(res.mask_sha256))
             load_mask(res.mask_path)  # verify
         else:
@@ -131,7 +129,7 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
                               src.sha256, run.mask.sha256, str(path), run.mask.sparsity, run.metrics,
                               run.train_loss, time.perf_counter() - t0, spec.train.steps)
             if writer:
-                atomic_write_text(f, json.dumps(res.record(), indent=2, sort_keys=True))
+                write_record(f, res.record())
         out.append(res)
         report(res)
     return out

@@ -114,8 +114,7 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
-    import json
-
+    from ltvl.core.store import read_record
     from ltvl.core.ticket_chain import TicketStore
     from ltvl.params.resolve import ticket_plan
     from ltvl.ray.space import trial_job
@@ -132,7 +131,7 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     row.key, row.planned = f"ticket:{store.sha256}", len(sources)
     for s in sources:
         if store.round_path(s.round).exists():
-            row.rounds.append(_round(json.loads(store.round_path(s.round).read_text())))
+            row.rounds.append(_round(read_record(store.round_path(s.round))))
     return row
 
 
