@@ -451,6 +451,42 @@ def test_mlflow_down_at_the_end_exits_3_and_sync_delivers_the_rest(tmp_path):
         server.stop()
 
 
+@pytest.mark.long
+def test_a_deleted_sqlite_store_mid_sweep_is_one_line_not_a_traceback_per_record(tmp_path):
+    """Before: with the local MLflow store deleted mid-sweep, MLflow's store logged a whole
+    SQLAlchemy traceback for every record the sender retried (31 in one sweep). Now the sender
+    says once that MLflow is away, MLflow's own messages go to a log the summary names, and the
+    outcome is as before: exit 3, every record kept in the spool."""
+    from ltvl.vl.data.synthetic import make_synthetic
+
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=16)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    sweep = _sweep(tmp_path, "gone", tmp_path / "data", "--set", "grid.rewind_step=[0]",
+                   "--set", "params.target_sparsity=0.5",  # rounds 0 and 1
+                   env={"LTVL_ROUND_GATE": str(gate), "LTVL_TRACKING_TIMEOUT": "1"})
+    try:
+        deadline = time.monotonic() + 600
+        while _rounds_computed(tmp_path, "gone") < 1 and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # round 0's records reach the store before it goes
+        for f in (tmp_path / "home").glob("mlflow.db*"):
+            f.unlink()
+        (gate / "0").touch()
+        (gate / "1").touch()
+        rc = sweep.wait(timeout=max(1, deadline - time.monotonic()))
+        out = (tmp_path / "gone.log").read_text()
+        log = tmp_path / "home" / "sweeps" / "gone" / "mlflow-errors.log"
+        assert rc == 3, out[-4000:]
+        assert "Traceback" not in out and "sqlalchemy" not in out.lower().replace("sqlalchemy/e/", ""), out[-4000:]
+        assert out.count("is not answering") == 1 and "attempt to write a readonly database" in out, out[-4000:]
+        assert str(log) in out.replace("\n", "") and "Traceback" in log.read_text()
+        assert "│ done" in out and "has not taken" in out
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, 9)
+
+
 def test_resume_refuses_a_config_changed_since_the_sweep_began(tmp_path, monkeypatch, capsys):
     """Tune would restore the old param space: a grid value added since the start would be counted
     and never run. The driver's record of the start config makes the resume refuse, naming it."""

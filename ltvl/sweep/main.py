@@ -216,7 +216,8 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
     notes: list[str] = []  # what the sweep decided on its own (re-seeded dense runs)
     nodes = NodeSampler()
     nodes.start()
-    with quiet_tune_errors(), graceful_interrupt(console) as interrupted:
+    mlflow_log = base / "mlflow-errors.log"
+    with quiet_library_errors(mlflow_log), graceful_interrupt(console) as interrupted:
         try:
             with ProgressView(board, on_reading=lineage.live_reading):
                 run_chains(space, root, storage, name=cfg.name, options=opts, resume=resume, sweep_base=base,
@@ -238,6 +239,8 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
         console.print(f"[bold yellow]↻ {line}[/]")
     if timeline.peak > 1 or any(timeline.joined_left()):  # a multi-node or autoscaling cluster
         console.print(timeline.line())
+    if sender.outages and mlflow_log.exists():
+        console.print(f"[yellow]MLflow's own error messages while it was away: {mlflow_log}[/]")
     if left:
         console.print(f"[yellow]MLflow at {uri} has not taken {left} record(s) yet; they are kept in order in "
                       f"{tracker.spool.path} and go out on the next run of this sweep or with "
@@ -464,20 +467,36 @@ class DroppingLines:
         return getattr(self._stream, name)
 
 
+MLFLOW_LOGGERS = ("mlflow.store", "mlflow.utils.rest_utils", "urllib3.connectionpool")
+
+
 @contextlib.contextmanager
-def quiet_tune_errors():
-    """While the stages run: Tune logs every errored trial's whole Ray traceback; the driver says it
-    once, short, itself. The loggers' levels are restored afterwards."""
+def quiet_library_errors(mlflow_log: Path):
+    """While the stages run: Tune logs every errored trial's whole Ray traceback, and MLflow's
+    store logs a traceback for every record it cannot write while it is away; the driver says
+    each once, short, itself. MLflow's own messages go to ``mlflow_log`` (made only if one comes);
+    the loggers are restored afterwards."""
     import logging
 
     loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
+    handler = logging.FileHandler(mlflow_log, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    routed = [logging.getLogger(name) for name in MLFLOW_LOGGERS]
+    was = [lg.propagate for lg in routed]
+    for lg in routed:
+        lg.addHandler(handler)
+        lg.propagate = False
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        for lg, propagate in zip(routed, was):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+        handler.close()
 
 

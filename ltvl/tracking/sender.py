@@ -9,6 +9,7 @@ does not answer and saying once when it goes away and once when it is back.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ class LineageSender:
             except TrackingUnavailable as e:
                 if down_since is None:
                     down_since, self.outages = time.monotonic(), self.outages + 1
-                    self.say(f"MLflow at {self.tracker.uri} is not answering ({str(e)[:120]}); records wait in "
+                    self.say(f"MLflow at {self.tracker.uri} is not answering ({_gist(e)}); records wait in "
                              f"{self.spool.path} and go out in order when it is back. Training goes on.")
                 if self._closing and time.monotonic() >= self._deadline:
                     return
@@ -82,3 +83,9 @@ class LineageSender:
                     self.on_sent(op)
                 except Exception as e:  # noqa: BLE001 - a hint file is never worth the sender
                     self.say(f"after sending {op.get('key')}: {e}")
+
+
+def _gist(e: Exception) -> str:
+    """What an MLflow/SQLAlchemy error says happened, on one line (without SQLAlchemy's autoflush hint)."""
+    text = re.sub(r"\(raised as a result of [^)]*\)", "", str(e))
+    return " ".join(text.split())[:160] or type(e).__name__
