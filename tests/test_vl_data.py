@@ -25,7 +25,8 @@ def replace_file(directory, rel: str, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
     meta = json.loads((directory / "dataset.json").read_text())
-    meta["files"][rel]["bytes"] = path.stat().st_size
+    from ltvl.vl.data.inspect import file_sha256
+    meta["files"][rel].update(bytes=path.stat().st_size, sha256=file_sha256(path))
     rewrite_dataset_json(directory, files=meta["files"])
 
 
@@ -403,3 +404,20 @@ def test_non_finite_scan_names_the_row_across_record_batches(tmp_path):
                                       "text": ["q"], "label": pa.array([0], pa.int32())}))
     with pytest.raises(LtvlError, match=r"image_id 12 \(row 6\) has a non-finite feature value"):
         check_values(tmp_path / "d", DatasetInfo.load(tmp_path / "d"))
+
+
+def test_a_file_replaced_under_its_manifest_is_refused_on_first_use(tmp_path, monkeypatch):
+    """Before: a node trusted the manifest's sha256 (only `ltvl data info --verify` recomputed it), so
+    an images.arrow replaced in place, same size, trained (and a store replayed) on other features."""
+    from ltvl.vl.data.synthetic import make_synthetic
+    from ltvl.vl.data.verify import check_values
+
+    monkeypatch.setenv("LTVL_HOME", str(tmp_path / "home"))
+    make_synthetic("vqa", tmp_path / "d", n_train=16, n_test=4)
+    f = tmp_path / "d" / "train" / "images.arrow"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the feature buffer: still a readable Arrow file of the same size
+    f.write_bytes(bytes(data))
+    with pytest.raises(LtvlError, match="contents differ from the manifest") as e:
+        check_values(tmp_path / "d", DatasetInfo.load(tmp_path / "d"))
+    assert e.value.where == str(f)

@@ -1,4 +1,5 @@
-"""Values checked before compute: every feature and box finite, once per node per dataset.
+"""Files and values checked before compute, once per node per dataset: every file's sha256 against
+the (sealed) manifest, then every feature and box finite.
 
 A full scan of VQA v2's 9e9 fp16 values takes seconds, not per trial: the verdict is cached
 under ``$LTVL_HOME/cache/verified/`` keyed by the dataset's content hash and its files' sizes
@@ -19,6 +20,7 @@ from ltvl.util.atomic import atomic_write_text
 from ltvl.util.errors import LtvlError
 from ltvl.util.home import home
 from ltvl.vl.data.info import DatasetInfo
+from ltvl.vl.data.inspect import verify_files
 from ltvl.vl.data.writer import IMAGES
 
 BLOCK = 1 << 26  # values scanned at a time: bounded scratch memory
@@ -26,7 +28,9 @@ FP16_EXPONENT = 0x7C00  # all exponent bits set: inf or nan
 
 
 def check_values(directory: Path, info: DatasetInfo) -> None:
-    """Raise naming the split, file and first image whose features or boxes hold a nan or inf."""
+    """Raise naming the file whose content is not the manifest's, or the split, file and first image
+    whose features or boxes hold a nan or inf. The content hash is recomputed here, not trusted:
+    a file replaced under the same manifest would otherwise replay stores trained on the old one."""
     stats = sorted((rel, (directory / rel).stat().st_size, (directory / rel).stat().st_mtime_ns)
                    for rel in info.files if (directory / rel).exists())
     key = hashlib.sha256(json.dumps([info.content_sha256, stats]).encode()).hexdigest()[:32]
@@ -37,6 +41,7 @@ def check_values(directory: Path, info: DatasetInfo) -> None:
     with FileLock(str(marker) + ".lock"):
         if marker.exists():
             return
+        verify_files(directory, info)
         for split in info.splits:
             _scan(directory / split / IMAGES, split)
         atomic_write_text(marker, json.dumps({"dataset": str(directory), "content_sha256": info.content_sha256,
