@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from ray import tune
@@ -99,8 +100,6 @@ class RecordState(tune.Callback):
         self._last = 0.0
 
     def record(self) -> None:
-        import time
-
         self._last = time.monotonic()
         files = state_files(self.stage_path)
         changed = {rel: st for rel, st in files.items() if self._seen.get(rel) != st}
@@ -117,8 +116,6 @@ class RecordState(tune.Callback):
         self._seen.update(changed)
 
     def on_step_end(self, iteration, trials, **info):
-        import time
-
         if time.monotonic() - self._last >= self.every_s:  # Tune steps many times a second: list at most once
             self.record()
 
