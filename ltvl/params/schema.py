@@ -198,7 +198,7 @@ TICKET_KEYS = tuple(k for k, i in INFO.items() if i.role == TICKET)
 def unknown_key(key: str, where: str) -> LtvlError:
     close = difflib.get_close_matches(key, DEFAULTS, n=1)
     return LtvlError(f"unknown chain parameter {key!r}", where=where,
-                     fix=(f"did you mean {close[0]!r}? " if close else "") + "see README 'Chain parameters'")
+                     fix=(f"did you mean {close[0]!r}? " if close else "") + "see docs/reference/parameters.md")
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

@@ -27,6 +27,50 @@ TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a sweep's name becomes a directory
 
 
+# What each key of a sweep config means: docs/reference/sweep-config.md is generated from this
+# (ltvl.reference), and a test fails when a key has no line here.
+KEY_DOCS = {
+    "kind": "which sweep: " + ", ".join(KINDS) + "; the entry point's own kind when omitted",
+    "name": "the MLflow experiment and the Tune run name; a plain directory name. An experiment of another "
+            "sweep kind is refused",
+    "params": "chain parameters shared by every chain (docs/reference/parameters.md)",
+    "grid": "axes, e.g. `rewind_step: [0, 20]`; every combination runs",
+    "chains": "single extra chains as overrides of `params`, e.g. `[{method: random, rate: 0.5}]`",
+    "baselines": "the ticket stage: baselines re-trained on every IMP chain's masks (theta0_shuffled, "
+                 "theta0_prime, high_magnitude, random, random_init)",
+    "transfer_to": "the ticket stage: tasks every IMP chain's masks are trained on",
+    "search.space": "Optuna space, e.g. `{lr: {loguniform: [3e-5, 1e-3]}}` (or `uniform`, `choice`); implies "
+                    "`algorithm: optuna`",
+    "search.num_samples": "trials per Optuna study (one study per grid point)",
+    "search.metric": "what the search maximises at a chain's last round: metric, dense_ratio or finetune_metric",
+    "search.algorithm": "grid or optuna",
+    "resources.num_workers": "DDP workers per chain",
+    "resources.use_gpu": "one GPU per worker",
+    "resources.cpus_per_worker": "CPUs a worker reserves; with the 0.1-CPU trial driver the default makes a trial "
+                                 "cost one CPU",
+    "resources.max_failures": "worker-group restarts per chain (each resumes at the last finished round)",
+    "resources.max_concurrent_trials": "chains at once; null = what fits",
+    "resources.driver_resources": "extra resources every trial driver asks for, e.g. `{trial_driver: 1}` so "
+                                  "drivers stay on the head, never on spot workers",
+    "early_stop.kind": "off, below_dense (drop a chain at its first round below p of dense) or asha "
+                       "(ASHA on dense_ratio by round)",
+    "early_stop.p": "below_dense's fraction of dense",
+    "tracking_uri": "MLflow: default `$MLFLOW_TRACKING_URI` if set, else `sqlite:///$LTVL_HOME/mlflow.db`; "
+                    "an `http://` server works the same",
+    "root": "chain stores; default `$LTVL_HOME/sweeps/<name>/chains`",
+    "storage": "Ray storage; default `$LTVL_HOME/sweeps/<name>/ray`",
+    "report_p": "the summary's \"keeps p of dense\" line",
+    "controls": "add a 100%-sparse control chain per dense run (docs/guide/controls.md)",
+    "retry_unlearned": "re-seed a dense run that does not beat the majority answer, up to N times",
+    "seed_informed": "adaptive chains that differ only in seed: the first seed searches, the others start at "
+                     "its answer (docs/results/cost-to-ticket.md)",
+    "share_masks": "with seed_informed: the others also take the first seed's masks and walk one level at a "
+                   "time from its answer",
+    "scales": "named override sets chosen with `--scale` (smoke, real-cpu, paper): a scale's params and grid "
+              "update the config's, its other keys replace them",
+}
+
+
 @dataclass
 class SweepConfig:
     kind: str = "rewind_grid"
@@ -304,3 +348,32 @@ def _set(cfg: SweepConfig, parts: list[str], value: Any, key: str) -> None:
 
 def to_dict(cfg: SweepConfig) -> dict:
     return copy.deepcopy(dataclasses.asdict(cfg))
+
+
+def shipped_config_dir() -> Path | None:
+    """``sweeps/configs`` beside the ltvl package (a checkout, or ``ray job submit``'s working dir)."""
+    directory = Path(__file__).resolve().parents[2] / "sweeps" / "configs"
+    return directory if directory.is_dir() else None
+
+
+def find_config(name: str) -> Path:
+    """A config file by path, or a shipped config by name (``rewind_grid`` or ``rewind_grid.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_config_dir()
+    if shipped is not None and path.parent == Path(".") and (shipped / f"{path.stem}.yaml").is_file():
+        return shipped / f"{path.stem}.yaml"
+    names = ", ".join(p.stem for p in sorted(shipped.glob("*.yaml"))) if shipped else "(none found)"
+    raise LtvlError(f"no config file {name!r}", where="CONFIG", fix=f"a YAML file, or a shipped config: {names}")
+
+
+def config_kind(path: Path) -> str:
+    """The ``kind:`` a config file names (rewind_grid when it names none). A file that cannot be
+    read as a mapping gives the default, so that loading it reports the problem with its key."""
+    try:
+        data = yamlio.load(path.read_text()) if path.stat().st_size <= MAX_CONFIG_BYTES else None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return KINDS[0]
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else KINDS[0]

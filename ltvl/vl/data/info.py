@@ -61,7 +61,7 @@ class DatasetInfo:
         if not p.exists():
             raise LtvlError("not a dataset directory (no dataset.json)", where=str(directory),
                             fix="prepare one with `ltvl data prepare easy-vqa --out DIR`, `ltvl data synth`, "
-                                "or `ltvl data import` (README 'Data')")
+                                "or `ltvl data import` (docs/guide/data.md)")
         try:
             d = json.loads(p.read_text())
         except json.JSONDecodeError as e:

@@ -7,7 +7,7 @@ A dataset directory (format 1) looks like::
     DIR/<split>/images.arrow      Arrow IPC file, one row per image (IMAGE_COLUMNS)
     DIR/<split>/examples.arrow    Arrow IPC file, task-specific columns (TASK_COLUMNS)
 
-Why Arrow IPC files, uncompressed, with 64-bit list offsets (see README "Data format"):
+Why Arrow IPC files, uncompressed, with 64-bit list offsets (see docs/guide/data.md):
 they are read through a memory map with no decoding step, so every trial on a node shares
 one copy in the page cache; ``large_list`` offsets never overflow (VQA v2 holds 9.1e9
 feature values, past int32's 2^31); and each image keeps only its own regions (10-100 for
@@ -65,7 +65,7 @@ def check_columns(schema: pa.Schema, expected: dict[str, pa.DataType], where: st
     for name, typ in expected.items():
         if name not in schema.names:
             raise LtvlError(f"missing column '{name}' (expected {typ}); has {schema.names}", where=where,
-                            fix="see README 'Data format' for each task's columns")
+                            fix="see docs/guide/data.md for each task's columns")
         if not schema.field(name).type.equals(typ):
             raise LtvlError(f"column '{name}' has type {schema.field(name).type}, expected {typ}", where=where,
                             fix=f"cast it: table.set_column(i, '{name}', table['{name}'].cast(pa.{typ}))")

@@ -1,0 +1,3 @@
+from ltvl.cli import main
+
+main()
