@@ -127,13 +127,14 @@ def test_mask_for_another_model_names_first_mismatch(tmp_path, ckpt):
         MaskEnforcer(other, load_mask(m))
 
 
-def test_imp_command_runs_and_resumes(tmp_path):
-    args = ["imp", "--task", "toy", "--root", tmp_path, "--steps", "10", "--rate", "0.5", "--target", "0.7"]
-    first = ltvl(*args)
+def test_chain_run_runs_and_resumes_and_imp_is_its_alias(tmp_path):
+    args = ["--task", "toy", "--root", tmp_path, "--steps", "10", "--rate", "0.5", "--target", "0.7"]
+    first = ltvl("chain", "run", *args)
     assert first.returncode == 0, first.stderr
-    assert "round 2: sparsity 0.750" in first.stdout
-    second = ltvl(*args)
+    assert "round 2: sparsity 0.750" in first.stdout and "ltvl imp" not in first.stderr
+    second = ltvl("imp", *args)  # the older name: the same chain, replayed, and a note that names the new one
     assert second.stdout.count("(resumed)") == 3
+    assert "`ltvl imp` is now `ltvl chain run`" in second.stderr
     bad = ltvl("imp", "--task", "toy", "--root", tmp_path, "--steps", "10", "--rewind-step", "10")
     assert bad.returncode == 2 and "rewind step 10" in bad.stderr
 
@@ -261,3 +262,32 @@ def test_data_migrate_and_info_refuse_what_they_cannot_read(tmp_path):
     assert res.returncode == 2 and "already in format 1" in res.stderr
     res = ltvl("data", "info", tmp_path / "nothing")
     assert res.returncode == 2 and "no dataset.json" in res.stderr
+
+
+def test_sweep_validate_finds_a_shipped_config_by_name_and_lists_its_chains(tmp_path):
+    res = ltvl("sweep", "validate", "rewind_grid", cwd=tmp_path)  # run from elsewhere: found beside the package
+    assert res.returncode == 0, res.stderr
+    assert "4 chain(s), 1 of them a 100%-sparse control; nothing run (--dry-run)" in res.stderr
+
+
+def test_sweep_run_takes_the_kind_from_the_config_and_refuses_bad_input_before_work(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("kind: transfer\nname: t\nparams: {task: vqa, data: synthetic:vqa, preset: tiny, steps: 4}\n"
+                   "transfer_to: [gqa]\ncontrols: false\n")
+    ok = ltvl("sweep", "run", cfg, "--dry-run", "--set", "params.steps=5")
+    assert ok.returncode == 0, ok.stderr
+    assert "'steps': 5" in ok.stderr
+    missing = ltvl("sweep", "run", tmp_path / "nope.yaml")
+    assert missing.returncode == 2 and "no config file" in missing.stderr and "rewind_grid" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    cfg.write_text("kind: other\n")
+    unknown = ltvl("sweep", "validate", cfg)
+    assert unknown.returncode == 2 and "unknown sweep kind 'other'" in unknown.stderr
+    typo = ltvl("sweep", "validate", "rewind_grid", "--set", "params.stepz=5")
+    assert typo.returncode == 2 and "did you mean 'steps'" in typo.stderr
+
+
+def test_list_names_methods_baselines_and_shipped_configs():
+    out = ltvl("list").stdout
+    for word in ("minilm", "vqa", "magnitude", "random", "theta0_shuffled", "rewind_grid", "study_table1"):
+        assert word in out, word
