@@ -69,7 +69,7 @@ def open_bench_run(a: argparse.Namespace) -> BenchRun:
     """Read and check the bench run named by ``--work``; ``--set`` defaults to its overrides."""
     from ltvl.core.dense import DenseSpec, DenseStore
     from ltvl.params.resolve import resolve_chain
-    from ltvl.sweep.config import load_config
+    from ltvl.plan.config import load_config
     from ltvl.util.home import home
 
     work = Path(a.work) if a.work else home() / "bench" / "cost-to-ticket"

@@ -205,7 +205,7 @@ def main() -> None:
         return summarize(ga, got["results"], levels, steps, got.get("wall_s"), saved)
 
     from ltvl.params.resolve import data_for, resolve_chain
-    from ltvl.sweep.config import load_config
+    from ltvl.plan.config import load_config
     from ltvl.vl.datasets import resolve_dataset
 
     cfg = load_config("rewind_grid", a.config, [f"params.{kv}" for kv in a.set])

@@ -37,7 +37,7 @@ def main() -> None:
 
     from ltvl.core.train import Trainer
     from ltvl.params.resolve import data_for, resolve_chain
-    from ltvl.sweep.config import load_config
+    from ltvl.plan.config import load_config
     from ltvl.vl.assemble import build_vl
     from ltvl.vl.datasets import resolve_dataset
     from ltvl.vl.image_ablation import image_ablation

@@ -52,7 +52,7 @@ def render_parameters() -> str:
 
 
 def _sweep_keys() -> list[tuple[str, object]]:
-    from ltvl.sweep.config import SweepConfig
+    from ltvl.plan.config import SweepConfig
 
     keys = []
     for f in dataclasses.fields(SweepConfig):
@@ -65,12 +65,12 @@ def _sweep_keys() -> list[tuple[str, object]]:
 
 
 def render_sweep_config() -> str:
-    from ltvl.sweep.config import KEY_DOCS
+    from ltvl.plan.config import KEY_DOCS
 
     rows = []
     for key, default in _sweep_keys():
         if key not in KEY_DOCS:
-            raise KeyError(f"sweep config key {key!r} has no line in ltvl.sweep.config.KEY_DOCS")
+            raise KeyError(f"sweep config key {key!r} has no line in ltvl.plan.config.KEY_DOCS")
         shown = "null" if default is None else default
         rows.append(f"| `{key}` | `{shown}` | {_cell(KEY_DOCS[key])} |")
     return (HEADER + "# Sweep config keys\n\n"

@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from ltvl.cluster.autoscale import local_autoscaling_config, source_node_types
+from ltvl.plan.options import DRIVER_CPU, Resources
 from ltvl.ray.capacity import Capacity, NodeShape, capacity_from_config
 from ltvl.ray.nodes import NodeTimeline
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
-from ltvl.sweep.options import DRIVER_CPU, Resources
 from ltvl.util.errors import LtvlError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -276,7 +276,8 @@ def test_sweep_run_takes_the_kind_from_the_config_and_refuses_bad_input_before_w
                    "transfer_to: [gqa]\ncontrols: false\n")
     ok = ltvl("sweep", "run", cfg, "--dry-run", "--set", "params.steps=5")
     assert ok.returncode == 0, ok.stderr
-    assert "'steps': 5" in ok.stderr
+    assert "1 dense run(s), 1 chain(s), 1 ticket job(s)" in ok.stderr
+    assert "stage tickets: 20 training steps" in ok.stderr  # --set reached the plan: 4 masks x 5 steps
     missing = ltvl("sweep", "run", tmp_path / "nope.yaml")
     assert missing.returncode == 2 and "no config file" in missing.stderr and "rewind_grid" in missing.stderr
     assert "Traceback" not in missing.stderr

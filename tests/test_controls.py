@@ -137,7 +137,7 @@ def test_the_100_percent_sparse_control_prunes_every_weight_and_trains_the_rest(
 
 def test_a_sweep_adds_one_control_chain_per_dense_run():
     from ltvl.params.resolve import resolve
-    from ltvl.sweep.controls import control_chains
+    from ltvl.plan.controls import control_chains
 
     base = {"task": "vqa", "data": "synthetic:{task}", "preset": "tiny", "steps": 20}
     points = [{**base, "seed": s, "rewind_step": r, "rate": rate}
@@ -271,7 +271,7 @@ def test_method_all_prunes_to_100_percent_only():
 def test_retry_unlearned_is_checked_before_anything_runs():
     import pytest
 
-    from ltvl.sweep.config import load_config
+    from ltvl.plan.config import load_config
     from ltvl.util.errors import LtvlError
     assert load_config("rewind_grid", None, ["retry_unlearned=2"]).options().retry_unlearned == 2
     with pytest.raises(LtvlError, match=r"retry_unlearned 11 is outside \[0, 10\]"):
@@ -283,9 +283,9 @@ def test_retry_unlearned_is_checked_before_anything_runs():
 def test_retry_unlearned_is_refused_where_no_dense_stage_could_judge_a_dense_run(tmp_path):
     import pytest
 
+    from ltvl.plan.config import load_config
     from ltvl.ray.space import job_entry
     from ltvl.ray.stages import check_retry
-    from ltvl.sweep.config import load_config
     from ltvl.util.errors import LtvlError
     base = {"task": "vqa", "data": "synthetic:vqa", "preset": "tiny", "steps": 20}
     shared = [job_entry({**base, "rate": r}, tmp_path) for r in (0.5, 0.8)]  # one dense run, two chains

@@ -236,10 +236,10 @@ def test_adaptive_schedule_bad_input():
 
 
 def test_seed_informed_holds_back_only_adaptive_siblings_and_controls_take_no_adaptive_knobs():
+    from ltvl.plan.controls import control_chains
+    from ltvl.plan.options import EarlyStop
     from ltvl.ray.informed import split_by_seed
     from ltvl.ray.stopping import BelowDenseStopper, check_early_stop
-    from ltvl.sweep.controls import control_chains
-    from ltvl.sweep.options import EarlyStop
 
     def entry(**p):
         return {"kind": "chain", "params": {"schedule": "adaptive", "rate": 0.2, **p}}
@@ -260,7 +260,7 @@ def test_seed_informed_holds_back_only_adaptive_siblings_and_controls_take_no_ad
 
 
 def test_seed_informed_is_a_checked_sweep_key():
-    from ltvl.sweep.config import load_config
+    from ltvl.plan.config import load_config
     assert load_config("rewind_grid", None, ["seed_informed=true"]).options().seed_informed is True
     with pytest.raises(LtvlError, match="seed_informed must be bool"):
         load_config("rewind_grid", None, ["seed_informed=maybe"])

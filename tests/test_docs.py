@@ -87,8 +87,8 @@ def test_each_reference_page_regenerates_to_itself(name):
 
 
 def test_a_sweep_key_without_a_line_is_an_error(monkeypatch):
+    from ltvl.plan import config
     from ltvl.reference import render_sweep_config
-    from ltvl.sweep import config
 
     monkeypatch.setattr(config, "KEY_DOCS", {k: v for k, v in config.KEY_DOCS.items() if k != "report_p"})
     with pytest.raises(KeyError, match="report_p"):

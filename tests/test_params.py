@@ -16,8 +16,8 @@ from ltvl.core.toy import ToyTask, make_toy_model
 from ltvl.core.train import TrainConfig, Trainer
 from ltvl.params.resolve import resolve, resolve_chain
 from ltvl.params.schema import CHAIN, DEFAULTS, DENSE, INFO, NONE, TICKET, check
+from ltvl.plan.config import load_config
 from ltvl.pruning import Schedule
-from ltvl.sweep.config import load_config
 from ltvl.tracking.records import chain_name, chain_ops, lineage_tags
 from ltvl.util.errors import LtvlError
 from ltvl.vl.models.presets import PRESETS
@@ -263,7 +263,7 @@ def test_bad_sweep_options_are_refused_with_the_key(setting, message):
 
 
 def test_python_api_options_are_checked():
-    from ltvl.sweep.options import SweepOptions
+    from ltvl.plan.options import SweepOptions
     with pytest.raises(LtvlError, match="unknown sweep option 'num_wrkers'"):
         SweepOptions.from_flat(num_wrkers=2)
     opts = SweepOptions.from_flat(num_workers=2, early_stop="asha", search="optuna", driver_resources=(("d", 1),))

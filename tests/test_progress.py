@@ -5,7 +5,7 @@ import re
 from rich.console import Console
 
 from ltvl.core.progress import RoundProgress, read_progress
-from ltvl.sweep.progress import DONE, RUNNING, WAITING, ProgressBoard, Row
+from ltvl.ray.board import DONE, RUNNING, WAITING, ProgressBoard, Row
 
 
 class Clock:

@@ -9,8 +9,9 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from ltvl.params.schema import DEFAULTS  # noqa: E402
+from ltvl.plan.points import grid_points  # noqa: E402
 from ltvl.pruning import load_mask  # noqa: E402
-from ltvl.ray.space import grid_points, trial_params, validate_space  # noqa: E402
+from ltvl.ray.space import trial_params, validate_space  # noqa: E402
 from ltvl.ray.stages import run_chains  # noqa: E402
 from ltvl.util.errors import LtvlError  # noqa: E402
 from ltvl.vl.data.synthetic import make_synthetic  # noqa: E402

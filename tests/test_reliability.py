@@ -492,8 +492,8 @@ def test_resume_refuses_a_config_changed_since_the_sweep_began(tmp_path, monkeyp
     and never run. The driver's record of the start config makes the resume refuse, naming it."""
     from pathlib import Path
 
-    from ltvl.sweep import plan_record
-    from ltvl.sweep.config import load_config
+    from ltvl.plan import record as plan_record
+    from ltvl.plan.config import load_config
     from ltvl.sweep.main import main, space_of, sweep_plan, sweep_points
 
     configs = Path(__file__).resolve().parents[1] / "sweeps" / "configs"

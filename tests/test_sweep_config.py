@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ltvl.sweep.config import load_config
+from ltvl.plan.config import load_config
 from ltvl.util.errors import LtvlError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def shipped_configs() -> dict[str, str]:
     """Each shipped sweep config and the first sentence of its opening comment (after the line
     that names the command running it)."""
-    from ltvl.sweep.config import shipped_config_dir
+    from ltvl.plan.config import shipped_config_dir
 
     directory = shipped_config_dir()
     if directory is None:

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _argv(config: str, sets: list[str] | None, scale: str | None) -> tuple[str, list[str]]:
-    from ltvl.sweep.config import config_kind, find_config
+    from ltvl.plan.config import config_kind, find_config
 
     path = find_config(config)
     argv = ["--config", str(path)] + [a for s in sets or () for a in ("--set", s)]

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ltvl.core.chain import ChainSpec, ChainStore
 from ltvl.core.dense import DenseSpec, DenseStore
 from ltvl.core.train import derive_seed
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
 from ltvl.pruning.prune import prune_to_sparsity
 from ltvl.util.errors import LtvlError
-
-if TYPE_CHECKING:
-    from ltvl.core.imp import ChainSpec
 
 
 def lead_spec(spec: ChainSpec) -> ChainSpec:
@@ -40,8 +37,6 @@ class LeadMasks:
     """The settled lead chain's mask for any level of the schedule, read from its store."""
 
     def __init__(self, root: str | Path, spec: ChainSpec):
-        from ltvl.core.imp import ChainStore  # imp imports this module
-
         self.spec = lead_spec(spec)
         self.store = ChainStore(root, self.spec, writer=False)
         self.dense = DenseStore(root, DenseSpec.of(self.spec), writer=False)

@@ -4,7 +4,7 @@ chain's state (``<store>/progress.json``), rewritten atomically every few second
 A file, not a Ray actor or MLflow call: the chain store already lives where the sweep driver can
 read it (a shared path on a cluster), the file costs nothing when nobody reads it, and a worker
 never waits on anyone to write it. The sweep driver turns it into the live view and into batched
-live metrics (:mod:`ltvl.sweep.progress`). Imports neither Ray nor MLflow.
+live metrics (:mod:`ltvl.ray.board`). Imports neither Ray nor MLflow.
 """
 
 from __future__ import annotations

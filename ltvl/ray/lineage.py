@@ -237,7 +237,7 @@ class LineageCallback(tune.Callback):
         if key:
             self._record([{"op": "end", "key": key, "status": status}])
         if self.board is not None:
-            from ltvl.sweep.progress import DONE
+            from ltvl.ray.board import DONE
             self.board.finished(row_key(config), DONE if status == "FINISHED" else status)
 
     # --- live metrics (called from the progress view's thread) ------------------------------------
@@ -272,8 +272,8 @@ def plan_rows(stage: str, configs: list[dict], root: str | Path) -> list:
     from ltvl.core.imp import ChainStore
     from ltvl.core.progress import PROGRESS_FILE
     from ltvl.params.resolve import ChainJob, resolve_chain
+    from ltvl.ray.board import Row
     from ltvl.ray.space import trial_job
-    from ltvl.sweep.progress import Row
 
     rows = []
     for config in configs:

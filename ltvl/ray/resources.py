@@ -5,8 +5,8 @@ or the node types an autoscaling one can launch (which may have no worker yet)."
 
 from __future__ import annotations
 
+from ltvl.plan.options import DRIVER_CPU, Resources
 from ltvl.ray.capacity import Capacity, cluster_capacity
-from ltvl.sweep.options import DRIVER_CPU, Resources
 from ltvl.util.errors import LtvlError
 
 

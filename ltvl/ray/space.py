@@ -8,7 +8,6 @@ Only sampled (Optuna) values are left for Tune to fill in.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,10 @@ from ray import tune
 
 from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import ChainJob, TicketJob, resolve
-from ltvl.params.schema import DEFAULTS
+from ltvl.plan.points import grid_points
 
 # never a chain's identity
 PLUMBING = ("root", "storage", "env", "resources", "dense_rewinds", "group", "job", "sweep_base")
-
-
-def grid_points(param_space: dict) -> list[dict]:
-    """Every combination of the ``tune.grid_search`` axes (other values as they are)."""
-    axes = {k: v["grid_search"] for k, v in param_space.items() if isinstance(v, dict) and "grid_search" in v}
-    fixed = {k: v for k, v in param_space.items() if k not in axes}
-    return [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())] or [fixed]
 
 
 def search_domains(param_space: dict) -> dict:
@@ -104,17 +96,3 @@ def longest_first(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda e: e.get("cost", 0), reverse=True)  # stable: equal costs keep config order
 
 
-def ticket_points(points: list[dict], baselines: tuple[str, ...], transfer_to: tuple[str, ...]) -> list[dict]:
-    """The ticket stage: every baseline on each IMP chain's masks, and each IMP chain's masks
-    transferred to every other task in ``transfer_to``."""
-    out = []
-    for params in points:
-        p = {**DEFAULTS, **params}
-        if p["method"] != "magnitude":
-            continue
-        own = {k: v for k, v in params.items() if k != "prime_checkpoint"}  # θ'0's weights are theta0_prime's only
-        out += [{**(params if b == "theta0_prime" else own), "ticket": b, "source": params} for b in baselines]
-        out += [{**own, "task": t, "ticket": "imp", "source": params} for t in transfer_to if t != p["task"]]
-    for i, t in enumerate(out):
-        resolve(t, where=f"tickets[{i}]")  # bad input fails before any trial
-    return out

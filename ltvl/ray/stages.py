@@ -28,14 +28,15 @@ from ray import tune
 from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
 from ltvl.params.schema import DEFAULTS
+from ltvl.plan.options import DRIVER_CPU, SweepOptions
+from ltvl.plan.points import grid_points, ticket_points
 from ltvl.ray.capacity import cluster_capacity
 from ltvl.ray.informed import informed_entries, split_by_seed
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
-from ltvl.ray.space import grid_points, job_entry, longest_first, search_domains, ticket_points, validate_space
+from ltvl.ray.space import job_entry, longest_first, search_domains, validate_space
 from ltvl.ray.stopping import check_early_stop, early_stop_config
 from ltvl.ray.trainable import chain_trainable
 from ltvl.ray.trust import RecordState, verify
-from ltvl.sweep.options import DRIVER_CPU, SweepOptions
 from ltvl.util.errors import LtvlError
 from ltvl.util.home import home
 
@@ -55,7 +56,7 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
     grid point. ``extra_points`` adds single chains (overrides of the fixed params, e.g. one RP
     chain). ``callbacks`` (Tune callbacks, e.g. the MLflow lineage) see every stage. Options come
     as ``options`` or as keywords (``num_workers=2, max_failures=1, baselines=(…)``).
-    ``outcomes``, when given, collects every stage's trials (:class:`ltvl.sweep.failures.TrialOutcome`).
+    ``outcomes``, when given, collects every stage's trials (:class:`ltvl.ray.failures.TrialOutcome`).
     ``stop()`` is asked after each stage: true (the driver was interrupted) ends the sweep there.
     ``verbose`` keeps Tune's own progress output next to the callbacks' (else they speak alone).
     ``notes``, when given, collects what the sweep decided on its own (a dense run re-seeded).
@@ -146,7 +147,7 @@ def _plan(callbacks: list | None, stage: str, configs: list[dict]) -> None:
 
 def _collect(outcomes: list | None, stage: str, grid) -> None:
     if outcomes is not None:
-        from ltvl.sweep.failures import collect
+        from ltvl.ray.failures import collect
         outcomes.extend(collect(stage, grid))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray import tune
 
-from ltvl.sweep.options import EarlyStop
+from ltvl.plan.options import EarlyStop
 from ltvl.util.errors import LtvlError
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ltvl.sweep.config import SweepConfig, load_config
-from ltvl.sweep.failures import write_log
+from ltvl.plan.config import SweepConfig, load_config
+from ltvl.ray.failures import write_log
 from ltvl.util.errors import LtvlError
 
 
@@ -120,12 +120,18 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     opts.validate()
     check_local_data(points)
     check_progress_env()
+    from ltvl.plan.plan import build_plan
+
+    the_plan = build_plan(cfg)
     if dry_run:
-        for p in grid + chains:
-            console.print(p)
+        for line in the_plan.describe():
+            console.print(line, highlight=False)
         console.print(f"{n} chain(s){controls_note}; nothing run (--dry-run)")
         return 0
-    from ltvl.sweep import plan_record
+    console.print(f"plan: {len(the_plan.chains)} chain(s), {len(the_plan.tickets)} ticket job(s), "
+                  f"{'≤ ' if the_plan.bounded else ''}{the_plan.total_steps:,} training steps "
+                  "(--dry-run shows each)", highlight=False)
+    from ltvl.plan import record as plan_record
 
     plan = sweep_plan(cfg, grid + chains)
     with SweepLock(base, cfg.name, shared_dirs(root, storage, cfg.tracking_uri)):  # a second driver: refused
@@ -172,8 +178,8 @@ def _run_locked(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
 def not_started(outcomes: list, points: list[dict], root: Path) -> list:
     """An outcome (no trial, no failure) for each planned chain no stage reached before a stop."""
     from ltvl.params.resolve import ChainJob, resolve
+    from ltvl.ray.failures import TrialOutcome
     from ltvl.ray.space import job_entry, trial_job
-    from ltvl.sweep.failures import TrialOutcome
 
     ran = set()
     for t in outcomes:
@@ -195,11 +201,11 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                 opts, resume: bool, console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
     import ray
 
+    from ltvl.ray.board import ProgressBoard, ProgressView
     from ltvl.ray.capacity import cluster_capacity
     from ltvl.ray.lineage import LineageCallback, run_hint_writer
     from ltvl.ray.nodes import NodeSampler
     from ltvl.ray.stages import run_chains
-    from ltvl.sweep.progress import ProgressBoard, ProgressView
     from ltvl.sweep.summary import add_mlflow_counts, chain_summaries, print_summary, sparsity_plot
     from ltvl.tracking.mlflow_lineage import deep_link, ui_command
     from ltvl.tracking.sender import LineageSender
@@ -334,8 +340,9 @@ def graceful_interrupt(console: Console):
 
 def sweep_points(cfg: SweepConfig, space: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """(grid points, every chain point, the extra chains incl. controls), checked: duplicates refused."""
-    from ltvl.ray.space import grid_points, validate_space
-    from ltvl.sweep.controls import control_chains
+    from ltvl.plan.controls import control_chains
+    from ltvl.plan.points import grid_points
+    from ltvl.ray.space import validate_space
 
     fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
     plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
@@ -352,8 +359,8 @@ def sweep_points(cfg: SweepConfig, space: dict) -> tuple[list[dict], list[dict],
 def sweep_plan(cfg: SweepConfig, points: list[dict]) -> dict:
     """What --resume must find unchanged: the config's result-bearing keys and its chains' identities."""
     from ltvl.params.resolve import ChainJob, resolve
-    from ltvl.sweep import plan_record
-    from ltvl.sweep.config import to_dict
+    from ltvl.plan import record as plan_record
+    from ltvl.plan.config import to_dict
 
     return plan_record.plan_of(to_dict(cfg), [j.chain.sha256 for p in points
                                              if isinstance(j := resolve(p), ChainJob)])
@@ -389,7 +396,7 @@ def check_progress_env() -> None:
     """``LTVL_PROGRESS_S`` (read by every worker) and ``LTVL_PROGRESS_LOG_S``: a bad value is
     refused here, before any trial, not in a worker halfway through the sweep."""
     from ltvl.core.progress import progress_interval_s
-    from ltvl.sweep.progress import log_interval_s
+    from ltvl.ray.board import log_interval_s
     progress_interval_s()
     log_interval_s()
 

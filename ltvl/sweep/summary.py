@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ltvl.sweep.failures import TrialOutcome
+from ltvl.ray.failures import TrialOutcome
 from ltvl.tracking.arms import SPARSE_CONTROL
 from ltvl.tracking.records import CONTROL_MARGIN, dense_flag
 

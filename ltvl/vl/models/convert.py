@@ -16,8 +16,10 @@ are left out on purpose and counted as such.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -184,14 +186,31 @@ def airsplay_lxmert_body(state: Mapping[str, torch.Tensor], source: str) -> tupl
     return body, report
 
 
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def quiet_load_report():
+    """transformers 5 logs a table of every unexpected key at WARNING; truncating to N layers makes
+    the dropped layers 'unexpected' on every model build, which floods job logs. ltvl turns the
+    loading info into its own :class:`ltvl.vl.models.convert.LoadReport` (counts, dropped heads,
+    and an error for a missing tensor). (A filter, not a level: transformers runs extra checks
+    when its logger's level is raised.)"""
+    lg = logging.getLogger("transformers.modeling_utils")
+    lg.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        lg.removeFilter(_not_a_load_report)
+
+
 def from_pretrained(cls, directory: str, kind: str, num_layers: int | None = None,
                     allow_missing: str | None = None, **kw):
     """transformers' ``cls.from_pretrained`` on a local directory (it reads .safetensors and, with
     ``weights_only``, .bin), with its loading info turned into a :class:`LoadReport`: a missing
     tensor is an error unless allowed, a shape that differs always, and any failure to read names
     the directory instead of a traceback."""
-    from ltvl.vl.models.uniter import quiet_load_report
-
     if num_layers:
         kw["num_hidden_layers"] = num_layers
     try:

@@ -13,7 +13,6 @@ so official checkpoints load by renaming ``uniter.`` (see ``ltvl.vl.models.conve
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -24,25 +23,6 @@ from ltvl.vl.data.schema import BOX_DIM
 from ltvl.vl.models.base import POOLINGS, VLBackbone, VLOutput, add_delta, bert_init_
 
 log = logging.getLogger(__name__)
-
-
-def _not_a_load_report(record: logging.LogRecord) -> bool:
-    return "LOAD REPORT" not in str(record.msg)
-
-
-@contextmanager
-def quiet_load_report():
-    """transformers 5 logs a table of every unexpected key at WARNING; truncating to N layers makes
-    the dropped layers 'unexpected' on every model build, which floods job logs. ltvl turns the
-    loading info into its own :class:`ltvl.vl.models.convert.LoadReport` (counts, dropped heads,
-    and an error for a missing tensor). (A filter, not a level: transformers runs extra checks
-    when its logger's level is raised.)"""
-    lg = logging.getLogger("transformers.modeling_utils")
-    lg.addFilter(_not_a_load_report)
-    try:
-        yield
-    finally:
-        lg.removeFilter(_not_a_load_report)
 
 
 class UniterImageEmbeddings(nn.Module):

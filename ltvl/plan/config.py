@@ -1,6 +1,6 @@
 """Sweep configs: YAML files in ``sweeps/configs/`` plus ``--set key=value`` overrides, checked
 key by key before Ray or MLflow is touched. Chain parameters are checked by their one schema
-(:mod:`ltvl.params.schema`); scheduling options are :mod:`ltvl.sweep.options`."""
+(:mod:`ltvl.params.schema`); scheduling options are :mod:`ltvl.plan.options`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from ltvl.params.schema import DEFAULTS, check_value, unknown_key
-from ltvl.sweep import yamlio
-from ltvl.sweep.options import EarlyStop, Resources, Search, SweepOptions
+from ltvl.plan import yamlio
+from ltvl.plan.options import EarlyStop, Resources, Search, SweepOptions
 from ltvl.util.errors import LtvlError
 
 KINDS = ("rewind_grid", "adversarial_grid", "transfer", "search")
@@ -87,7 +87,7 @@ class SweepConfig:
     root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
     storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
     report_p: float = 0.99  # the summary's "keeps p of dense" line
-    # SPEC §7: a 100%-sparse control chain per dense run (ltvl.sweep.controls); off only to save a
+    # SPEC §7: a 100%-sparse control chain per dense run (ltvl.plan.controls); off only to save a
     # trial where controls are not the point (fast tests); searches never add them
     controls: bool = True
     retry_unlearned: int = 0  # retry a dense run below the majority answer with the next unused seed, N times

@@ -1,0 +1,125 @@
+"""A sweep's plan, built once before anything runs: every chain and ticket job resolved (so bad
+input fails here), the dense runs the chains share, and what the sweep costs in training steps
+per stage. ``ltvl sweep run --dry-run`` prints it; the Ray stages run its points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltvl.params.resolve import ChainJob, TicketJob, resolve
+from ltvl.plan.config import SweepConfig
+from ltvl.plan.controls import control_chains
+from ltvl.plan.points import fixed_space, grid_points, ticket_points
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One trial of the chains or tickets stage, with its training cost beyond the dense run."""
+
+    stage: str  # "chains" | "tickets"
+    point: dict
+    job: ChainJob | TicketJob
+    label: str  # the arm's name, as MLflow and the report show it
+    rounds: int  # pruned rounds (tickets: masks re-trained); an adaptive chain's is an upper bound
+    steps: int  # training steps: rounds x steps per round
+    upper_bound: bool = False
+
+    @property
+    def short_hash(self) -> str:
+        return self.job.chain.short_hash if isinstance(self.job, ChainJob) else self.job.target.chain.short_hash
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """One dense training that several chains share (the shared dense prefix)."""
+
+    short_hash: str
+    steps: int
+    chains: tuple[str, ...]  # the labels of the chains grown from it
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    name: str
+    dense: tuple[DenseRun, ...]
+    chains: tuple[PlannedJob, ...]
+    tickets: tuple[PlannedJob, ...]
+    samples: int = 1  # an Optuna search runs every grid point this many times
+
+    def stage_steps(self) -> dict[str, int]:
+        """Training steps per stage (a search's samples included)."""
+        return {"dense": self.samples * sum(d.steps for d in self.dense),
+                "chains": self.samples * sum(j.steps for j in self.chains),
+                "tickets": self.samples * sum(j.steps for j in self.tickets)}
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.stage_steps().values())
+
+    @property
+    def bounded(self) -> bool:
+        """Some chain's cost is an upper bound (an adaptive search may settle early)."""
+        return any(j.upper_bound for j in self.chains)
+
+    def describe(self) -> list[str]:
+        """The plan as lines of text: stages, each trial with its cost, and the totals."""
+        le = "≤ " if self.bounded else ""
+        steps = self.stage_steps()
+        lines = [f"sweep {self.name!r} ({self.kind}): {len(self.dense)} dense run(s), {len(self.chains)} chain(s), "
+                 f"{len(self.tickets)} ticket job(s)"
+                 + (f", each grid point searched {self.samples} times (Optuna)" if self.samples > 1 else "")]
+        lines.append(f"dense runs: {steps['dense']:,} training steps (one shared by several chains trains in the "
+                     "dense stage, one of a single chain in that chain's trial)")
+        lines += [f"  dense {d.short_hash}  {d.steps:,} steps, for {len(d.chains)} chain(s)" for d in self.dense]
+        lines.append(f"stage chains: {le if any(j.upper_bound for j in self.chains) else ''}{steps['chains']:,} "
+                     "training steps")
+        lines += [f"  chain {j.short_hash}  {j.label}  {'≤ ' if j.upper_bound else ''}{j.rounds} round(s), "
+                  f"{j.steps:,} steps" for j in self.chains]
+        if self.tickets:
+            lines.append(f"stage tickets: {steps['tickets']:,} training steps")
+            lines += [f"  ticket on chain {j.short_hash}  {j.label}  {j.rounds} mask(s), {j.steps:,} steps"
+                      for j in self.tickets]
+        lines.append(f"in all: {le}{self.total_steps:,} training steps; work already in the stores is replayed, "
+                     "not trained again")
+        return lines
+
+
+def plan_chain(point: dict) -> PlannedJob:
+    from ltvl.tracking.records import chain_name
+
+    job = resolve(point)
+    if not isinstance(job, ChainJob):
+        return plan_ticket(point)
+    spec = job.chain
+    rounds = len(spec.sparsities())
+    per_round = spec.train.steps - spec.rewind_step  # a pruned round trains m ⊙ θi from step i to t
+    return PlannedJob("chains", point, job, chain_name(job), rounds, rounds * per_round, spec.schedule.adaptive)
+
+
+def plan_ticket(point: dict) -> PlannedJob:
+    from ltvl.tracking.records import chain_name
+
+    job = resolve(point)
+    assert isinstance(job, TicketJob)
+    masks = len(job.masks) if job.source is None else len(job.source.chain.sparsities())
+    return PlannedJob("tickets", point, job, chain_name(job), masks, masks * job.target.chain.train.steps)
+
+
+def build_plan(cfg: SweepConfig) -> Plan:
+    """The plan of a validated config: the same points the stages run, each resolved once."""
+    fixed = {k: v for k, v in fixed_space(cfg.params, cfg.grid).items() if k not in cfg.search.space}
+    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    points = grid_points(fixed) + [{**plain, **c} for c in cfg.chains]
+    if cfg.controls and not cfg.search.space:
+        points += control_chains(points)
+    chains = tuple(plan_chain(p) for p in points)
+    opts = cfg.options()
+    tickets = tuple(plan_ticket(t) for t in ticket_points([j.point for j in chains], opts.baselines, opts.transfer_to))
+    dense: dict[str, list[PlannedJob]] = {}
+    for j in chains:
+        if isinstance(j.job, ChainJob):
+            dense.setdefault(j.job.dense.short_hash, []).append(j)
+    runs = tuple(DenseRun(h, js[0].job.chain.train.steps, tuple(j.label for j in js)) for h, js in dense.items())
+    samples = cfg.search.num_samples if cfg.search.space else 1
+    return Plan(cfg.kind, cfg.name, runs, chains, tickets, samples)

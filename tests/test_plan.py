@@ -1,0 +1,53 @@
+"""The plan a sweep builds once before anything runs: the same chains the Ray stages run, each
+resolved once, the dense runs they share, and the training steps each stage costs."""
+
+from pathlib import Path
+
+from ltvl.params.resolve import ChainJob, resolve
+from ltvl.plan.config import load_config
+from ltvl.plan.plan import build_plan
+
+CONFIGS = Path(__file__).resolve().parents[1] / "sweeps" / "configs"
+
+
+def test_the_main_jobs_plan_prices_each_chain_and_shares_one_dense_run():
+    plan = build_plan(load_config("rewind_grid", CONFIGS / "rewind_grid.yaml", []))
+    assert [d.steps for d in plan.dense] == [300] and len(plan.dense[0].chains) == 4
+    by_label = {j.label: (j.rounds, j.steps) for j in plan.chains}
+    assert by_label == {"IMP · vqa · rate 0.5 · seed 0": (3, 900),  # 3 rounds of 300 steps from θ0
+                        "IMP θi@30 · vqa · rate 0.5 · seed 0": (3, 810),  # from step 30 to 300
+                        "RP · vqa · rate 0.5 · seed 0": (3, 900),
+                        "100%-sparse control · vqa · seed 0": (1, 300)}
+    assert plan.stage_steps() == {"dense": 300, "chains": 2910, "tickets": 0} and plan.total_steps == 3210
+    assert not plan.bounded
+    text = "\n".join(plan.describe())
+    assert "in all: 3,210 training steps" in text and "dense runs: 300 training steps" in text
+    assert f"chain {plan.chains[1].job.chain.short_hash}  IMP θi@30" in text
+
+
+def test_the_plans_chains_are_the_ones_the_ray_stages_run():
+    from ltvl.sweep.main import space_of, sweep_points
+
+    cfg = load_config("rewind_grid", CONFIGS / "study_table1.yaml", [], "smoke")
+    plan = build_plan(cfg)
+    _, points, controls = sweep_points(cfg, space_of(cfg))
+    ray_side = [resolve(p) for p in points] + [resolve(c) for c in controls if c.get("method") == "all"]
+    hashes = sorted(j.chain.sha256 for j in ray_side if isinstance(j, ChainJob))
+    assert sorted(j.job.chain.sha256 for j in plan.chains) == hashes
+    assert plan.tickets and all(j.stage == "tickets" for j in plan.tickets)
+    imp = [j for j in plan.chains if j.label.startswith("IMP")]
+    assert len(plan.tickets) == len(imp) * len(cfg.baselines)
+    for t in plan.tickets:  # a baseline re-trains each pruned mask of its chain for the full steps
+        assert t.steps == t.rounds * t.job.target.chain.train.steps
+
+
+def test_an_adaptive_chain_is_priced_as_an_upper_bound_and_a_search_by_its_samples():
+    adaptive = build_plan(load_config("rewind_grid", None, [
+        "params.preset=tiny", "params.data=synthetic:vqa", "params.steps=10", "params.schedule=adaptive",
+        "params.rate=0.2", "params.target_sparsity=0.9", "controls=false"]))
+    assert adaptive.bounded and adaptive.chains[0].upper_bound
+    assert adaptive.chains[0].rounds == 11  # the levels it may try: 1 - 0.8^k up to 90%
+    assert "in all: ≤ " in "\n".join(adaptive.describe())
+    search = build_plan(load_config("search", CONFIGS / "search.yaml", ["search.num_samples=3"]))
+    one = sum(d.steps for d in search.dense) + sum(j.steps for j in search.chains)
+    assert search.samples == 3 and search.total_steps == 3 * one
