@@ -19,6 +19,12 @@ def test_the_main_jobs_plan_prices_each_chain_and_shares_one_dense_run():
                         "RP · vqa · rate 0.5 · seed 0": (3, 900),
                         "100%-sparse control · vqa · seed 0": (1, 300)}
     assert plan.stage_steps() == {"dense": 300, "chains": 2910, "tickets": 0} and plan.total_steps == 3210
+    # the control runs over the config's params (its schedule included), as the stages run it: its
+    # store is the one the main job wrote (799e5c8b07143791 on 2026-12-02)
+    control = next(j for j in plan.chains if j.label.startswith("100%"))
+    assert control.job.chain.short_hash == "799e5c8b07143791"
+    assert [j.job.chain.short_hash for j in plan.chains[:3]] == ["1f921247bc7b531f", "87c5e8d2b5d6528a",
+                                                                 "bb21a5d4b07575a9"]
     assert not plan.bounded
     text = "\n".join(plan.describe())
     assert "in all: 3,210 training steps" in text and "dense runs: 300 training steps" in text
@@ -26,12 +32,14 @@ def test_the_main_jobs_plan_prices_each_chain_and_shares_one_dense_run():
 
 
 def test_the_plans_chains_are_the_ones_the_ray_stages_run():
+    from ltvl.plan.points import chain_points
     from ltvl.sweep.main import space_of, sweep_points
 
     cfg = load_config("rewind_grid", CONFIGS / "study_table1.yaml", [], "smoke")
     plan = build_plan(cfg)
-    _, points, controls = sweep_points(cfg, space_of(cfg))
-    ray_side = [resolve(p) for p in points] + [resolve(c) for c in controls if c.get("method") == "all"]
+    space = space_of(cfg)
+    _, _, extra = sweep_points(cfg, space)  # what the driver hands the stages: chains, then controls
+    ray_side = [resolve(p) for p in chain_points(space, extra)]  # as ltvl.ray.stages.run_chains expands them
     hashes = sorted(j.chain.sha256 for j in ray_side if isinstance(j, ChainJob))
     assert sorted(j.job.chain.sha256 for j in plan.chains) == hashes
     assert plan.tickets and all(j.stage == "tickets" for j in plan.tickets)

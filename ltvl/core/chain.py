@@ -20,8 +20,9 @@ from ltvl.core.store import DAMAGED_FIX, Record, Spec, SpecStore, read_record, w
 from ltvl.core.train import RewindPoint, TrainConfig, TrainOutcome
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
+from ltvl.pruning.methods import get_method
 from ltvl.pruning.prunable import PrunableSpec
-from ltvl.pruning.prune import Method, Scope
+from ltvl.pruning.prune import Scope
 from ltvl.pruning.schedule import Schedule
 from ltvl.util.atomic import atomic_write_bytes, sha256_bytes
 from ltvl.util.errors import LtvlError, require
@@ -34,7 +35,7 @@ class ChainSpec(Spec):
     train: TrainConfig = TrainConfig()
     rewind_step: int = 0  # i: 0 rewinds to θ0
     schedule: Schedule = Schedule()
-    method: Method = Method.MAGNITUDE  # MAGNITUDE = IMP; RANDOM = iterative random pruning
+    method: str = "magnitude"  # a registered pruning method (ltvl.pruning.methods): magnitude = IMP, random = RP
     scope: Scope = Scope.GLOBAL
     prunable: PrunableSpec = PrunableSpec()
     context: tuple[tuple[str, str], ...] = ()  # task, backbone preset, …: whatever else defines the run
@@ -43,10 +44,15 @@ class ChainSpec(Spec):
     # reports its metrics as ``finetune_metrics`` (the paper's "AT on tickets").
     finetune_adversarial: AdvConfig = AdvConfig()
 
+    @property
+    def prunes_all(self) -> bool:
+        """The 100%-sparse control: a method with no scores prunes every prunable weight."""
+        return get_method(self.method).scores is None
+
     def sparsities(self) -> list[float]:
         """Sparsity after each pruning round. The 100%-sparse control (method ``all``) has one
         round at 1.0 whatever its schedule says."""
-        return [1.0] if Method(self.method) is Method.ALL else self.schedule.sparsities()
+        return [1.0] if self.prunes_all else self.schedule.sparsities()
 
     def validate(self) -> None:
         self.train.validate("train")
@@ -55,8 +61,8 @@ class ChainSpec(Spec):
         require(0 <= self.rewind_step < self.train.steps,
                 f"rewind step {self.rewind_step} is not in [0, train.steps={self.train.steps})",
                 where="rewind_step", fix="rewind to a step before the end of training (0 = θ0)")
-        Method(self.method), Scope(self.scope)
-        require(not (self.schedule.adaptive and Method(self.method) is Method.ALL),
+        get_method(self.method), Scope(self.scope)
+        require(not (self.schedule.adaptive and self.prunes_all),
                 "the 100%-sparse control has one round: it has no levels to search", where="schedule",
                 fix="give the control (method: all) a geometric schedule")
 

@@ -40,8 +40,9 @@ from ltvl.core.store import Spec, SpecStore, read_record, record_from, write_rec
 from ltvl.core.train import RewindPoint, TrainConfig
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask, save_mask
+from ltvl.pruning.methods import get_method
 from ltvl.pruning.prunable import PrunableSpec, select_prunable
-from ltvl.pruning.prune import Method, Scope, prune_to_sparsity
+from ltvl.pruning.prune import Scope, prune_to_sparsity
 from ltvl.util.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ltvl.util.errors import LtvlError
 
@@ -153,9 +154,9 @@ class DenseStore(SpecStore):
 
     # --- the first pruned mask, per pruning rate -----------------------------------------------
     def first_mask(self, final: Callable[[], dict[str, torch.Tensor]], dense_mask: Mask, sparsity: float,
-                   method: Method, scope: Scope, seed: int) -> tuple[Mask, Path]:
+                   method: str, scope: Scope, seed: int) -> tuple[Mask, Path]:
         """The mask after round 0 at ``sparsity``: read if a chain with this rate made it, else pruned now."""
-        key = self.dir / "first" / f"{Method(method).value}-{Scope(scope).value}-{sparsity:.8f}-{seed}.sha256"
+        key = self.dir / "first" / f"{get_method(method).name}-{Scope(scope).value}-{sparsity:.8f}-{seed}.sha256"
         if key.exists():
             path = self.mask_path(key.read_text().strip())
             return load_mask(path), path

@@ -32,7 +32,7 @@ from ltvl.params.schema import (
     ChainParams,
     check,
 )
-from ltvl.pruning import Method, Schedule
+from ltvl.pruning import Schedule
 from ltvl.pruning.schedule import rounds_needed
 from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
@@ -171,7 +171,7 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     vl = VLSpec(task=p.task, data=data_path or data, backbone=backbone,
                 max_len=p.max_len, eval_limit=p.eval_limit, loader_workers=p.loader_workers)
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
-                      method=Method(p.method), scope=p.scope, prunable=preset.prunable,
+                      method=p.method, scope=p.scope, prunable=preset.prunable,
                       context=_context(p, preset, facts),
                       finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig())
     chain.validate()

@@ -68,6 +68,11 @@ def _poolings() -> tuple[str, ...]:
     return POOLINGS
 
 
+def _methods() -> tuple[str, ...]:
+    from ltvl.pruning.methods import METHODS
+    return tuple(METHODS)
+
+
 def _baselines() -> tuple[str, ...]:
     from ltvl.core.baselines import Baseline
     return tuple(b.value for b in Baseline)
@@ -151,7 +156,7 @@ class ChainParams:
                                       low=0)
     method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
                         "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
-                        choices=("magnitude", "random", "high_magnitude", "all"))
+                        choices=_methods)
     scope: str = param("global", "prune across all tensors (global) or each tensor alike (layerwise)", CHAIN,
                        choices=("global", "layerwise"))
     # adversarial training (SPEC §4): imp = AT-IMP, finetune = AT on each round's ticket, both

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ltvl.params.resolve import ChainJob, TicketJob, resolve
 from ltvl.plan.config import SweepConfig
 from ltvl.plan.controls import control_chains
-from ltvl.plan.points import fixed_space, grid_points, ticket_points
+from ltvl.plan.points import chain_points, fixed_space, ticket_points
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,10 @@ def plan_ticket(point: dict) -> PlannedJob:
 def build_plan(cfg: SweepConfig) -> Plan:
     """The plan of a validated config: the same points the stages run, each resolved once."""
     fixed = {k: v for k, v in fixed_space(cfg.params, cfg.grid).items() if k not in cfg.search.space}
-    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
-    points = grid_points(fixed) + [{**plain, **c} for c in cfg.chains]
-    if cfg.controls and not cfg.search.space:
-        points += control_chains(points)
-    chains = tuple(plan_chain(p) for p in points)
+    extra = list(cfg.chains)
+    if cfg.controls and not cfg.search.space:  # as the driver adds them (ltvl.sweep.main.sweep_points)
+        extra += control_chains(chain_points(fixed, extra))
+    chains = tuple(plan_chain(p) for p in chain_points(fixed, extra))
     opts = cfg.options()
     tickets = tuple(plan_ticket(t) for t in ticket_points([j.point for j in chains], opts.baselines, opts.transfer_to))
     dense: dict[str, list[PlannedJob]] = {}

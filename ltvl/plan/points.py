@@ -18,6 +18,13 @@ def grid_points(param_space: dict) -> list[dict]:
     return [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())] or [fixed]
 
 
+def chain_points(fixed: dict[str, Any], extra: list[dict]) -> list[dict]:
+    """Every chain a sweep runs: the grid's points, then each extra chain (``chains:`` and the
+    controls) over the config's plain params, which its own keys override."""
+    plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    return grid_points(fixed) + [{**plain, **e} for e in extra]
+
+
 def fixed_space(params: dict[str, Any], grid: dict[str, list]) -> dict[str, Any]:
     """The params with each grid axis as a ``grid_search`` (an axis keeps a param's position)."""
     space: dict[str, Any] = dict(params)

@@ -7,7 +7,6 @@ prune to sparsity ``s`` prunes ``round(s * N)`` weights, no more, no fewer.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from enum import Enum
 
@@ -15,6 +14,7 @@ import torch
 
 from ltvl.pruning.kselect import ScoreFn, select_smallest
 from ltvl.pruning.mask import Mask
+from ltvl.pruning.methods import get_method
 from ltvl.util.errors import LtvlError
 
 
@@ -42,35 +42,12 @@ def check_finite(weights: Mapping[str, torch.Tensor], where: str = "weights") ->
             )
 
 
-def _seed_for(seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
-
-
-def score_fn(weights: Mapping[str, torch.Tensor], method: Method, seed: int | None) -> ScoreFn:
-    """Lazy per-tensor scores; lowest score = pruned first. Deterministic for a seed."""
-    method = Method(method)
-    if method is Method.RANDOM:
-        if seed is None:
-            raise LtvlError("random pruning needs a seed", where="seed", fix="pass --seed N")
-
-        def rand(name: str, out: torch.Tensor) -> torch.Tensor:
-            g = torch.Generator(device="cpu").manual_seed(_seed_for(seed, name))
-            return (
-                out.copy_(torch.rand(out.shape, generator=g))
-                if out.device.type != "cpu"
-                else torch.rand(out.shape, generator=g, out=out)
-            )
-
-        return rand
-    sign = -1.0 if method is Method.HIGH_MAGNITUDE else 1.0
-
-    def magnitude(name: str, out: torch.Tensor) -> torch.Tensor:
-        w = weights[name].detach()
-        torch.abs(w, out=out) if w.dtype == torch.float32 else out.copy_(w).abs_()
-        return out.mul_(sign) if sign < 0 else out
-
-    magnitude.nonnegative = sign > 0  # lets the selector skip the sign-flip pass
-    return magnitude
+def score_fn(weights: Mapping[str, torch.Tensor], method: Method | str, seed: int | None) -> ScoreFn:
+    """Lazy per-tensor scores of a registered method; lowest score = pruned first. Deterministic for a seed."""
+    scores = get_method(method).scores
+    if scores is None:
+        raise LtvlError(f"method {get_method(method).name!r} prunes everything: it has no scores", where="method")
+    return scores(weights, seed)
 
 
 def _validate_sparsity(s: float, where: str) -> None:
@@ -93,11 +70,11 @@ def prune_to_sparsity(
     metadata: dict | None = None,
 ) -> Mask:
     """Prune more weights until exactly ``round(sparsity * N)`` are pruned (per tensor if layerwise)."""
-    method, scope = Method(method), Scope(scope)
-    if method is Method.ALL:
+    info, scope = get_method(method), Scope(scope)
+    if info.scores is None:
         return _all_pruned(weights, mask, sparsity, metadata)
     _validate_sparsity(sparsity, "sparsity")
-    if method is not Method.RANDOM:
+    if info.reads_weights:
         check_finite(weights)
     mask = mask or Mask.dense_like(weights)
     mask.check_compatible({n: tuple(w.shape) for n, w in weights.items()}, what="weights")
@@ -127,7 +104,7 @@ def prune_to_sparsity(
         for n in names:
             new[n] = mask.tensors[n] & ~chosen[n]
     meta = {
-        "method": method.value,
+        "method": info.name,
         "scope": scope.value,
         "sparsity_target": sparsity,
         **({"seed": seed} if seed is not None else {}),

@@ -29,7 +29,7 @@ from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import resolve_chain
 from ltvl.params.schema import DEFAULTS
 from ltvl.plan.options import DRIVER_CPU, SweepOptions
-from ltvl.plan.points import grid_points, ticket_points
+from ltvl.plan.points import chain_points, grid_points, ticket_points
 from ltvl.ray.capacity import cluster_capacity
 from ltvl.ray.informed import informed_entries, split_by_seed
 from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_cpu
@@ -81,12 +81,10 @@ def run_chains(param_space: dict, root: str | Path, storage: str | Path, *, name
             "env": {k: v for k, v in os.environ.items() if k.startswith("LTVL_")},  # e.g. LTVL_HOME
             "sweep_base": str(sweep_base or home() / "sweeps" / name)}  # where the driver keeps its own records
     fixed_space = {k: v for k, v in param_space.items() if k not in domains}
-    points = grid_points(fixed_space)
+    if extra_points and domains:
+        raise LtvlError("extra chains cannot be combined with a search", where="chains", fix="use one or the other")
+    points = chain_points(fixed_space, extra_points or [])
     if extra_points:
-        if domains:
-            raise LtvlError("extra chains cannot be combined with a search", where="chains", fix="use one or the other")
-        plain = {k: v for k, v in fixed_space.items() if not (isinstance(v, dict) and "grid_search" in v)}
-        points += [{**plain, **e} for e in extra_points]
         for i, p in enumerate(points[-len(extra_points):]):
             resolve_chain(p, where=f"chains[{i}]")
     entries = [job_entry(p, root) for p in points] if not domains else []

@@ -341,14 +341,14 @@ def graceful_interrupt(console: Console):
 def sweep_points(cfg: SweepConfig, space: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """(grid points, every chain point, the extra chains incl. controls), checked: duplicates refused."""
     from ltvl.plan.controls import control_chains
-    from ltvl.plan.points import grid_points
+    from ltvl.plan.points import chain_points, grid_points
     from ltvl.ray.space import validate_space
 
     fixed = {k: v for k, v in space.items() if k not in cfg.search.space}
     plain = {k: v for k, v in fixed.items() if not (isinstance(v, dict) and "grid_search" in v)}
     validate_space(space)
     grid = grid_points(fixed)
-    points = grid + [{**plain, **c} for c in cfg.chains]
+    points = chain_points(fixed, list(cfg.chains))
     refuse_duplicates(grid, [{**plain, **c} for c in cfg.chains])
     chains = list(cfg.chains)
     if cfg.controls and not cfg.search.space:

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from ltvl.core.baselines import BASELINES
+from ltvl.pruning.methods import METHODS
 
 PRETRAIN = "pretrain"
 SPARSE_CONTROL = "100%-sparse control"  # every prunable weight pruned, the rest trained (SPEC §7)
 # the legacy ``ltvl.init`` tag of a chain or ticket -> its arm (older stores carry only that tag)
-_CHAIN_ARMS = {"theta0": "IMP", "RP": "RP", "high_magnitude": "high-magnitude", "sparse100": SPARSE_CONTROL}
+
 _TICKET_ARMS = {b.init_label: b.report_label for b in BASELINES.values()}
 
 
@@ -36,7 +37,7 @@ def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str
         return f"AT-IMP ε={epsilon:g}"
     if init == "theta_i":
         return f"IMP θi@{rewind_step}"
-    return _CHAIN_ARMS.get(init, init)
+    return next((m.arm for m in METHODS.values() if m.init_label == init), init)  # the registry, read now
 
 
 def short_sparsity(s: float) -> str:

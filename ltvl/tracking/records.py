@@ -17,6 +17,7 @@ from ltvl.core.baselines import BASELINES
 from ltvl.core.identity import FORMAT
 from ltvl.params.resolve import ChainJob, TicketJob
 from ltvl.params.schema import DEFAULTS, DENSE, INFO, TICKET_KEYS, ChainParams
+from ltvl.pruning.methods import get_method
 from ltvl.tracking.arms import SPARSE_CONTROL, arm_label, short_sparsity
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric",
@@ -79,14 +80,8 @@ def init_label(job: Job) -> str:
     kept because older stores are read by it; :func:`arm` is what people read."""
     if isinstance(job, TicketJob):
         return BASELINES[job.baseline].init_label
-    method = job.params.method
-    if method == "random":
-        return "RP"
-    if method == "high_magnitude":
-        return "high_magnitude"
-    if method == "all":
-        return "sparse100"
-    return "theta_i" if job.rewind_step else "theta0"
+    label = get_method(job.params.method).init_label
+    return "theta_i" if label == "theta0" and job.rewind_step else label
 
 
 SCHEDULE_KEYS = ("schedule", "rate", "target_sparsity", "rounds", "scope")

@@ -53,7 +53,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
         raise LtvlError("no dataset directory given", where="data", fix="e.g. data=~/.ltvl/data/easy-vqa")
     preset = get_preset(spec.backbone.preset)
     check_pooling(spec.backbone.preset, spec.backbone.pooling, "backbone.pooling")
-    task = get_task(spec.task, **_task_options(spec, preset.kind))
+    task = get_task(spec.task, **_task_options(spec, preset.reads_regions))
     data_dir = Path(spec.data).expanduser()
     info = DatasetInfo.load(data_dir)
     if info.task != spec.task and not (spec.task == "pretrain" and info.task in ("flickr30k", "pretrain")):
@@ -62,14 +62,14 @@ def build_vl(spec: VLSpec) -> VLSetup:
             where="data",
             fix="point data at a dataset prepared for this task",
         )
-    if info.feat_dim == 0 and preset.kind != "vilt":
+    if info.feat_dim == 0 and preset.reads_regions:
         raise LtvlError(
             f"dataset {data_dir} holds images only (no region features), but preset {spec.backbone.preset!r} "
             "reads detector regions",
             where="backbone.preset",
             fix="use a ViLT preset (vilt-base, vilt-tiny), or import region features (--format uniter or lxmert)",
         )
-    if task.needs_regions and preset.kind == "vilt":
+    if task.needs_regions and not preset.reads_regions:
         raise LtvlError(
             f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",
             where="backbone.preset",
@@ -115,7 +115,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
     return VLSetup(spec, info, data, factory, preset.prunable)
 
 
-def _task_options(spec: VLSpec, kind: str) -> dict:
+def _task_options(spec: VLSpec, reads_regions: bool) -> dict:
     if spec.task != "pretrain":
         if spec.objectives:
             raise LtvlError("objectives apply only to task 'pretrain'", where="objectives", fix="remove it")
@@ -124,8 +124,8 @@ def _task_options(spec: VLSpec, kind: str) -> dict:
 
     region = {"mrfr", "mrc"}
     if spec.objectives is None:  # ViLT has patches, not detector regions: pre-trained with MLM + ITM
-        return {"objectives": tuple(o for o in OBJECTIVES if not (kind == "vilt" and o in region))}
-    if kind == "vilt" and region & set(spec.objectives):
+        return {"objectives": tuple(o for o in OBJECTIVES if reads_regions or o not in region)}
+    if not reads_regions and region & set(spec.objectives):
         raise LtvlError(
             f"objectives {sorted(region & set(spec.objectives))} need detector regions; ViLT has patches",
             where="objectives",

@@ -62,6 +62,11 @@ class BackboneSpec:
     allow_missing: str | None = None  # regex of backbone tensors the checkpoint may lack (they start random)
 
 
+# What each backbone kind can read, so callers ask a capability instead of a kind's name. A new
+# kind is one line here (and its module and presets).
+KIND_READS_REGIONS = {"uniter": True, "lxmert": True, "vilt": False}  # detector regions, or patches of pixels
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -75,6 +80,11 @@ class Preset:
     default_layers: int | None = None  # the depth when `layers` is not given (None = all)
     truncates: bool = True  # `layers` can keep the first N layers (LXMERT's three encoders cannot)
     text_positions: int | None = None  # text positions of the model when no checkpoint says (ViLT: 40)
+
+    @property
+    def reads_regions(self) -> bool:
+        """Its images are detector regions (UNITER, LXMERT), not pixels cut into patches (ViLT)."""
+        return KIND_READS_REGIONS[self.kind]
 
 
 def _fixed_dim(info: DatasetInfo, dim: int, preset: str) -> None:

@@ -1,0 +1,89 @@
+"""Pruning methods by name. One registry, read by pruning itself, the parameter schema's choices,
+the chain spec's checks, the MLflow tags and the arm names a report shows. A new score-based method
+is one :class:`PruningMethod` and one ``register(...)`` line; its name is part of every chain's
+identity that uses it, so a registered name is never renamed.
+
+A method scores each weight lazily, per tensor; the lowest scores are pruned first
+(:func:`ltvl.pruning.kselect.select_smallest`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ltvl.pruning.kselect import ScoreFn
+from ltvl.util.errors import LtvlError
+
+ScoreMaker = Callable[[Mapping[str, torch.Tensor], "int | None"], ScoreFn]
+
+
+@dataclass(frozen=True)
+class PruningMethod:
+    name: str  # the value a config, a chain spec and a mask's metadata hold
+    help: str  # one line: the schema's and the CLI's help
+    arm: str  # its line in MLflow run names, the sweep summary and reports
+    init_label: str  # the older ``ltvl.init`` tag (stores written before ``ltvl.arm`` carry only this)
+    scores: ScoreMaker | None  # None: prunes every prunable weight at once (the 100%-sparse control)
+    needs_seed: bool = False  # its scores are random: a seed makes them reproducible
+    reads_weights: bool = True  # its scores read the weights, so NaN/inf weights are refused first
+
+
+METHODS: dict[str, PruningMethod] = {}
+
+
+def register(method: PruningMethod) -> PruningMethod:
+    if method.name in METHODS:
+        raise ValueError(f"pruning method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: object) -> PruningMethod:
+    key = getattr(name, "value", name)  # a Method enum member or its value
+    if key not in METHODS:
+        raise LtvlError(f"unknown pruning method {key!r}", where="method", fix=", ".join(METHODS))
+    return METHODS[key]  # type: ignore[index]
+
+
+def seed_for(seed: int, name: str) -> int:
+    """A tensor's own random stream: the same weights draw the same numbers in any order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def magnitude_scores(weights: Mapping[str, torch.Tensor], seed: int | None, sign: float = 1.0) -> ScoreFn:
+    def magnitude(name: str, out: torch.Tensor) -> torch.Tensor:
+        w = weights[name].detach()
+        torch.abs(w, out=out) if w.dtype == torch.float32 else out.copy_(w).abs_()
+        return out.mul_(sign) if sign < 0 else out
+
+    magnitude.nonnegative = sign > 0  # type: ignore[attr-defined]  # lets the selector skip the sign-flip pass
+    return magnitude
+
+
+def high_magnitude_scores(weights: Mapping[str, torch.Tensor], seed: int | None) -> ScoreFn:
+    return magnitude_scores(weights, seed, sign=-1.0)
+
+
+def random_scores(weights: Mapping[str, torch.Tensor], seed: int | None) -> ScoreFn:
+    if seed is None:
+        raise LtvlError("random pruning needs a seed", where="seed", fix="pass --seed N")
+
+    def rand(name: str, out: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator(device="cpu").manual_seed(seed_for(seed, name))
+        if out.device.type != "cpu":
+            return out.copy_(torch.rand(out.shape, generator=g))
+        return torch.rand(out.shape, generator=g, out=out)
+
+    return rand
+
+
+register(PruningMethod("magnitude", "prune the smallest |w| (IMP)", "IMP", "theta0", magnitude_scores))
+register(PruningMethod("random", "prune uniformly at random (RP)", "RP", "RP", random_scores, needs_seed=True,
+                       reads_weights=False))
+register(PruningMethod("high_magnitude", "prune the largest |w|", "high-magnitude", "high_magnitude",
+                       high_magnitude_scores))
+register(PruningMethod("all", "the 100%-sparse control: one round, every prunable weight pruned, the rest trained",
+                       "100%-sparse control", "sparse100", None))
