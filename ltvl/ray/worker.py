@@ -21,7 +21,8 @@ import ray.train.torch
 import torch
 
 from ltvl.core.dense import DenseStore, ensure_dense
-from ltvl.core.imp import ChainStore, RoundResult, run_chain, shared_first_mask
+from ltvl.core.imp import ChainStore, RoundResult, run_chain
+from ltvl.core.next_mask import shared_first_mask
 from ltvl.core.progress import PROGRESS_FILE, RoundProgress
 from ltvl.core.ticket_chain import TicketRound, run_ticket_chain
 from ltvl.core.train import Trainer
