@@ -32,6 +32,9 @@ from ltvl.util.errors import LtvlError, require
 class ChainSpec(Spec):
     """Everything that determines a chain's result; the hash of its non-default fields names the chain."""
 
+    # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
+    # never changed. Users never see them: the defaults users get are the parameter schema's
+    # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
     train: TrainConfig = TrainConfig()
     rewind_step: int = 0  # i: 0 rewinds to θ0
     schedule: Schedule = Schedule()

@@ -36,6 +36,9 @@ _KERNEL_FLAGS = ("foreach", "fused")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
+    # never changed. Users never see them: the defaults users get are the parameter schema's
+    # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
     steps: int = 300  # t: optimizer steps per training run
     lr: float = 1e-4
     weight_decay: float = 0.01

@@ -31,6 +31,9 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class Schedule:
+    # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
+    # never changed. Users never see them: the defaults users get are the parameter schema's
+    # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
     kind: Literal["geometric", "linear", "adaptive"] = "geometric"
     rate: float = 0.2  # geometric/adaptive: fraction of remaining; linear: step of the original
     target_sparsity: float | None = 0.9

@@ -26,6 +26,9 @@ from ltvl.vl.tasks import TaskData, VLModel, get_task
 
 @dataclass(frozen=True)
 class VLSpec:
+    # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
+    # never changed. Users never see them: the defaults users get are the parameter schema's
+    # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
     task: str = "vqa"
     data: str = ""  # dataset directory (dataset.json + splits)
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
@@ -52,7 +55,7 @@ def build_vl(spec: VLSpec) -> VLSetup:
     if not spec.data:
         raise LtvlError("no dataset directory given", where="data", fix="e.g. data=~/.ltvl/data/easy-vqa")
     preset = get_preset(spec.backbone.preset)
-    check_pooling(spec.backbone.preset, spec.backbone.pooling, "backbone.pooling")
+    check_pooling(spec.backbone.preset, spec.backbone.pooling, "params.pooling")
     task = get_task(spec.task, **_task_options(spec, preset.reads_regions))
     data_dir = Path(spec.data).expanduser()
     info = DatasetInfo.load(data_dir)
@@ -66,13 +69,13 @@ def build_vl(spec: VLSpec) -> VLSetup:
         raise LtvlError(
             f"dataset {data_dir} holds images only (no region features), but preset {spec.backbone.preset!r} "
             "reads detector regions",
-            where="backbone.preset",
+            where="params.preset",
             fix="use a ViLT preset (vilt-base, vilt-tiny), or import region features (--format uniter or lxmert)",
         )
     if task.needs_regions and not preset.reads_regions:
         raise LtvlError(
             f"task {spec.task!r} scores detector regions; ViLT has patches, not regions",
-            where="backbone.preset",
+            where="params.preset",
             fix="use a region backbone (uniter/lxmert presets)",
         )
     for role, split in (("trains on", spec.train_split), ("is scored on", spec.eval_split)):

