@@ -193,6 +193,8 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
                       f"{len(c.rounds)}/{c.planned}", in_mlflow)
     console.print(table)
+    for line in uncertainty_lines(rows, p):
+        console.print(line, highlight=False)
     for c in rows:
         if (why := c.dense_flag()) and not c.is_control:
             console.print(f"[bold red]⚠ {c.name}: its dense run ({c.dense:.4f}) is {why}: it learned nothing "
@@ -204,6 +206,39 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
         console.print(f"[yellow]MLflow lags the chain stores for {lagging} chain(s) (column 'in MLflow'). Rounds "
                       "that never reached the driver are recorded when the sweep is resumed (--resume); records "
                       "waiting in the spool go out on the next run or with `ltvl lineage --sync`.[/]")
+
+
+def uncertainty_lines(rows: list[ChainSummary], p: float) -> list[str]:
+    """For each pruned chain: where its answer could lie within noise, and the verdict on the ticket
+    at its answer (or at its last round when no round keeps p of dense). See ltvl.core.verdict."""
+    from ltvl.core.verdict import Estimate, Z, plausible_answers, verdict
+
+    def at(row: ChainSummary, sparsity: float) -> float | None:
+        return next((m for r, s, m in row.rounds if r > 0 and abs(s - sparsity) < 1e-6), None)
+
+    out = []
+    for c in rows:
+        pruned = [(s, m) for r, s, m in c.rounds if r > 0]
+        if c.is_control or not pruned or c.dense != c.dense:
+            continue
+        n = c.eval_n
+        dense = Estimate.of([c.dense], n)
+        best = c.best(p)
+        s = best[0] if best else pruned[-1][0]
+        rp = next((at(o, s) for o in rows if o.arm == "RP" and o is not c and o.dense_sha == c.dense_sha
+                   and o.task == c.task and at(o, s) is not None), None)
+        controls = [Estimate.of([v], n) for v in (c.majority, c.sparse100) if v is not None]
+        v = verdict(s, Estimate.of([at(c, s)], n), dense, p, None if rp is None else Estimate.of([rp], n), controls)
+        low, high = plausible_answers([(x, Estimate.of([m], n)) for x, m in pruned], dense, p)
+        answer = f"keeps {p:.0%} of dense up to {best[0]:.1%}" if best else f"no round keeps {p:.0%} of dense"
+        span = f"exactly {low:.1%}" if low == high else f"anywhere from {low:.1%} to {high:.1%}"
+        out.append(f"{c.name}: {answer}; within noise the answer could be {span}. At {s:.1%}: {v.label()}")
+    if out:
+        ns = sorted({int(c.eval_n) for c in rows if c.eval_n and c.eval_n == c.eval_n})
+        se = ", ".join(f"{100 * ((0.25 / k) ** 0.5):.1f} pts on {k:,} examples" for k in ns)
+        out.insert(0, f"Uncertainty: a difference counts beyond {Z:g} standard errors; one accuracy's binomial "
+                      f"standard error is at most {se or 'unknown (no example count recorded)'}.")
+    return out
 
 
 def sparsity_plot(rows: list[ChainSummary], experiment: str, p: float, path: Path) -> Path | None:
