@@ -135,10 +135,12 @@ class ChainParams:
     rewind_step: int = param(0, "rewind step i (0 = θ0)", CHAIN, low=0)
     rewind_fraction: float | None = param(None, "rewind to this fraction of steps instead of rewind_step", CHAIN,
                                           float, nullable=True, low=0, high=1, high_open=True)
-    schedule: str = param("geometric", "geometric (rate of the remaining), linear (rate of the original), or "
+    schedule: str = param("geometric", "geometric (rate of the remaining), linear (rate of the original), "
                           "adaptive: search the geometric levels for the sparsest ticket keeping `keep` of dense "
-                          "(jumps of `jump` levels, then bisection; each try a round)", CHAIN,
-                          choices=("geometric", "linear", "adaptive"))
+                          "(jumps of `jump` levels, then bisection; each try a round), or one_shot: prune the "
+                          "trained dense model to target_sparsity in one round and rewind (the one-shot ticket; "
+                          "rate is not used)", CHAIN,
+                          choices=("geometric", "linear", "adaptive", "one_shot"))
     rate: float = param(0.5, "pruning rate per round", CHAIN, low=0, high=1, low_open=True, high_open=True)
     target_sparsity: float | None = param(0.9, "stop once this sparsity is reached", CHAIN, float, nullable=True,
                                           low=0, high=1, low_open=True, high_open=True)

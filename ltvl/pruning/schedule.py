@@ -34,7 +34,7 @@ class Schedule:
     # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
     # never changed. Users never see them: the defaults users get are the parameter schema's
     # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
-    kind: Literal["geometric", "linear", "adaptive"] = "geometric"
+    kind: Literal["geometric", "linear", "adaptive", "one_shot"] = "geometric"
     rate: float = 0.2  # geometric/adaptive: fraction of remaining; linear: step of the original
     target_sparsity: float | None = 0.9
     rounds: int | None = None
@@ -48,12 +48,21 @@ class Schedule:
     def adaptive(self) -> bool:
         return self.kind == "adaptive"
 
+    @property
+    def one_shot(self) -> bool:
+        """One round that prunes the trained dense model straight to the target (one-shot magnitude
+        pruning, then rewinding: the one-shot ticket that IMP's iterations are compared with)."""
+        return self.kind == "one_shot"
+
     def validate(self, where: str = "schedule") -> None:
-        if self.kind not in ("geometric", "linear", "adaptive"):
+        if self.kind not in ("geometric", "linear", "adaptive", "one_shot"):
             raise LtvlError(
                 f"unknown schedule kind {self.kind!r}", where=f"{where}.kind",
-                fix="use 'geometric', 'linear' or 'adaptive'"
+                fix="use 'geometric', 'linear', 'adaptive' or 'one_shot'"
             )
+        if self.one_shot and (self.target_sparsity is None or self.rounds is not None):
+            raise LtvlError("a one_shot schedule prunes to target_sparsity in one round", where=f"{where}.rounds",
+                            fix="give target_sparsity and leave rounds unset")
         if self.jump < 1:
             raise LtvlError(f"adaptive jump {self.jump} must be >= 1", where=f"{where}.jump",
                             fix="1 tries every level in order (IMP with early abandonment); e.g. 4")
@@ -114,6 +123,8 @@ class Schedule:
         return self._levels()
 
     def _levels(self) -> list[float]:
+        if self.one_shot:
+            return [float(self.target_sparsity)]  # type: ignore[arg-type]
         out: list[float] = []
         k = 0
         while True:

@@ -50,7 +50,8 @@ def line_of(row) -> str:
     :mod:`ltvl.tracking.arms` (MLflow's ``ltvl.arm`` tag and run names say the same)."""
     return arm_label(ticket=row["chain_key"].startswith("ticket:"), init=row["init"],
                      rewind_step=int(row["rewind_step"]), source_task=row["source_task"], adv_use=row["adv_use"],
-                     epsilon=float(row["epsilon"]), adaptive=bool(row.get("adaptive", False)))
+                     epsilon=float(row["epsilon"]), adaptive=bool(row.get("adaptive", False)),
+                     one_shot=bool(row.get("one_shot", False)))
 
 
 def with_lines(rounds: pd.DataFrame) -> pd.DataFrame:

@@ -101,7 +101,8 @@ def arm(job: Job) -> str:
     p = chain_of(job).params
     return arm_label(ticket=isinstance(job, TicketJob), init=init_label(job), rewind_step=chain_of(job).rewind_step,
                      source_task=job.source_task if isinstance(job, TicketJob) else p.task, adv_use=p.adv_use,
-                     epsilon=epsilon(p), adaptive=chain_of(job).chain.schedule.adaptive)
+                     epsilon=epsilon(p), adaptive=chain_of(job).chain.schedule.adaptive,
+                     one_shot=chain_of(job).chain.schedule.one_shot)
 
 
 def rounded(v: Any, digits: int = 4) -> Any:
@@ -127,6 +128,8 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k in ("jump", "keep") and p.schedule != "adaptive":  # inert elsewhere: never shown as if they acted
             continue
+        if k == "rate" and p.schedule == "one_shot":  # one prune to the target: no rate acts
+            continue
         if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
             v = {kk: vv for kk, vv in v.items() if vv is not None}
         out[k] = rounded(v, 6) if isinstance(v, float) else v
@@ -139,7 +142,8 @@ def lineage_tags(job: Job) -> dict[str, Any]:
     p = chain.params
     return {"ltvl.arm": arm(job), "ltvl.task": p.task, "ltvl.rewind_step": chain.rewind_step, "ltvl.rate": p.rate,
             "ltvl.epsilon": epsilon(p), "ltvl.init": init_label(job), "ltvl.method": p.method,
-            "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT}
+            "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT,
+            **({"ltvl.schedule": p.schedule} if p.schedule == "one_shot" else {})}
 
 
 def dense_ops(dense_sha: str, job: ChainJob, metrics: dict, load: str = "") -> list[dict]:
@@ -173,7 +177,9 @@ def chain_name(job: Job) -> str:
     """``IMP θi@20 · vqa · rate 0.5 · seed 0``: the arm first, in the report's words."""
     chain = chain_of(job)
     p = chain.params
-    parts = [arm(job), p.task] + ([] if is_control(job) else [f"rate {p.rate:g}"])
+    one_shot = chain.chain.schedule.one_shot
+    parts = [arm(job), p.task] + ([] if is_control(job) else
+                                  [f"to {short_sparsity(p.target_sparsity)}" if one_shot else f"rate {p.rate:g}"])
     if p.adv_use in ("finetune", "both") and epsilon(p):
         parts.append(f"AT fine-tune ε={epsilon(p):g}")
     elif is_control(job) and epsilon(p):  # the control of an adversarially trained dense run
