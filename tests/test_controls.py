@@ -20,7 +20,8 @@ def test_a_dense_run_at_the_majority_answer_is_flagged_in_the_summary():
     print_summary([learned, stuck], "exp", 0.99, Console(file=buf, width=200))
     out = buf.getvalue()
     assert "⚠ IMP · vqa · seed 2: its dense run (0.3700) is no better than the majority answer (0.3700)" in out
-    assert "IMP · vqa · seed 0:" not in out  # only the stuck one is flagged
+    assert "⚠ IMP · vqa · seed 0" not in out  # only the stuck one is flagged ...
+    assert "IMP · vqa · seed 2: keeps" not in out  # ... and gets no verdict: its rounds are no evidence
     assert "0.3700 ⚠" in out
 
 

@@ -3,6 +3,8 @@ resolved once, the dense runs they share, and the training steps each stage cost
 
 from pathlib import Path
 
+import pytest
+
 from ltvl.params.resolve import ChainJob, resolve
 from ltvl.plan.config import load_config
 from ltvl.plan.plan import build_plan
@@ -59,3 +61,21 @@ def test_an_adaptive_chain_is_priced_as_an_upper_bound_and_a_search_by_its_sampl
     search = build_plan(load_config("search", CONFIGS / "search.yaml", ["search.num_samples=3"]))
     one = sum(d.steps for d in search.dense) + sum(j.steps for j in search.chains)
     assert search.samples == 3 and search.total_steps == 3 * one
+
+
+def test_the_summary_shows_the_steps_each_chain_actually_trained():
+    import io
+
+    from rich.console import Console
+
+    from ltvl.sweep.summary import ChainSummary, _cost, print_summary
+
+    records = [{"steps_trained": 0, "wall_s": 0.1}, {"steps_trained": 270, "wall_s": 50.0},
+               {"steps_trained": 270, "wall_s": 49.0}]  # round 0 from a sibling's dense run: 0 steps here
+    cost = _cost(records)
+    assert cost == {"steps_trained": 540, "wall_s": pytest.approx(99.1)}
+    row = ChainSummary("chain:x", "IMP θi@30 · vqa", "vqa", "IMP", "done", 3,
+                       [(0, 0.0, 0.76), (1, 0.5, 0.77), (2, 0.75, 0.75)], 0.76, 0.37, 1000.0, "d", **cost)
+    buf = io.StringIO()
+    print_summary([row], "exp", 0.99, Console(file=buf, width=240))
+    assert "steps trained" in buf.getvalue() and "│ 540 " in buf.getvalue()

@@ -36,6 +36,8 @@ class ChainSummary:
     dense_sha: str = ""  # the dense run it shares with its siblings (and its 100%-sparse control)
     sparse100: float | None = None  # that dense run's 100%-sparse control, where the sweep ran one
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
+    steps_trained: int = 0  # optimizer steps its rounds ran (0 for a round replayed or read from the dense run)
+    wall_s: float = 0.0  # seconds its rounds took where they ran
 
     def best(self, p: float) -> tuple[float, float] | None:
         """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense (a control has none)."""
@@ -110,7 +112,7 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
         planned = len(records)  # … and done once its search has settled the answer
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
                         planned, rounds, dense, first["metrics"].get("majority_metric"),
-                        first["metrics"].get("n"), first.get("dense_sha256") or "")
+                        first["metrics"].get("n"), first.get("dense_sha256") or "", **_cost(records))
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
@@ -129,10 +131,18 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
         return row
     store = TicketStore(root, spec, writer=False)
     row.key, row.planned = f"ticket:{store.sha256}", len(sources)
-    for s in sources:
-        if store.round_path(s.round).exists():
-            row.rounds.append(_round(read_record(store.round_path(s.round))))
+    records = [read_record(store.round_path(s.round)) for s in sources if store.round_path(s.round).exists()]
+    row.rounds = [_round(rec) for rec in records]
+    for k, v in _cost(records).items():
+        setattr(row, k, v)
     return row
+
+
+def _cost(records: list[dict]) -> dict:
+    """What a chain's rounds cost where they were computed: optimizer steps and wall seconds (the
+    shared dense run counts once, in the round 0 of the chain that trained it)."""
+    return {"steps_trained": sum(int(r.get("steps_trained") or 0) for r in records),
+            "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records)}
 
 
 def _round(rec: dict) -> tuple[int, float, float]:
@@ -167,7 +177,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
                   mlflow_note: str | None = None) -> None:
     table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from the chain stores)")
     for col in ("chain", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
-                "last sparsity", "last metric", "rounds", "in MLflow"):
+                "last sparsity", "last metric", "rounds", "steps trained", "in MLflow"):
         table.add_column(col)
 
     def pct(x):
@@ -191,7 +201,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
         dense = num(c.dense) if c.dense_learned() else f"[bold red]{num(c.dense)} ⚠[/]"
         table.add_row(c.name, status, dense, pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
-                      f"{len(c.rounds)}/{c.planned}", in_mlflow)
+                      f"{len(c.rounds)}/{c.planned}", f"{c.steps_trained:,}", in_mlflow)
     console.print(table)
     for line in uncertainty_lines(rows, p):
         console.print(line, highlight=False)
@@ -219,8 +229,8 @@ def uncertainty_lines(rows: list[ChainSummary], p: float) -> list[str]:
     out = []
     for c in rows:
         pruned = [(s, m) for r, s, m in c.rounds if r > 0]
-        if c.is_control or not pruned or c.dense != c.dense:
-            continue
+        if c.is_control or not pruned or c.dense != c.dense or not c.dense_learned():
+            continue  # a control is no ticket; a dense run that learned nothing is flagged instead
         n = c.eval_n
         dense = Estimate.of([c.dense], n)
         best = c.best(p)
