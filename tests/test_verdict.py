@@ -74,3 +74,16 @@ def test_the_sweep_summary_states_each_answers_uncertainty():
             "87.5%. At 75.0%: matching, within noise of the 99% line (-0.5 ± 3.8 pts vs dense)") in lines
     assert any(line.startswith("RP · vqa: no round keeps 99% of dense") for line in lines)
     assert not any("control ·" in line for line in lines)  # a control is not a ticket
+
+
+def test_mlflow_records_carry_the_answers_range_and_each_rounds_verdict():
+    from ltvl.tracking.records import chain_progress, verdict_tag
+
+    history = [(0, 0.0, 0.766), (1, 0.5, 0.773), (2, 0.75, 0.761), (3, 0.875, 0.752)]
+    got = chain_progress(history, 0.99, N)
+    assert got["best_sparsity_p99"] == 0.75
+    assert (got["best_sparsity_p99_low"], got["best_sparsity_p99_high"]) == (0.0, 0.875)
+    assert set(chain_progress([], 0.99)) == set(got)  # the same keys before any round
+    tag = verdict_tag(history, 2, 0.99, N)["ltvl.verdict"]
+    assert tag == "matching, within noise of the 99% line (-0.5 ± 3.8 pts vs dense)"
+    assert verdict_tag(history, 0, 0.99, N) == {}  # the dense run is no ticket

@@ -30,6 +30,7 @@ from ltvl.tracking.records import (
     dense_ops,
     is_control,
     round_op,
+    verdict_tag,
 )
 from ltvl.tracking.sender import LineageSender
 from ltvl.util.atomic import atomic_write_text
@@ -183,7 +184,7 @@ class LineageCallback(tune.Callback):
                       f"{result['metric']:.4f} ({result['dense_steps']} steps trained)")
             return
         job, dense = self._job(trial_id, config)
-        chain_metrics = None
+        chain_metrics, verdict = None, {}
         if result.get("ticket"):
             key = f"ticket:{result['ticket']}"
             ops = chain_ops(key, job, None, {"ltvl.source_task": result["source_task"],
@@ -198,9 +199,11 @@ class LineageCallback(tune.Callback):
             history[:] = [h for h in history if h[0] != int(result["round"])]
             history.append((int(result["round"]), float(result["sparsity"]), float(result["metric"])))
             # a control has no ticket to rank: only its dense metric beside its own
-            chain_metrics = chain_progress(sorted(history), self.p)
+            chain_metrics = chain_progress(sorted(history), self.p, result.get("n"))
             if is_control(job):
                 chain_metrics = {"dense_metric": chain_metrics["dense_metric"]}
+            else:
+                verdict = verdict_tag(history, int(result["round"]), self.p, result.get("n"))
             if int(result["round"]) == 0:
                 self._round0[key] = result
             elif is_control(job) and key in self._round0:
@@ -209,6 +212,8 @@ class LineageCallback(tune.Callback):
             return
         ops.append(round_op(key, job, result, dense if "chain_sha256" in result else None, result.get("mask_path"),
                             chain_metrics))
+        if verdict:
+            ops[-1]["tags"].update(verdict)
         self._record(ops)
         self._live_keys.add(key)
         if self.board is not None:

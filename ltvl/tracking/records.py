@@ -224,13 +224,31 @@ def chain_ops(chain_key: str, job: Job, dense_sha: str | None, extra_tags: dict 
     return [{"op": "run", "key": chain_key, "name": chain_name(job), "params": active_params(job), "tags": tags}]
 
 
-def chain_progress(history: list[tuple[int, float, float]], p: float) -> dict[str, float]:
+def chain_progress(history: list[tuple[int, float, float]], p: float, n: float | None = None) -> dict[str, float]:
     """The chain's best ticket after the rounds in ``history`` ((round, sparsity, metric), round 0
-    dense): the sparsest pruned round keeping ``p`` of dense (0 and the dense metric if none yet)."""
+    dense): the sparsest pruned round keeping ``p`` of dense (0 and the dense metric if none yet),
+    and the range that answer could take within noise on ``n`` evaluated examples
+    (``<best>_low``/``<best>_high``, :func:`ltvl.core.verdict.plausible_answers`)."""
+    from ltvl.core.verdict import Estimate, plausible_answers
+
     dense = next((m for r, _s, m in history if r == 0), float("nan"))
     keeps = [(s, m) for r, s, m in history if r > 0 and dense == dense and m >= p * dense]
     s, m = max(keeps) if keeps else (0.0, dense)
-    return {best_key(p): rounded(s, 6), "metric_at_best": rounded(m, 6), "dense_metric": rounded(dense, 6)}
+    low, high = plausible_answers([(s_, Estimate.of([m_], n)) for r, s_, m_ in history if r > 0],
+                                  Estimate.of([dense], n), p) if dense == dense else (0.0, 0.0)
+    return {best_key(p): rounded(s, 6), "metric_at_best": rounded(m, 6), "dense_metric": rounded(dense, 6),
+            f"{best_key(p)}_low": rounded(low, 6), f"{best_key(p)}_high": rounded(high, 6)}
+
+
+def verdict_tag(history: list[tuple[int, float, float]], r: int, p: float, n: float | None) -> dict[str, str]:
+    """``ltvl.verdict`` of round ``r``: what its ticket is against dense and the p line, with noise."""
+    from ltvl.core.verdict import Estimate, verdict
+
+    dense = next((m for r_, _s, m in history if r_ == 0), None)
+    this = next(((s, m) for r_, s, m in history if r_ == r), None)
+    if r == 0 or dense is None or this is None:
+        return {}
+    return {"ltvl.verdict": verdict(this[0], Estimate.of([this[1]], n), Estimate.of([dense], n), p).label()}
 
 
 def round_op(chain_key: str, job: Job, result: dict, dense_sha: str | None, mask_path: str | None,
