@@ -20,8 +20,10 @@ SWEEP_CASES = [
     (["--set", "name=../x"], r"not a safe directory name"),
     (["--set", "name=a/b"], r"not a safe directory name"),
     (["--set", "kind=search"], r"kind: this entry point runs 'rewind_grid' sweeps, not 'search'"),
-    (["--set", "report_p=2"], r"report_p 2.0 outside \(0, 1\]"),
-    (["--set", "report_p=0"], r"report_p 0.0 outside"),
+    (["--set", "keep=2"], r"keep 2.0 outside \(0, 1\]"),
+    (["--set", "keep=0"], r"keep 0.0 outside"),
+    (["--set", "report_p=0.9"], r"config key 'report_p' is now 'keep'"),
+    (["--set", "early_stop.p=0.9"], r"config key 'early_stop.p' is now 'early_stop.keep'"),
     (["--set", "retry_unlearned=-1"], r"retry_unlearned -1 is outside \[0, 10\]"),
     (["--set", "retry_unlearned=11"], r"retry_unlearned 11 is outside"),
     (["--set", "share_masks=true"], r"share_masks needs seed_informed"),
@@ -122,8 +124,8 @@ SWEEP_CASES = [
     (["--set", "resources.driver_resources=[1]"], r"driver_resources must be a dict"),
     # early stopping
     (["--set", "early_stop.kind=soon"], r"unknown early_stop 'soon'"),
-    (["--set", "early_stop.p=1.5"], r"early-stop fraction 1.5 outside"),
-    (["--set", "early_stop.p=0"], r"early-stop fraction 0.0 outside"),
+    (["--set", "early_stop.keep=1.5"], r"early-stop fraction 1.5 outside"),
+    (["--set", "early_stop.keep=0"], r"early-stop fraction 0.0 outside"),
     # search (Optuna)
     (["--set", "search.algorithm=bayes"], r"unknown search 'bayes'"),
     (["--set", "search.num_samples=0"], r"num_samples must be >= 1"),

@@ -90,6 +90,6 @@ def test_a_sweep_key_without_a_line_is_an_error(monkeypatch):
     from ltvl.plan import config
     from ltvl.reference import render_sweep_config
 
-    monkeypatch.setattr(config, "KEY_DOCS", {k: v for k, v in config.KEY_DOCS.items() if k != "report_p"})
-    with pytest.raises(KeyError, match="report_p"):
+    monkeypatch.setattr(config, "KEY_DOCS", {k: v for k, v in config.KEY_DOCS.items() if k != "keep"})
+    with pytest.raises(KeyError, match="'keep'"):
         render_sweep_config()

@@ -253,7 +253,7 @@ def test_the_reference_documents_every_parameter_with_its_default():
     ("search.num_samples=0", "search.num_samples must be >= 1"),
     ("search.algorithm=bayes", "unknown search 'bayes'"),
     ("early_stop.kind=soon", "unknown early_stop 'soon'"),
-    ("early_stop.p=1.5", "early-stop fraction 1.5 outside"),
+    ("early_stop.keep=1.5", "early-stop fraction 1.5 outside"),
     ("baselines=[lucky]", r"(?s)baselines\[0\]: unknown ticket 'lucky'"),
     ("transfer_to=[vqq]", r"(?s)transfer_to\[0\]: unknown task 'vqq'.*did you mean 'vqa'"),
 ])

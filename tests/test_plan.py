@@ -79,3 +79,17 @@ def test_the_summary_shows_the_steps_each_chain_actually_trained():
     buf = io.StringIO()
     print_summary([row], "exp", 0.99, Console(file=buf, width=240))
     assert "steps trained" in buf.getvalue() and "│ 540 " in buf.getvalue()
+
+
+def test_a_sweep_recorded_before_the_keep_rename_resumes_under_the_new_word(tmp_path):
+    import json
+
+    from ltvl.plan import record
+
+    old = {"config": {"early_stop": {"kind": "below_dense", "p": 0.9}, "params": {"steps": 10}}, "chains": ["a"]}
+    (tmp_path / record.RECORD).write_text(json.dumps(old))
+    same = {"config": {"early_stop": {"kind": "below_dense", "keep": 0.9}, "params": {"steps": 10}}, "chains": ["a"]}
+    assert record.check_resume(tmp_path, same) is None
+    moved = {"config": {"early_stop": {"kind": "below_dense", "keep": 0.8}, "params": {"steps": 10}}, "chains": ["a"]}
+    with pytest.raises(Exception, match=r"early_stop.keep: 0.9 → 0.8"):
+        record.check_resume(tmp_path, moved)

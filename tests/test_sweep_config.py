@@ -42,7 +42,7 @@ def test_set_overrides_params_grid_and_nested_sections():
     (["params.steps=ten"], "params.steps must be int, got str 'ten'"),
     (["resources.num_workers=1.5"], "resources.num_workers must be int, got float 1.5"),
     (["grid.rate=0.5"], "grid.rate must be a non-empty list"),
-    (["report_p=2"], "report_p 2.0 outside"),
+    (["keep=2"], "keep 2.0 outside"),
     (["kind=other"], "unknown sweep kind 'other'"),
     (["steps"], "not key=value"),
 ])

@@ -54,12 +54,14 @@ KEY_DOCS = {
                                   "drivers stay on the head, never on spot workers",
     "early_stop.kind": "off, below_dense (drop a chain at its first round below p of dense) or asha "
                        "(ASHA on dense_ratio by round)",
-    "early_stop.p": "below_dense's fraction of dense",
+    "early_stop.keep": "below_dense: a chain stops at its first round below this fraction of dense "
+                       "(formerly early_stop.p)",
     "tracking_uri": "MLflow: default `$MLFLOW_TRACKING_URI` if set, else `sqlite:///$LTVL_HOME/mlflow.db`; "
                     "an `http://` server works the same",
     "root": "chain stores; default `$LTVL_HOME/sweeps/<name>/chains`",
     "storage": "Ray storage; default `$LTVL_HOME/sweeps/<name>/ray`",
-    "report_p": "the summary's \"keeps p of dense\" line",
+    "keep": "the fraction of dense a ticket must keep: the summary's line, its verdicts and MLflow's "
+            "best_sparsity_p<keep> (formerly report_p)",
     "controls": "add a 100%-sparse control chain per dense run (docs/guide/controls.md)",
     "retry_unlearned": "re-seed a dense run that does not beat the majority answer, up to N times",
     "seed_informed": "adaptive chains that differ only in seed: the first seed searches, the others start at "
@@ -86,7 +88,7 @@ class SweepConfig:
     tracking_uri: str | None = None  # default: sqlite under LTVL_HOME
     root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
     storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
-    report_p: float = 0.99  # the summary's "keeps p of dense" line
+    keep: float = 0.99  # the fraction of dense a ticket must keep (the summary's line; formerly report_p)
     # SPEC §7: a 100%-sparse control chain per dense run (ltvl.plan.controls); off only to save a
     # trial where controls are not the point (fast tests); searches never add them
     controls: bool = True
@@ -140,8 +142,8 @@ class SweepConfig:
                 raise LtvlError(f"chains[{i}] must be a mapping of chain params", where=f"chains[{i}]")
             for k, v in c.items():
                 _check_param(k, v, f"chains[{i}].{k}")
-        if not 0 < self.report_p <= 1:
-            raise LtvlError(f"report_p {self.report_p} outside (0, 1]", where="report_p", fix="e.g. 0.99")
+        if not 0 < self.keep <= 1:
+            raise LtvlError(f"keep {self.keep} outside (0, 1]", where="keep", fix="e.g. 0.99")
         self.options().validate()
 
     def options(self) -> SweepOptions:
@@ -197,7 +199,15 @@ def refuse_unfilled(cfg: SweepConfig, scale: str | None) -> None:
                             "fill it in the config file")
 
 
+# one word per idea: keys renamed to it, and the word they are now
+RENAMED = {"report_p": "keep", "p": "keep"}
+
+
 def _unknown(key: str, known, where: str) -> None:
+    if key in RENAMED and RENAMED[key] in known:
+        new = where.rsplit(".", 1)[0] + "." + RENAMED[key] if "." in where else RENAMED[key]
+        raise LtvlError(f"config key {where!r} is now {new!r} (one word, keep, for the fraction of dense a ticket "
+                        "must keep)", where=where, fix=f"rename it: {new}: <value>")
     close = difflib.get_close_matches(key, list(known), n=1)
     raise LtvlError(
         f"unknown config key {where!r}",

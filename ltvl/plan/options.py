@@ -55,14 +55,14 @@ class Resources:
 
 @dataclass
 class EarlyStop:
-    kind: str = "off"  # off | below_dense (drop a chain below p of dense) | asha (ASHA on dense_ratio by round)
-    p: float = 0.9
+    kind: str = "off"  # off | below_dense (drop a chain below keep of dense) | asha (ASHA on dense_ratio by round)
+    keep: float = 0.9
 
     def validate(self, where: str = "early_stop") -> None:
         if self.kind not in EARLY_STOPS:
             raise LtvlError(f"unknown early_stop {self.kind!r}", where=f"{where}.kind", fix=", ".join(EARLY_STOPS))
-        if not 0 < self.p <= 1:  # checked even while off: a typo should not wait for the day it is switched on
-            raise LtvlError(f"early-stop fraction {self.p} outside (0, 1]", where=f"{where}.p", fix="e.g. 0.9")
+        if not 0 < self.keep <= 1:  # checked even while off: a typo should not wait for the day it is switched on
+            raise LtvlError(f"early-stop fraction {self.keep} outside (0, 1]", where=f"{where}.keep", fix="e.g. 0.9")
 
 
 @dataclass
@@ -132,7 +132,8 @@ class SweepOptions:
         top = {}
         renames = {
             "early_stop": ("early_stop", "kind"),
-            "early_stop_p": ("early_stop", "p"),
+            "early_stop_p": ("early_stop", "keep"),  # the Python API's older keyword
+            "early_stop_keep": ("early_stop", "keep"),
             "search": ("search", "algorithm"),
             "num_samples": ("search", "num_samples"),
             "search_metric": ("search", "metric"),

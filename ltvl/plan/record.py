@@ -18,7 +18,8 @@ from ltvl.util.errors import LtvlError
 
 RECORD = "plan.json"
 # keys that change how a sweep runs, never what it computes: a resume may change them
-HOW = ("resources", "tracking_uri", "storage", "root", "scales", "name", "report_p")
+HOW = ("resources", "tracking_uri", "storage", "root", "scales", "name", "keep", "report_p")
+RENAMED = {"early_stop.p": "early_stop.keep"}  # a plan recorded before a rename compares under the new word
 
 
 def plan_of(config: dict[str, Any], chains: list[str]) -> dict[str, Any]:
@@ -37,7 +38,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``grid.rate: [0.5] → [0.5, 0.8]``, one line per key that differs."""
-    a, b = _flat(old["config"]), _flat(new["config"])
+    a = {RENAMED.get(k, k): v for k, v in _flat(old["config"]).items()}
+    b = _flat(new["config"])
     lines = [f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b))
              if a.get(k) != b.get(k)]
     added, removed = set(new["chains"]) - set(old["chains"]), set(old["chains"]) - set(new["chains"])

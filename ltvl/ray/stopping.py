@@ -14,7 +14,7 @@ class BelowDenseStopper(tune.Stopper):
 
     def __init__(self, p: float, grace_rounds: int = 1):
         if not 0 < p <= 1:
-            raise LtvlError(f"early-stop fraction {p} outside (0, 1]", where="early_stop.p", fix="e.g. 0.9")
+            raise LtvlError(f"early-stop fraction {p} outside (0, 1]", where="early_stop.keep", fix="e.g. 0.9")
         self.p, self.grace = p, grace_rounds
 
     def __call__(self, trial_id: str, result: dict) -> bool:
@@ -38,7 +38,7 @@ def check_early_stop(es: EarlyStop, points: list[dict]) -> None:
 def early_stop_config(es: EarlyStop) -> dict:
     """TuneConfig/RunConfig pieces for an early-stop choice (``stop`` goes to the RunConfig)."""
     if es.kind == "below_dense":
-        return {"stop": BelowDenseStopper(es.p)}
+        return {"stop": BelowDenseStopper(es.keep)}
     if es.kind == "asha":
         from ray.tune.schedulers import ASHAScheduler
         return {"scheduler": ASHAScheduler(time_attr="round", metric="dense_ratio", mode="max", max_t=64,

@@ -217,7 +217,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
     board = ProgressBoard(console, live=console.is_terminal)
     sender = LineageSender(tracker, say=lambda m: board.say(f"[yellow]{m}[/]"),
                            on_sent=run_hint_writer(root, tracker)).start()
-    lineage = LineageCallback(sender, root, console, board=board, p=cfg.report_p)
+    lineage = LineageCallback(sender, root, console, board=board, p=cfg.keep)
     outcomes: list = []
     notes: list[str] = []  # what the sweep decided on its own (re-seeded dense runs)
     nodes = NodeSampler()
@@ -240,7 +240,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
     rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "off",
                            interrupted=interrupted.is_set())
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
-    print_summary(rows, cfg.name, cfg.report_p, console, note)
+    print_summary(rows, cfg.name, cfg.keep, console, note)
     for line in notes:
         console.print(f"[bold yellow]↻ {line}[/]")
     if timeline.peak > 1 or any(timeline.joined_left()):  # a multi-node or autoscaling cluster
@@ -252,13 +252,13 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                       f"{tracker.spool.path} and go out on the next run of this sweep or with "
                       f"`ltvl lineage --sync {tracker.spool.path} --experiment {cfg.name} --tracking-uri {uri}`.[/]")
     if rows:
-        plot = sparsity_plot(rows, cfg.name, cfg.report_p, base / "metric_vs_sparsity.png")
+        plot = sparsity_plot(rows, cfg.name, cfg.keep, base / "metric_vs_sparsity.png")
         if plot is not None:
             console.print(f"Metric against sparsity: [bold]{plot}[/]")
     console.print(f"\nOpen the comparison:  [bold]{ui_command(uri)}[/]  (experiment {cfg.name!r})")
     if tracker.experiment_id is not None:
         console.print(f"  then this link lists the chain runs, best ticket first, in chart view:\n  "
-                      f"[bold]{deep_link(uri, tracker.experiment_id, cfg.report_p)}[/]")
+                      f"[bold]{deep_link(uri, tracker.experiment_id, cfg.keep)}[/]")
     console.print(f"Tables and figures:   [bold]ltvl report --experiment {cfg.name} --tracking-uri {uri}[/]")
     failures = [o.failure for o in outcomes if o.failure is not None]
     if failures:
