@@ -36,20 +36,32 @@ class MlflowServer:
                 if self.proc.poll() is not None:
                     raise RuntimeError((self.dir / "server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
-        # slow, not broken, on a loaded 2-core machine: say how long it had and what it printed
+        # slow, not broken, on a loaded 2-core machine: say how long it had and what it printed, and
+        # stop it (and the job runners it has spawned), so a failed start leaves nothing running
         log = (self.dir / "server.log").read_text()[-2000:]
+        self.stop()
         raise TimeoutError(f"mlflow server did not come up within {timeout:.0f} s; its log ends:\n{log}")
 
     def stop(self) -> None:
+        """The whole process group: the server, its uvicorn worker and its job runners (which
+        outlive the server's own process if only that is stopped)."""
         import os
         import signal
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        try:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)  # uvicorn waits on keep-alive clients; do not wait long
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=5)  # uvicorn waits on keep-alive clients; do not wait long
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of the group is left
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def crash(self) -> None:
         """SIGKILL, as a crashed or preempted server: no graceful wait for open client connections."""

@@ -365,3 +365,18 @@ def test_a_locked_sqlite_store_is_named_not_a_traceback(tmp_path):
             LineageTracker(uri, "x", "rewind_grid", tmp_path / "spool.jsonl")
     finally:
         holder.close()
+
+
+def test_a_test_server_that_does_not_come_up_in_time_leaves_nothing_running(tmp_path):
+    """CI on a loaded machine once left three `mlflow server` process groups (and their job runners)
+    behind after their start timed out; the fixture now stops the whole group before it says so."""
+    import os
+
+    from tests.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path / "server")
+    with pytest.raises(TimeoutError, match="did not come up within 0 s"):
+        server.start(timeout=0.3)
+    assert server.proc.poll() is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.proc.pid, 0)  # no process of its group is left
