@@ -306,3 +306,30 @@ def test_resume_unpickles_tune_state_only_as_the_driver_left_it(cluster, tmp_pat
         verify(manifest, path)
     with pytest.raises(LtvlError, match=r"no record of this stage"):
         verify(tmp_path / "other.json", path)
+    # what a resume does with it (as with the state a driver killed mid-write leaves behind): the
+    # stage's state is moved aside unread and its record forgotten, so the stage can run afresh
+    from ltvl.ray.trust import Manifest, set_aside
+    aside = set_aside(manifest, path)
+    assert not (tmp_path / "ray" / "stage").exists() and (Path(aside) / "planted.pkl").exists()
+    assert path not in Manifest(manifest).load() and not tune.Tuner.can_restore(path)
+
+
+@pytest.mark.long
+def test_a_resume_whose_tune_state_outran_its_record_runs_the_stage_again_from_the_stores(cluster, tmp_path,
+                                                                                          capfd):
+    """CI killed a driver after Tune wrote its experiment state and before the record of it caught
+    up (the record follows each write by up to a step), and the resume was refused for good. Now
+    the state is set aside unread and the stage runs again, its rounds replayed from the stores."""
+    make_synthetic("vqa", tmp_path / "data", n_train=64, n_test=32)
+    space = _space(tmp_path / "data", target_sparsity=0.5)
+    kw = {"root": tmp_path / "chains", "storage": tmp_path / "ray", "name": "outran"}
+    first = run_chains(space, **kw)
+    masks = list(first[0].metrics_dataframe["mask_sha256"])
+    state = next((tmp_path / "ray" / "outran-chains").glob("experiment_state*.json"))
+    state.write_text(state.read_text() + " ")  # what the killed driver's Tune wrote after its last record
+    again = run_chains(space, resume=True, **kw)
+    err = capfd.readouterr().err
+    assert "is not the one this driver recorded" in err and "not read, and is set aside" in err
+    assert len(list((tmp_path / "ray").glob("outran-chains.untrusted-*"))) == 1
+    assert again[0].error is None and list(again[0].metrics_dataframe["mask_sha256"]) == masks
+    assert all(again[0].metrics_dataframe["replayed"])  # every round read back from the store, none retrained

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from ltvl.ray.resources import check_resources, concurrency, dense_cpus, driver_
 from ltvl.ray.space import job_entry, longest_first, search_domains, validate_space
 from ltvl.ray.stopping import check_early_stop, early_stop_config
 from ltvl.ray.trainable import chain_trainable
-from ltvl.ray.trust import RecordState, verify
+from ltvl.ray.trust import RecordState, set_aside, verify
 from ltvl.util.errors import LtvlError
 from ltvl.util.home import home
 
@@ -242,12 +243,19 @@ def _stage(name: str, space: dict, opts: SweepOptions, resume: bool, tune_config
     recorder = RecordState(state_manifest(space["sweep_base"]), path)
     callbacks = [*(callbacks or []), recorder]
     if resume and tune.Tuner.can_restore(path):
-        verify(recorder.manifest.path, path)  # Tune unpickles these files: only as this driver left them
-        # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
-        # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        tuner._local_tuner.get_run_config().callbacks = list(callbacks)
-        return tuner.fit()
+        try:
+            verify(recorder.manifest.path, path)  # Tune unpickles these files: only as this driver left them
+        except LtvlError as e:  # never unpickled: set aside, and the stage runs again from the stores
+            aside = set_aside(recorder.manifest.path, path)
+            print(f"ltvl: Tune's saved state of stage {name} is not the one this driver recorded ({e.what}); it "
+                  f"was not read, and is set aside at {aside}. The stage runs again: its finished rounds replay "
+                  "from the chain stores.", file=sys.stderr, flush=True)
+        else:
+            # Tune pickles the RunConfig with the Tuner; our callbacks pickle without their live
+            # connections (LineageCallback.__getstate__), so hand the live ones back on restore.
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+            return tuner.fit()
     cfg = dict(tune_config)
     stop = cfg.pop("stop", None)
     from ltvl.ray.space import trial_name

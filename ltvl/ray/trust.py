@@ -148,3 +148,18 @@ def verify(manifest: Path, stage_path: str) -> None:
                             fix=fix)
         if _sha256(stage_path, rel) != recorded[rel]:
             raise LtvlError(f"{rel} changed since this sweep's driver wrote it", where=where, fix=fix)
+
+
+def set_aside(manifest: Path, stage_path: str) -> str:
+    """Move a stage's Tune state that cannot be trusted out of the way, unread, and forget its
+    record, so the stage can run afresh: its finished rounds replay from the chain stores, which
+    hold no pickles. A driver killed between Tune's write of its state and the record of it (the
+    record follows each write by up to a step) leaves such a state behind as surely as a stranger
+    does; neither is ever unpickled. Returns where the state went."""
+    fs, base = _fs(stage_path)
+    dest = f"{base}.untrusted-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    fs.move(base, dest)
+    doc = Manifest(manifest).load()
+    if doc.pop(stage_path, None) is not None:
+        Manifest(manifest).save(doc)
+    return dest if "://" not in stage_path else stage_path.split("://", 1)[0] + "://" + dest
