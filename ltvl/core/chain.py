@@ -27,6 +27,9 @@ from ltvl.pruning.schedule import Schedule
 from ltvl.util.atomic import atomic_write_bytes, sha256_bytes
 from ltvl.util.errors import LtvlError, require
 
+RETRAIN = {"rewind": "train m ⊙ θi from step i (the lottery ticket)",
+           "finetune": "train m ⊙ the pruned weights from step 0 with the whole LR schedule (prune + fine-tune)"}
+
 
 @dataclass(frozen=True)
 class ChainSpec(Spec):
@@ -46,6 +49,29 @@ class ChainSpec(Spec):
     # finetune_adversarial additionally re-trains each round's ticket m ⊙ θi adversarially and
     # reports its metrics as ``finetune_metrics`` (the paper's "AT on tickets").
     finetune_adversarial: AdvConfig = AdvConfig()
+    # How a pruned round starts (RETRAIN): "rewind" trains m ⊙ θi from step i (the lottery ticket);
+    # "finetune" trains m ⊙ (the weights it pruned) from step 0 with a fresh optimizer and the whole
+    # LR schedule (prune + fine-tune with learning-rate rewinding, Renda et al. 2020), so the first
+    # pruned round starts from θT, the trained dense model.
+    retrain: str = "rewind"
+
+    @property
+    def finetunes(self) -> bool:
+        return self.retrain == "finetune"
+
+    @property
+    def start_step(self) -> int:
+        """The dense run's step whose state a chain keeps (θi, or θT for a fine-tuning chain)."""
+        return self.train.steps if self.finetunes else self.rewind_step
+
+    @property
+    def round_start_step(self) -> int:
+        """The optimizer step a pruned round begins at: i when rewinding, 0 when fine-tuning."""
+        return 0 if self.finetunes else self.rewind_step
+
+    @property
+    def steps_per_round(self) -> int:
+        return self.train.steps - self.round_start_step
 
     @property
     def prunes_all(self) -> bool:
@@ -65,6 +91,15 @@ class ChainSpec(Spec):
                 f"rewind step {self.rewind_step} is not in [0, train.steps={self.train.steps})",
                 where="rewind_step", fix="rewind to a step before the end of training (0 = θ0)")
         get_method(self.method), Scope(self.scope)
+        require(self.retrain in RETRAIN, f"retrain {self.retrain!r} is not one of {', '.join(RETRAIN)}",
+                where="retrain", fix="rewind (the lottery ticket) or finetune (prune + fine-tune the trained weights)")
+        if self.finetunes:
+            require(self.rewind_step == 0, f"rewind_step {self.rewind_step} means nothing to a fine-tuning chain: it "
+                    "starts each round from the weights it pruned", where="rewind_step",
+                    fix="leave rewind_step at 0 with retrain: finetune, or set retrain: rewind")
+            require(not self.schedule.adaptive and not self.prunes_all,
+                    "retrain: finetune works on a geometric, linear or one_shot schedule of a scored method",
+                    where="retrain", fix="use retrain: rewind for an adaptive schedule or the 100%-sparse control")
         require(not (self.schedule.adaptive and self.prunes_all),
                 "the 100%-sparse control has one round: it has no levels to search", where="schedule",
                 fix="give the control (method: all) a geometric schedule")
@@ -92,7 +127,8 @@ class RoundResult(Record):
     parent_level: int | None = None  # the level whose trained weights were pruned to get this mask
     kept: bool | None = None  # metric >= keep x the dense metric
     next_level: int | None = None  # the level the next round tries (None: the answer is settled)
-    weights_sha256: str | None = None  # a kept try's trained weights, for a later prune from this level
+    weights_sha256: str | None = None  # a kept try's trained weights, for a later prune from this level;
+    # with retrain: finetune, the round's whole trained state, which the next round starts from
 
     RENAMED = {"chain": "chain_sha256"}  # format 0 called the chain's hash ``chain``
 
@@ -141,13 +177,21 @@ class ChainStore(SpecStore):
             atomic_write_bytes(self.weights_path(sha), data)
         return sha
 
-    def get_weights(self, sha: str, names: list[str]) -> dict[str, torch.Tensor]:
+    def put_state(self, model: nn.Module) -> str:
+        """A fine-tuning round's whole trained state (the next round starts from it), by content hash.
+        Cloned, so tensors a model ties together are saved as the values they hold."""
+        return self.put_weights({n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()})
+
+    def get_state(self, sha: str) -> dict[str, torch.Tensor]:
+        return self.get_weights(sha, None)
+
+    def get_weights(self, sha: str, names: list[str] | None) -> dict[str, torch.Tensor]:
         data = self.weights_path(sha).read_bytes() if self.weights_path(sha).exists() else b""
         if sha256_bytes(data) != sha:
             raise LtvlError(f"kept weights {sha[:12]} are missing or damaged", where=str(self.weights_path(sha)),
                             fix="delete the chain directory to recompute the chain")
         tensors = st_load(data)
-        return {n: tensors[n] for n in names}
+        return tensors if names is None else {n: tensors[n] for n in names}
 
     def finished_rounds(self) -> list[dict]:
         out = []

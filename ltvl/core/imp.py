@@ -37,7 +37,7 @@ from ltvl.core.chain import (  # noqa: F401 (ChainSpec, ChainStore, RoundResult:
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.next_mask import strategy_for
 from ltvl.core.store import DAMAGED_FIX
-from ltvl.core.train import Trainer
+from ltvl.core.train import RewindPoint, Trainer
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
@@ -78,8 +78,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         return result
     got: DenseOutcome | None = None
     if done:
-        if agree(not dense.has_theta(spec.rewind_step)):  # deleted (e.g. after a hash mismatch): replay the dense
-            ensure_dense(dense, {spec.rewind_step}, model_factory, train_fn, eval_fn, agree,  # run, bit-identically
+        if agree(not dense.has_theta(spec.start_step)):  # deleted (e.g. after a hash mismatch): replay the dense
+            ensure_dense(dense, {spec.start_step}, model_factory, train_fn, eval_fn, agree,  # run, bit-identically
                          data_sha256)
         theta_i = store.get_theta_i(dense)
         mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
@@ -89,11 +89,12 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     strategy.start(result.rounds, lambda: got.final_weights() if got is not None
                    else dense.final_weights(dense.record()))
     r = max(len(done), 1)
+    start = round_start(spec, store, theta_i, done)
     while mask is not None:
         t0 = time.perf_counter()
         model = model_factory()
         enforcer = MaskEnforcer(model, mask)
-        out = train_fn(model, enforcer=enforcer, start=theta_i, capture_at=[])
+        out = train_fn(model, enforcer=enforcer, start=start, capture_at=[])
         metrics = eval_fn(model)
         mask_path = store.put_mask(mask)
         params = dict(model.named_parameters())
@@ -101,9 +102,14 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         if next_mask is not None:
             store.put_mask(next_mask)  # before the record names it
         enforcer.remove()
+        round_start_point = start
+        if spec.finetunes and next_mask is not None:  # the next round fine-tunes these weights, on resume too
+            decided["weights_sha256"] = store.put_state(model)
+            start = RewindPoint.fine_tune_from({k: v.detach().to("cpu", copy=True)
+                                                for k, v in model.state_dict().items()})
         steps, finetuned = out.steps_run, None
         if spec.finetune_adversarial.active:  # AT on the ticket: a step after the round, not part of its choice
-            ft_steps, finetuned = finetune_ticket(mask, theta_i, model_factory, finetune_fn, eval_fn)
+            ft_steps, finetuned = finetune_ticket(mask, round_start_point, model_factory, finetune_fn, eval_fn)
             steps += ft_steps
         res = RoundResult(chain_sha256=store.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
@@ -138,9 +144,9 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
                report: Reporter) -> tuple[DenseOutcome, Any, Mask | None]:
     """Round 0: the shared dense run (trained now only if no sibling has), θi, and the first mask."""
     t0 = time.perf_counter()
-    got = ensure_dense(dense, {spec.rewind_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree, data_sha256)
-    theta_i = got.theta(spec.rewind_step)
-    store.put_theta_ref(dense, spec.rewind_step)
+    got = ensure_dense(dense, {spec.start_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree, data_sha256)
+    theta_i = got.theta(spec.start_step)
+    store.put_theta_ref(dense, spec.start_step)
     mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.sha256})
     mask_path = store.put_mask(mask)
     next_mask, decided = strategy.first(got, mask)
@@ -154,9 +160,24 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
     return got, theta_i, next_mask
 
 
+def round_start(spec: ChainSpec, store: ChainStore, theta_i: RewindPoint, done: list[dict]) -> RewindPoint:
+    """Where the next pruned round starts: θi when rewinding; when fine-tuning, the weights that
+    were pruned (θT after round 0, else the last round's stored state) with a fresh optimizer."""
+    if not spec.finetunes:
+        return theta_i
+    if len(done) <= 1:
+        return RewindPoint.fine_tune_from(theta_i.model)
+    sha = done[-1].get("weights_sha256")
+    if not isinstance(sha, str):
+        raise LtvlError(f"round {len(done) - 1} of a fine-tuning chain names no trained state to continue from",
+                        where=str(store.round_path(len(done) - 1)), fix=DAMAGED_FIX)
+    return RewindPoint.fine_tune_from(store.get_state(sha))
+
+
 def finetune_ticket(mask: Mask, theta_i: Any, model_factory: Callable[[], nn.Module], finetune_fn: TrainFn,
                     eval_fn: EvalFn) -> tuple[int, dict]:
-    """AT on a round's ticket (SPEC §4): a copy of ``m ⊙ θi`` trained adversarially, then evaluated."""
+    """AT on a round's ticket (SPEC §4): a copy of ``m ⊙ θi`` (or of the round's fine-tuning start)
+    trained adversarially, then evaluated."""
     ticket = model_factory()
     enforcer = MaskEnforcer(ticket, mask)
     steps = finetune_fn(ticket, enforcer=enforcer, start=theta_i, capture_at=[]).steps_run

@@ -126,6 +126,16 @@ class RewindPoint:
     scheduler: dict
     scaler: dict | None = None
 
+    @classmethod
+    def fine_tune_from(cls, model: dict[str, torch.Tensor]) -> RewindPoint:
+        """Weights with a fresh optimizer at step 0: training from it runs the whole LR schedule again
+        (prune + fine-tune with learning-rate rewinding)."""
+        return cls(0, model, {}, {})
+
+    @property
+    def weights_only(self) -> bool:
+        return not self.optimizer
+
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         torch.save(
@@ -240,14 +250,15 @@ class Trainer:
         step0 = 0
         if start is not None:
             model.load_state_dict(start.model)
-            # load_state_dict aliases same-device tensors: without the copy, training would
-            # mutate θi's Adam moments in place and corrupt every later rewind to it.
-            opt.load_state_dict(_cpu(start.optimizer))
-            for group in opt.param_groups:  # loading restores the saved groups' flags: this run's config decides
-                group.update(self._kernel_flags())
-            sched.load_state_dict(start.scheduler)
-            if scaler is not None and start.scaler:
-                scaler.load_state_dict(start.scaler)
+            if not start.weights_only:
+                # load_state_dict aliases same-device tensors: without the copy, training would
+                # mutate θi's Adam moments in place and corrupt every later rewind to it.
+                opt.load_state_dict(_cpu(start.optimizer))
+                for group in opt.param_groups:  # loading restores the saved groups' flags: this run's config decides
+                    group.update(self._kernel_flags())
+                sched.load_state_dict(start.scheduler)
+                if scaler is not None and start.scaler:
+                    scaler.load_state_dict(start.scaler)
             step0 = start.step
         require(
             0 <= step0 <= until <= cfg.steps,

@@ -174,7 +174,8 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     chain = ChainSpec(train=train, rewind_step=_rewind_step(raw, p, where), schedule=_schedule(p, where),
                       method=p.method, scope=p.scope, prunable=preset.prunable,
                       context=_context(p, preset, facts),
-                      finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig())
+                      finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig(),
+                      retrain=p.retrain)
     chain.validate()
     return ChainJob(p, vl, chain)
 

@@ -161,6 +161,10 @@ class ChainParams:
                         choices=_methods)
     scope: str = param("global", "prune across all tensors (global) or each tensor alike (layerwise)", CHAIN,
                        choices=("global", "layerwise"))
+    retrain: str = param("rewind", "how a pruned round trains: rewind (m ⊙ θi from step i: the lottery ticket) or "
+                         "finetune (m ⊙ the weights it pruned, from step 0 with a fresh optimizer and the whole LR "
+                         "schedule; with schedule: one_shot this is prune + fine-tune from θT)", CHAIN,
+                         choices=("rewind", "finetune"))
     # adversarial training (SPEC §4): imp = AT-IMP, finetune = AT on each round's ticket, both
     adv_use: str = param("off", "off, imp (AT-IMP), finetune (AT on each round's ticket) or both", DENSE,
                          choices=("off", "imp", "finetune", "both"))

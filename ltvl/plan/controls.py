@@ -13,7 +13,7 @@ from ltvl.params.schema import DEFAULTS, DENSE, INFO, check
 
 # what a control chain does not take from the chain it controls: it has one round, at 100%, from θ0
 NOT_INHERITED = ("schedule", "rate", "target_sparsity", "rounds", "scope", "rewind_step", "rewind_fraction",
-                 "jump", "keep", "start_level", "masks_of_seed")
+                 "jump", "keep", "start_level", "masks_of_seed", "retrain")
 
 
 def control_chains(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def plan_chain(point: dict) -> PlannedJob:
         return plan_ticket(point)
     spec = job.chain
     rounds = len(spec.sparsities())
-    per_round = spec.train.steps - spec.rewind_step  # a pruned round trains m ⊙ θi from step i to t
+    per_round = spec.steps_per_round  # m ⊙ θi from step i to t, or a fine-tune's whole t
     return PlannedJob("chains", point, job, chain_name(job), rounds, rounds * per_round, spec.schedule.adaptive)
 
 

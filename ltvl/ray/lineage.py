@@ -294,7 +294,7 @@ def plan_rows(stage: str, configs: list[dict], root: str | Path) -> list:
             rows.append(Row(row_key(config), chain_name(job), stage, [0.0], [0]))
             continue
         spec = job.chain
-        t, per = spec.train.steps, spec.train.steps - spec.rewind_step
+        t, per = spec.train.steps, spec.steps_per_round
         dense_cost = 0 if DenseStore(root, job.dense, writer=False).record() is not None else t
         sparsities = [0.0, *spec.sparsities()]
         rows.append(Row(row_key(config), chain_name(job), stage, sparsities,

@@ -58,8 +58,8 @@ def job_entry(params: dict, root: str | Path) -> dict[str, Any]:
         "kind": "chain",
         "sha256": job.store_sha256(root),
         "dense_sha256": DenseStore(root, job.dense, writer=False).sha256,
-        "rewind_step": job.rewind_step,
-        "cost": len(job.chain.sparsities()) * (job.chain.train.steps - job.rewind_step),
+        "rewind_step": job.chain.start_step,  # the dense step it keeps: θi, or θT when fine-tuning
+        "cost": len(job.chain.sparsities()) * job.chain.steps_per_round,
     }
 
 

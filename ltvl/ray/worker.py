@@ -203,7 +203,7 @@ def train_dense(config: dict) -> None:
     w.trainer.on_step = progress.step
     t0 = time.time()
     got = ensure_dense(
-        store, {s.rewind_step for s in specs}, w.model_factory, _with_progress(w.trainer.train, progress, steps),
+        store, {s.start_step for s in specs}, w.model_factory, _with_progress(w.trainer.train, progress, steps),
         w.trainer.evaluate, w.agree, w.data_sha256
     )
     dense_mask = Mask.dense_like(got.final_weights())
@@ -273,7 +273,7 @@ def train_chain(config: dict) -> None:
     steps = job.chain.train.steps
     progress = RoundProgress(ChainStore(config["root"], job.chain, writer=False).dir / PROGRESS_FILE
                              if rank == 0 else None, [0.0, *job.chain.sparsities()], steps,
-                             job.chain.rewind_step)
+                             job.chain.round_start_step)
     w.trainer.on_step = progress.step
 
     def report(r: RoundResult) -> None:

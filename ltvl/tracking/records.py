@@ -102,7 +102,7 @@ def arm(job: Job) -> str:
     return arm_label(ticket=isinstance(job, TicketJob), init=init_label(job), rewind_step=chain_of(job).rewind_step,
                      source_task=job.source_task if isinstance(job, TicketJob) else p.task, adv_use=p.adv_use,
                      epsilon=epsilon(p), adaptive=chain_of(job).chain.schedule.adaptive,
-                     one_shot=chain_of(job).chain.schedule.one_shot)
+                     one_shot=chain_of(job).chain.schedule.one_shot, finetune=chain_of(job).chain.finetunes)
 
 
 def rounded(v: Any, digits: int = 4) -> Any:
@@ -130,6 +130,8 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k == "rate" and p.schedule == "one_shot":  # one prune to the target: no rate acts
             continue
+        if k == "retrain" and v == "rewind":  # the default every store before it had: shown only when it acts
+            continue
         if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
             v = {kk: vv for kk, vv in v.items() if vv is not None}
         out[k] = rounded(v, 6) if isinstance(v, float) else v
@@ -143,7 +145,8 @@ def lineage_tags(job: Job) -> dict[str, Any]:
     return {"ltvl.arm": arm(job), "ltvl.task": p.task, "ltvl.rewind_step": chain.rewind_step, "ltvl.rate": p.rate,
             "ltvl.epsilon": epsilon(p), "ltvl.init": init_label(job), "ltvl.method": p.method,
             "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT,
-            **({"ltvl.schedule": p.schedule} if p.schedule == "one_shot" else {})}
+            **({"ltvl.schedule": p.schedule} if p.schedule == "one_shot" else {}),
+            **({"ltvl.retrain": p.retrain} if p.retrain != "rewind" else {})}
 
 
 def dense_ops(dense_sha: str, job: ChainJob, metrics: dict, load: str = "") -> list[dict]:
@@ -210,8 +213,11 @@ def _chain_note(job: Job) -> str:
                 + f". Each round is one try (its tags ltvl.level, ltvl.parent_level, ltvl.kept), rewound to "
                 f"{rewind}, re-trained {p.steps - chain.rewind_step} steps. best_sparsity_p* is the sparsest "
                 f"try keeping that share of dense.")
-    return (f"{arm(job)} chain on {p.task}: prune {p.rate:.0%} of the remaining weights per round ({p.method}, "
-            f"{p.scope}), rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps. Levels {levels}. "
+    prune = (f"prune the trained dense model to {short_sparsity(p.target_sparsity)} in one step"
+             if chain.chain.schedule.one_shot else f"prune {p.rate:.0%} of the remaining weights per round")
+    retrain = (f"fine-tune the weights it pruned {p.steps} steps (fresh optimizer, the whole LR schedule)"
+               if chain.chain.finetunes else f"rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps")
+    return (f"{arm(job)} chain on {p.task}: {prune} ({p.method}, {p.scope}), {retrain}. Levels {levels}. "
             f"best_sparsity_p* is the sparsest round so far keeping that share of dense; metric_at_best its metric; "
             f"{BY_SPARSITY} plots metric against sparsity (step = basis points).")
 
