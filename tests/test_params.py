@@ -35,7 +35,7 @@ ALT = {"task": "gqa", "data": "/data/x", "preset": "tiny", "layers": 1, "max_len
        "target_sparsity": 0.8, "rounds": 3, "method": "random", "scope": "layerwise", "adv_use": "finetune",
        "adv_modality": "text", "adv_epsilon": 0.1, "adv_step_size": 1e-2, "adv_steps": 2, "adv_kl": 1.0,
        "override_limits": True, "loader_workers": 2, "adamw_impl": "fused", "jump": 2, "keep": 0.95, "start_level": 2,
-       "masks_of_seed": 1}
+       "masks_of_seed": 1, "retrain": "finetune", "calibration_examples": 64}
 BASE = {"adv_use": "both"}  # so that every adversarial knob acts (with adv_use off they are inert)
 
 
@@ -44,6 +44,7 @@ BASES = {"rounds": {**BASE, "target_sparsity": None, "rounds": 2}, "target_spars
          "schedule": {**BASE, "rate": 0.3, "target_sparsity": 0.6},
          **{k: {**BASE, "schedule": "adaptive"} for k in ("jump", "keep", "start_level")},  # adaptive knobs
          "masks_of_seed": {**BASE, "schedule": "adaptive", "start_level": 2},
+         "calibration_examples": {**BASE, "method": "wanda"},  # read by activation-aware methods only
          "checkpoint": {**BASE, "preset": "uniter-base", "custom_size": True, "checkpoint": "random"}}
 
 

@@ -54,10 +54,24 @@ class ChainSpec(Spec):
     # LR schedule (prune + fine-tune with learning-rate rewinding, Renda et al. 2020), so the first
     # pruned round starts from θT, the trained dense model.
     retrain: str = "rewind"
+    # examples whose activations an activation-aware method (Wanda) reads before each prune: the
+    # first training batches, as Wanda's 128 calibration sequences. Inert (and out of the hash) otherwise.
+    calibration_examples: int = 128
 
     @property
     def finetunes(self) -> bool:
         return self.retrain == "finetune"
+
+    @property
+    def reads_inputs(self) -> bool:
+        """Its pruning reads activations, so each prune calibrates the model it prunes."""
+        return get_method(self.method).needs_inputs
+
+    @property
+    def dense_steps(self) -> tuple[int, ...]:
+        """The dense run's steps whose full state this chain needs: its start, and θT when its first
+        prune calibrates the trained dense model."""
+        return tuple(sorted({self.start_step, *([self.train.steps] if self.reads_inputs else [])}))
 
     @property
     def start_step(self) -> int:
@@ -100,6 +114,11 @@ class ChainSpec(Spec):
             require(not self.schedule.adaptive and not self.prunes_all,
                     "retrain: finetune works on a geometric, linear or one_shot schedule of a scored method",
                     where="retrain", fix="use retrain: rewind for an adaptive schedule or the 100%-sparse control")
+        require(self.calibration_examples >= 1, f"calibration_examples {self.calibration_examples} is below 1",
+                where="calibration_examples", fix="e.g. 128 (Wanda's default)")
+        require(not (self.schedule.adaptive and self.reads_inputs),
+                f"an adaptive schedule re-prunes earlier tries, whose activations are not kept: {self.method} "
+                "cannot search levels", where="schedule", fix="use a geometric or one_shot schedule with this method")
         require(not (self.schedule.adaptive and self.prunes_all),
                 "the 100%-sparse control has one round: it has no levels to search", where="schedule",
                 fix="give the control (method: all) a geometric schedule")

@@ -154,14 +154,21 @@ class DenseStore(SpecStore):
 
     # --- the first pruned mask, per pruning rate -----------------------------------------------
     def first_mask(self, final: Callable[[], dict[str, torch.Tensor]], dense_mask: Mask, sparsity: float,
-                   method: str, scope: Scope, seed: int) -> tuple[Mask, Path]:
-        """The mask after round 0 at ``sparsity``: read if a chain with this rate made it, else pruned now."""
-        key = self.dir / "first" / f"{get_method(method).name}-{Scope(scope).value}-{sparsity:.8f}-{seed}.sha256"
+                   method: str, scope: Scope, seed: int,
+                   inputs: Callable[[], dict[str, torch.Tensor]] | None = None, calibration: int = 0,
+                   ) -> tuple[Mask, Path]:
+        """The mask after round 0 at ``sparsity``: read if a chain with this rate made it, else pruned now.
+        ``inputs`` gives the trained dense model's calibration input norms, for a method that reads them
+        (computed only when the mask is not stored yet); ``calibration`` examples are part of its key."""
+        info = get_method(method)
+        cal = f"-cal{calibration}" if info.needs_inputs else ""
+        key = self.dir / "first" / f"{info.name}-{Scope(scope).value}-{sparsity:.8f}-{seed}{cal}.sha256"
         if key.exists():
             path = self.mask_path(key.read_text().strip())
             return load_mask(path), path
         mask = prune_to_sparsity(final(), dense_mask, sparsity, method=method, scope=scope, seed=seed,
-                                 metadata={"round": 1, "dense": self.sha256})
+                                 metadata={"round": 1, "dense": self.sha256},
+                                 inputs=inputs() if info.needs_inputs and inputs is not None else None)
         path = self.mask_path(mask.sha256)
         if self.writer:
             if not path.exists():

@@ -35,9 +35,10 @@ from ltvl.core.chain import (  # noqa: F401 (ChainSpec, ChainStore, RoundResult:
     TrainFn,
 )
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
-from ltvl.core.next_mask import strategy_for
+from ltvl.core.next_mask import Calibrate, dense_inputs, strategy_for
 from ltvl.core.store import DAMAGED_FIX
 from ltvl.core.train import RewindPoint, Trainer
+from ltvl.pruning.calibration import input_norms
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
@@ -47,7 +48,8 @@ from ltvl.util.errors import LtvlError, require
 def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
               root: str | Path, reporter: Reporter | None = None, finetune_fn: TrainFn | None = None,
               writer: bool = True, share_rewinds: Iterable[int] = (),
-              agree: Callable[[Any], Any] = lambda v: v, data_sha256: str = "") -> ChainResult:
+              agree: Callable[[Any], Any] = lambda v: v, data_sha256: str = "",
+              calibrate_fn: Calibrate | None = None) -> ChainResult:
     """Run (or resume) one IMP chain. ``model_factory()`` must return θ0 deterministically.
 
     Round 0 comes from the shared dense run (:mod:`ltvl.core.dense`), trained now only if no sibling
@@ -59,6 +61,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     0) computes everything but writes nothing; ``agree`` gives every rank rank 0's view of shared
     files, so ranks never diverge on what to train. ``data_sha256``, the dataset's content hash,
     is recorded with the dense run; a chain refuses to resume on a dense run trained on other data.
+    ``calibrate_fn(model, examples)`` runs the task forward for a method that reads activations (Wanda).
     """
     spec.validate()
     if spec.finetune_adversarial.active and finetune_fn is None:
@@ -79,13 +82,13 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     got: DenseOutcome | None = None
     if done:
         if agree(not dense.has_theta(spec.start_step)):  # deleted (e.g. after a hash mismatch): replay the dense
-            ensure_dense(dense, {spec.start_step}, model_factory, train_fn, eval_fn, agree,  # run, bit-identically
+            ensure_dense(dense, set(spec.dense_steps), model_factory, train_fn, eval_fn, agree,  # run, bit-identically
                          data_sha256)
         theta_i = store.get_theta_i(dense)
         mask = load_mask(store.find_mask(done[-1]["next_mask_sha256"], dense))
     else:
         got, theta_i, mask = round_zero(spec, store, dense, strategy, model_factory, train_fn, eval_fn, agree,
-                                        share_rewinds, data_sha256, result, report)
+                                        share_rewinds, data_sha256, result, report, calibrate_fn)
     strategy.start(result.rounds, lambda: got.final_weights() if got is not None
                    else dense.final_weights(dense.record()))
     r = max(len(done), 1)
@@ -98,7 +101,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         metrics = eval_fn(model)
         mask_path = store.put_mask(mask)
         params = dict(model.named_parameters())
-        next_mask, decided = strategy.next(r, mask, {n: params[n].detach() for n in mask.names}, metrics)
+        inputs = trained_inputs(spec, model, mask, calibrate_fn)
+        next_mask, decided = strategy.next(r, mask, {n: params[n].detach() for n in mask.names}, metrics, inputs)
         if next_mask is not None:
             store.put_mask(next_mask)  # before the record names it
         enforcer.remove()
@@ -141,15 +145,15 @@ def replay(done: list[dict], store: ChainStore, dense: DenseStore, result: Chain
 def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: Any,
                model_factory: Callable[[], nn.Module], train_fn: TrainFn, eval_fn: EvalFn,
                agree: Callable[[Any], Any], share_rewinds: Iterable[int], data_sha256: str, result: ChainResult,
-               report: Reporter) -> tuple[DenseOutcome, Any, Mask | None]:
+               report: Reporter, calibrate_fn: Calibrate | None = None) -> tuple[DenseOutcome, Any, Mask | None]:
     """Round 0: the shared dense run (trained now only if no sibling has), θi, and the first mask."""
     t0 = time.perf_counter()
-    got = ensure_dense(dense, {spec.start_step, *share_rewinds}, model_factory, train_fn, eval_fn, agree, data_sha256)
+    got = ensure_dense(dense, {*spec.dense_steps, *share_rewinds}, model_factory, train_fn, eval_fn, agree, data_sha256)
     theta_i = got.theta(spec.start_step)
     store.put_theta_ref(dense, spec.start_step)
     mask = Mask.dense_like(got.final_weights(), metadata={"round": 0, "dense": dense.sha256})
     mask_path = store.put_mask(mask)
-    next_mask, decided = strategy.first(got, mask)
+    next_mask, decided = strategy.first(got, mask, dense_inputs(spec, got, model_factory, calibrate_fn))
     res = RoundResult(chain_sha256=store.sha256, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
                       metrics=got.record.metrics, train_loss=got.record.train_loss,
                       wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
@@ -158,6 +162,16 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
     result.rounds.append(res)
     report(res)
     return got, theta_i, next_mask
+
+
+def trained_inputs(spec: ChainSpec, model: nn.Module, mask: Mask, calibrate_fn: Calibrate | None):
+    """A round's trained model calibrated on demand (when the next prune reads activations)."""
+    if not spec.reads_inputs:
+        return None
+    if calibrate_fn is None:
+        raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
+                        where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
+    return lambda: input_norms(model, mask.names, lambda m: calibrate_fn(m, spec.calibration_examples))
 
 
 def round_start(spec: ChainSpec, store: ChainStore, theta_i: RewindPoint, done: list[dict]) -> RewindPoint:
@@ -197,4 +211,4 @@ def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Modul
         finetune = Trainer(trainer.task, dataclasses.replace(spec.train, adversarial=spec.finetune_adversarial),
                            trainer.device).train
     return run_chain(spec, model_factory, trainer.train, trainer.evaluate, root, reporter, finetune,
-                     share_rewinds=share_rewinds, data_sha256=data_sha256)
+                     share_rewinds=share_rewinds, data_sha256=data_sha256, calibrate_fn=trainer.calibrate)

@@ -17,29 +17,59 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ltvl.core.adaptive import AdaptiveSearch
 from ltvl.core.chain import ChainSpec, ChainStore, RoundResult
 from ltvl.core.dense import DenseOutcome
 from ltvl.core.lead_masks import LeadMasks
 from ltvl.core.train import derive_seed
+from ltvl.pruning.calibration import input_norms
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
 from ltvl.pruning.prune import prune_to_sparsity
+from ltvl.util.errors import LtvlError
 
 Weights = Mapping[str, torch.Tensor]
+Calibrate = Callable[[nn.Module, int], None]  # (model, examples): the task's forward passes (Trainer.calibrate)
 
 
 def prune_seed(spec: ChainSpec, r: int) -> int:
     return derive_seed(spec.train.seed, "prune", r)
 
 
-def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask, Path]:
+Inputs = Callable[[], dict[str, torch.Tensor]]  # calibration input norms, computed on demand
+
+
+def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask,
+                      dense_inputs: Inputs | None = None) -> tuple[Mask, Path]:
     """The mask after round 0: shared by every chain with this dense run, first sparsity, method and
-    scope (an adaptive chain's first try is its first jump's level)."""
+    scope (an adaptive chain's first try is its first jump's level). ``dense_inputs``: the trained
+    dense model's calibration norms, for a method that reads activations (:func:`dense_inputs`)."""
     level = AdaptiveSearch.of(spec.schedule).first() if spec.schedule.adaptive else 1
     return got.store.first_mask(got.final_weights, dense_mask, spec.sparsities()[level - 1], spec.method,
-                                spec.scope, prune_seed(spec, level - 1))
+                                spec.scope, prune_seed(spec, level - 1), dense_inputs, spec.calibration_examples)
+
+
+def dense_inputs(spec: ChainSpec, got: DenseOutcome, model_factory: Callable[[], nn.Module],
+                 calibrate: Calibrate | None) -> Inputs | None:
+    """The trained dense model (θT's full state, kept by the dense run for such chains) calibrated
+    once, on first call; None when the chain's method reads no activations."""
+    if not spec.reads_inputs:
+        return None
+    if calibrate is None:
+        raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
+                        where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
+    memo: dict[str, dict[str, torch.Tensor]] = {}
+
+    def norms() -> dict[str, torch.Tensor]:
+        if "norms" not in memo:
+            model = model_factory()
+            model.load_state_dict(got.theta(spec.train.steps).model)
+            memo["norms"] = input_norms(model, got.record.names, lambda m: calibrate(m, spec.calibration_examples))
+        return memo["norms"]
+
+    return norms
 
 
 class FollowSchedule:
@@ -52,19 +82,23 @@ class FollowSchedule:
     def finished(self, done: list[dict]) -> bool:
         return len(done) == len(self.levels)
 
-    def first(self, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask | None, dict[str, Any]]:
+    def first(self, got: DenseOutcome, dense_mask: Mask,
+              inputs: Inputs | None = None) -> tuple[Mask | None, dict[str, Any]]:
         """The mask round 1 trains, and what round 0's record adds."""
-        return (shared_first_mask(self.spec, got, dense_mask)[0] if len(self.levels) > 1 else None), {}
+        return (shared_first_mask(self.spec, got, dense_mask, inputs)[0] if len(self.levels) > 1 else None), {}
 
     def start(self, rounds: list[RoundResult], dense_weights: Callable[[], Weights]) -> None:
         """Called once round 0 is known (computed or replayed), before the first pruned round."""
 
-    def next(self, r: int, mask: Mask, weights: Weights, metrics: dict) -> tuple[Mask | None, dict[str, Any]]:
-        """The mask round r + 1 trains (None: the chain is done), and what round r's record adds."""
+    def next(self, r: int, mask: Mask, weights: Weights, metrics: dict,
+             inputs: Inputs | None = None) -> tuple[Mask | None, dict[str, Any]]:
+        """The mask round r + 1 trains (None: the chain is done), and what round r's record adds.
+        ``inputs``: the trained model's calibration norms, for a method that reads activations."""
         if r + 1 >= len(self.levels):
             return None, {}
         return prune_to_sparsity(weights, mask, self.levels[r + 1], method=self.spec.method, scope=self.spec.scope,
-                                 seed=prune_seed(self.spec, r), metadata={"round": r + 1, "chain": self.chain_sha}), {}
+                                 seed=prune_seed(self.spec, r), metadata={"round": r + 1, "chain": self.chain_sha},
+                                 inputs=inputs() if inputs is not None else None), {}
 
 
 class SearchLevels:
@@ -82,7 +116,8 @@ class SearchLevels:
     def finished(self, done: list[dict]) -> bool:
         return len(done) > 1 and done[-1]["next_mask_sha256"] is None  # the search has settled its answer
 
-    def first(self, got: DenseOutcome, dense_mask: Mask) -> tuple[Mask | None, dict[str, Any]]:
+    def first(self, got: DenseOutcome, dense_mask: Mask,
+              inputs: Inputs | None = None) -> tuple[Mask | None, dict[str, Any]]:
         if self.lead is not None:
             mask = self.lead.mask_at(self.search.first())
             self.store.put_mask(mask)  # before the record names it
@@ -105,7 +140,8 @@ class SearchLevels:
             return rmask, self.dense_weights()
         return rmask, self.store.get_weights(rec.weights_sha256, rmask.names)
 
-    def next(self, r: int, mask: Mask, weights: Weights, metrics: dict) -> tuple[Mask | None, dict[str, Any]]:
+    def next(self, r: int, mask: Mask, weights: Weights, metrics: dict,
+             inputs: Inputs | None = None) -> tuple[Mask | None, dict[str, Any]]:
         search, level = self.search, self.level
         parent_level, kept = search.good, search.kept(metrics["metric"], self.dense_metric)
         if self.lead is not None:  # the lead's mask: its parent is on the lead's path

@@ -363,6 +363,22 @@ class Trainer:
         return stats["loss"] / self.cfg.grad_accum
 
     @torch.no_grad()
+    def calibrate(self, model: nn.Module, examples: int) -> None:
+        """The task's forward passes over its first ``examples`` training examples, for pruning that
+        reads activations (:mod:`ltvl.pruning.calibration` hooks them). The slots are 0, 1, … on every
+        DDP rank, so every rank sees the same batches and prunes the same weights."""
+        cfg = self.cfg
+        slots = list(range(-(-examples // cfg.batch_size)))
+        model.to(self.device)
+        batches = (self.task.batches(slots, cfg.batch_size, cfg.seed) if hasattr(self.task, "batches")
+                   else (self.task.batch(s, cfg.batch_size, cfg.seed) for s in slots))
+        for batch in batches:
+            with self._autocast():
+                self.task.loss(model, to_device(batch, self.device))
+        if hasattr(batches, "close"):
+            batches.close()
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         model.to(self.device).eval()
         with self._autocast():

@@ -33,6 +33,7 @@ from ltvl.params.schema import (
     check,
 )
 from ltvl.pruning import Schedule
+from ltvl.pruning.methods import get_method
 from ltvl.pruning.schedule import rounds_needed
 from ltvl.util.errors import LtvlError
 from ltvl.vl.assemble import VLSpec
@@ -151,6 +152,11 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     p = check(raw, where)
     if raw.get("rounds") is not None and "target_sparsity" not in raw:  # rounds given: it is the stop
         p = dataclasses.replace(p, target_sparsity=None)
+    method = get_method(p.method)
+    if "scope" not in raw:  # a method's own comparison group (Wanda: per output row) unless the config says
+        p = dataclasses.replace(p, scope=method.default_scope)
+    if not method.needs_inputs:  # read by activation-aware methods only: elsewhere out of the hash
+        p = dataclasses.replace(p, calibration_examples=DEFAULTS["calibration_examples"])
     data = data_for(p)
     tasks = INFO["task"].allowed()
     if data.startswith("synthetic:") and data.removeprefix("synthetic:") not in tasks:
@@ -175,7 +181,7 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
                       method=p.method, scope=p.scope, prunable=preset.prunable,
                       context=_context(p, preset, facts),
                       finetune_adversarial=adv if p.adv_use in ("finetune", "both") else AdvConfig(),
-                      retrain=p.retrain)
+                      retrain=p.retrain, calibration_examples=p.calibration_examples)
     chain.validate()
     return ChainJob(p, vl, chain)
 

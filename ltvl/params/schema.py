@@ -159,8 +159,12 @@ class ChainParams:
     method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
                         "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
                         choices=_methods)
-    scope: str = param("global", "prune across all tensors (global) or each tensor alike (layerwise)", CHAIN,
-                       choices=("global", "layerwise"))
+    scope: str = param("global", "prune across all tensors (global), each tensor alike (layerwise) or each output "
+                       "row alike (row: Wanda's comparison group, and wanda's default when scope is not given)",
+                       CHAIN, choices=("global", "layerwise", "row"))
+    calibration_examples: int = param(128, "wanda: training examples whose activations each prune reads (Wanda's "
+                                      "128 calibration sequences); unused by other methods", CHAIN, low=1,
+                                      limit=65536)
     retrain: str = param("rewind", "how a pruned round trains: rewind (m ⊙ θi from step i: the lottery ticket) or "
                          "finetune (m ⊙ the weights it pruned, from step 0 with a fresh optimizer and the whole LR "
                          "schedule; with schedule: one_shot this is prune + fine-tune from θT)", CHAIN,

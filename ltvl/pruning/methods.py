@@ -17,7 +17,7 @@ import torch
 from ltvl.pruning.kselect import ScoreFn
 from ltvl.util.errors import LtvlError
 
-ScoreMaker = Callable[[Mapping[str, torch.Tensor], "int | None"], ScoreFn]
+ScoreMaker = Callable[..., ScoreFn]  # (weights, seed) -> scores; (weights, seed, inputs) when needs_inputs
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class PruningMethod:
     scores: ScoreMaker | None  # None: prunes every prunable weight at once (the 100%-sparse control)
     needs_seed: bool = False  # its scores are random: a seed makes them reproducible
     reads_weights: bool = True  # its scores read the weights, so NaN/inf weights are refused first
+    # its scores read each weight's input activations (Wanda): prune_to_sparsity needs ``inputs``,
+    # the ‖X_j‖₂ of every input feature over calibration batches (ltvl.pruning.calibration)
+    needs_inputs: bool = False
+    default_scope: str = "global"  # the comparison group when a config names none (Wanda: per output row)
 
 
 METHODS: dict[str, PruningMethod] = {}
@@ -80,10 +84,33 @@ def random_scores(weights: Mapping[str, torch.Tensor], seed: int | None) -> Scor
     return rand
 
 
+def wanda_scores(weights: Mapping[str, torch.Tensor], seed: int | None,
+                 inputs: Mapping[str, torch.Tensor]) -> ScoreFn:
+    """Wanda (Sun et al., ICLR 2024): |W_ij| · ‖X_j‖₂, the weight's magnitude times the norm of the
+    input feature it multiplies, over the calibration tokens."""
+    missing = [n for n in weights if n not in inputs]
+    if missing:
+        raise LtvlError(f"no calibration activations for {len(missing)} prunable tensor(s), e.g. {missing[0]}",
+                        where="inputs", fix="calibrate the model whose weights are pruned (input_norms)")
+
+    def wanda(name: str, out: torch.Tensor) -> torch.Tensor:
+        w, x = weights[name].detach(), inputs[name].to(weights[name].device, torch.float32)
+        if w.ndim != 2 or x.shape != (w.shape[1],):
+            raise LtvlError(f"Wanda scores 2-D weights by their input features; {name} has shape {tuple(w.shape)} "
+                            f"and {tuple(x.shape)} input norms", where=name, fix="prune Linear weights only")
+        return out.copy_(w).abs_().mul_(x)
+
+    wanda.nonnegative = True  # type: ignore[attr-defined]
+    return wanda
+
+
 register(PruningMethod("magnitude", "prune the smallest |w| (IMP)", "IMP", "theta0", magnitude_scores))
 register(PruningMethod("random", "prune uniformly at random (RP)", "RP", "RP", random_scores, needs_seed=True,
                        reads_weights=False))
 register(PruningMethod("high_magnitude", "prune the largest |w|", "high-magnitude", "high_magnitude",
                        high_magnitude_scores))
+register(PruningMethod("wanda", "prune the smallest |w|·‖x‖₂ (Wanda: weight times its input's norm over "
+                       "calibration batches), per output row unless scope says otherwise", "Wanda", "wanda",
+                       wanda_scores, needs_inputs=True, default_scope="row"))
 register(PruningMethod("all", "the 100%-sparse control: one round, every prunable weight pruned, the rest trained",
                        "100%-sparse control", "sparse100", None))

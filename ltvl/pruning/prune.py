@@ -26,8 +26,9 @@ class Method(str, Enum):
 
 
 class Scope(str, Enum):
-    GLOBAL = "global"
-    LAYERWISE = "layerwise"
+    GLOBAL = "global"  # one comparison over every prunable weight
+    LAYERWISE = "layerwise"  # each tensor pruned to the sparsity
+    ROW = "row"  # each output row of each tensor pruned to the sparsity (Wanda's comparison group)
 
 
 def check_finite(weights: Mapping[str, torch.Tensor], where: str = "weights") -> None:
@@ -42,12 +43,18 @@ def check_finite(weights: Mapping[str, torch.Tensor], where: str = "weights") ->
             )
 
 
-def score_fn(weights: Mapping[str, torch.Tensor], method: Method | str, seed: int | None) -> ScoreFn:
+def score_fn(weights: Mapping[str, torch.Tensor], method: Method | str, seed: int | None,
+             inputs: Mapping[str, torch.Tensor] | None = None) -> ScoreFn:
     """Lazy per-tensor scores of a registered method; lowest score = pruned first. Deterministic for a seed."""
-    scores = get_method(method).scores
-    if scores is None:
-        raise LtvlError(f"method {get_method(method).name!r} prunes everything: it has no scores", where="method")
-    return scores(weights, seed)
+    info = get_method(method)
+    if info.scores is None:
+        raise LtvlError(f"method {info.name!r} prunes everything: it has no scores", where="method")
+    if not info.needs_inputs:
+        return info.scores(weights, seed)
+    if inputs is None:
+        raise LtvlError(f"method {info.name!r} scores weights by their input activations, and none were given",
+                        where="method", fix="pass the calibration input norms (ltvl.pruning.calibration.input_norms)")
+    return info.scores(weights, seed, inputs)
 
 
 def _validate_sparsity(s: float, where: str) -> None:
@@ -68,8 +75,10 @@ def prune_to_sparsity(
     scope: Scope | str = Scope.GLOBAL,
     seed: int | None = None,
     metadata: dict | None = None,
+    inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> Mask:
-    """Prune more weights until exactly ``round(sparsity * N)`` are pruned (per tensor if layerwise)."""
+    """Prune more weights until exactly ``round(sparsity * N)`` are pruned (per tensor if layerwise,
+    per output row if row). ``inputs``: calibration input norms, for a method that reads them."""
     info, scope = get_method(method), Scope(scope)
     if info.scores is None:
         return _all_pruned(weights, mask, sparsity, metadata)
@@ -79,9 +88,19 @@ def prune_to_sparsity(
     mask = mask or Mask.dense_like(weights)
     mask.check_compatible({n: tuple(w.shape) for n, w in weights.items()}, what="weights")
     device = next(iter(weights.values())).device
-    scores = score_fn(weights, method, seed)
+    scores = score_fn(weights, method, seed, inputs)
     shapes = {n: w.shape for n, w in weights.items()}
     alive = {n: t.to(device) for n, t in mask.tensors.items()}
+    meta = {
+        "method": info.name,
+        "scope": scope.value,
+        "sparsity_target": sparsity,
+        **({"seed": seed} if seed is not None else {}),
+        **(metadata or {}),
+    }
+    if scope is Scope.ROW:
+        return Mask({n: mask.tensors[n] & ~prune_rows(n, shapes[n], scores, alive[n], sparsity).cpu()
+                     for n in shapes}, parent=mask.sha256, metadata=meta)
     if scope is Scope.GLOBAL:
         groups = [list(shapes)]
     else:
@@ -103,14 +122,27 @@ def prune_to_sparsity(
         )
         for n in names:
             new[n] = mask.tensors[n] & ~chosen[n]
-    meta = {
-        "method": info.name,
-        "scope": scope.value,
-        "sparsity_target": sparsity,
-        **({"seed": seed} if seed is not None else {}),
-        **(metadata or {}),
-    }
     return Mask(new, parent=mask.sha256, metadata=meta)
+
+
+def prune_rows(name: str, shape: torch.Size, scores: ScoreFn, alive: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """The weights to prune so that every output row keeps exactly ``round(sparsity * columns)`` pruned:
+    each row's lowest live scores, ties by column (a stable sort). Rows are dim 0 of a 2-D weight."""
+    if len(shape) != 2:
+        raise LtvlError(f"scope row compares the weights of each output row; {name} has shape {tuple(shape)}",
+                        where="scope", fix="prune 2-D (Linear) weights only, or use scope global or layerwise")
+    rows, cols = shape
+    target = round(sparsity * cols)
+    already = (~alive).sum(dim=1)
+    if bool((already > target).any()):
+        raise LtvlError(f"target sparsity {sparsity:.4f} is below the current sparsity of a row of {name} "
+                        f"({int(already.max())}/{cols} pruned)", where="sparsity",
+                        fix="pruning only removes weights; ask for a higher sparsity")
+    s = scores(name, torch.empty(shape, dtype=torch.float32, device=alive.device)).to(torch.float32)
+    s = s.masked_fill(~alive, float("inf"))  # pruned weights sort last and are never chosen again
+    order = torch.sort(s, dim=1, stable=True).indices
+    take = torch.arange(cols, device=alive.device).expand(rows, cols) < (target - already).unsqueeze(1)
+    return torch.zeros(shape, dtype=torch.bool, device=alive.device).scatter_(1, order, take)
 
 
 def _all_pruned(weights: Mapping[str, torch.Tensor], mask: Mask | None, sparsity: float,

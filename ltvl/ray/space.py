@@ -58,7 +58,8 @@ def job_entry(params: dict, root: str | Path) -> dict[str, Any]:
         "kind": "chain",
         "sha256": job.store_sha256(root),
         "dense_sha256": DenseStore(root, job.dense, writer=False).sha256,
-        "rewind_step": job.chain.start_step,  # the dense step it keeps: θi, or θT when fine-tuning
+        "rewind_step": job.chain.start_step,  # the dense step it starts from: θi, or θT when fine-tuning
+        "dense_steps": list(job.chain.dense_steps),  # every dense step whose state it reads
         "cost": len(job.chain.sparsities()) * job.chain.steps_per_round,
     }
 

@@ -153,7 +153,7 @@ def _collect(outcomes: list | None, stage: str, grid) -> None:
 def _rewinds_by_dense(entries: list[dict]) -> dict[str, list[int]]:
     out: dict[str, set[int]] = {}
     for e in entries:
-        out.setdefault(e["dense_sha256"], set()).add(e["rewind_step"])
+        out.setdefault(e["dense_sha256"], set()).update(e.get("dense_steps", [e["rewind_step"]]))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -229,7 +229,8 @@ def _dense_groups(entries: list[dict], root: str | Path) -> list[dict]:
         if len(group) < 2:
             continue
         store = DenseStore(root, resolve_chain(group[0]["params"]).dense, writer=False)
-        if store.record() is None or not all(store.has_theta(e["rewind_step"]) for e in group):
+        if store.record() is None or not all(store.has_theta(s) for e in group
+                                             for s in e.get("dense_steps", [e["rewind_step"]])):
             out.append({"dense_sha256": sha, "chains": [e["params"] for e in group]})
     return out
 

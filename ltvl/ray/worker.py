@@ -22,7 +22,7 @@ import torch
 
 from ltvl.core.dense import DenseStore, ensure_dense
 from ltvl.core.imp import ChainStore, RoundResult, run_chain
-from ltvl.core.next_mask import shared_first_mask
+from ltvl.core.next_mask import dense_inputs, shared_first_mask
 from ltvl.core.progress import PROGRESS_FILE, RoundProgress
 from ltvl.core.ticket_chain import TicketRound, run_ticket_chain
 from ltvl.core.train import Trainer
@@ -203,12 +203,12 @@ def train_dense(config: dict) -> None:
     w.trainer.on_step = progress.step
     t0 = time.time()
     got = ensure_dense(
-        store, {s.start_step for s in specs}, w.model_factory, _with_progress(w.trainer.train, progress, steps),
-        w.trainer.evaluate, w.agree, w.data_sha256
+        store, {step for s in specs for step in s.dense_steps}, w.model_factory,
+        _with_progress(w.trainer.train, progress, steps), w.trainer.evaluate, w.agree, w.data_sha256
     )
     dense_mask = Mask.dense_like(got.final_weights())
     for spec in specs:
-        shared_first_mask(spec, got, dense_mask)
+        shared_first_mask(spec, got, dense_mask, dense_inputs(spec, got, w.model_factory, w.trainer.calibrate))
     load = getattr(w.model_factory().backbone, "load_report", None)  # what θ0's checkpoint load did, for MLflow
     ray.train.report(
         {
@@ -312,6 +312,7 @@ def train_chain(config: dict) -> None:
         share_rewinds=config.get("share_rewinds", ()),
         agree=w.agree,
         data_sha256=w.data_sha256,
+        calibrate_fn=w.trainer.calibrate,
     )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

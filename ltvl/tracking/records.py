@@ -130,6 +130,8 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k == "rate" and p.schedule == "one_shot":  # one prune to the target: no rate acts
             continue
+        if k == "calibration_examples" and not get_method(p.method).needs_inputs:  # read by Wanda only
+            continue
         if k == "retrain" and v == "rewind":  # the default every store before it had: shown only when it acts
             continue
         if k == "source" and isinstance(v, dict):  # the source chain: its arm is what a reader needs
