@@ -119,6 +119,9 @@ class ChainSpec(Spec):
         require(not (self.schedule.adaptive and self.reads_inputs),
                 f"an adaptive schedule re-prunes earlier tries, whose activations are not kept: {self.method} "
                 "cannot search levels", where="schedule", fix="use a geometric or one_shot schedule with this method")
+        require(not (self.schedule.gradual and self.reads_inputs),
+                f"a gradual schedule prunes while it trains, where {self.method} has no calibration pass",
+                where="schedule", fix="use schedule: one_shot or geometric with this method")
         require(not (self.schedule.adaptive and self.prunes_all),
                 "the 100%-sparse control has one round: it has no levels to search", where="schedule",
                 fix="give the control (method: all) a geometric schedule")

@@ -35,13 +35,16 @@ from ltvl.core.chain import (  # noqa: F401 (ChainSpec, ChainStore, RoundResult:
     TrainFn,
 )
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
-from ltvl.core.next_mask import Calibrate, dense_inputs, strategy_for
+from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, strategy_for
 from ltvl.core.store import DAMAGED_FIX
 from ltvl.core.train import RewindPoint, Trainer
 from ltvl.pruning.calibration import input_norms
 from ltvl.pruning.enforce import MaskEnforcer
+from ltvl.pruning.gradual import GradualEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
+from ltvl.pruning.prune import prune_to_sparsity
+from ltvl.pruning.schedule import gradual_prunes
 from ltvl.util.errors import LtvlError, require
 
 
@@ -96,8 +99,10 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     while mask is not None:
         t0 = time.perf_counter()
         model = model_factory()
-        enforcer = MaskEnforcer(model, mask)
+        enforcer = round_enforcer(spec, store.sha256, r, model, mask)
         out = train_fn(model, enforcer=enforcer, start=start, capture_at=[])
+        if isinstance(enforcer, GradualEnforcer):  # the round's ticket is the mask its ramp ended at
+            mask = enforcer.final_mask()
         metrics = eval_fn(model)
         mask_path = store.put_mask(mask)
         params = dict(model.named_parameters())
@@ -162,6 +167,19 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
     result.rounds.append(res)
     report(res)
     return got, theta_i, next_mask
+
+
+def round_enforcer(spec: ChainSpec, chain_sha: str, r: int, model: nn.Module, mask: Mask) -> MaskEnforcer:
+    """The mask a round trains under: fixed, or (``schedule: gradual``) ramped to the target while it trains."""
+    if not spec.schedule.gradual:
+        return MaskEnforcer(model, mask)
+    meta = {"round": r, "chain": chain_sha}
+
+    def prune(weights, current: Mask, sparsity: float) -> Mask:
+        return prune_to_sparsity(weights, current, sparsity, method=spec.method, scope=spec.scope,
+                                 seed=prune_seed(spec, 0), metadata=meta)
+
+    return GradualEnforcer(model, mask, gradual_prunes(spec.steps_per_round, spec.sparsities()[0]), prune)
 
 
 def trained_inputs(spec: ChainSpec, model: nn.Module, mask: Mask, calibrate_fn: Calibrate | None):

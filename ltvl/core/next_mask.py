@@ -84,7 +84,9 @@ class FollowSchedule:
 
     def first(self, got: DenseOutcome, dense_mask: Mask,
               inputs: Inputs | None = None) -> tuple[Mask | None, dict[str, Any]]:
-        """The mask round 1 trains, and what round 0's record adds."""
+        """The mask round 1 trains, and what round 0's record adds (a gradual round starts dense)."""
+        if self.spec.schedule.gradual:
+            return dense_mask, {}
         return (shared_first_mask(self.spec, got, dense_mask, inputs)[0] if len(self.levels) > 1 else None), {}
 
     def start(self, rounds: list[RoundResult], dense_weights: Callable[[], Weights]) -> None:

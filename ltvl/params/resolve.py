@@ -128,7 +128,7 @@ def _schedule(p: ChainParams, where: str) -> Schedule:
     if p.masks_of_seed is not None and p.schedule != "adaptive":
         raise LtvlError(f"masks_of_seed {p.masks_of_seed} needs schedule: adaptive (its tries walk the levels)",
                         where=f"{where}.masks_of_seed", fix="set schedule: adaptive, or leave masks_of_seed unset")
-    rate = Schedule.rate if p.schedule == "one_shot" else p.rate  # one round to the target: the rate is inert
+    rate = Schedule.rate if p.schedule in ("one_shot", "gradual") else p.rate  # one round to the target: inert
     sched = Schedule(p.schedule, rate, p.target_sparsity, p.rounds, **extra)
     sched.validate(where)
     if p.start_level is not None and p.schedule != "adaptive":

@@ -137,10 +137,12 @@ class ChainParams:
                                           float, nullable=True, low=0, high=1, high_open=True)
     schedule: str = param("geometric", "geometric (rate of the remaining), linear (rate of the original), "
                           "adaptive: search the geometric levels for the sparsest ticket keeping `keep` of dense "
-                          "(jumps of `jump` levels, then bisection; each try a round), or one_shot: prune the "
-                          "trained dense model to target_sparsity in one round and rewind (the one-shot ticket; "
-                          "rate is not used)", CHAIN,
-                          choices=("geometric", "linear", "adaptive", "one_shot"))
+                          "(jumps of `jump` levels, then bisection; each try a round), one_shot: prune the "
+                          "trained dense model to target_sparsity in one round and rewind (the one-shot ticket), "
+                          "or gradual: one round that starts dense and ramps the sparsity to target_sparsity "
+                          "while it trains (GMP, Zhu & Gupta's cubic schedule); one_shot and gradual use no rate",
+                          CHAIN,
+                          choices=("geometric", "linear", "adaptive", "one_shot", "gradual"))
     rate: float = param(0.5, "pruning rate per round", CHAIN, low=0, high=1, low_open=True, high_open=True)
     target_sparsity: float | None = param(0.9, "stop once this sparsity is reached", CHAIN, float, nullable=True,
                                           low=0, high=1, low_open=True, high_open=True)

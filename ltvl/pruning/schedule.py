@@ -8,6 +8,11 @@
 Either stops at ``target_sparsity`` (the last round reaches at least it) or after
 ``rounds`` rounds. Sparsities are turned into exact counts by the pruner.
 
+* one_shot: one round, the trained dense model pruned straight to ``target_sparsity``;
+* gradual: one round that starts dense and ramps the sparsity to ``target_sparsity`` while it
+  trains (gradual magnitude pruning, Zhu & Gupta 2017: s_k = s_f·(1 − (1 − k/n)³) at n evenly
+  spaced prunes over the first ``GRADUAL_RAMP`` of the round's steps, then training at s_f);
+
 * adaptive: the geometric schedule's sparsities are *levels*, and the chain searches them for the
   highest level whose ticket keeps ``keep`` of dense (:mod:`ltvl.core.adaptive`): jumps of
   ``jump`` levels while tickets keep it, then bisection between the last good and first bad
@@ -27,6 +32,9 @@ from typing import Literal
 from ltvl.util.errors import LtvlError
 
 _EPS = 1e-9
+KINDS = ("geometric", "linear", "adaptive", "one_shot", "gradual")
+GRADUAL_PRUNES = 10  # prunes of a gradual round (Zhu & Gupta's n), fewer when the ramp has fewer steps
+GRADUAL_RAMP = 0.75  # the share of the round's steps the ramp spans; the rest trains at the target
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Schedule:
     # Identity anchors: a store's hash covers only fields that differ from these defaults, so they are
     # never changed. Users never see them: the defaults users get are the parameter schema's
     # (ltvl/params/schema.py, docs/reference/parameters.md), which resolve_chain passes in full.
-    kind: Literal["geometric", "linear", "adaptive", "one_shot"] = "geometric"
+    kind: Literal["geometric", "linear", "adaptive", "one_shot", "gradual"] = "geometric"
     rate: float = 0.2  # geometric/adaptive: fraction of remaining; linear: step of the original
     target_sparsity: float | None = 0.9
     rounds: int | None = None
@@ -54,14 +62,24 @@ class Schedule:
         pruning, then rewinding: the one-shot ticket that IMP's iterations are compared with)."""
         return self.kind == "one_shot"
 
+    @property
+    def gradual(self) -> bool:
+        """One round whose sparsity ramps from 0 to the target while it trains (GMP)."""
+        return self.kind == "gradual"
+
+    @property
+    def single_round(self) -> bool:
+        """One round straight to ``target_sparsity``: the rate acts nowhere."""
+        return self.one_shot or self.gradual
+
     def validate(self, where: str = "schedule") -> None:
-        if self.kind not in ("geometric", "linear", "adaptive", "one_shot"):
+        if self.kind not in KINDS:
             raise LtvlError(
                 f"unknown schedule kind {self.kind!r}", where=f"{where}.kind",
-                fix="use 'geometric', 'linear', 'adaptive' or 'one_shot'"
+                fix="use one of " + ", ".join(f"'{k}'" for k in KINDS)
             )
-        if self.one_shot and (self.target_sparsity is None or self.rounds is not None):
-            raise LtvlError("a one_shot schedule prunes to target_sparsity in one round", where=f"{where}.rounds",
+        if self.single_round and (self.target_sparsity is None or self.rounds is not None):
+            raise LtvlError(f"a {self.kind} schedule prunes to target_sparsity in one round", where=f"{where}.rounds",
                             fix="give target_sparsity and leave rounds unset")
         if self.jump < 1:
             raise LtvlError(f"adaptive jump {self.jump} must be >= 1", where=f"{where}.jump",
@@ -123,7 +141,7 @@ class Schedule:
         return self._levels()
 
     def _levels(self) -> list[float]:
-        if self.one_shot:
+        if self.single_round:
             return [float(self.target_sparsity)]  # type: ignore[arg-type]
         out: list[float] = []
         k = 0
@@ -146,3 +164,12 @@ class Schedule:
 def rounds_needed(rate: float, target: float) -> int:
     """Geometric rounds to reach ``target``: ceil(log(1-target) / log(1-rate))."""
     return max(1, math.ceil(math.log(1.0 - target) / math.log(1.0 - rate) - _EPS))
+
+
+def gradual_prunes(round_steps: int, target: float) -> list[tuple[int, float]]:
+    """(optimizer steps into the round, sparsity) of each prune of a gradual round: Zhu & Gupta's
+    cubic s_k = s_f·(1 − (1 − k/n)³), k = 1..n, every Δ steps over the first GRADUAL_RAMP of it."""
+    ramp = max(1, math.floor(GRADUAL_RAMP * round_steps))
+    n = min(GRADUAL_PRUNES, ramp)
+    every = ramp // n
+    return [(k * every, target * (1.0 - (1.0 - k / n) ** 3)) for k in range(1, n + 1)]

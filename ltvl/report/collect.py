@@ -22,7 +22,7 @@ RECIPE_KEYS = schema.RECIPE_KEYS  # declared once, in the parameter schema
 ROUND_COLUMNS = ["experiment", "run_id", "chain_key", "task", "source_task", "init", "method", "seed",
                  "rewind_step", "rate", "epsilon", "adv_use", "preset", "round", "sparsity", "metric",
                  "finetune_metric", "mask_sha256", "dense", "adaptive",
-                 "one_shot", "finetune"]
+                 "one_shot", "finetune", "gradual"]
 
 
 @dataclass
@@ -101,7 +101,8 @@ def collect(uri: str, experiments: list[str]) -> Records:
                          # a try of schedule: adaptive (its own line: several levels pruned per round)
                          "adaptive": "ltvl.level" in tags,
                          "one_shot": tags.get("ltvl.schedule") == "one_shot",
-                         "finetune": tags.get("ltvl.retrain") == "finetune"})
+                         "finetune": tags.get("ltvl.retrain") == "finetune",
+                         "gradual": tags.get("ltvl.schedule") == "gradual"})
     rows = _compatible(rows, chains, dense, skipped)
     rounds = pd.DataFrame(rows, columns=ROUND_COLUMNS)
     # sparsities of equal schedules agree to float noise; a 0.1% grid makes them one column

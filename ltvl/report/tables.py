@@ -51,7 +51,8 @@ def line_of(row) -> str:
     return arm_label(ticket=row["chain_key"].startswith("ticket:"), init=row["init"],
                      rewind_step=int(row["rewind_step"]), source_task=row["source_task"], adv_use=row["adv_use"],
                      epsilon=float(row["epsilon"]), adaptive=bool(row.get("adaptive", False)),
-                     one_shot=bool(row.get("one_shot", False)), finetune=bool(row.get("finetune", False)))
+                     one_shot=bool(row.get("one_shot", False)), finetune=bool(row.get("finetune", False)),
+                     gradual=bool(row.get("gradual", False)))
 
 
 def with_lines(rounds: pd.DataFrame) -> pd.DataFrame:

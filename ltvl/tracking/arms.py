@@ -15,7 +15,8 @@ _TICKET_ARMS = {b.init_label: b.report_label for b in BASELINES.values()}
 
 
 def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str = "", adv_use: str = "off",
-              epsilon: float = 0.0, adaptive: bool = False, one_shot: bool = False, finetune: bool = False) -> str:
+              epsilon: float = 0.0, adaptive: bool = False, one_shot: bool = False, finetune: bool = False,
+              gradual: bool = False) -> str:
     """The arm of a chain (``ticket=False``) or of a ticket chain over another chain's masks.
 
     IMP chains name their rewind point when it is not θ0 (``IMP θi@20``); AT-IMP chains their ε;
@@ -23,11 +24,16 @@ def arm_label(*, ticket: bool, init: str, rewind_step: int = 0, source_task: str
     chain on ``schedule: adaptive`` is marked ``(adaptive)``: its tries prune several levels in
     one round, so its tickets are not the plain schedule's and must not pool with them. A chain that
     fine-tunes the weights it pruned (``retrain: finetune``) is no ticket: ``prune + fine-tune`` when
-    one-shot, ``IMP + fine-tune`` (learning-rate rewinding) when iterative."""
+    one-shot, ``IMP + fine-tune`` (learning-rate rewinding) when iterative. A gradual round (GMP)
+    is ``GMP`` (``GMP θi@20`` when it starts from θi, ``GMP + fine-tune`` from θT)."""
     if finetune and not ticket:
         base = arm_label(ticket=False, init=init, source_task=source_task, adv_use=adv_use, epsilon=epsilon,
-                         one_shot=one_shot)
+                         one_shot=one_shot, gradual=gradual)
         return "prune + fine-tune" if base == "one-shot" else f"{base} + fine-tune"
+    if gradual and not ticket:
+        base = arm_label(ticket=False, init=init, rewind_step=rewind_step, source_task=source_task,
+                         adv_use=adv_use, epsilon=epsilon)
+        return "GMP" + base[3:] if base.startswith("IMP") else f"{base} (gradual)"
     if one_shot and not ticket:  # its own line: one prune to the target, not IMP's iterations
         base = arm_label(ticket=False, init=init, rewind_step=rewind_step, source_task=source_task,
                          adv_use=adv_use, epsilon=epsilon)

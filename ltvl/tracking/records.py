@@ -102,7 +102,8 @@ def arm(job: Job) -> str:
     return arm_label(ticket=isinstance(job, TicketJob), init=init_label(job), rewind_step=chain_of(job).rewind_step,
                      source_task=job.source_task if isinstance(job, TicketJob) else p.task, adv_use=p.adv_use,
                      epsilon=epsilon(p), adaptive=chain_of(job).chain.schedule.adaptive,
-                     one_shot=chain_of(job).chain.schedule.one_shot, finetune=chain_of(job).chain.finetunes)
+                     one_shot=chain_of(job).chain.schedule.one_shot, finetune=chain_of(job).chain.finetunes,
+                     gradual=chain_of(job).chain.schedule.gradual)
 
 
 def rounded(v: Any, digits: int = 4) -> Any:
@@ -128,7 +129,7 @@ def active_params(job: Job) -> dict[str, Any]:
             continue
         if k in ("jump", "keep") and p.schedule != "adaptive":  # inert elsewhere: never shown as if they acted
             continue
-        if k == "rate" and p.schedule == "one_shot":  # one prune to the target: no rate acts
+        if k == "rate" and p.schedule in ("one_shot", "gradual"):  # one round to the target: no rate acts
             continue
         if k == "calibration_examples" and not get_method(p.method).needs_inputs:  # read by Wanda only
             continue
@@ -147,7 +148,7 @@ def lineage_tags(job: Job) -> dict[str, Any]:
     return {"ltvl.arm": arm(job), "ltvl.task": p.task, "ltvl.rewind_step": chain.rewind_step, "ltvl.rate": p.rate,
             "ltvl.epsilon": epsilon(p), "ltvl.init": init_label(job), "ltvl.method": p.method,
             "ltvl.preset": p.preset, "ltvl.seed": p.seed, "ltvl.adv_use": p.adv_use, "ltvl.format": FORMAT,
-            **({"ltvl.schedule": p.schedule} if p.schedule == "one_shot" else {}),
+            **({"ltvl.schedule": p.schedule} if p.schedule in ("one_shot", "gradual") else {}),
             **({"ltvl.retrain": p.retrain} if p.retrain != "rewind" else {})}
 
 
@@ -182,7 +183,7 @@ def chain_name(job: Job) -> str:
     """``IMP θi@20 · vqa · rate 0.5 · seed 0``: the arm first, in the report's words."""
     chain = chain_of(job)
     p = chain.params
-    one_shot = chain.chain.schedule.one_shot
+    one_shot = chain.chain.schedule.single_round
     parts = [arm(job), p.task] + ([] if is_control(job) else
                                   [f"to {short_sparsity(p.target_sparsity)}" if one_shot else f"rate {p.rate:g}"])
     if p.adv_use in ("finetune", "both") and epsilon(p):
@@ -216,7 +217,9 @@ def _chain_note(job: Job) -> str:
                 f"{rewind}, re-trained {p.steps - chain.rewind_step} steps. best_sparsity_p* is the sparsest "
                 f"try keeping that share of dense.")
     prune = (f"prune the trained dense model to {short_sparsity(p.target_sparsity)} in one step"
-             if chain.chain.schedule.one_shot else f"prune {p.rate:.0%} of the remaining weights per round")
+             if chain.chain.schedule.one_shot else
+             f"ramp the sparsity from 0 to {short_sparsity(p.target_sparsity)} while one round trains (GMP)"
+             if chain.chain.schedule.gradual else f"prune {p.rate:.0%} of the remaining weights per round")
     retrain = (f"fine-tune the weights it pruned {p.steps} steps (fresh optimizer, the whole LR schedule)"
                if chain.chain.finetunes else f"rewind to {rewind}, re-train {p.steps - chain.rewind_step} steps")
     return (f"{arm(job)} chain on {p.task}: {prune} ({p.method}, {p.scope}), {retrain}. Levels {levels}. "
