@@ -149,6 +149,7 @@ class RoundResult(Record):
     parent_level: int | None = None  # the level whose trained weights were pruned to get this mask
     kept: bool | None = None  # metric >= keep x the dense metric
     next_level: int | None = None  # the level the next round tries (None: the answer is settled)
+    checks: dict | None = None  # the invariants measured on this round's ticket (ltvl.core.invariants)
     weights_sha256: str | None = None  # a kept try's trained weights, for a later prune from this level;
     # with retrain: finetune, the round's whole trained state, which the next round starts from
 

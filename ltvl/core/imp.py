@@ -35,6 +35,7 @@ from ltvl.core.chain import (  # noqa: F401 (ChainSpec, ChainStore, RoundResult:
     TrainFn,
 )
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
+from ltvl.core.invariants import ticket_checks
 from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, strategy_for
 from ltvl.core.store import DAMAGED_FIX
 from ltvl.core.train import RewindPoint, Trainer
@@ -96,6 +97,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
                    else dense.final_weights(dense.record()))
     r = max(len(done), 1)
     start = round_start(spec, store, theta_i, done)
+    start_sha = start_hash(spec, store, dense, done)
     while mask is not None:
         t0 = time.perf_counter()
         model = model_factory()
@@ -104,6 +106,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         if isinstance(enforcer, GradualEnforcer):  # the round's ticket is the mask its ramp ended at
             mask = enforcer.final_mask()
         metrics = eval_fn(model)
+        checks = ticket_checks(model, mask, spec.sparsities()[(decided_level(strategy, r)) - 1], spec.scope,
+                               out.optimizer_state_masked, start_sha)
         mask_path = store.put_mask(mask)
         params = dict(model.named_parameters())
         inputs = trained_inputs(spec, model, mask, calibrate_fn)
@@ -113,7 +117,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         enforcer.remove()
         round_start_point = start
         if spec.finetunes and next_mask is not None:  # the next round fine-tunes these weights, on resume too
-            decided["weights_sha256"] = store.put_state(model)
+            decided["weights_sha256"] = start_sha = store.put_state(model)
             start = RewindPoint.fine_tune_from({k: v.detach().to("cpu", copy=True)
                                                 for k, v in model.state_dict().items()})
         steps, finetuned = out.steps_run, None
@@ -124,7 +128,7 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
-                          steps_trained=steps, finetune_metrics=finetuned,
+                          steps_trained=steps, finetune_metrics=finetuned, checks=checks,
                           fully_pruned=[n for n, t in mask.tensors.items() if not t.any()], **decided)
         store.put_round(res)
         result.rounds.append(res)
@@ -190,6 +194,19 @@ def trained_inputs(spec: ChainSpec, model: nn.Module, mask: Mask, calibrate_fn: 
         raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
                         where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
     return lambda: input_norms(model, mask.names, lambda m: calibrate_fn(m, spec.calibration_examples))
+
+
+def start_hash(spec: ChainSpec, store: ChainStore, dense: DenseStore, done: list[dict]) -> str:
+    """The sha256 of what the next pruned round starts from: θi's (or θT's) file, verified when
+    loaded, or a fine-tuning chain's last stored state."""
+    if spec.finetunes and len(done) > 1:
+        return str(done[-1].get("weights_sha256"))
+    return dense.theta_sha(spec.start_step) if dense.has_theta(spec.start_step) else ""
+
+
+def decided_level(strategy: Any, r: int) -> int:
+    """The schedule level round r trains (an adaptive try's own level; else r itself)."""
+    return getattr(strategy, "level", None) or r
 
 
 def round_start(spec: ChainSpec, store: ChainStore, theta_i: RewindPoint, done: list[dict]) -> RewindPoint:

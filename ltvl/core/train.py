@@ -176,6 +176,7 @@ class TrainOutcome:
     mean_loss: float
     last_loss: float
     captured: dict[int, RewindPoint] = field(default_factory=dict)
+    optimizer_state_masked: bool | None = None  # under a mask: its moments were zero where pruned at the end
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -323,10 +324,13 @@ class Trainer:
             if step + 1 in capture:
                 snap(step + 1)
         batches.close()  # stops the loader's workers
+        state_masked = None
         if enforcer is not None:
+            state_masked = enforcer.state_masked(opt)
             enforcer.remove_optimizer_hooks()
         n = len(losses)
-        return TrainOutcome(n, sum(losses) / n if n else float("nan"), losses[-1] if n else float("nan"), captured)
+        return TrainOutcome(n, sum(losses) / n if n else float("nan"), losses[-1] if n else float("nan"), captured,
+                            state_masked)
 
     def _batches(self, step0: int, until: int) -> Iterator[Any]:
         """Micro-batches of steps [step0, until): slot = (step * grad_accum + micro) * world_size + rank.

@@ -74,6 +74,16 @@ class MaskEnforcer:
                 if torch.is_tensor(v) and v.shape == p.shape:
                     v.masked_fill_(self.pruned[n], 0)
 
+    @torch.no_grad()
+    def state_masked(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Every optimizer state tensor shaped like a pruned parameter (Adam's moments) is zero where
+        the mask prunes: nothing the optimizer carries could move a pruned weight."""
+        for n, p in self.params.items():
+            for v in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape and bool(v[self.pruned[n]].any()):
+                    return False
+        return True
+
     def remove_optimizer_hooks(self) -> None:
         """Detach from optimizers that are about to be discarded (the gradient hooks stay)."""
         for h in self._opt_handles:
