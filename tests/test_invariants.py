@@ -76,3 +76,13 @@ def test_mlflow_tags_each_round_with_its_checks():
     assert tag.startswith("FAILED · BREACH: 3 pruned weights nonzero · sparsity 50.0000% = nominal")
     assert "started from sha256 cdcdcdcdcdcd" in tag
     assert "ltvl.checks" not in round_op("chain:x", job, {**result, "checks": None}, None, None)["tags"]
+
+
+def test_a_ray_worker_reports_the_checks_as_the_tag_s_text(tmp_path):
+    from ltvl.ray.worker import round_metrics
+
+    spec = ChainSpec(train=TRAIN, schedule=Schedule("one_shot", target_sparsity=0.5), prunable=PrunableSpec(),
+                     context=CONTEXT)
+    got = run_chain_with_trainer(spec, lambda: make_toy_model(0), Trainer(ToyTask(), TRAIN), tmp_path)
+    assert round_metrics(got.rounds[1])["checks"].startswith("ok · pruned weights zero · sparsity 50.0000%")
+    assert "checks" not in round_metrics(got.rounds[0])  # the dense round has no ticket to check

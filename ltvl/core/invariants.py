@@ -43,6 +43,11 @@ def ticket_checks(model: nn.Module, mask: Mask, nominal: float, scope: Scope | s
     return out
 
 
+def label(checks: dict) -> str:
+    """``ok · …`` or ``FAILED · …``: the ``ltvl.checks`` tag."""
+    return ("ok · " if checks.get("ok") else "FAILED · ") + describe(checks)
+
+
 def describe(checks: dict) -> str:
     """One line for a tag or a log: every claim, and which failed."""
     parts = [("pruned weights zero" if checks["pruned_nonzero"] == 0

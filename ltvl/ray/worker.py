@@ -22,6 +22,7 @@ import torch
 
 from ltvl.core.dense import DenseStore, ensure_dense
 from ltvl.core.imp import ChainStore, RoundResult, run_chain
+from ltvl.core.invariants import label
 from ltvl.core.next_mask import dense_inputs, shared_first_mask
 from ltvl.core.progress import PROGRESS_FILE, RoundProgress
 from ltvl.core.ticket_chain import TicketRound, run_ticket_chain
@@ -49,6 +50,8 @@ def round_metrics(r: RoundResult) -> dict:
            "steps_trained": r.steps_trained}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
+    if r.checks:  # flat text: Tune flattens nested results
+        out["checks"] = label(r.checks)
     if r.level is not None and r.round > 0:  # schedule: adaptive: which try this round was, and its verdict
         out.update(level=r.level, parent_level=r.parent_level, kept=bool(r.kept), next_level=r.next_level or 0)
     return out
