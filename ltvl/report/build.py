@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltvl.report import figures, tables
+from ltvl.report import figures, frontier, tables
 from ltvl.report.collect import Records, collect, download_mask
 from ltvl.report.tables import Cell
 from ltvl.util.errors import LtvlError
@@ -82,6 +82,37 @@ def _iou(records: Records, rounds: pd.DataFrame, out: Path) -> tuple[pd.DataFram
     return pd.DataFrame(rows, columns=["sparsity", "a", "b", "iou"]), pngs
 
 
+def frontier_section(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_seeds: int, out: Path,
+                     files: list[Path]) -> list[str]:
+    """Metric vs sparsity per arm, metric vs cost, the best arm per sparsity and the sparsest
+    subnetwork per budget (:mod:`ltvl.report.frontier`)."""
+    n_eval = {t: float(g["n"].dropna().mean()) for t, g in dense.groupby("task") if g["n"].notna().any()}
+    pts = frontier.points(rounds, n_eval)
+    md = ["## Frontier: the best route to each sparsity, and its cost", ""]
+    if pts["line"].nunique() < 2:
+        return md + ["_fewer than two arms (IMP, one-shot, prune + fine-tune, Wanda, GMP, RP, …) to compare._", ""]
+    md += ["Cost is optimizer steps to reach a subnetwork: the dense run's plus every pruned round of its chain "
+           "so far (FLOPs are proportional: same model, same batches, dense kernels). *Ahead beyond noise* compares "
+           "the best arm with the runner-up by two standard errors of their difference.", ""]
+    best = frontier.best_by_sparsity(pts)
+    budget = frontier.sparsest_by_budget(rounds, dense, p)
+    files += [_csv(pts, out / "frontier_points.csv"), _csv(best, out / "frontier_best.csv"),
+              _csv(budget, out / "frontier_budget.csv")]
+    curves = tables.curves(rounds[rounds["chain_key"].str.startswith("chain:")], min_seeds)
+    for task in sorted(pts["task"].unique()):
+        d = tables.dense_cell(dense, task, min_seeds)
+        p_line = p * d.mean if d.n else None
+        lines = sorted(pts[pts["task"] == task]["line"].unique())
+        a = figures.sparsity_curves(curves, task, lines, p_line, f"{task}: every arm, metric vs sparsity",
+                                    out / f"frontier_sparsity_{task}.png", p)
+        b = figures.cost_frontier(pts, task, p_line, p, out / f"frontier_cost_{task}.png")
+        files += [a, b]
+        md += [f"![{task} arms]({a.name}) ![{task} cost]({b.name})", ""]
+    md += ["### At each sparsity, the best arm and what it cost", "", _md_table(best),
+           f"### At each budget, the sparsest subnetwork keeping {p:.0%} of its dense run", "", _md_table(budget)]
+    return md
+
+
 def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, min_seeds: int = 2,
                  log_to_mlflow: bool = True) -> Report:
     if not 0 < p <= 1:
@@ -125,6 +156,8 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
                                          p)
         files += [png, png_rw]
         md += [f"![{task}]({png.name}) ![{task} rewinding]({png_rw.name})", ""]
+
+    md += frontier_section(rounds, dense, p, min_seeds, out, files)
 
     rw = tables.rewinding(rounds, min_seeds)
     files.append(_csv(rw, out / "rewinding.csv"))

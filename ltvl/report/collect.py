@@ -22,7 +22,7 @@ RECIPE_KEYS = schema.RECIPE_KEYS  # declared once, in the parameter schema
 ROUND_COLUMNS = ["experiment", "run_id", "chain_key", "task", "source_task", "init", "method", "seed",
                  "rewind_step", "rate", "epsilon", "adv_use", "preset", "round", "sparsity", "metric",
                  "finetune_metric", "mask_sha256", "dense", "adaptive",
-                 "one_shot", "finetune", "gradual"]
+                 "one_shot", "finetune", "gradual", "steps_trained", "steps"]
 
 
 @dataclass
@@ -102,7 +102,8 @@ def collect(uri: str, experiments: list[str]) -> Records:
                          "adaptive": "ltvl.level" in tags,
                          "one_shot": tags.get("ltvl.schedule") == "one_shot",
                          "finetune": tags.get("ltvl.retrain") == "finetune",
-                         "gradual": tags.get("ltvl.schedule") == "gradual"})
+                         "gradual": tags.get("ltvl.schedule") == "gradual",
+                         "steps_trained": metrics.get("steps_trained", float("nan"))})
     rows = _compatible(rows, chains, dense, skipped)
     rounds = pd.DataFrame(rows, columns=ROUND_COLUMNS)
     # sparsities of equal schedules agree to float noise; a 0.1% grid makes them one column
@@ -128,6 +129,7 @@ def _compatible(rows: list[dict], chains: dict, dense: list[dict], skipped: list
     for r in rows:
         label, params = chains.get(r["chain_key"], ("", {}))
         r["_recipe"], r["_chain"] = _recipe(params) if params else None, label or r["chain_key"]
+        r["steps"] = _f(params.get("steps"))  # t: the dense run's steps, the frontier's cost unit
     presets = {r["preset"] for r in rows}
     if len(presets) > 1:  # a backbone comparison: every backbone is its own task row
         for r in rows:

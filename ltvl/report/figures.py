@@ -84,6 +84,26 @@ def sparsity_curves(curves: pd.DataFrame, task: str, lines: list[str], p_line: f
     return _save(fig, path)
 
 
+def cost_frontier(pts: pd.DataFrame, task: str, p_line: float | None, p: float | None, path: Path) -> Path:
+    """Metric against the optimizer steps spent to reach it, one line per arm, each point labelled
+    with its sparsity: which route buys the most sparsity for a budget."""
+    fig, ax = plt.subplots(figsize=SIZE)
+    mine = pts[pts["task"] == task]
+    for line, g in mine.groupby("line"):
+        g = g.sort_values("cost")
+        se = g["se"].fillna(0)
+        ax.errorbar(g["cost"], g["mean"], yerr=2 * se, marker="o", linewidth=2, capsize=3, label=line)
+        for c, m, s in zip(g["cost"], g["mean"], g["sparsity"]):
+            ax.annotate(f"{s:.1%}", (c, m), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    threshold_line(ax, p_line, p)
+    ax.set_xlabel("optimizer steps to reach it (dense run included)")
+    ax.set_ylabel("metric (± 2 standard errors)")
+    ax.set_title(f"{task}: metric vs training cost")
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def chain_curves(series: list[tuple[str, str, list[tuple[float, float]]]], threshold: float | None, p: float,
                  title: str, path: Path, controls: dict[str, float] | None = None) -> Path:
     """One line per chain (``(name, arm, [(sparsity, metric), ...])``), one colour per arm."""
