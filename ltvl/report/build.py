@@ -113,6 +113,44 @@ def frontier_section(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_se
     return md
 
 
+def where_section(records: Records, rounds: pd.DataFrame, out: Path, files: list[Path]) -> list[str]:
+    """Per arm, the sparsity per layer and module kind at the highest sparsity most arms reach, as
+    heatmaps, and the IoU per module kind of every pair of arms' masks there (one seed: the lowest)."""
+    from ltvl.pruning import load_mask
+    from ltvl.report.where import group_sparsity, kind_iou
+
+    md = ["## Where the sparsity is", ""]
+    arms = frontier.arm_rounds(rounds)
+    arms = arms[(arms["sparsity"] > 0) & (arms["mask_sha256"] != "")]
+    if arms.empty:
+        return md + ["_no pruned masks._", ""]
+    reach = arms.groupby("sparsity")["line"].nunique()
+    s = max(reach[reach == reach.max()].index)
+    at = arms[arms["sparsity"] == s].sort_values("seed").groupby(["task", "line"]).head(1)
+    md += [f"At {s:.1%} sparsity (reached by {int(reach.max())} arm(s)), seed with the lowest number per arm: "
+           "the share of each layer's module kind that is pruned, and where two arms' kept weights overlap.", ""]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task, g in at.groupby("task"):
+            masks = {r["line"]: load_mask(download_mask(records.uri, r["run_id"], r["mask_sha256"], tmp))
+                     for _, r in g.iterrows()}
+            for line, mask in masks.items():
+                slug = "".join(ch if ch.isalnum() else "_" for ch in f"{task}_{line}")
+                png = figures.heatmap(group_sparsity(mask), f"{task} · {line}: sparsity per layer and module",
+                                      out / f"where_{slug}.png", fmt="{:.2f}", vmin=0.0, vmax=1.0)
+                files.append(png)
+                md += [f"![{line}]({png.name})"]
+            names = sorted(masks)
+            rows += [{"task": task, "a": a, "b": b, **{k: round(v, 3) for k, v in kind_iou(masks[a], masks[b]).items()}}
+                     for i, a in enumerate(names) for b in names[i + 1:]]
+    md.append("")
+    if rows:
+        iou = pd.DataFrame(rows)
+        files.append(_csv(iou, out / "where_iou.csv"))
+        md += ["### IoU of kept weights per module kind, between arms", "", _md_table(iou)]
+    return md
+
+
 def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, min_seeds: int = 2,
                  log_to_mlflow: bool = True) -> Report:
     if not 0 < p <= 1:
@@ -181,6 +219,8 @@ def build_report(uri: str, experiments: list[str], out: Path, p: float = 0.99, m
     else:
         files += [_csv(iou, out / "iou.csv"), *pngs]
         md += [f"![IoU]({p_.name})" for p_ in pngs] + [""]
+
+    md += where_section(records, rounds, out, files)
 
     at = tables.adversarial(rounds, min_seeds)
     md += ["## Adversarial training", "", _md_table(at)]
