@@ -140,6 +140,7 @@ class RoundResult(Record):
     next_mask_sha256: str | None
     mask_path: str
     steps_trained: int = 0  # optimizer steps this round executed (0: replayed or taken from the shared dense run)
+    train_flops: float = 0.0  # their counted FLOPs (steps x the first step's FlopCounterMode count)
     dense_sha256: str | None = None  # the shared dense run round 0 came from
     finetune_metrics: dict[str, float] | None = None  # AT fine-tuning of this round's ticket
     fully_pruned: list[str] = field(default_factory=list)  # tensors with nothing left (layer collapse)

@@ -72,6 +72,7 @@ class DenseRecord:
     # the dataset's content (its manifest's sha256) it was trained on; "" in older records. The
     # store is keyed by params, and a directory's files can change under the same path.
     data_sha256: str = ""
+    flops_per_step: float = 0.0  # one optimizer step's counted FLOPs (TrainOutcome.flops_per_step); 0 in older records
 
     def check_data(self, data_sha256: str, where: str) -> None:
         """Refuse to replay a dense run (and every chain grown from it) on other data."""
@@ -217,7 +218,7 @@ def ensure_dense(store: DenseStore, rewind_steps: Iterable[int], model_factory: 
     final_bytes = st_save(final)
     rec = DenseRecord(dense=store.sha256, metrics=metrics, train_loss=out.mean_loss,
                       wall_s=time.perf_counter() - t0, steps=out.steps_run, final_sha256=sha256_bytes(final_bytes),
-                      names=names, data_sha256=data_sha256)
+                      names=names, data_sha256=data_sha256, flops_per_step=out.flops_per_step)
     store.put_result(rec, final_bytes)
     return DenseOutcome(rec, out.steps_run, store, out.captured, final)
 

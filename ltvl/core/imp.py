@@ -38,7 +38,7 @@ from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.invariants import ticket_checks
 from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, strategy_for
 from ltvl.core.store import DAMAGED_FIX
-from ltvl.core.train import RewindPoint, Trainer
+from ltvl.core.train import RewindPoint, Trainer, TrainOutcome
 from ltvl.pruning.calibration import input_norms
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.gradual import GradualEnforcer
@@ -120,15 +120,15 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
             decided["weights_sha256"] = start_sha = store.put_state(model)
             start = RewindPoint.fine_tune_from({k: v.detach().to("cpu", copy=True)
                                                 for k, v in model.state_dict().items()})
-        steps, finetuned = out.steps_run, None
+        steps, flops, finetuned = out.steps_run, out.flops, None
         if spec.finetune_adversarial.active:  # AT on the ticket: a step after the round, not part of its choice
-            ft_steps, finetuned = finetune_ticket(mask, round_start_point, model_factory, finetune_fn, eval_fn)
-            steps += ft_steps
+            ft, finetuned = finetune_ticket(mask, round_start_point, model_factory, finetune_fn, eval_fn)
+            steps, flops = steps + ft.steps_run, flops + ft.flops
         res = RoundResult(chain_sha256=store.sha256, round=r, sparsity=mask.sparsity, mask_sha256=mask.sha256,
                           parent_sha256=mask.parent, metrics=metrics, train_loss=out.mean_loss,
                           wall_s=time.perf_counter() - t0,
                           next_mask_sha256=next_mask.sha256 if next_mask else None, mask_path=str(mask_path),
-                          steps_trained=steps, finetune_metrics=finetuned, checks=checks,
+                          steps_trained=steps, train_flops=flops, finetune_metrics=finetuned, checks=checks,
                           fully_pruned=[n for n, t in mask.tensors.items() if not t.any()], **decided)
         store.put_round(res)
         result.rounds.append(res)
@@ -166,7 +166,8 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
     res = RoundResult(chain_sha256=store.sha256, round=0, sparsity=0.0, mask_sha256=mask.sha256, parent_sha256=None,
                       metrics=got.record.metrics, train_loss=got.record.train_loss,
                       wall_s=time.perf_counter() - t0, next_mask_sha256=next_mask.sha256 if next_mask else None,
-                      mask_path=str(mask_path), steps_trained=got.steps_trained, dense_sha256=dense.sha256, **decided)
+                      mask_path=str(mask_path), steps_trained=got.steps_trained,
+                      train_flops=got.steps_trained * got.record.flops_per_step, dense_sha256=dense.sha256, **decided)
     store.put_round(res)
     result.rounds.append(res)
     report(res)
@@ -224,15 +225,15 @@ def round_start(spec: ChainSpec, store: ChainStore, theta_i: RewindPoint, done: 
 
 
 def finetune_ticket(mask: Mask, theta_i: Any, model_factory: Callable[[], nn.Module], finetune_fn: TrainFn,
-                    eval_fn: EvalFn) -> tuple[int, dict]:
+                    eval_fn: EvalFn) -> tuple[TrainOutcome, dict]:
     """AT on a round's ticket (SPEC §4): a copy of ``m ⊙ θi`` (or of the round's fine-tuning start)
     trained adversarially, then evaluated."""
     ticket = model_factory()
     enforcer = MaskEnforcer(ticket, mask)
-    steps = finetune_fn(ticket, enforcer=enforcer, start=theta_i, capture_at=[]).steps_run
+    out = finetune_fn(ticket, enforcer=enforcer, start=theta_i, capture_at=[])
     metrics = eval_fn(ticket)
     enforcer.remove()
-    return steps, metrics
+    return out, metrics
 
 
 def run_chain_with_trainer(spec: ChainSpec, model_factory: Callable[[], nn.Module], trainer: Trainer,

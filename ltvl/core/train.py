@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import get_linear_schedule_with_warmup
 
 from ltvl.core.adversarial import AdvConfig, adversarial_backward
@@ -177,6 +178,13 @@ class TrainOutcome:
     last_loss: float
     captured: dict[int, RewindPoint] = field(default_factory=dict)
     optimizer_state_masked: bool | None = None  # under a mask: its moments were zero where pruned at the end
+    # floating-point operations of one optimizer step (forward + backward of every micro-batch, PGD's
+    # extra passes included), counted by torch's FlopCounterMode on the first step; 0 when not counted
+    flops_per_step: float = 0.0
+
+    @property
+    def flops(self) -> float:
+        return self.steps_run * self.flops_per_step
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -292,19 +300,26 @@ class Trainer:
         losses: list[float] = []
         model.train()
         batches = self._batches(step0, until)
+        flops_per_step = 0.0
         for step in range(step0, until):
             torch.manual_seed(derive_seed(cfg.seed, "step", step))  # dropout = f(seed, step)
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for micro in range(cfg.grad_accum):
-                batch = to_device(next(batches), self.device)
-                if cfg.adversarial.active:
-                    total += self._adversarial_micro_step(net, batch, scaler, step, micro)
-                    continue
-                with self._autocast():
-                    loss = self.task.loss(net, batch) / cfg.grad_accum
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                total += float(loss.detach())
+            # the first step's forward and backward passes are counted (not timed): the cost unit of a run;
+            # under DDP the count is skipped (collectives run inside backward hooks)
+            counter = FlopCounterMode(display=False) if step == step0 and self.world_size == 1 else nullcontext()
+            with counter:
+                for micro in range(cfg.grad_accum):
+                    batch = to_device(next(batches), self.device)
+                    if cfg.adversarial.active:
+                        total += self._adversarial_micro_step(net, batch, scaler, step, micro)
+                        continue
+                    with self._autocast():
+                        loss = self.task.loss(net, batch) / cfg.grad_accum
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                    total += float(loss.detach())
+            if isinstance(counter, FlopCounterMode):
+                flops_per_step = float(counter.get_total_flops())
             if not math.isfinite(total) and scaler is None:
                 raise FloatingPointError(f"loss became {total} at step {step}: lower the lr or enable grad clipping "
                                          "(datasets are checked for nan/inf inputs before training)")
@@ -330,7 +345,7 @@ class Trainer:
             enforcer.remove_optimizer_hooks()
         n = len(losses)
         return TrainOutcome(n, sum(losses) / n if n else float("nan"), losses[-1] if n else float("nan"), captured,
-                            state_masked)
+                            state_masked, flops_per_step)
 
     def _batches(self, step0: int, until: int) -> Iterator[Any]:
         """Micro-batches of steps [step0, until): slot = (step * grad_accum + micro) * world_size + rank.

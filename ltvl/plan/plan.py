@@ -5,7 +5,10 @@ per stage. ``ltvl sweep run --dry-run`` prints it; the Ray stages run its points
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from ltvl.core.cost import gpu_hours, gpu_tflops, human_flops
+from ltvl.core.dense import DenseStore
 from ltvl.params.resolve import ChainJob, TicketJob, resolve
 from ltvl.plan.config import SweepConfig
 from ltvl.plan.controls import control_chains
@@ -28,6 +31,10 @@ class PlannedJob:
     def short_hash(self) -> str:
         return self.job.chain.short_hash if isinstance(self.job, ChainJob) else self.job.target.chain.short_hash
 
+    @property
+    def short_hash_dense(self) -> str:
+        return (self.job if isinstance(self.job, ChainJob) else self.job.target).dense.short_hash
+
 
 @dataclass(frozen=True)
 class DenseRun:
@@ -36,6 +43,7 @@ class DenseRun:
     short_hash: str
     steps: int
     chains: tuple[str, ...]  # the labels of the chains grown from it
+    flops_per_step: float = 0.0  # counted on its first step, when the store already holds it
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,17 @@ class Plan:
         """Some chain's cost is an upper bound (an adaptive search may settle early)."""
         return any(j.upper_bound for j in self.chains)
 
+    def flops(self) -> float | None:
+        """The sweep's FLOPs, when every dense run's step was counted already (a store it ran in); every
+        chain of a dense run trains its model on its batches, so a step costs the same FLOPs."""
+        per = {d.short_hash: d.flops_per_step for d in self.dense}
+        if not per or not all(per.values()):
+            return None
+        total = sum(d.steps * d.flops_per_step for d in self.dense)
+        for j in (*self.chains, *self.tickets):
+            total += j.steps * per.get(j.short_hash_dense, 0.0)
+        return self.samples * total
+
     def describe(self) -> list[str]:
         """The plan as lines of text: stages, each trial with its cost, and the totals."""
         le = "≤ " if self.bounded else ""
@@ -82,6 +101,10 @@ class Plan:
                       for j in self.tickets]
         lines.append(f"in all: {le}{self.total_steps:,} training steps; work already in the stores is replayed, "
                      "not trained again")
+        flops = self.flops()
+        lines.append(f"cost: {le}{human_flops(flops)}, {le}{gpu_hours(flops):.3g} GPU-hours at {gpu_tflops():g} "
+                     "TFLOP/s sustained (LTVL_GPU_TFLOPS), from the FLOPs of a step counted on the stored dense run"
+                     if flops else "cost: FLOPs are counted on each dense run's first step (none stored yet)")
         return lines
 
 
@@ -106,8 +129,9 @@ def plan_ticket(point: dict) -> PlannedJob:
     return PlannedJob("tickets", point, job, chain_name(job), masks, masks * job.target.chain.train.steps)
 
 
-def build_plan(cfg: SweepConfig) -> Plan:
-    """The plan of a validated config: the same points the stages run, each resolved once."""
+def build_plan(cfg: SweepConfig, root: str | Path | None = None) -> Plan:
+    """The plan of a validated config: the same points the stages run, each resolved once. ``root``
+    (the chain stores') lets it read the FLOPs a stored dense run counted."""
     fixed = {k: v for k, v in fixed_space(cfg.params, cfg.grid).items() if k not in cfg.search.space}
     extra = list(cfg.chains)
     if cfg.controls and not cfg.search.space:  # as the driver adds them (ltvl.sweep.main.sweep_points)
@@ -119,6 +143,14 @@ def build_plan(cfg: SweepConfig) -> Plan:
     for j in chains:
         if isinstance(j.job, ChainJob):
             dense.setdefault(j.job.dense.short_hash, []).append(j)
-    runs = tuple(DenseRun(h, js[0].job.chain.train.steps, tuple(j.label for j in js)) for h, js in dense.items())
+    runs = tuple(DenseRun(h, js[0].job.chain.train.steps, tuple(j.label for j in js), _flops_per_step(root, js[0].job))
+                 for h, js in dense.items())
     samples = cfg.search.num_samples if cfg.search.space else 1
     return Plan(cfg.kind, cfg.name, runs, chains, tickets, samples)
+
+
+def _flops_per_step(root: str | Path | None, job: ChainJob) -> float:
+    if root is None:
+        return 0.0
+    rec = DenseStore(root, job.dense, writer=False).record()
+    return rec.flops_per_step if rec is not None else 0.0

@@ -47,7 +47,7 @@ def _common_metrics(r: RoundResult | TicketRound) -> dict:
 
 def round_metrics(r: RoundResult) -> dict:
     out = {**_common_metrics(r), "parent_sha256": r.parent_sha256 or "", "chain_sha256": r.chain_sha256,
-           "steps_trained": r.steps_trained}
+           "steps_trained": r.steps_trained, "train_flops": r.train_flops}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
     if r.checks:  # flat text: Tune flattens nested results

@@ -122,7 +122,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, dry_run: bool = False, 
     check_progress_env()
     from ltvl.plan.plan import build_plan
 
-    the_plan = build_plan(cfg)
+    the_plan = build_plan(cfg, root)
     if dry_run:
         for line in the_plan.describe():
             console.print(line, highlight=False)

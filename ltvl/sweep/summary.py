@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ltvl.core.cost import cost_line, human_flops
 from ltvl.ray.failures import TrialOutcome
 from ltvl.tracking.arms import SPARSE_CONTROL
 from ltvl.tracking.records import CONTROL_MARGIN, dense_flag
@@ -38,6 +39,7 @@ class ChainSummary:
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
     steps_trained: int = 0  # optimizer steps its rounds ran (0 for a round replayed or read from the dense run)
     wall_s: float = 0.0  # seconds its rounds took where they ran
+    train_flops: float = 0.0  # FLOPs its rounds counted (ltvl.core.cost)
 
     def best(self, p: float) -> tuple[float, float] | None:
         """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense (a control has none)."""
@@ -142,7 +144,8 @@ def _cost(records: list[dict]) -> dict:
     """What a chain's rounds cost where they were computed: optimizer steps and wall seconds (the
     shared dense run counts once, in the round 0 of the chain that trained it)."""
     return {"steps_trained": sum(int(r.get("steps_trained") or 0) for r in records),
-            "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records)}
+            "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records),
+            "train_flops": sum(float(r.get("train_flops") or 0.0) for r in records)}
 
 
 def _round(rec: dict) -> tuple[int, float, float]:
@@ -177,7 +180,7 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
                   mlflow_note: str | None = None) -> None:
     table = Table(title=f"{experiment}: sparsest round keeping {p:.0%} of dense (from the chain stores)")
     for col in ("chain", "status", "dense", f"best sparsity ≥{p:.0%}", "metric there",
-                "last sparsity", "last metric", "rounds", "steps trained", "in MLflow"):
+                "last sparsity", "last metric", "rounds", "steps trained", "FLOPs", "in MLflow"):
         table.add_column(col)
 
     def pct(x):
@@ -201,8 +204,11 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
         dense = num(c.dense) if c.dense_learned() else f"[bold red]{num(c.dense)} ⚠[/]"
         table.add_row(c.name, status, dense, pct(best[0] if best else None),
                       num(best[1] if best else None), pct(last[1] if last else None), num(last[2] if last else None),
-                      f"{len(c.rounds)}/{c.planned}", f"{c.steps_trained:,}", in_mlflow)
+                      f"{len(c.rounds)}/{c.planned}", f"{c.steps_trained:,}", human_flops(c.train_flops), in_mlflow)
     console.print(table)
+    console.print("cost of this run: " + cost_line(sum(c.steps_trained for c in rows),
+                                                     sum(c.train_flops for c in rows), sum(c.wall_s for c in rows)),
+                  highlight=False)
     for line in uncertainty_lines(rows, p):
         console.print(line, highlight=False)
     for c in rows:

@@ -21,7 +21,7 @@ from ltvl.pruning.methods import get_method
 from ltvl.tracking.arms import SPARSE_CONTROL, arm_label, short_sparsity
 
 LINEAGE_METRICS = ("metric", "sparsity", "train_loss", "wall_s", "dense_ratio", "steps_trained", "finetune_metric",
-                   "majority_metric")
+                   "majority_metric", "train_flops")
 BY_SPARSITY = "metric_vs_sparsity_bp"  # step = sparsity in basis points
 # per-round metrics a chain run keeps as well (step = round); the rest live on its round runs, so
 # the chain's chart view holds only what compares chains
