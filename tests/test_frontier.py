@@ -56,3 +56,18 @@ def test_the_sparsest_subnetwork_within_each_budget():
     assert b.loc[600]["sparsest keeping p"] == "75.0%" and b.loc[600]["arm"] == "prune + fine-tune"
     strict = frontier.sparsest_by_budget(ROUNDS, DENSE, 1.0).set_index("budget (steps)")
     assert strict.loc[570]["sparsest keeping p"] == "none" and strict.loc[600]["arm"] == "IMP"
+
+
+def test_every_arm_gets_a_verdict_with_its_noise():
+    dense = DENSE.assign(majority=0.30)
+    pts = frontier.points(ROUNDS, {"vqa": 1000.0})
+    v = frontier.verdicts(pts, ROUNDS, dense, 0.99, {"vqa": 1000.0}).set_index(["sparsity", "arm"])["verdict"]
+    assert v[("75.0%", "RP")].startswith("below 99% of dense (-20.0 ±")  # RP is not judged against itself
+    assert v[("75.0%", "one-shot")].startswith("below 99% of dense")  # 0.70: beats RP's 0.60 beyond noise
+    assert v[("75.0%", "prune + fine-tune")].startswith("matching, within noise of the 99% line")
+    assert v[("50.0%", "IMP")].startswith("matching")
+    low = frontier.verdicts(pts, ROUNDS.assign(metric=ROUNDS["metric"].where(ROUNDS["line"] != "100%-sparse control",
+                                                                              0.79)), dense, 0.99, {"vqa": 1000.0})
+    low = low.set_index(["sparsity", "arm"])["verdict"]  # a control that scores 0.79: RP's 0.60 is below it
+    assert low[("75.0%", "RP")].startswith("below a control, below 99% of dense")
+    assert low[("75.0%", "one-shot")].startswith("below a control, below 99% of dense")  # yet clearly above RP

@@ -108,7 +108,10 @@ def frontier_section(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_se
         b = figures.cost_frontier(pts, task, p_line, p, out / f"frontier_cost_{task}.png")
         files += [a, b]
         md += [f"![{task} arms]({a.name}) ![{task} cost]({b.name})", ""]
+    verdict = frontier.verdicts(pts, rounds, dense, p, n_eval)
+    files.append(_csv(verdict, out / "verdicts.csv"))
     md += ["### At each sparsity, the best arm and what it cost", "", _md_table(best),
+           "### A verdict on every arm's subnetwork (beyond two standard errors)", "", _md_table(verdict),
            f"### At each budget, the sparsest subnetwork keeping {p:.0%} of its dense run", "", _md_table(budget)]
     return md
 

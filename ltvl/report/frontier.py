@@ -104,6 +104,30 @@ def sparsest_by_budget(rounds: pd.DataFrame, dense: pd.DataFrame, p: float) -> p
     return pd.DataFrame(rows, columns=["task", "budget (steps)", "sparsest keeping p", "arm", "seed"])
 
 
+def verdicts(pts: pd.DataFrame, rounds: pd.DataFrame, dense: pd.DataFrame, p: float,
+             n_eval: dict[str, float] | None = None) -> pd.DataFrame:
+    """The verdict on every arm's subnetwork at every sparsity (:func:`ltvl.core.verdict.verdict`):
+    against its dense runs, the p line, random pruning (the RP arm) at the same sparsity and the
+    controls (the majority answer, the 100%-sparse chain), each beyond two standard errors."""
+    from ltvl.core.verdict import verdict
+
+    rows = []
+    for task, g in pts.groupby("task"):
+        n = (n_eval or {}).get(task)
+        d = dense[dense["task"] == task]
+        dense_est = Estimate.of(list(d.groupby("seed")["metric"].mean()), n)
+        controls = [Estimate.of(list(d.groupby("seed")["majority"].mean()), n)] if "majority" in d else []
+        ctl = rounds[(rounds["task"] == task) & (rounds["line"] == SPARSE_CONTROL) & (rounds["round"] > 0)]
+        if len(ctl):
+            controls.append(Estimate.of(list(ctl.groupby("seed")["metric"].mean()), n))
+        for row in g.sort_values(["sparsity", "line"]).itertuples():
+            rp = g[(g["line"] == "RP") & (g["sparsity"] == row.sparsity)]
+            random = _est(rp.iloc[0]) if len(rp) and row.line != "RP" else None
+            v = verdict(row.sparsity, Estimate(row.mean, row.se, row.seeds), dense_est, p, random, controls)
+            rows.append({"task": task, "sparsity": f"{row.sparsity:.1%}", "arm": row.line, "verdict": v.label()})
+    return pd.DataFrame(rows, columns=["task", "sparsity", "arm", "verdict"])
+
+
 def headline(pts: pd.DataFrame, sparsity: float, task: str | None = None) -> tuple[str, str]:
     """``at 87.5% best arm = NAME (metric M, X× IMP's training steps)`` (the benchmark's line), and
     a second line saying whether it is ahead of the runner-up beyond noise."""
