@@ -1,6 +1,7 @@
 """Is a ticket worth its cost? (#33) Every route to a sparse MiniLM on easy-VQA with the main job's
-recipe, on one seed, sharing one dense run: IMP rewound to θ0 and θi, random pruning, the
-one-shot ticket, prune + fine-tune from θT, Wanda + fine-tune and GMP (sweeps/configs/frontier.yaml).
+recipe, on one seed, sharing one dense run: IMP rewound to θ0 and θi and random pruning to 93.75%,
+and at 87.5% and 93.75% the one-shot ticket, prune + fine-tune from θT, Wanda + fine-tune and GMP
+(sweeps/configs/frontier.yaml; the study runs it with --set grid.seed=[0,1,2]).
 
 It runs that sweep (resumable: a re-run replays the chain stores), reads every round back from the
 stores, and prints the frontier: at each sparsity the best arm, its metric with its standard
