@@ -1,7 +1,7 @@
 """Is a ticket worth its cost? (#33) Every route to a sparse MiniLM on easy-VQA with the main job's
 recipe, on one seed, sharing one dense run: IMP rewound to θ0 and θi and random pruning to 93.75%,
 and at 87.5% and 93.75% the one-shot ticket, prune + fine-tune from θT, Wanda + fine-tune and GMP
-(sweeps/configs/frontier.yaml; the study runs it with --set grid.seed=[0,1,2]).
+(sweeps/configs/frontier.yaml; the study is --seeds 0,1,2, one sweep per seed into one experiment).
 
 It runs that sweep (resumable: a re-run replays the chain stores), reads every round back from the
 stores, and prints the frontier: at each sparsity the best arm, its metric with its standard
@@ -10,7 +10,7 @@ run's plus every pruned round of its chain so far) and their multiple of IMP's, 
 ahead of the runner-up beyond two standard errors (ltvl.report.frontier, the same numbers
 `ltvl report` shows).
 
-    python bench/frontier.py [--set seed=1 ...] [--sparsity 0.875] [--no-run]
+    python bench/frontier.py [--seeds 0,1,2] [--set params.steps=20 ...] [--sparsity 0.875] [--no-run]
 
 The last line reads: frontier: at 87.5% best arm = NAME (metric M, X× IMP's training steps)
 """
@@ -63,25 +63,32 @@ def rounds_of(overrides: list[str]):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", action="append", default=[], help="override a sweep key, e.g. params.seed=1")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: one sweep per seed, one experiment")
+    ap.add_argument("--set", action="append", default=[], help="override a sweep key, e.g. params.steps=20")
     ap.add_argument("--sparsity", type=float, default=0.875, help="the headline's sparsity")
     ap.add_argument("--no-run", action="store_true", help="only read the stores a previous run left")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     t0 = time.time()
-    if not args.no_run:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sets = {seed: [*args.set, f"params.seed={seed}"] for seed in seeds}
+    for seed in seeds if not args.no_run else []:
         ltvl = shutil.which("ltvl") or str(Path(sys.executable).parent / "ltvl")
-        cmd = [ltvl, "sweep", "run", CONFIG] + [a for s in args.set for a in ("--set", s)]
+        cmd = [ltvl, "sweep", "run", CONFIG] + [a for s in sets[seed] for a in ("--set", s)]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     print(f"sweep wall time: {time.time() - t0:.0f} s")
 
+    import pandas as pd
+
     from ltvl.report import frontier
 
-    rounds, n_eval = rounds_of(args.set)
+    parts = [rounds_of(sets[seed]) for seed in seeds]
+    rounds = pd.concat([r for r, _ in parts])
+    n_eval = {k: v for _, n in parts for k, v in n.items()}
     pts = frontier.points(rounds, n_eval)
-    print(f"\nevaluated questions per metric: {n_eval}")
-    print("\nevery arm (metric ± binomial standard error, optimizer steps to reach it):")
+    print(f"\nseeds: {seeds}; evaluated questions per metric: {n_eval}")
+    print("\nevery arm (metric ± standard error: over seeds, or binomial with one; steps to reach it):")
     for row in pts.sort_values(["sparsity", "mean"], ascending=[True, False]).itertuples():
         print(f"  {row.sparsity:6.1%}  {row.line:34s} {row.mean:.4f} ± {row.se:.4f}  {int(row.cost):6,d} steps")
     print("\nbest arm per sparsity:")
