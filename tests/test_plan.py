@@ -73,12 +73,13 @@ def test_the_summary_shows_the_steps_each_chain_actually_trained():
     records = [{"steps_trained": 0, "wall_s": 0.1}, {"steps_trained": 270, "wall_s": 50.0},
                {"steps_trained": 270, "wall_s": 49.0}]  # round 0 from a sibling's dense run: 0 steps here
     cost = _cost(records)
-    assert cost == {"steps_trained": 540, "wall_s": pytest.approx(99.1)}
+    assert cost == {"steps_trained": 540, "wall_s": pytest.approx(99.1), "train_flops": 0.0}  # older records
     row = ChainSummary("chain:x", "IMP θi@30 · vqa", "vqa", "IMP", "done", 3,
                        [(0, 0.0, 0.76), (1, 0.5, 0.77), (2, 0.75, 0.75)], 0.76, 0.37, 1000.0, "d", **cost)
     buf = io.StringIO()
     print_summary([row], "exp", 0.99, Console(file=buf, width=240))
     assert "steps trained" in buf.getvalue() and "│ 540 " in buf.getvalue()
+    assert "cost of this run: 540 optimizer steps, —," in buf.getvalue() and "FLOPs not counted" in buf.getvalue()
 
 
 def test_a_sweep_recorded_before_the_keep_rename_resumes_under_the_new_word(tmp_path):

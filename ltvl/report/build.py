@@ -137,10 +137,10 @@ def where_section(records: Records, rounds: pd.DataFrame, out: Path, files: list
         for task, g in at.groupby("task"):
             masks = {r["line"]: load_mask(download_mask(records.uri, r["run_id"], r["mask_sha256"], tmp))
                      for _, r in g.iterrows()}
-            for line, mask in masks.items():
-                slug = "".join(ch if ch.isalnum() else "_" for ch in f"{task}_{line}")
+            for line, mask in masks.items():  # ASCII file names: a link must not need URL-encoding
+                slug = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in f"{task}_{line}")
                 png = figures.heatmap(group_sparsity(mask), f"{task} · {line}: sparsity per layer and module",
-                                      out / f"where_{slug}.png", fmt="{:.2f}", vmin=0.0, vmax=1.0)
+                                      out / f"where_{len(files)}_{slug}.png", fmt="{:.2f}", vmin=0.0, vmax=1.0)
                 files.append(png)
                 md += [f"![{line}]({png.name})"]
             names = sorted(masks)
