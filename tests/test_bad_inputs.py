@@ -260,6 +260,8 @@ ENV_CASES = [
     ({"LTVL_PROGRESS_S": "often"}, r"LTVL_PROGRESS_S"),
     ({"LTVL_PROGRESS_LOG_S": "-1"}, r"LTVL_PROGRESS_LOG_S"),
     ({"LTVL_TRACKING_TIMEOUT": "soon"}, r"LTVL_TRACKING_TIMEOUT"),
+    ({"LTVL_GPU_TFLOPS": "fast"}, r"LTVL_GPU_TFLOPS='fast' is not a positive throughput"),
+    ({"LTVL_GPU_TFLOPS": "0"}, r"LTVL_GPU_TFLOPS='0' is not a positive throughput"),
     ({"LTVL_HOME": "/proc/ltvl-home"}, r"No such file or directory|/proc/ltvl-home"),
 ]
 

@@ -11,11 +11,19 @@ DEFAULT_TFLOPS = 100.0  # sustained TFLOP/s for the GPU-hour estimate: set LTVL_
 
 
 def gpu_tflops() -> float:
-    try:
-        value = float(os.environ.get("LTVL_GPU_TFLOPS", DEFAULT_TFLOPS))
-    except ValueError:
+    """``LTVL_GPU_TFLOPS`` (default 100); a bad value is an error naming it (the sweep reads it first)."""
+    raw = os.environ.get("LTVL_GPU_TFLOPS")
+    if raw is None:
         return DEFAULT_TFLOPS
-    return value if value > 0 else DEFAULT_TFLOPS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        from ltvl.util.errors import LtvlError
+        raise LtvlError(f"LTVL_GPU_TFLOPS={raw!r} is not a positive throughput in TFLOP/s", where="LTVL_GPU_TFLOPS",
+                        fix=f"unset it ({DEFAULT_TFLOPS:g}) or give your device's sustained TFLOP/s, e.g. 400")
+    return value
 
 
 def gpu_hours(flops: float, tflops: float | None = None) -> float:

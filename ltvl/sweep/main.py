@@ -395,10 +395,12 @@ def refuse_duplicates(grid: list[dict], extra: list[dict]) -> None:
 def check_progress_env() -> None:
     """``LTVL_PROGRESS_S`` (read by every worker) and ``LTVL_PROGRESS_LOG_S``: a bad value is
     refused here, before any trial, not in a worker halfway through the sweep."""
+    from ltvl.core.cost import gpu_tflops
     from ltvl.core.progress import progress_interval_s
     from ltvl.ray.board import log_interval_s
     progress_interval_s()
     log_interval_s()
+    gpu_tflops()  # the summary's GPU-hours: a bad value is refused before any trial
 
 
 def check_local_data(points: list[dict]) -> None:
