@@ -125,3 +125,12 @@ def test_wanda_in_params_is_per_row_by_default_and_its_calibration_is_identity()
     assert job.chain.dense_steps == (0, 200)  # the dense run keeps θT to calibrate the first prune
     with pytest.raises(LtvlError, match="adaptive schedule re-prunes earlier tries"):
         resolve_chain({"method": "wanda", "schedule": "adaptive"})
+
+
+def test_a_wanda_chain_without_a_calibration_function_is_refused_by_name(tmp_path):
+    from ltvl.core.imp import run_chain
+
+    trainer = Trainer(ToyTask(), TRAIN)
+    with pytest.raises(LtvlError, match="method 'wanda' reads activations, but no calibration function"):
+        run_chain(chain(Schedule("one_shot", target_sparsity=0.5)), lambda: make_toy_model(0), trainer.train,
+                  trainer.evaluate, tmp_path)

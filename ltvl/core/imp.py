@@ -36,7 +36,7 @@ from ltvl.core.chain import (  # noqa: F401 (ChainSpec, ChainStore, RoundResult:
 )
 from ltvl.core.dense import DenseOutcome, DenseSpec, DenseStore, ensure_dense
 from ltvl.core.invariants import ticket_checks
-from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, strategy_for
+from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, require_calibrate, strategy_for
 from ltvl.core.store import DAMAGED_FIX
 from ltvl.core.train import RewindPoint, Trainer, TrainOutcome
 from ltvl.pruning.calibration import input_norms
@@ -191,10 +191,8 @@ def trained_inputs(spec: ChainSpec, model: nn.Module, mask: Mask, calibrate_fn: 
     """A round's trained model calibrated on demand (when the next prune reads activations)."""
     if not spec.reads_inputs:
         return None
-    if calibrate_fn is None:
-        raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
-                        where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
-    return lambda: input_norms(model, mask.names, lambda m: calibrate_fn(m, spec.calibration_examples))
+    calibrate = require_calibrate(spec, calibrate_fn)
+    return lambda: input_norms(model, mask.names, lambda m: calibrate(m, spec.calibration_examples))
 
 
 def start_hash(spec: ChainSpec, store: ChainStore, dense: DenseStore, done: list[dict]) -> str:

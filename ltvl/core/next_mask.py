@@ -51,15 +51,20 @@ def shared_first_mask(spec: ChainSpec, got: DenseOutcome, dense_mask: Mask,
                                 spec.scope, prune_seed(spec, level - 1), dense_inputs, spec.calibration_examples)
 
 
+def require_calibrate(spec: ChainSpec, calibrate: Calibrate | None) -> Calibrate:
+    if calibrate is None:
+        raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
+                        where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
+    return calibrate
+
+
 def dense_inputs(spec: ChainSpec, got: DenseOutcome, model_factory: Callable[[], nn.Module],
                  calibrate: Calibrate | None) -> Inputs | None:
     """The trained dense model (θT's full state, kept by the dense run for such chains) calibrated
     once, on first call; None when the chain's method reads no activations."""
     if not spec.reads_inputs:
         return None
-    if calibrate is None:
-        raise LtvlError(f"method {spec.method!r} reads activations, but no calibration function was given",
-                        where="run_chain", fix="pass calibrate_fn (run_chain_with_trainer passes Trainer.calibrate)")
+    require_calibrate(spec, calibrate)
     memo: dict[str, dict[str, torch.Tensor]] = {}
 
     def norms() -> dict[str, torch.Tensor]:
