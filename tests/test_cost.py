@@ -64,15 +64,30 @@ def test_the_plan_states_the_sweep_s_flops_once_a_dense_run_counted_them(tmp_pat
     from ltvl.core.dense import DenseRecord, DenseStore
     from ltvl.plan.config import load_config
     from ltvl.plan.plan import build_plan
+    from ltvl.vl.datasets import ensure_synthetic
 
-    cfg = load_config("rewind_grid", None, ["params.steps=40", "params.data=synthetic:vqa", "params.preset=tiny",
+    data = ensure_synthetic("vqa")
+    cfg = load_config("rewind_grid", None, ["params.steps=40", f"params.data={data}", "params.preset=tiny",
                                             "grid.rewind_step=[0]", "grid.rate=[0.5]", "params.target_sparsity=0.5"])
-    before = build_plan(cfg, tmp_path)
-    assert before.flops() is None and "none stored yet" in before.describe()[-1]
+    before = build_plan(cfg, tmp_path)  # no dense run yet: the analytic estimate, said to be one
+    assert before.flops() and before.describe()[-1].startswith("cost: ≈ ") and "analytic estimate" in \
+        before.describe()[-1]
     job = before.chains[0].job
     store = DenseStore(tmp_path, job.dense)
     store.open()
     store.put_result(DenseRecord(store.sha256, {"metric": 0.5}, 1.0, 1.0, 40, "x", [], flops_per_step=1e12), b"")
     after = build_plan(cfg, tmp_path)
     assert after.flops() == after.total_steps * 1e12  # every step of this sweep trains the same model and batch
-    assert after.describe()[-1].startswith(f"cost: {human_flops(after.total_steps * 1e12)}, ")
+    assert after.describe()[-1].startswith(f"cost: {human_flops(after.total_steps * 1e12)}, ")  # counted: no ≈
+    assert "counted on the stored dense run" in after.describe()[-1]
+
+
+def test_a_plan_whose_dataset_is_not_here_yet_says_why_it_has_no_estimate(tmp_path):
+    from ltvl.plan.config import load_config
+    from ltvl.plan.plan import build_plan
+
+    cfg = load_config("rewind_grid", None, ["params.steps=40", f"params.data={tmp_path / 'later'}",
+                                            "params.preset=tiny", "grid.rewind_step=[0]", "grid.rate=[0.5]",
+                                            "params.target_sparsity=0.5"])
+    plan = build_plan(cfg, tmp_path)
+    assert plan.flops() is None and "none stored yet, and no estimate" in plan.describe()[-1]

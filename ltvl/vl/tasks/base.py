@@ -106,6 +106,10 @@ class VLTask:
     name: str = ""
     needs_regions: bool = False  # per-region outputs: needs a detector-region backbone
 
+    def sequences_per_example(self) -> int | None:
+        """Backbone passes one training example costs (the plan's FLOPs estimate); None: not a fixed number."""
+        return 1
+
     def num_outputs(self, info: DatasetInfo) -> int:
         raise NotImplementedError
 

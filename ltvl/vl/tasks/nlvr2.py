@@ -15,6 +15,9 @@ class NLVR2Task(LabelTask):
     def build_head(self, hidden, info):
         return mlp_head(2 * hidden, 2)
 
+    def sequences_per_example(self) -> int:
+        return 2  # the statement with each of its two images
+
     def prepare(self, split, tokenizer, max_len):
         prep = super().prepare(split, tokenizer, max_len)
         prep["image_id_2"] = split.examples["image_id_2"].to_numpy()

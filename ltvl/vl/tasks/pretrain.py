@@ -36,6 +36,9 @@ class PretrainTask(VLTask):
             )
         self.objectives = tuple(objectives)
 
+    def sequences_per_example(self) -> None:
+        return None  # one pass per objective group, heads over masked tokens/regions: counted on the first step
+
     def build_head(self, hidden, info):
         heads = nn.ModuleDict(
             {

@@ -18,6 +18,9 @@ class RetrievalTask(VLTask):
     def build_head(self, hidden, info):
         return nn.Linear(hidden, 1)
 
+    def sequences_per_example(self) -> int:
+        return self.n_neg + 1  # the caption and its sampled negatives, each with the image
+
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
         return {"rows": torch.arange(ex.num_rows), "image_id": column(ex, "image_id"),

@@ -22,6 +22,9 @@ class VCRTask(VLTask):
     def build_head(self, hidden, info):
         return mlp_head(hidden, 1)
 
+    def sequences_per_example(self) -> int:
+        return 2 * N_OPT  # Q→A over each answer, QA→R over each rationale
+
     def prepare(self, split, tokenizer, max_len):
         ex = split.examples
         answers, rats = list_column(ex, "answers"), list_column(ex, "rationales")
