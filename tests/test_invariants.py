@@ -86,3 +86,30 @@ def test_a_ray_worker_reports_the_checks_as_the_tag_s_text(tmp_path):
     got = run_chain_with_trainer(spec, lambda: make_toy_model(0), Trainer(ToyTask(), TRAIN), tmp_path)
     assert round_metrics(got.rounds[1])["checks"].startswith("ok · pruned weights zero · sparsity 50.0000%")
     assert "checks" not in round_metrics(got.rounds[0])  # the dense round has no ticket to check
+
+
+def test_the_sweep_summary_says_the_invariants_hold_or_names_each_breach():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ltvl.sweep.summary import ChainSummary, _checks, print_summary
+
+    good = {"pruned_nonzero": 0, "sparsity_nominal": 0.5, "sparsity_measured": 0.5, "sparsity_ok": True,
+            "optimizer_state_masked": True, "start_sha256": None, "ok": True}
+    bad = {**good, "pruned_nonzero": 7, "ok": False}
+    records = [{"round": 0}, {"round": 1, "checks": good}, {"round": 2, "checks": bad}]
+    assert _checks(records) == {"checked": 2, "breaches": ["round 2: BREACH: 7 pruned weights nonzero · sparsity "
+                                                            "50.0000% = nominal · optimizer state masked"]}
+
+    def printed(*recs):
+        row = ChainSummary("k", "IMP · vqa", "vqa", "IMP", "done", 3, [(0, 0.0, 0.7), (1, 0.5, 0.7)], 0.7,
+                           **_checks([{"round": 0}, *recs]))
+        buf = StringIO()
+        print_summary([row], "exp", 0.99, Console(file=buf, width=300))
+        return buf.getvalue()
+
+    assert "Invariants hold on all 1 tickets measured" in printed({"round": 1, "checks": good})
+    out = printed({"round": 1, "checks": good}, {"round": 2, "checks": bad})
+    assert "BREACH IMP · vqa, round 2: BREACH: 7 pruned weights nonzero" in out and "Invariants hold" not in out
+    assert "Invariants" not in printed({"round": 1})  # records from before checks were measured: no claim

@@ -39,6 +39,9 @@ def test_baseline_tickets_follow_the_chain_sparsities(chain, baseline, tmp_path)
         same_mask = r.mask_sha256 == src.mask_sha256
         assert same_mask == (baseline in ("theta0_shuffled", "imp"))  # RP / high-magnitude prune other weights
         assert 0 <= r.metrics["metric"] <= 1
+        # every baseline ticket carries the invariants a chain round does, measured on its trained model
+        assert r.checks["ok"] and r.checks["pruned_nonzero"] == 0 and r.checks["sparsity_ok"]
+        assert r.checks["optimizer_state_masked"] is True and r.checks["sparsity_measured"] == r.sparsity
 
 
 def test_ticket_chain_replays_finished_rounds(chain, tmp_path):
@@ -51,6 +54,26 @@ def test_ticket_chain_replays_finished_rounds(chain, tmp_path):
             raise AssertionError("a finished ticket round was re-trained")
     again = run_ticket_chain(_spec("theta0_shuffled", res), sources, make_toy_model, NoTrain(TASK, TRAIN), tmp_path)
     assert all(r.replayed for r in again) and [r.metrics for r in again] == [r.metrics for r in first]
+    assert [r.checks for r in again] == [r.checks for r in first]  # the record keeps them
+
+
+def test_a_ticket_whose_pruned_weights_move_is_recorded_as_a_breach(chain, tmp_path):
+    """Something writes into the pruned weights after training (a hook, an optimizer the enforcer does
+    not know): the round says so rather than passing as a ticket."""
+    import torch
+
+    class Leaky(Trainer):
+        def train(self, model, **kw):
+            out = super().train(model, **kw)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.01)
+            return out
+
+    res, root = chain
+    sources = chain_masks(root, res.spec)[1][:1]
+    out = run_ticket_chain(_spec("theta0_shuffled", res), sources, make_toy_model, Leaky(TASK, TRAIN), tmp_path)
+    assert not out[0].checks["ok"] and out[0].checks["pruned_nonzero"] > 0
 
 
 def test_ticket_bad_input(chain, tmp_path):

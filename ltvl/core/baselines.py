@@ -21,6 +21,7 @@ from enum import Enum
 import torch
 from torch import nn
 
+from ltvl.core.invariants import ticket_checks
 from ltvl.core.train import RewindPoint, Trainer
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.inits import InitReport, load_matching, reinitialise, shuffle_within_tensors
@@ -45,6 +46,7 @@ class TicketRun:
     metrics: dict[str, float]
     train_loss: float
     init_report: InitReport | None = None
+    checks: dict | None = None  # the invariants measured on the trained ticket (ltvl.core.invariants)
 
 
 Prepared = tuple[nn.Module, Mask, "InitReport | None"]
@@ -111,12 +113,17 @@ def prepare(baseline: Baseline | str, mask: Mask, model_factory: Callable[[], nn
 
 def train_ticket(baseline: Baseline | str, mask: Mask, model_factory: Callable[[], nn.Module], trainer: Trainer, *,
                  seed: int = 0, theta_i: RewindPoint | None = None,
-                 other_state: Mapping[str, torch.Tensor] | None = None) -> TicketRun:
-    """Fully re-train a (baseline) ticket and evaluate it. ``theta_i`` rewinds the IMP ticket to step i."""
+                 other_state: Mapping[str, torch.Tensor] | None = None, start_sha256: str | None = None) -> TicketRun:
+    """Fully re-train a (baseline) ticket and evaluate it. ``theta_i`` rewinds the IMP ticket to step i.
+    Its invariants are measured as a chain round's are: a derived mask (random, high-magnitude) keeps
+    each tensor's count of the source mask, so its sparsity must equal the source's to one weight per
+    tensor; ``start_sha256`` names the weights it started from where a file holds them (θ'0's)."""
+    nominal = mask.sparsity
     model, mask, report = prepare(baseline, mask, model_factory, seed=seed, other_state=other_state)
     enforcer = MaskEnforcer(model, mask)
     start = theta_i if Baseline(baseline) is Baseline.IMP else None
     out = trainer.train(model, enforcer=enforcer, start=start)
     metrics = trainer.evaluate(model)
     enforcer.remove()
-    return TicketRun(Baseline(baseline), mask, metrics, out.mean_loss, report)
+    checks = ticket_checks(model, mask, nominal, "layerwise", out.optimizer_state_masked, start_sha256)
+    return TicketRun(Baseline(baseline), mask, metrics, out.mean_loss, report, checks)

@@ -77,6 +77,7 @@ class TicketRound(Record):
     train_loss: float
     wall_s: float
     steps_trained: int
+    checks: dict | None = None  # the invariants measured on the trained ticket (ltvl.core.invariants)
     replayed: bool = False
 
 
@@ -121,13 +122,13 @@ def run_ticket_chain(spec: TicketSpec, sources: list[SourceMask], model_factory:
             require(mask.sha256 == src.sha256, f"source mask {src.path} is not {src.sha256[:12]}", where="source")
             run = train_ticket(spec.baseline, mask, model_factory, trainer,
                                seed=derive_seed(spec.train.seed, "ticket", spec.baseline, src.round),
-                               other_state=other_state)
+                               other_state=other_state, start_sha256=spec.prime or None)
             path = store.mask_path(run.mask.sha256)
             if writer and not path.exists():
                 save_mask(run.mask, path)
             res = TicketRound(store.sha256, src.round, Baseline(spec.baseline).value, spec.source, spec.source_task,
                               src.sha256, run.mask.sha256, str(path), run.mask.sparsity, run.metrics,
-                              run.train_loss, time.perf_counter() - t0, spec.train.steps)
+                              run.train_loss, time.perf_counter() - t0, spec.train.steps, run.checks)
             if writer:
                 write_record(f, res.record())
         out.append(res)

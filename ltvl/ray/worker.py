@@ -42,6 +42,8 @@ def _common_metrics(r: RoundResult | TicketRound) -> dict:
     if "majority_metric" in r.metrics:  # the majority-answer control on the same questions, and how many
         out["majority_metric"] = r.metrics["majority_metric"]
         out["n"] = r.metrics.get("n", 0)
+    if r.checks:  # flat text: Tune flattens nested results
+        out["checks"] = label(r.checks)
     return out
 
 
@@ -50,8 +52,6 @@ def round_metrics(r: RoundResult) -> dict:
            "steps_trained": r.steps_trained, "train_flops": r.train_flops}
     if r.finetune_metrics:
         out["finetune_metric"] = r.finetune_metrics["metric"]
-    if r.checks:  # flat text: Tune flattens nested results
-        out["checks"] = label(r.checks)
     if r.level is not None and r.round > 0:  # schedule: adaptive: which try this round was, and its verdict
         out.update(level=r.level, parent_level=r.parent_level, kept=bool(r.kept), next_level=r.next_level or 0)
     return out

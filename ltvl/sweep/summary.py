@@ -40,6 +40,8 @@ class ChainSummary:
     steps_trained: int = 0  # optimizer steps its rounds ran (0 for a round replayed or read from the dense run)
     wall_s: float = 0.0  # seconds its rounds took where they ran
     train_flops: float = 0.0  # FLOPs its rounds counted (ltvl.core.cost)
+    checked: int = 0  # rounds whose ticket invariants were measured (ltvl.core.invariants)
+    breaches: list[str] = field(default_factory=list)  # "round r: …" for each round where one failed
 
     def best(self, p: float) -> tuple[float, float] | None:
         """(sparsity, metric) of the sparsest pruned round keeping ``p`` of dense (a control has none)."""
@@ -114,7 +116,8 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
         planned = len(records)  # … and done once its search has settled the answer
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
                         planned, rounds, dense, first["metrics"].get("majority_metric"),
-                        first["metrics"].get("n"), first.get("dense_sha256") or "", **_cost(records))
+                        first["metrics"].get("n"), first.get("dense_sha256") or "", **_cost(records),
+                        **_checks(records))
 
 
 def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
@@ -135,7 +138,7 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
     row.key, row.planned = f"ticket:{store.sha256}", len(sources)
     records = [read_record(store.round_path(s.round)) for s in sources if store.round_path(s.round).exists()]
     row.rounds = [_round(rec) for rec in records]
-    for k, v in _cost(records).items():
+    for k, v in {**_cost(records), **_checks(records)}.items():
         setattr(row, k, v)
     return row
 
@@ -146,6 +149,27 @@ def _cost(records: list[dict]) -> dict:
     return {"steps_trained": sum(int(r.get("steps_trained") or 0) for r in records),
             "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records),
             "train_flops": sum(float(r.get("train_flops") or 0.0) for r in records)}
+
+
+def _checks(records: list[dict]) -> dict:
+    """How many rounds carry measured invariants, and each round where one failed."""
+    from ltvl.core.invariants import describe
+
+    measured = [r for r in records if r.get("checks")]
+    return {"checked": len(measured),
+            "breaches": [f"round {r['round']}: {describe(r['checks'])}" for r in measured if not r["checks"].get("ok")]}
+
+
+def invariant_lines(rows: list[ChainSummary]) -> list[str]:
+    """One line when every measured ticket holds its invariants; a red line per breach otherwise."""
+    checked = sum(c.checked for c in rows)
+    if not checked:
+        return []
+    bad = [f"[bold red]⚠ BREACH {c.name}, {b}[/]" for c in rows for b in c.breaches]
+    if bad:
+        return bad
+    return [f"Invariants hold on all {checked} tickets measured: pruned weights exactly zero after training, "
+            "sparsity = nominal, optimizer moments zero where pruned (each round's record and MLflow's ltvl.checks)."]
 
 
 def _round(rec: dict) -> tuple[int, float, float]:
@@ -210,6 +234,8 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
                                                      sum(c.train_flops for c in rows), sum(c.wall_s for c in rows)),
                   highlight=False)
     for line in uncertainty_lines(rows, p):
+        console.print(line, highlight=False)
+    for line in invariant_lines(rows):
         console.print(line, highlight=False)
     for c in rows:
         if (why := c.dense_flag()) and not c.is_control:
