@@ -4,7 +4,6 @@ hand on a model whose layer inputs are explicit, and as a chain arm on the toy B
 
 import pytest
 import torch
-from torch import nn
 
 from ltvl.core.chain import ChainSpec
 from ltvl.core.imp import run_chain_with_trainer
@@ -15,19 +14,10 @@ from ltvl.pruning.calibration import input_norms
 from ltvl.pruning.prunable import PrunableSpec
 from ltvl.pruning.prune import Scope
 from ltvl.util.errors import LtvlError
+from tests.helpers.models import MLP
 
 TRAIN = TrainConfig(steps=8, lr=3e-3, batch_size=8, seed=0)
 CONTEXT = (("task", "toy"), ("backbone", "toy-bert"))
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1, self.fc2 = nn.Linear(6, 5), nn.Linear(5, 3)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
 
 
 def row_reference(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -39,11 +39,12 @@ from ltvl.core.invariants import ticket_checks
 from ltvl.core.next_mask import Calibrate, dense_inputs, prune_seed, require_calibrate, strategy_for
 from ltvl.core.store import DAMAGED_FIX
 from ltvl.core.train import RewindPoint, Trainer, TrainOutcome
-from ltvl.pruning.calibration import input_norms
+from ltvl.pruning.calibration import calibrated_inputs
 from ltvl.pruning.enforce import MaskEnforcer
 from ltvl.pruning.gradual import GradualEnforcer
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
+from ltvl.pruning.methods import get_method
 from ltvl.pruning.prune import prune_to_sparsity
 from ltvl.pruning.schedule import gradual_prunes
 from ltvl.util.errors import LtvlError, require
@@ -102,7 +103,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
         t0 = time.perf_counter()
         model = model_factory()
         enforcer = round_enforcer(spec, store.sha256, r, model, mask)
-        out = train_fn(model, enforcer=enforcer, start=start, capture_at=[])
+        out = train_fn(model, enforcer=enforcer, start=reconstructed_start(spec, start, mask, model_factory,
+                                                                           calibrate_fn), capture_at=[])
         if isinstance(enforcer, GradualEnforcer):  # the round's ticket is the mask its ramp ended at
             mask = enforcer.final_mask()
         metrics = eval_fn(model)
@@ -192,7 +194,24 @@ def trained_inputs(spec: ChainSpec, model: nn.Module, mask: Mask, calibrate_fn: 
     if not spec.reads_inputs:
         return None
     calibrate = require_calibrate(spec, calibrate_fn)
-    return lambda: input_norms(model, mask.names, lambda m: calibrate(m, spec.calibration_examples))
+    return lambda: calibrated_inputs(spec.method, model, mask.names, lambda m: calibrate(m, spec.calibration_examples))
+
+
+def reconstructed_start(spec: ChainSpec, start: RewindPoint, mask: Mask, model_factory: Callable[[], nn.Module],
+                        calibrate_fn: Calibrate | None) -> RewindPoint:
+    """A fine-tuning round of a method that corrects the kept weights (SparseGPT) starts from the weights
+    it pruned, so corrected: calibrated on those weights, the same statistics its mask was chosen by.
+    A function of (start, mask, calibration data): a resumed chain recomputes the same start."""
+    fix = get_method(spec.method).reconstruct
+    if fix is None or not spec.finetunes:
+        return start
+    model = model_factory()
+    model.load_state_dict(start.model)
+    calibrate = require_calibrate(spec, calibrate_fn)
+    inputs = calibrated_inputs(spec.method, model, mask.names, lambda m: calibrate(m, spec.calibration_examples))
+    params = dict(model.named_parameters())
+    corrected = fix({n: params[n].detach() for n in mask.names}, mask, inputs)
+    return RewindPoint.fine_tune_from({**start.model, **corrected})
 
 
 def start_hash(spec: ChainSpec, store: ChainStore, dense: DenseStore, done: list[dict]) -> str:

@@ -24,7 +24,7 @@ from ltvl.core.chain import ChainSpec, ChainStore, RoundResult
 from ltvl.core.dense import DenseOutcome
 from ltvl.core.lead_masks import LeadMasks
 from ltvl.core.train import derive_seed
-from ltvl.pruning.calibration import input_norms
+from ltvl.pruning.calibration import calibrated_inputs
 from ltvl.pruning.mask import Mask
 from ltvl.pruning.maskfile import load_mask
 from ltvl.pruning.prune import prune_to_sparsity
@@ -71,7 +71,8 @@ def dense_inputs(spec: ChainSpec, got: DenseOutcome, model_factory: Callable[[],
         if "norms" not in memo:
             model = model_factory()
             model.load_state_dict(got.theta(spec.train.steps).model)
-            memo["norms"] = input_norms(model, got.record.names, lambda m: calibrate(m, spec.calibration_examples))
+            memo["norms"] = calibrated_inputs(spec.method, model, got.record.names,
+                                              lambda m: calibrate(m, spec.calibration_examples))
         return memo["norms"]
 
     return norms

@@ -158,14 +158,15 @@ class ChainParams:
                                       "this seed's settled chain of the same recipe and walk one level at a time "
                                       "from start_level (a sweep's share_masks sets it)", CHAIN, int, nullable=True,
                                       low=0)
-    method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, or all: the "
+    method: str = param("magnitude", "magnitude (IMP), random (RP), high_magnitude, wanda, sparsegpt, or all: the "
                         "100%-sparse control (one round, every prunable weight pruned, the rest trained)", CHAIN,
                         choices=_methods)
     scope: str = param("global", "prune across all tensors (global), each tensor alike (layerwise) or each output "
-                       "row alike (row: Wanda's comparison group, and wanda's default when scope is not given)",
+                       "row alike (row: Wanda's comparison group, and wanda's default when scope is not given; "
+                       "sparsegpt's is layerwise)",
                        CHAIN, choices=("global", "layerwise", "row"))
-    calibration_examples: int = param(128, "wanda: training examples whose activations each prune reads (Wanda's "
-                                      "128 calibration sequences); unused by other methods", CHAIN, low=1,
+    calibration_examples: int = param(128, "wanda, sparsegpt: training examples whose activations each prune reads "
+                                      "(their 128 calibration sequences); unused by other methods", CHAIN, low=1,
                                       limit=65536)
     retrain: str = param("rewind", "how a pruned round trains: rewind (m ⊙ θi from step i: the lottery ticket) or "
                          "finetune (m ⊙ the weights it pruned, from step 0 with a fresh optimizer and the whole LR "

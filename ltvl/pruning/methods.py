@@ -33,6 +33,10 @@ class PruningMethod:
     # the ‖X_j‖₂ of every input feature over calibration batches (ltvl.pruning.calibration)
     needs_inputs: bool = False
     default_scope: str = "global"  # the comparison group when a config names none (Wanda: per output row)
+    calibration: str = "norms"  # what needs_inputs reads: "norms" (‖X_j‖₂) or "gram" (XᵀX): calibration.STATISTICS
+    # (weights, mask, inputs) -> the kept weights corrected for the pruned ones (SparseGPT's OBS update):
+    # applied where the model continues from the pruned weights (retrain: finetune); a rewind discards it
+    reconstruct: Callable[..., dict[str, torch.Tensor]] | None = None
 
 
 METHODS: dict[str, PruningMethod] = {}
@@ -104,6 +108,47 @@ def wanda_scores(weights: Mapping[str, torch.Tensor], seed: int | None,
     return wanda
 
 
+def _grams_for(weights: Mapping[str, torch.Tensor], inputs: Mapping[str, torch.Tensor]) -> None:
+    missing = [n for n in weights if n not in inputs]
+    if missing:
+        raise LtvlError(f"no calibration Gram matrices for {len(missing)} prunable tensor(s), e.g. {missing[0]}",
+                        where="inputs", fix="calibrate the model whose weights are pruned (input_grams)")
+    for n, w in weights.items():
+        if w.ndim != 2 or tuple(inputs[n].shape) != (w.shape[1], w.shape[1]):
+            raise LtvlError(f"SparseGPT prunes 2-D weights with their inputs' Gram matrix; {n} has shape "
+                            f"{tuple(w.shape)} and a {tuple(inputs[n].shape)} Gram matrix", where=n,
+                            fix="prune Linear weights only")
+
+
+def sparsegpt_scores(weights: Mapping[str, torch.Tensor], seed: int | None,
+                     inputs: Mapping[str, torch.Tensor]) -> ScoreFn:
+    """SparseGPT's OBS saliency W_rj² / [H_F⁻¹]_jj (ltvl.pruning.obs), from each layer's input Gram matrix."""
+    from ltvl.pruning.obs import inverse_cholesky_upper, saliency
+
+    _grams_for(weights, inputs)
+
+    uppers: dict[str, torch.Tensor] = {}  # the selector may score a tensor twice
+
+    def obs_saliency(name: str, out: torch.Tensor) -> torch.Tensor:
+        if name not in uppers:
+            uppers[name] = inverse_cholesky_upper(inputs[name])
+        upper = uppers[name]
+        return out.copy_(saliency(weights[name].detach().cpu(), upper).to(out.device, torch.float32))
+
+    obs_saliency.nonnegative = True  # type: ignore[attr-defined]
+    return obs_saliency
+
+
+def sparsegpt_reconstruct(weights: Mapping[str, torch.Tensor], mask, inputs: Mapping[str, torch.Tensor]
+                          ) -> dict[str, torch.Tensor]:
+    """Every pruned tensor with its kept weights corrected by the OBS update for ``mask``."""
+    from ltvl.pruning.obs import inverse_cholesky_upper, reconstruct
+
+    _grams_for(weights, inputs)
+    return {n: reconstruct(weights[n].detach().cpu(), inverse_cholesky_upper(inputs[n]), mask.tensors[n].cpu())
+            for n in mask.names}
+
+
 register(PruningMethod("magnitude", "prune the smallest |w| (IMP)", "IMP", "theta0", magnitude_scores))
 register(PruningMethod("random", "prune uniformly at random (RP)", "RP", "RP", random_scores, needs_seed=True,
                        reads_weights=False))
@@ -112,5 +157,10 @@ register(PruningMethod("high_magnitude", "prune the largest |w|", "high-magnitud
 register(PruningMethod("wanda", "prune the smallest |w|·‖x‖₂ (Wanda: weight times its input's norm over "
                        "calibration batches), per output row unless scope says otherwise", "Wanda", "wanda",
                        wanda_scores, needs_inputs=True, default_scope="row"))
+register(PruningMethod("sparsegpt", "prune the smallest OBS saliency w²/[H⁻¹]_jj from each layer's input Gram "
+                       "matrix over calibration batches (SparseGPT), per layer unless scope says otherwise; with "
+                       "retrain: finetune the kept weights start corrected by SparseGPT's OBS update",
+                       "SparseGPT", "sparsegpt", sparsegpt_scores, needs_inputs=True, default_scope="layerwise",
+                       calibration="gram", reconstruct=sparsegpt_reconstruct))
 register(PruningMethod("all", "the 100%-sparse control: one round, every prunable weight pruned, the rest trained",
                        "100%-sparse control", "sparse100", None))

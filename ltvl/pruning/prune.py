@@ -53,7 +53,8 @@ def score_fn(weights: Mapping[str, torch.Tensor], method: Method | str, seed: in
         return info.scores(weights, seed)
     if inputs is None:
         raise LtvlError(f"method {info.name!r} scores weights by their input activations, and none were given",
-                        where="method", fix="pass the calibration input norms (ltvl.pruning.calibration.input_norms)")
+                        where="method",
+                        fix="pass its calibration statistics (ltvl.pruning.calibration.calibrated_inputs)")
     return info.scores(weights, seed, inputs)
 
 
