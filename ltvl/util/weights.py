@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -40,3 +42,23 @@ def load_safetensors(path: str | Path, where: str = "checkpoint") -> dict[str, t
             where=where,
             fix="pass a .safetensors checkpoint (pickled .bin/.pt files are refused for safety)",
         ) from e
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach().contiguous().cpu()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def update_with_state(h, state: Mapping[str, torch.Tensor]) -> None:
+    """Feed every tensor's name, dtype, shape and bytes to ``h``, in name order."""
+    for name in sorted(state):
+        t = state[name]
+        h.update(f"{name}\0{str(t.dtype)}\0{list(t.shape)}\0".encode())
+        h.update(tensor_bytes(t))
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The content hash of a state dict: names, dtypes, shapes and values (bitwise: -0.0 ≠ 0.0)."""
+    h = hashlib.sha256()
+    update_with_state(h, state)
+    return h.hexdigest()

@@ -236,18 +236,11 @@ def read_shapes(files: CheckpointFiles) -> dict[str, tuple[int, ...]]:
 
 
 # --- content hash ------------------------------------------------------------------------------
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    t = t.detach().contiguous().cpu()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-
-
 def _hash_tensors(files: CheckpointFiles) -> str:
+    from ltvl.util.weights import update_with_state
+
     h = hashlib.sha256()
-    state = read_state(files)
-    for name in sorted(state):
-        t = state[name]
-        h.update(f"{name}\0{str(t.dtype)}\0{list(t.shape)}\0".encode())
-        h.update(_tensor_bytes(t))
+    update_with_state(h, read_state(files))
     cfg = read_config(files)
     h.update(json.dumps(cfg, sort_keys=True).encode() if cfg is not None else b"no config")
     return h.hexdigest()
