@@ -101,12 +101,8 @@ def run_chain(spec: ChainSpec, model_factory: Callable[[], nn.Module], train_fn:
     start_sha = start_hash(spec, store, dense, done)
     while mask is not None:
         t0 = time.perf_counter()
-        model = model_factory()
-        enforcer = round_enforcer(spec, store.sha256, r, model, mask)
-        out = train_fn(model, enforcer=enforcer, start=reconstructed_start(spec, start, mask, model_factory,
-                                                                           calibrate_fn), capture_at=[])
-        if isinstance(enforcer, GradualEnforcer):  # the round's ticket is the mask its ramp ended at
-            mask = enforcer.final_mask()
+        model, mask, out, enforcer = train_round(spec, store.sha256, r, mask, start, model_factory, train_fn,
+                                                 calibrate_fn)
         metrics = eval_fn(model)
         checks = ticket_checks(model, mask, spec.sparsities()[(decided_level(strategy, r)) - 1], spec.scope,
                                out.optimizer_state_masked, start_sha)
@@ -174,6 +170,50 @@ def round_zero(spec: ChainSpec, store: ChainStore, dense: DenseStore, strategy: 
     result.rounds.append(res)
     report(res)
     return got, theta_i, next_mask
+
+
+def train_round(spec: ChainSpec, chain_sha: str, r: int, mask: Mask, start: RewindPoint,
+                model_factory: Callable[[], nn.Module], train_fn: TrainFn, calibrate_fn: Calibrate | None = None,
+                ) -> tuple[nn.Module, Mask, TrainOutcome, MaskEnforcer]:
+    """Round ``r``'s training: θ0's model under its mask (or ramp) from ``start`` (a method that corrects
+    the kept weights corrects it first). Returns the trained model, the mask it ended under, the outcome
+    and the enforcer (still attached). The one routine a chain and a re-trained export both run."""
+    model = model_factory()
+    enforcer = round_enforcer(spec, chain_sha, r, model, mask)
+    out = train_fn(model, enforcer=enforcer, start=reconstructed_start(spec, start, mask, model_factory, calibrate_fn),
+                   capture_at=[])
+    if isinstance(enforcer, GradualEnforcer):  # the round's ticket is the mask its ramp ended at
+        mask = enforcer.final_mask()
+    return model, mask, out, enforcer
+
+
+def retrain_round(spec: ChainSpec, root: str | Path, r: int, model_factory: Callable[[], nn.Module],
+                  train_fn: TrainFn, eval_fn: EvalFn, calibrate_fn: Calibrate | None = None,
+                  ) -> tuple[nn.Module, Mask, dict]:
+    """The trained ticket of a finished round ``r`` of a stored chain, trained again from what the store
+    holds (θi, or the state a fine-tune continues from) and held to its record: the same mask and the
+    same metrics, else an error (on another machine or library the bits may differ, and then it is not
+    the recorded ticket). Returns (model, mask, the round's record)."""
+    store = ChainStore(root, spec, writer=False)
+    dense = DenseStore(root, DenseSpec.of(spec), writer=False)
+    done = store.finished_rounds()
+    if not 1 <= r < len(done):
+        raise LtvlError(f"chain {store.dir.name} has no finished pruned round {r} (finished: "
+                        f"{', '.join(str(d['round']) for d in done[1:]) or 'none'})", where="--round",
+                        fix="choose one of its finished pruned rounds")
+    rec = done[r]
+    entering = load_mask(store.find_mask(done[r - 1]["next_mask_sha256"], dense))
+    start = round_start(spec, store, store.get_theta_i(dense), done[:r])
+    model, mask, _out, enforcer = train_round(spec, store.sha256, r, entering, start, model_factory, train_fn,
+                                              calibrate_fn)
+    enforcer.remove()
+    metrics = eval_fn(model)
+    if mask.sha256 != rec["mask_sha256"] or metrics != rec["metrics"]:
+        raise LtvlError(f"round {r} trained again scored {metrics.get('metric')} under mask {mask.sha256[:12]}…; its "
+                        f"record says {rec['metrics'].get('metric')} under {rec['mask_sha256'][:12]}…: this machine "
+                        "does not reproduce the recorded ticket", where=str(store.round_path(r)),
+                        fix="export on the machine (same torch, same CPU/GPU kind) that ran the chain")
+    return model, mask, rec
 
 
 def round_enforcer(spec: ChainSpec, chain_sha: str, r: int, model: nn.Module, mask: Mask) -> MaskEnforcer:
