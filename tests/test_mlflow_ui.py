@@ -152,3 +152,39 @@ def test_mlflow_ui_answers_which_chain_and_imp_vs_rp(swept, tmp_path):
         driver.save_screenshot(str(shots / "mlflow-mask-summary.png"))
     finally:
         driver.quit()
+
+
+def test_a_ticket_of_the_sweep_exports_verifies_and_scores_again(swept, tmp_path, monkeypatch):
+    """#34: the sweep's sparsest IMP ticket, trained again from its store and held to its record, exported;
+    verify passes and then names an edited card; eval scores the files to the recorded metrics exactly."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ltvl.cli import app
+    from ltvl.core.imp import ChainStore
+    from ltvl.plan.config import load_config
+    from ltvl.plan.plan import build_plan
+    from ltvl.tickets.from_sweep import eval_ticket, export_from_sweep
+
+    server, _log, tmp = swept
+    monkeypatch.setenv("LTVL_HOME", str(tmp / "home"))
+    config = str(REPO / "tests" / "configs" / "tiny_rewind_grid.yaml")
+    sets = [f"tracking_uri={server.uri}", "name=ui-sweep", "grid.rewind_step=[0]"]
+    imp = next(j for j in build_plan(load_config("rewind_grid", config, sets)).chains if j.label.startswith("IMP"))
+    out = export_from_sweep(config, sets, imp.job.chain.short_hash, tmp_path / "ticket", keep=0.0)
+    root = tmp / "home" / "sweeps" / "ui-sweep" / "chains"
+    last = ChainStore(root, imp.job.chain, writer=False).finished_rounds()[-1]
+    card = json.loads((out / "ticket.json").read_text())
+    assert (card["round"], card["mask_sha256"], card["metrics"]) == (last["round"], last["mask_sha256"],
+                                                                      last["metrics"])
+    assert card["chain_sha256"] == imp.job.chain.sha256 and card["arm"] == "IMP" and len(card["data_sha256"]) == 64
+    assert "ltvl sweep run" in card["command"] and card["verdict"]
+    now, recorded, same_data = eval_ticket(out)
+    assert same_data and now == recorded
+    runner = CliRunner()
+    assert runner.invoke(app, ["ticket", "verify", str(out)]).exit_code == 0
+    readme = out / "README.md"
+    readme.write_text(readme.read_text().replace("IMP", "a better arm", 1))
+    res = runner.invoke(app, ["ticket", "verify", str(out)])
+    assert res.exit_code == 1 and "README.md: differs from the card" in res.output

@@ -8,13 +8,13 @@ import sys
 
 import typer
 
-from ltvl.cli import chain, cluster, data, listing, masks, results, sweep
+from ltvl.cli import chain, cluster, data, listing, masks, results, sweep, tickets
 from ltvl.cli.common import err
 from ltvl.util.errors import LtvlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Lottery tickets for vision-and-language transformers.")
-for group in (sweep, chain, masks, data, results, cluster, listing):
+for group in (sweep, chain, masks, data, results, tickets, cluster, listing):
     group.register(app)
 
 

@@ -1,0 +1,70 @@
+"""``ltvl ticket export|verify|eval``: a sweep's ticket as a directory anyone can load, checked and
+re-scored from its own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ltvl.cli.common import console, err, group
+
+ticket_app = group("Export a sweep's tickets in their backbone's own format, verify them, score them again.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ticket_app, name="ticket")
+
+
+@ticket_app.command("export")
+def export(
+    config: Annotated[str, typer.Argument(metavar="CONFIG", help="the sweep's config file or shipped name")],
+    chain: Annotated[str, typer.Option(help="the chain's hash (a prefix: `ltvl sweep validate CONFIG` lists them)")],
+    out: Annotated[Path, typer.Option(help="a new directory to write the ticket to")],
+    round_: Annotated[Optional[int], typer.Option("--round", help="the round to export")] = None,
+    keep: Annotated[Optional[float], typer.Option(help="instead of --round: the sparsest round keeping this "
+                                                       "fraction of dense, e.g. 0.99")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                      help="the same overrides the sweep ran with")] = None,
+) -> None:
+    """Train a finished round of a sweep's chain again (held to its record) and write it as a directory:
+    the backbone in its ecosystem's layout, head, tokenizer, mask, compact sparse weights, model card."""
+    from ltvl.tickets.from_sweep import export_from_sweep
+
+    path = export_from_sweep(config, list(set_ or ()), chain, out, round_, keep,
+                             say=lambda s: console.print(s, highlight=False))
+    console.print(f"ticket written to {path} (README.md is its card; `ltvl ticket verify {path}` checks it)",
+                  highlight=False)
+
+
+@ticket_app.command("verify")
+def verify(directory: Annotated[Path, typer.Argument(metavar="DIR")]) -> None:
+    """Re-check every claim of an exported ticket: file hashes, the card, the mask, zeros where it prunes
+    in every weight file, the measured sparsity. Exit 1 on any breach."""
+    from ltvl.tickets.export import verify_ticket
+
+    found = verify_ticket(directory)
+    for line in found:
+        err.print(f"[bold red]BREACH[/] {line}", highlight=False)
+    if found:
+        raise typer.Exit(1)
+    console.print(f"{directory}: every hash, zero and count holds", highlight=False)
+
+
+@ticket_app.command("eval")
+def eval_(
+    directory: Annotated[Path, typer.Argument(metavar="DIR")],
+    data: Annotated[Optional[str], typer.Option(help="a dataset (default: the one it was trained on)")] = None,
+) -> None:
+    """Score an exported ticket from its own files; on its own dataset the metric must equal the recorded one
+    (exit 1 if not)."""
+    from ltvl.tickets.from_sweep import eval_ticket
+
+    now, recorded, same_data = eval_ticket(directory, data)
+    console.print(f"metric {now['metric']:.4f} (recorded {recorded['metric']:.4f}"
+                  f"{'' if same_data else ', on another dataset'})", highlight=False)
+    if same_data and now != recorded:
+        err.print("[bold red]the ticket does not reproduce its recorded metrics on its own dataset[/] "
+                  f"(now {now}, recorded {recorded})", highlight=False)
+        raise typer.Exit(1)
