@@ -26,6 +26,16 @@ def test_the_cubic_ramp_is_zhu_and_gupta_s():
     assert gradual_prunes(8, 0.75) == [(k, 0.75 * (1 - (1 - k / 6) ** 3)) for k in range(1, 7)]
 
 
+def test_a_gmp_round_reports_its_ramp_s_target_not_its_dense_start():
+    from ltvl.pruning.gradual import GradualEnforcer
+
+    model = make_toy_model(0)
+    weights = {n: p.detach() for n, p in select_prunable(model, PrunableSpec()).items()}
+    enforcer = GradualEnforcer(model, Mask.dense_like(weights), gradual_prunes(8, 0.75), lambda w, m, s: m)
+    assert enforcer.mask.sparsity == 0.0 and enforcer.target == pytest.approx(0.75)  # the progress line's "→"
+    enforcer.remove()
+
+
 def test_a_gradual_round_equals_the_same_ramp_done_by_hand_in_segments(tmp_path):
     spec = ChainSpec(train=TRAIN, schedule=Schedule("gradual", target_sparsity=0.75), prunable=PrunableSpec(),
                      context=CONTEXT)

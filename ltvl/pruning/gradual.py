@@ -52,6 +52,11 @@ class GradualEnforcer(MaskEnforcer):
         self.mask = mask
         self.apply_()
 
+    @property
+    def target(self) -> float:
+        """The sparsity the ramp ends at (what the round trains to; its mask starts dense)."""
+        return max(self.at.values(), default=self.start.sparsity)
+
     def final_mask(self) -> Mask:
         """The run's last mask, its parent the mask the run started from (the steps between are not stored)."""
         meta = {**self.mask.metadata, "gradual_prunes": len(self.at), "pruned_at_steps": sorted(self.at)}

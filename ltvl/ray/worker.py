@@ -100,8 +100,9 @@ def _with_progress(train_fn, progress: RoundProgress, steps: int):
 
     def wrapped(model, **kw):
         start, until, enforcer = kw.get("start"), kw.get("until"), kw.get("enforcer")
+        target = getattr(enforcer, "target", None) if enforcer is not None else None  # a GMP ramp's end
         progress.begin(start.step if start is not None else 0, steps if until is None else until,
-                       enforcer.mask.sparsity if enforcer is not None else None)
+                       target if target is not None else enforcer.mask.sparsity if enforcer is not None else None)
         return train_fn(model, **kw)
 
     return wrapped
