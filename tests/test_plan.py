@@ -73,13 +73,44 @@ def test_the_summary_shows_the_steps_each_chain_actually_trained():
     records = [{"steps_trained": 0, "wall_s": 0.1}, {"steps_trained": 270, "wall_s": 50.0},
                {"steps_trained": 270, "wall_s": 49.0}]  # round 0 from a sibling's dense run: 0 steps here
     cost = _cost(records)
-    assert cost == {"steps_trained": 540, "wall_s": pytest.approx(99.1), "train_flops": 0.0}  # older records
+    assert cost == {"steps_trained": 540, "wall_s": pytest.approx(99.1), "train_flops": 0.0,  # older records
+                    "stored_steps": 540, "stored_flops": 0.0}
     row = ChainSummary("chain:x", "IMP θi@30 · vqa", "vqa", "IMP", "done", 3,
                        [(0, 0.0, 0.76), (1, 0.5, 0.77), (2, 0.75, 0.75)], 0.76, 0.37, 1000.0, "d", **cost)
     buf = io.StringIO()
     print_summary([row], "exp", 0.99, Console(file=buf, width=240))
     assert "steps trained" in buf.getvalue() and "│ 540 " in buf.getvalue()
     assert "cost of this run: 540 optimizer steps, —," in buf.getvalue() and "FLOPs not counted" in buf.getvalue()
+
+
+def test_a_run_that_replays_stored_rounds_is_charged_only_for_the_rounds_it_wrote(tmp_path):
+    import io
+    import os
+    import time
+
+    from rich.console import Console
+
+    from ltvl.sweep.summary import ChainSummary, _cost, print_summary
+
+    paths = [tmp_path / f"{r:03d}.json" for r in range(3)]
+    for p in paths:
+        p.write_text("{}")
+    since = time.time()
+    for p in paths[:2]:  # written by an earlier run
+        os.utime(p, (since - 3600, since - 3600))
+    os.utime(paths[2], (since + 1, since + 1))  # by this one
+    records = [{"steps_trained": 300, "wall_s": 80.0, "train_flops": 3e12},
+               {"steps_trained": 300, "wall_s": 90.0, "train_flops": 3e12},
+               {"steps_trained": 300, "wall_s": 95.0, "train_flops": 3e12}]
+    cost = _cost(records, paths, since)
+    assert (cost["steps_trained"], cost["wall_s"], cost["stored_steps"]) == (300, 95.0, 900)
+    row = ChainSummary("chain:x", "IMP · vqa", "vqa", "IMP", "done", 3,
+                       [(0, 0.0, 0.76), (1, 0.5, 0.77), (2, 0.75, 0.75)], 0.76, 0.37, 1000.0, "d", **cost)
+    buf = io.StringIO()
+    print_summary([row], "exp", 0.99, Console(file=buf, width=240))
+    out = buf.getvalue()
+    assert "cost of this run: 300 optimizer steps, 3 TFLOP, 1.6 min" in out
+    assert "all rounds of these chains, whichever run computed them: 900 optimizer steps, 9 TFLOP" in out
 
 
 def test_a_sweep_recorded_before_the_keep_rename_resumes_under_the_new_word(tmp_path):

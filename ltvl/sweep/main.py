@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -210,6 +211,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
     from ltvl.tracking.mlflow_lineage import deep_link, ui_command
     from ltvl.tracking.sender import LineageSender
 
+    started = time.time()  # rounds whose records are written from now on are this run's work
     cap = cluster_capacity()
     size = (f"autoscaling, {cap.describe()}" if cap.autoscaling else
             f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs")
@@ -238,7 +240,7 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
         _, planned, extra = sweep_points(cfg, space)
         outcomes += not_started(outcomes, planned + extra if not cfg.search.space else [], root)
     rows = chain_summaries(outcomes, root, early_stop=opts.early_stop.kind != "off",
-                           interrupted=interrupted.is_set())
+                           interrupted=interrupted.is_set(), since=started)
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
     print_summary(rows, cfg.name, cfg.keep, console, note)
     for line in notes:

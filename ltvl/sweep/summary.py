@@ -37,9 +37,13 @@ class ChainSummary:
     dense_sha: str = ""  # the dense run it shares with its siblings (and its 100%-sparse control)
     sparse100: float | None = None  # that dense run's 100%-sparse control, where the sweep ran one
     mlflow_rounds: int | None = None  # rounds MLflow holds (None: not asked, or did not answer)
-    steps_trained: int = 0  # optimizer steps its rounds ran (0 for a round replayed or read from the dense run)
-    wall_s: float = 0.0  # seconds its rounds took where they ran
-    train_flops: float = 0.0  # FLOPs its rounds counted (ltvl.core.cost)
+    # what this run computed: rounds whose records it wrote (a replayed round costs nothing now); the
+    # shared dense run counts once, in the round 0 of the chain that trained it
+    steps_trained: int = 0  # optimizer steps
+    wall_s: float = 0.0  # seconds they took where they ran
+    train_flops: float = 0.0  # FLOPs they counted (ltvl.core.cost)
+    stored_steps: int = 0  # every stored round's, whichever run computed it
+    stored_flops: float = 0.0
     checked: int = 0  # rounds whose ticket invariants were measured (ltvl.core.invariants)
     breaches: list[str] = field(default_factory=list)  # "round r: …" for each round where one failed
 
@@ -69,13 +73,15 @@ class ChainSummary:
 
 
 def chain_summaries(outcomes: list[TrialOutcome], root: str | Path, *, early_stop: bool,
-                    interrupted: bool) -> list[ChainSummary]:
-    """One row per chain or ticket trial of the sweep, its rounds read from its store."""
+                    interrupted: bool, since: float | None = None) -> list[ChainSummary]:
+    """One row per chain or ticket trial of the sweep, its rounds read from its store. ``since``: when
+    this run started (a round whose record is older was replayed: it cost this run nothing)."""
     rows = []
     for t in outcomes:
         if t.stage == "dense" or not t.config:
             continue
-        row = _ticket_row(t, root) if t.config.get("ticket") or _params(t.config).get("ticket") else _chain_row(t, root)
+        ticket = t.config.get("ticket") or _params(t.config).get("ticket")
+        row = _ticket_row(t, root, since) if ticket else _chain_row(t, root, since)
         if t.failure is not None:
             row.status = FAILED
         elif len(row.rounds) >= row.planned:
@@ -100,7 +106,7 @@ def _params(config: dict) -> dict:
     return trial_params(config)
 
 
-def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
+def _chain_row(t: TrialOutcome, root: str | Path, since: float | None = None) -> ChainSummary:
     from ltvl.core.imp import ChainStore
     from ltvl.ray.space import trial_job
     from ltvl.tracking.records import arm, chain_name
@@ -116,11 +122,12 @@ def _chain_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
         planned = len(records)  # … and done once its search has settled the answer
     return ChainSummary(f"chain:{store.sha256}", chain_name(job), job.params.task, arm(job), "",
                         planned, rounds, dense, first["metrics"].get("majority_metric"),
-                        first["metrics"].get("n"), first.get("dense_sha256") or "", **_cost(records),
+                        first["metrics"].get("n"), first.get("dense_sha256") or "",
+                        **_cost(records, [store.round_path(rec["round"]) for rec in records], since),
                         **_checks(records))
 
 
-def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
+def _ticket_row(t: TrialOutcome, root: str | Path, since: float | None = None) -> ChainSummary:
     from ltvl.core.store import read_record
     from ltvl.core.ticket_chain import TicketStore
     from ltvl.params.resolve import ticket_plan
@@ -136,19 +143,27 @@ def _ticket_row(t: TrialOutcome, root: str | Path) -> ChainSummary:
         return row
     store = TicketStore(root, spec, writer=False)
     row.key, row.planned = f"ticket:{store.sha256}", len(sources)
-    records = [read_record(store.round_path(s.round)) for s in sources if store.round_path(s.round).exists()]
+    paths = [store.round_path(s.round) for s in sources if store.round_path(s.round).exists()]
+    records = [read_record(p) for p in paths]
     row.rounds = [_round(rec) for rec in records]
-    for k, v in {**_cost(records), **_checks(records)}.items():
+    for k, v in {**_cost(records, paths, since), **_checks(records)}.items():
         setattr(row, k, v)
     return row
 
 
-def _cost(records: list[dict]) -> dict:
-    """What a chain's rounds cost where they were computed: optimizer steps and wall seconds (the
-    shared dense run counts once, in the round 0 of the chain that trained it)."""
-    return {"steps_trained": sum(int(r.get("steps_trained") or 0) for r in records),
-            "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records),
-            "train_flops": sum(float(r.get("train_flops") or 0.0) for r in records)}
+def _cost(records: list[dict], paths: list[Path] | None = None, since: float | None = None) -> dict:
+    """What a chain's rounds cost where they were computed: optimizer steps, wall seconds and FLOPs
+    (the shared dense run counts once, in the round 0 of the chain that trained it), of the rounds
+    this run wrote (record files from ``since`` on; all of them without ``since``), and of all."""
+    def fresh(i: int) -> bool:
+        return since is None or paths is None or paths[i].stat().st_mtime >= since
+
+    now = [r for i, r in enumerate(records) if fresh(i)]
+    return {"steps_trained": sum(int(r.get("steps_trained") or 0) for r in now),
+            "wall_s": sum(float(r.get("wall_s") or 0.0) for r in now),
+            "train_flops": sum(float(r.get("train_flops") or 0.0) for r in now),
+            "stored_steps": sum(int(r.get("steps_trained") or 0) for r in records),
+            "stored_flops": sum(float(r.get("train_flops") or 0.0) for r in records)}
 
 
 def _checks(records: list[dict]) -> dict:
@@ -233,6 +248,11 @@ def print_summary(rows: list[ChainSummary], experiment: str, p: float, console: 
     console.print("cost of this run: " + cost_line(sum(c.steps_trained for c in rows),
                                                      sum(c.train_flops for c in rows), sum(c.wall_s for c in rows)),
                   highlight=False)
+    stored = sum(c.stored_steps for c in rows)
+    if stored != sum(c.steps_trained for c in rows):  # some rounds were replayed from an earlier run
+        console.print(f"all rounds of these chains, whichever run computed them: {stored:,} optimizer steps, "
+                      f"{human_flops(sum(c.stored_flops for c in rows))} (this run replayed the rest)",
+                      highlight=False)
     for line in uncertainty_lines(rows, p):
         console.print(line, highlight=False)
     for line in invariant_lines(rows):
