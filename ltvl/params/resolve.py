@@ -172,6 +172,10 @@ def resolve_chain(raw: Mapping[str, Any], where: str = "params", data_path: str 
     if p.layers == LAYERS_PRESET:  # the depth the preset builds by default, as a number (or None: all)
         p = dataclasses.replace(p, layers=preset.default_layers)
     random_init = p.checkpoint == RANDOM_INIT
+    if p.checkpoint and not random_init:  # an exported ticket's directory: its backbone and tokenizer, verified
+        from ltvl.tickets.reuse import checkpoint_of, tokenizer_of
+        p = dataclasses.replace(p, checkpoint=checkpoint_of(p.checkpoint, f"{where}.checkpoint"),
+                                tokenizer=p.tokenizer or tokenizer_of(p.checkpoint))
     backbone = BackboneSpec(p.preset, None if random_init else p.checkpoint, p.layers, p.seed, p.pooling,
                             p.tokenizer, p.custom_size, p.allow_missing)
     facts = preflight(backbone, p.max_len, where, random_init)
@@ -203,10 +207,13 @@ def resolve_ticket(raw: Mapping[str, Any], where: str = "params", data_path: str
         source = resolve_chain({k: v for k, v in src.items() if k not in TICKET_KEYS}, f"{where}.source")
         return TicketJob(p, target, baseline, source, source.params.task, prime_sha256=prime)
     if isinstance(src, list) and src and all(isinstance(m, str) for m in src):
-        return TicketJob(p, target, baseline, None, "masks", tuple(src), prime_sha256=prime)
+        from ltvl.tickets.reuse import mask_of  # an exported ticket's directory: its mask, verified first
+        masks = tuple(mask_of(m, f"{where}.source") for m in src)
+        return TicketJob(p, target, baseline, None, "masks", masks, prime_sha256=prime)
     raise LtvlError(f"ticket source must be a chain's params or a list of mask files, got {src!r}",
                     where=f"{where}.source",
-                    fix="e.g. source: {task: vqa, rewind_step: 0} or source: [a.mask.safetensors, …]")
+                    fix="e.g. source: {task: vqa, rewind_step: 0}, or source: [a.mask.safetensors, …] (mask files or "
+                        "directories of `ltvl ticket export`)")
 
 
 def _prime(p: ChainParams, baseline: Baseline, target: ChainJob, where: str) -> str:

@@ -101,8 +101,9 @@ class ChainParams:
                                      "presets: all)", DENSE, int, nullable=True, low=1, recipe=True, context=True,
                                      keywords=(LAYERS_PRESET,))
     checkpoint: str | None = param(None, "backbone weights for base presets: UNITER's .pt, a transformers directory "
-                                   "(BERT, LXMERT, ViLT; .safetensors or .bin) or airsplay's *_LXRT.pth; identified "
-                                   "by its content; `random` = a base preset from its seeded random init",
+                                   "(BERT, LXMERT, ViLT; .safetensors or .bin), airsplay's *_LXRT.pth, or a directory "
+                                   "of `ltvl ticket export` (verified; its tokenizer too); identified by its content; "
+                                   "`random` = a base preset from its seeded random init",
                                    DENSE, str, nullable=True, recipe=True, context=True, keywords=(RANDOM_INIT,))
     tokenizer: str | None = param(None, "tokenizer directory (vocab.txt); default: the one beside the checkpoint, or "
                                   "bert-base-uncased (MiniLM's copy) for models with that vocabulary", DENSE, str,
@@ -184,7 +185,8 @@ class ChainParams:
     # tickets: re-train every pruned round's mask of `source` with baseline `ticket` on this task
     ticket: str | None = param(None, "baseline to train on another chain's masks", TICKET, str, nullable=True,
                                choices=_baselines)
-    source: Any = param(None, "the masks' chain (its params) or a list of mask files", TICKET, (dict, list),
+    source: Any = param(None, "the masks' chain (its params), or a list of mask files or directories of "
+                              "`ltvl ticket export` (verified)", TICKET, (dict, list),
                         nullable=True)
     prime_checkpoint: str | None = param(None, "θ'0's weights, for ticket theta0_prime: a BERT checkpoint (loaded into "
                                          "the encoder by BERT's names) or one of the preset's own model; identified "

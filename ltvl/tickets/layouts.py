@@ -6,7 +6,8 @@
   ``uniter/`` holds UNITER's key layout (``uniter.embeddings…``, ``uniter.img_embeddings…``,
   ``uniter.encoder…``, ``uniter.pooler…``, as ChenRocks/UNITER's ``UniterModel.from_pretrained``
   reads a state dict) in safetensors and as the ``.pt`` tensor dict UNITER's code ``torch.load``s,
-  beside UNITER's config JSON (its ``config/uniter-base.json`` keys); ``bert/`` is the text encoder
+  beside UNITER's config JSON (its ``config/uniter-base.json`` keys) named as the weights are, so
+  ltvl's own checkpoint inspection finds it too; ``bert/`` is the text encoder
   alone as a transformers ``BertModel`` directory.
 
 Pruned weights are exactly +0.0 in every file. A new backbone kind is one writer and one line in
@@ -54,7 +55,7 @@ def write_uniter(backbone: nn.Module, out: Path) -> list[Path]:
     save_file(state, str(uniter / "uniter.safetensors"), metadata={"format": "pt"})
     torch.save(state, uniter / "uniter.pt")  # tensors only: torch.load(..., weights_only=True) reads it
     cfg = backbone.config.to_dict()
-    (uniter / "uniter-config.json").write_text(json.dumps({k: cfg[k] for k in UNITER_CONFIG_KEYS}, indent=2) + "\n")
+    (uniter / "uniter.json").write_text(json.dumps({k: cfg[k] for k in UNITER_CONFIG_KEYS}, indent=2) + "\n")
     bert = BertModel(backbone.config, add_pooling_layer=True)
     missing, unexpected = bert.load_state_dict({k: v for k, v in backbone.state_dict().items()
                                                 if k.startswith(("embeddings.", "encoder.", "pooler."))}, strict=False)
