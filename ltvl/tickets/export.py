@@ -80,7 +80,7 @@ def write_ticket(model: nn.Module, mask: Mask, kind: str, facts: dict[str, Any],
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_backbone(kind, model.backbone, tmp)
+        write_backbone(kind, model.backbone, tmp, model.head, facts.get("task"))
         save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
                   str(tmp / "head.safetensors"))
         (tmp / "head.json").write_text(json.dumps({"modules": describe_head(model.head), "labels": labels or []},

@@ -34,15 +34,22 @@ def _save_transformers(model: nn.Module, out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.is_file())
 
 
-def write_vilt(backbone: nn.Module, out: Path) -> list[Path]:
+def write_vilt(backbone: nn.Module, out: Path, head: nn.Module | None = None, task: str | None = None) -> list[Path]:
     return _save_transformers(backbone.vilt, out / "model")
 
 
-def write_lxmert(backbone: nn.Module, out: Path) -> list[Path]:
+def write_lxmert(backbone: nn.Module, out: Path, head: nn.Module | None = None, task: str | None = None,
+                 ) -> list[Path]:
     return _save_transformers(backbone.lxmert, out / "model")
 
 
-def write_uniter(backbone: nn.Module, out: Path) -> list[Path]:
+# task -> the head's name in ChenRocks/UNITER's fine-tuning model, where our head is the same modules
+# (model/vqa.py: vqa_output = Linear(h, 2h), GELU (erf), LayerNorm(2h, eps 1e-12), Linear(2h, answers))
+UNITER_HEADS = {"vqa": "vqa_output."}
+
+
+def write_uniter(backbone: nn.Module, out: Path, head: nn.Module | None = None, task: str | None = None,
+                 ) -> list[Path]:
     import json
 
     from safetensors.torch import save_file
@@ -50,6 +57,9 @@ def write_uniter(backbone: nn.Module, out: Path) -> list[Path]:
 
     state = {f"uniter.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()
              if not k.endswith(("position_ids", "token_type_ids"))}  # derived buffers, never in UNITER's files
+    # UNITER pools the [CLS] state: with that pooling our head is its head, and its own model loads all
+    if head is not None and task in UNITER_HEADS and getattr(backbone, "pooling", "cls") == "cls":
+        state.update({UNITER_HEADS[task] + k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
     uniter = out / "uniter"
     uniter.mkdir(parents=True, exist_ok=True)
     save_file(state, str(uniter / "uniter.safetensors"), metadata={"format": "pt"})
@@ -73,15 +83,17 @@ KEYS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "lxmert": (("model/model.safetensors", "backbone.lxmert.", ""),),
     "vilt": (("model/model.safetensors", "backbone.vilt.", ""),),
 }
-WRITERS: dict[str, Callable[[nn.Module, Path], list[Path]]] = {
+WRITERS: dict[str, Callable[..., list[Path]]] = {
     "uniter": write_uniter, "lxmert": write_lxmert, "vilt": write_vilt}
 
 
-def write_backbone(kind: str, backbone: nn.Module, out: Path) -> list[Path]:
-    """Write ``backbone`` (pruned weights already +0.0) under ``out`` in ``kind``'s layout; the files."""
+def write_backbone(kind: str, backbone: nn.Module, out: Path, head: nn.Module | None = None,
+                   task: str | None = None) -> list[Path]:
+    """Write ``backbone`` (pruned weights already +0.0) under ``out`` in ``kind``'s layout, with the task
+    ``head`` where the layout's own model has it; the files."""
     if kind not in WRITERS:
         raise LtvlError(f"no export layout for backbone kind {kind!r}", where="export", fix=f"one of {list(WRITERS)}")
-    return WRITERS[kind](backbone, out)
+    return WRITERS[kind](backbone, out, head, task)
 
 
 def file_key(kind: str, relpath: str, name: str) -> str | None:
