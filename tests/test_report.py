@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from ltvl.params.resolve import resolve
 from ltvl.pruning import Mask, prune_to_sparsity, save_mask
 from ltvl.report.build import build_report
+from ltvl.report.where import kind_iou
 from ltvl.tracking.mlflow_lineage import LineageTracker
 from ltvl.tracking.records import chain_ops, dense_ops, round_op
 from ltvl.util.errors import LtvlError
@@ -193,6 +194,13 @@ def test_report_tables_match_an_independent_computation(study):
     got = {(r["sparsity"], r["a"], r["b"]): float(r["iou"]) for r in iou}
     assert got[("50.0%", "gqa", "vqa")] == pytest.approx(gqa_masks[1].iou(vqa_masks[1]))
     assert got[("75.0%", "vqa", "vqa")] == pytest.approx(1.0)
+
+    seeds = {(r["arm"], r["a"], r["b"]): r for r in _rows(tmp / "out" / "where_iou_seeds.csv") if r["task"] == "vqa"}
+    imp01 = seeds[("IMP", "seed 0", "seed 1")]  # IMP's masks of seeds 0 and 1 (mask seeds 0, 1) at the same level
+    level = [f"{x:.1%}" for x in SPARSITIES].index(imp01["sparsity"])
+    want = kind_iou(_masks(tmp / "x", 0)[0][level], _masks(tmp / "x", 1)[0][level])
+    assert {k: float(imp01[k]) for k in want} == pytest.approx({k: round(v, 3) for k, v in want.items()})
+    assert ("IMP", "seed 0", "seed 2") in seeds and ("IMP", "seed 1", "seed 2") in seeds
 
     for png in ("curves_vqa.png", "rewind_vqa.png", "curves_gqa.png", "at_vqa.png"):
         img = matplotlib.image.imread(tmp / "out" / png)

@@ -118,7 +118,8 @@ def frontier_section(rounds: pd.DataFrame, dense: pd.DataFrame, p: float, min_se
 
 def where_section(records: Records, rounds: pd.DataFrame, out: Path, files: list[Path]) -> list[str]:
     """Per arm, the sparsity per layer and module kind at the highest sparsity most arms reach, as
-    heatmaps, and the IoU per module kind of every pair of arms' masks there (one seed: the lowest)."""
+    heatmaps, and the IoU per module kind of every pair of arms' masks there (one seed: the lowest),
+    and of every pair of one arm's seeds (how stable its choice is)."""
     from ltvl.pruning import load_mask
     from ltvl.report.where import group_sparsity, kind_iou
 
@@ -129,7 +130,8 @@ def where_section(records: Records, rounds: pd.DataFrame, out: Path, files: list
         return md + ["_no pruned masks._", ""]
     reach = arms.groupby("sparsity")["line"].nunique()
     s = max(reach[reach == reach.max()].index)
-    at = arms[arms["sparsity"] == s].sort_values("seed").groupby(["task", "line"]).head(1)
+    every_seed = arms[arms["sparsity"] == s].sort_values("seed").groupby(["task", "line", "seed"]).head(1)
+    at = every_seed.groupby(["task", "line"]).head(1)
     md += [f"At {s:.1%} sparsity (reached by {int(reach.max())} arm(s)), seed with the lowest number per arm: "
            "the share of each layer's module kind that is pruned, and where two arms' kept weights overlap.", ""]
     rows = []
@@ -146,11 +148,25 @@ def where_section(records: Records, rounds: pd.DataFrame, out: Path, files: list
             names = sorted(masks)
             rows += [{"task": task, "a": a, "b": b, **{k: round(v, 3) for k, v in kind_iou(masks[a], masks[b]).items()}}
                      for i, a in enumerate(names) for b in names[i + 1:]]
+        seed_rows = []
+        for (task, line), g in every_seed.groupby(["task", "line"]):
+            if len(g) < 2:
+                continue
+            by_seed = {int(r["seed"]): load_mask(download_mask(records.uri, r["run_id"], r["mask_sha256"], tmp))
+                       for _, r in g.iterrows()}
+            seeds = sorted(by_seed)
+            seed_rows += [{"task": task, "arm": line, "sparsity": f"{s:.1%}", "a": f"seed {a}", "b": f"seed {b}",
+                           **{k: round(v, 3) for k, v in kind_iou(by_seed[a], by_seed[b]).items()}}
+                          for i, a in enumerate(seeds) for b in seeds[i + 1:]]
     md.append("")
     if rows:
         iou = pd.DataFrame(rows)
         files.append(_csv(iou, out / "where_iou.csv"))
         md += ["### IoU of kept weights per module kind, between arms", "", _md_table(iou)]
+    if seed_rows:
+        seeds_iou = pd.DataFrame(seed_rows)
+        files.append(_csv(seeds_iou, out / "where_iou_seeds.csv"))
+        md += ["", "### IoU of kept weights per module kind, between one arm's seeds", "", _md_table(seeds_iou)]
     return md
 
 
