@@ -188,3 +188,50 @@ def test_a_ticket_of_the_sweep_exports_verifies_and_scores_again(swept, tmp_path
     readme.write_text(readme.read_text().replace("IMP", "a better arm", 1))
     res = runner.invoke(app, ["ticket", "verify", str(out)])
     assert res.exit_code == 1 and "README.md: differs from the card" in res.output
+
+
+def test_the_sweep_s_tickets_are_registered_listed_on_the_models_page_and_exported_back(swept, tmp_path,
+                                                                                        monkeypatch):
+    """#34 item 4 on a real `mlflow server`: each chain's ticket is a model version with its card and mask
+    as artifacts and tags for arm, sparsity, metric and dense run; registering again adds nothing; the
+    Models page lists the tickets; `ltvl ticket export models:/NAME/VERSION` trains the weights again and
+    the export verifies and scores its recorded metrics."""
+    from mlflow import MlflowClient
+
+    from ltvl.plan.config import load_config
+    from ltvl.tickets.from_sweep import eval_ticket, export_from_registry
+    from ltvl.tickets.registry import register_sweep
+
+    server, log, tmp = swept
+    monkeypatch.setenv("LTVL_HOME", str(tmp / "home"))
+    config = str(REPO / "tests" / "configs" / "tiny_rewind_grid.yaml")
+    # keep 0: every chain's sparsest round is its answer (the sweep registered those keeping 99%, if any)
+    cfg = load_config("rewind_grid", config, [f"tracking_uri={server.uri}", "name=ui-sweep", "grid.rewind_step=[0]",
+                                              "keep=0.0"])
+    register_sweep(cfg, server.uri)
+    assert register_sweep(cfg, server.uri) == []  # idempotent: a re-run never duplicates a version
+    client = MlflowClient(server.uri, registry_uri=server.uri)
+    versions = {(mv.name, mv.tags["ltvl.round"]): mv for mv in client.search_model_versions("name LIKE 'ui-sweep.%'")}
+    assert {name for name, _ in versions} == {"ui-sweep.vqa.IMP", "ui-sweep.vqa.RP"}
+    imp = versions[("ui-sweep.vqa.IMP", "2")]
+    assert imp.tags["ltvl.arm"] == "IMP" and float(imp.tags["ltvl.sparsity"]) == pytest.approx(0.75)
+    assert {"ltvl.metric", "ltvl.dense", "ltvl.chain", "ltvl.mask_sha256", "ltvl.verdict"} <= set(imp.tags)
+    assert "## Lineage" in imp.description
+    arts = {a.path for a in client.list_artifacts(imp.run_id, "ticket-round-2")}
+    assert {"ticket-round-2/README.md", "ticket-round-2/mask.safetensors", "ticket-round-2/ticket.json"} <= arts
+
+    out = export_from_registry(server.uri, f"models:/ui-sweep.vqa.IMP/{imp.version}", tmp_path / "ticket")
+    from ltvl.tickets.export import verify_ticket
+    assert verify_ticket(out) == []
+    now, recorded, same_data = eval_ticket(out)
+    assert same_data and now == recorded and recorded["metric"] == pytest.approx(float(imp.tags["ltvl.metric"]))
+
+    driver = browser(tmp_path / "profile")
+    try:
+        driver.get(f"{server.uri}/#/models")
+        wait_for(driver, lambda d: "ui-sweep.vqa.IMP" in body(d) and "ui-sweep.vqa.RP" in body(d),
+                 "the registered tickets on the Models page")
+        shots = Path(os.environ.get("LTVL_SCREENSHOTS", tmp_path))
+        driver.save_screenshot(str(shots / "mlflow-models.png"))
+    finally:
+        driver.quit()

@@ -158,3 +158,13 @@ def test_an_export_never_overwrites_and_leaves_nothing_half_written(tmp_path, mo
     with pytest.raises(RuntimeError, match="disk full"):
         write_ticket(model, mask, "lxmert", FACTS, tmp_path / "t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_registered_model_names_are_ascii_and_parse_as_models_uris():
+    from ltvl.tickets.registry import model_name
+
+    assert model_name("rewind-grid", "vqa", "IMP") == "rewind-grid.vqa.IMP"
+    assert model_name("rewind-grid", "vqa", "IMP θi@30") == "rewind-grid.vqa.IMP-thetai-at-30"
+    assert model_name("s", "nlvr2", "θ''0") == "s.nlvr2.theta0-shuffled"
+    assert model_name("s", "vqa", "SparseGPT (one-shot) + fine-tune") == "s.vqa.SparseGPT-one-shot-plus-fine-tune"
+    assert model_name("s", "vqa", "AT-IMP ε=0.01").isascii()

@@ -19,21 +19,34 @@ def register(app: typer.Typer) -> None:
 
 @ticket_app.command("export")
 def export(
-    config: Annotated[str, typer.Argument(metavar="CONFIG", help="the sweep's config file or shipped name")],
-    chain: Annotated[str, typer.Option(help="the chain's hash (a prefix: `ltvl sweep validate CONFIG` lists them)")],
+    config: Annotated[str, typer.Argument(metavar="CONFIG|models:/NAME/VERSION",
+                                          help="the sweep's config file or shipped name, or a registered ticket")],
     out: Annotated[Path, typer.Option(help="a new directory to write the ticket to")],
+    chain: Annotated[Optional[str], typer.Option(help="with CONFIG: the chain's hash (a prefix: `ltvl sweep "
+                                                      "validate CONFIG` lists them)")] = None,
     round_: Annotated[Optional[int], typer.Option("--round", help="the round to export")] = None,
     keep: Annotated[Optional[float], typer.Option(help="instead of --round: the sparsest round keeping this "
                                                        "fraction of dense, e.g. 0.99")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
                                                       help="the same overrides the sweep ran with")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="with models:/…: the MLflow that registered it "
+                                                             "(default: the local sqlite store)")] = None,
 ) -> None:
     """Train a finished round of a sweep's chain again (held to its record) and write it as a directory:
     the backbone in its ecosystem's layout, head, tokenizer, mask, compact sparse weights, model card."""
-    from ltvl.tickets.from_sweep import export_from_sweep
+    from ltvl.tickets.from_sweep import export_from_registry, export_from_sweep
+    from ltvl.util.errors import LtvlError
 
-    path = export_from_sweep(config, list(set_ or ()), chain, out, round_, keep,
-                             say=lambda s: console.print(s, highlight=False))
+    say = lambda s: console.print(s, highlight=False)  # noqa: E731
+    if config.startswith("models:/"):
+        from ltvl.tracking.mlflow_lineage import default_tracking_uri
+
+        path = export_from_registry(tracking_uri or default_tracking_uri(), config, out, say)
+    else:
+        if not chain:
+            raise LtvlError("which chain of the sweep?", where="--chain",
+                            fix=f"`ltvl sweep validate {config}` lists every chain's hash")
+        path = export_from_sweep(config, list(set_ or ()), chain, out, round_, keep, say)
     console.print(f"ticket written to {path} (README.md is its card; `ltvl ticket verify {path}` checks it)",
                   highlight=False)
 

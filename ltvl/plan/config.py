@@ -63,6 +63,8 @@ KEY_DOCS = {
     "keep": "the fraction of dense a ticket must keep: the summary's line, its verdicts and MLflow's "
             "best_sparsity_p<keep> (formerly report_p)",
     "controls": "add a 100%-sparse control chain per dense run (docs/guide/controls.md)",
+    "register": "register each chain's ticket (the sparsest round keeping `keep` of dense) in MLflow's Model "
+                "Registry, with its card and mask (docs/guide/tickets.md)",
     "retry_unlearned": "re-seed a dense run that does not beat the majority answer, up to N times",
     "seed_informed": "adaptive chains that differ only in seed: the first seed searches, the others start at "
                      "its answer (docs/results/cost-to-ticket.md)",
@@ -89,6 +91,7 @@ class SweepConfig:
     root: str | None = None  # chain stores; default LTVL_HOME/sweeps/<name>/chains
     storage: str | None = None  # Ray storage; default LTVL_HOME/sweeps/<name>/ray
     keep: float = 0.99  # the fraction of dense a ticket must keep (the summary's line; formerly report_p)
+    register: bool = True  # each chain's answer as a model version in MLflow's Model Registry (ltvl.tickets.registry)
     # SPEC §7: a 100%-sparse control chain per dense run (ltvl.plan.controls); off only to save a
     # trial where controls are not the point (fast tests); searches never add them
     controls: bool = True
@@ -340,6 +343,9 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
         raise LtvlError(f"this entry point runs {kind!r} sweeps, not {cfg.kind!r}", where="kind",
                         fix=f"run sweeps/{cfg.kind}.py for a {cfg.kind} sweep")
     refuse_unfilled(cfg, scale)
+    # how to run this config again (the model cards' command); not a config key, not in its identity
+    cfg.origin = [str(path) if path is not None else kind, *(["--scale", scale] if scale else []),
+                  *[a for item in overrides for a in ("--set", item)]]
     return cfg
 
 

@@ -18,7 +18,7 @@ from ltvl.util.errors import LtvlError
 
 RECORD = "plan.json"
 # keys that change how a sweep runs, never what it computes: a resume may change them
-HOW = ("resources", "tracking_uri", "storage", "root", "scales", "name", "keep", "report_p")
+HOW = ("resources", "tracking_uri", "storage", "root", "scales", "name", "keep", "report_p", "register")
 RENAMED = {"early_stop.p": "early_stop.keep"}  # a plan recorded before a rename compares under the new word
 
 

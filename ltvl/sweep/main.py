@@ -198,6 +198,21 @@ def not_started(outcomes: list, points: list[dict], root: Path) -> list:
     return out
 
 
+def register_tickets(cfg: SweepConfig, uri: str, console: Console) -> None:
+    """Each chain's ticket into MLflow's Model Registry (``register: false`` skips it). MLflow being
+    away costs the registry entry, never the sweep: the stores hold everything, the next run registers."""
+    from mlflow.exceptions import MlflowException
+
+    from ltvl.tickets.registry import register_sweep
+
+    try:
+        for line in register_sweep(cfg, uri):
+            console.print(line, highlight=False)
+    except (MlflowException, OSError, LtvlError) as e:
+        console.print(f"[yellow]Model Registry not updated ({type(e).__name__}: {str(e)[:300]}); the next run of "
+                      "this sweep registers its tickets[/]")
+
+
 def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base: Path, root: Path, storage: str,
                 opts, resume: bool, console: Console, tracker, uri: str, drain_s: float, verbose: bool = False) -> int:
     import ray
@@ -243,6 +258,8 @@ def _run_stages(cfg: SweepConfig, space: dict, chains: list[dict], n: int, base:
                            interrupted=interrupted.is_set(), since=started)
     note = add_mlflow_counts(rows, uri, cfg.name) if rows else None
     print_summary(rows, cfg.name, cfg.keep, console, note)
+    if cfg.register and rows and not interrupted.is_set():
+        register_tickets(cfg, uri, console)
     for line in notes:
         console.print(f"[bold yellow]↻ {line}[/]")
     if timeline.peak > 1 or any(timeline.joined_left()):  # a multi-node or autoscaling cluster

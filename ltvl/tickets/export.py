@@ -68,32 +68,37 @@ def describe_head(head: nn.Module) -> list[dict[str, Any]]:
     return out
 
 
-def write_ticket(model: nn.Module, mask: Mask, kind: str, facts: dict[str, Any], out: str | os.PathLike,
+def write_ticket(model: nn.Module | None, mask: Mask, kind: str, facts: dict[str, Any], out: str | os.PathLike,
                  tokenizer: Any = None, labels: list[str] | None = None) -> Path:
-    """Export ``model`` (a trained ticket: VLModel) with ``mask`` to ``out`` (which must not exist)."""
+    """Export ``model`` (a trained ticket: VLModel) with ``mask`` to ``out`` (which must not exist). With
+    ``model=None`` it is the card alone (mask, ticket.json, README.md): what the Model Registry keeps,
+    whose weights ``ltvl ticket export models:/NAME/VERSION`` trains again from the chain store."""
     out = Path(out)
     if out.exists():
         raise LtvlError(f"{out} already exists", where="--out", fix="choose a new directory (an export never "
                                                                       "overwrites)")
-    mask.check_compatible({n: tuple(p.shape) for n, p in model.named_parameters() if n in mask.tensors})
-    zero_pruned(model, mask)
+    if model is not None:
+        mask.check_compatible({n: tuple(p.shape) for n, p in model.named_parameters() if n in mask.tensors})
+        zero_pruned(model, mask)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_backbone(kind, model.backbone, tmp, model.head, facts.get("task"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
-                  str(tmp / "head.safetensors"))
-        (tmp / "head.json").write_text(json.dumps({"modules": describe_head(model.head), "labels": labels or []},
-                                                  indent=2) + "\n")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        state_sha = None
+        if model is not None:
+            write_backbone(kind, model.backbone, tmp, model.head, facts.get("task"))
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
+                      str(tmp / "head.safetensors"))
+            (tmp / "head.json").write_text(json.dumps({"modules": describe_head(model.head),
+                                                       "labels": labels or []}, indent=2) + "\n")
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            state_sha = save_sparse(model.state_dict(), mask, tmp / "weights.sparse.safetensors")
         save_mask(mask, tmp / "mask.safetensors")
-        state_sha = save_sparse(model.state_dict(), mask, tmp / "weights.sparse.safetensors")
         from ltvl.report.where import group_sparsity
 
         groups = group_sparsity(mask)
         manifest = {
-            "format": FORMAT, "kind": kind, **facts,
+            "format": FORMAT, "kind": kind, **facts, "weights": model is not None,
             "mask_sha256": mask.sha256, "state_sha256": state_sha, "sparsity": mask.sparsity,
             "sparsity_by_group": {b: {k: round(float(v), 6) for k, v in row.items() if v == v}
                                   for b, row in groups.iterrows()},
@@ -149,6 +154,10 @@ def render_card(m: dict[str, Any]) -> str:
         lines += [f"| {b} | " + " | ".join(_pct(row.get(k)) for k in kinds) + " |" for b, row in groups.items()]
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [f"| `{f}` | {v['bytes']:,} | `{v['sha256'][:16]}…` |" for f, v in sorted(m["files"].items())]
+    if m.get("weights") is False:
+        lines += ["", "This is the ticket's card and mask, as the Model Registry keeps them; `ltvl ticket export "
+                  "models:/NAME/VERSION --out DIR` trains its weights again from the chain store (held to the "
+                  "recorded metrics) and writes the whole ticket."]
     lines += ["", "`ltvl ticket verify DIR` re-checks every hash, zero and count above.", ""]
     return "\n".join(lines)
 
@@ -184,6 +193,8 @@ def verify_ticket(directory: str | os.PathLike) -> list[str]:
         out.append(f"mask.safetensors is {mask.sha256[:12]}…, {MANIFEST} says {m['mask_sha256'][:12]}…")
     if abs(mask.sparsity - m["sparsity"]) > 1e-12:
         out.append(f"measured sparsity {mask.sparsity:.6%} differs from the stated {m['sparsity']:.6%}")
+    if m.get("weights") is False:  # a card alone (the Model Registry's): no weight files to check
+        return out
     try:
         state, _ = load_sparse(d / "weights.sparse.safetensors")
     except LtvlError as e:

@@ -28,17 +28,34 @@ class Chosen:
     keep: float  # the sweep's p: a ticket "keeps p of dense"
 
 
+def load_sweep(config: str, sets: list[str]):
+    from ltvl.plan.config import config_kind, find_config, load_config
+
+    path = find_config(config)
+    return load_config(config_kind(path), path, sets)
+
+
+def chain_root(cfg) -> Path:
+    from ltvl.util.home import home
+
+    return Path(cfg.root or home() / "sweeps" / cfg.name / "chains")
+
+
+def answer_round(done: list[dict], keep: float) -> int | None:
+    """The sparsest finished pruned round keeping ``keep`` of its dense run (None: none does)."""
+    dense = done[0]["metrics"]["metric"] if done else float("nan")
+    keeps = [d["round"] for d in done[1:] if d["metrics"]["metric"] >= keep * dense]
+    return max(keeps, key=lambda r: done[r]["sparsity"]) if keeps else None
+
+
 def choose(config: str, sets: list[str], chain: str, round_: int | None, keep: float | None) -> Chosen:
     """The chain of ``config`` whose hash starts with ``chain``, and its round (given, or the sparsest
     keeping ``keep`` of dense)."""
     from ltvl.core.imp import ChainStore
     from ltvl.params.resolve import ChainJob
-    from ltvl.plan.config import config_kind, find_config, load_config
     from ltvl.plan.plan import build_plan
-    from ltvl.util.home import home
 
-    path = find_config(config)
-    cfg = load_config(config_kind(path), path, sets)
+    cfg = load_sweep(config, sets)
     plan = build_plan(cfg)
     jobs = [j for j in plan.chains if isinstance(j.job, ChainJob)]
     hits = [j for j in jobs if j.job.chain.sha256.startswith(chain.lower())]
@@ -47,19 +64,21 @@ def choose(config: str, sets: list[str], chain: str, round_: int | None, keep: f
         raise LtvlError(f"{len(hits)} chains of sweep {cfg.name!r} start with {chain!r}", where="--chain",
                         fix=f"give more of a chain hash: {known}")
     hit = hits[0]
-    root = Path(cfg.root or home() / "sweeps" / cfg.name / "chains")
+    root = chain_root(cfg)
     done = ChainStore(root, hit.job.chain, writer=False).finished_rounds()
     if round_ is None:
         if keep is None:
             raise LtvlError("say which round: --round R, or --keep P for the sparsest round keeping P of dense",
                             where="--round/--keep", fix="e.g. --keep 0.99")
-        dense = done[0]["metrics"]["metric"] if done else float("nan")
-        keeps = [d["round"] for d in done[1:] if d["metrics"]["metric"] >= keep * dense]
-        if not keeps:
-            raise LtvlError(f"no finished round of chain {hit.job.chain.short_hash} keeps {keep:g} of dense "
-                            f"({dense:.4f})", where="--keep", fix="lower --keep, or name a --round")
-        round_ = max(keeps, key=lambda r: done[r]["sparsity"])
+        round_ = answer_round(done, keep)
+        if round_ is None:
+            raise LtvlError(f"no finished round of chain {hit.job.chain.short_hash} keeps {keep:g} of dense",
+                            where="--keep", fix="lower --keep, or name a --round")
     return Chosen(hit.job, hit.point, hit.label, root, round_, [j for j in jobs if j is not hit], cfg.keep)
+
+
+def sweep_command(origin: list[str]) -> str:
+    return "ltvl sweep run " + shlex.join(origin)
 
 
 def _commit() -> str | None:
@@ -73,7 +92,7 @@ def _commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def facts_of(c: Chosen, rec: dict, config: str, sets: list[str]) -> dict[str, Any]:
+def facts_of(c: Chosen, rec: dict, command: str) -> dict[str, Any]:
     """What the card says: the result against dense and the controls, the verdict, and the lineage."""
     import ltvl
     from ltvl.core.dense import DenseSpec, DenseStore
@@ -101,7 +120,6 @@ def facts_of(c: Chosen, rec: dict, config: str, sets: list[str]) -> dict[str, An
     controls = [Estimate.of([v], n) for v in (m0.get("majority_metric"), sparse100) if v is not None]
     v = verdict(s, Estimate.of([rec["metrics"]["metric"]], n), Estimate.of([m0["metric"]], n), c.keep,
                 None if random is None else Estimate.of([random], n), controls)
-    command = "ltvl sweep run " + shlex.join([config, *[a for x in sets for a in ("--set", x)]])
     p = c.job.params
     return {
         "name": f"{c.label} — round {c.round}", "arm": arm(c.job), "task": p.task, "preset": p.preset,
@@ -112,13 +130,23 @@ def facts_of(c: Chosen, rec: dict, config: str, sets: list[str]) -> dict[str, An
         "chain_sha256": c.job.chain.sha256, "dense_sha256": c.job.dense.sha256,
         "data_sha256": dense_rec.data_sha256 if dense_rec is not None else None,
         "parent_sha256": rec.get("parent_sha256"), "ltvl_version": ltvl.__version__, "commit": _commit(),
-        "command": f"{command}   # then: ltvl ticket export {shlex.quote(config)} --chain "
-                   f"{c.job.chain.short_hash} --round {c.round}",
+        "command": command, "store": str(c.root),
     }
 
 
 def export_from_sweep(config: str, sets: list[str], chain: str, out: Path, round_: int | None = None,
                       keep: float | None = None, say=print) -> Path:
+    from ltvl.core.imp import ChainStore
+
+    c = choose(config, sets, chain, round_, keep)
+    origin = getattr(load_sweep(config, sets), "origin", [config])
+    done = ChainStore(c.root, c.job.chain, writer=False).finished_rounds()
+    rec = done[c.round] if 1 <= c.round < len(done) else {}  # else retrain_round names what is finished
+    return export_round(c.job, c.root, c.round, facts_of(c, rec, sweep_command(origin)) if rec else {}, out, say)
+
+
+def export_round(job, root: Path, r: int, facts: dict[str, Any], out: Path, say=print) -> Path:
+    """Train round ``r`` of ``job``'s stored chain again (held to its record) and write it with ``facts``."""
     from ltvl.core.imp import retrain_round
     from ltvl.core.train import Trainer
     from ltvl.params.resolve import data_for
@@ -127,20 +155,20 @@ def export_from_sweep(config: str, sets: list[str], chain: str, out: Path, round
     from ltvl.vl.datasets import resolve_dataset
     from ltvl.vl.models.presets import get_preset
 
-    c = choose(config, sets, chain, round_, keep)
     if Path(out).exists():
         raise LtvlError(f"{out} already exists", where="--out", fix="choose a new directory (an export never "
                                                                       "overwrites)")
-    job = c.job.with_data(str(resolve_dataset(data_for(c.job.params))))
+    job = job.with_data(str(resolve_dataset(data_for(job.params))))
     setup = build_vl(job.vl)
     trainer = Trainer(setup.data, job.chain.train)
-    say(f"training round {c.round} of {c.label} again ({job.chain.train.steps} steps) to export its weights")
-    model, mask, rec = retrain_round(job.chain, c.root, c.round, setup.model_factory, trainer.train, trainer.evaluate,
+    say(f"training round {r} of chain {job.chain.short_hash} again ({job.chain.train.steps} steps) to export its "
+        "weights")
+    model, mask, rec = retrain_round(job.chain, root, r, setup.model_factory, trainer.train, trainer.evaluate,
                                      trainer.calibrate)
-    say(f"round {c.round} reproduced its record: metric {rec['metrics']['metric']:.4f} at {mask.sparsity:.2%}, mask "
+    say(f"round {r} reproduced its record: metric {rec['metrics']['metric']:.4f} at {mask.sparsity:.2%}, mask "
         f"{mask.sha256[:12]}")
-    return write_ticket(model, mask, get_preset(job.params.preset).kind, facts_of(c, rec, config, sets), out,
-                        setup.data.tokenizer, setup.info.answers or None)
+    return write_ticket(model, mask, get_preset(job.params.preset).kind, facts, out, setup.data.tokenizer,
+                        setup.info.answers or None)
 
 
 def eval_ticket(directory: str | Path, data: str | None = None) -> tuple[dict, dict, bool]:
@@ -181,3 +209,29 @@ def eval_ticket(directory: str | Path, data: str | None = None) -> tuple[dict, d
 def state_sha(state) -> str:
     from ltvl.util.weights import state_sha256
     return state_sha256(state)
+
+
+GENERATED = ("format", "kind", "weights", "mask_sha256", "state_sha256", "sparsity", "sparsity_by_group", "files")
+
+
+def export_from_registry(uri: str, ref: str, out: Path, say=print) -> Path:
+    """``models:/NAME/VERSION``: its card (verified), its chain resolved again from the card's parameters
+    and held to the card's chain hash, the round trained again from the chain store the card names."""
+    import json
+    import tempfile
+
+    from ltvl.params.resolve import resolve_chain
+    from ltvl.tickets.export import MANIFEST
+    from ltvl.tickets.registry import fetch_card
+
+    with tempfile.TemporaryDirectory() as tmp:
+        card, _mv = fetch_card(uri, ref, Path(tmp))
+        m = json.loads((card / MANIFEST).read_text())
+    job = resolve_chain(m["params"], where=f"{ref} params")
+    if job.chain.sha256 != m.get("chain_sha256"):
+        raise LtvlError(f"{ref}'s parameters resolve to chain {job.chain.short_hash}, its card names "
+                        f"{str(m.get('chain_sha256'))[:16]}: this ltvl computes another chain from them",
+                        where=ref, fix="export with the ltvl version and commit the card names")
+    facts = {k: v for k, v in m.items() if k not in GENERATED}
+    say(f"{ref}: {m.get('name')} (chain store {m.get('store')})")
+    return export_round(job, Path(m["store"]), int(m["round"]), facts, out, say)
