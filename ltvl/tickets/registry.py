@@ -87,7 +87,6 @@ def _chain_run(directory: Path) -> str | None:
 def register(client, name: str, run_id: str, rec: dict, facts: dict[str, Any], mask_path: Path, kind: str):
     """Log the card of round ``rec`` under the run, and make it a version of ``name``."""
     from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     from ltvl.pruning.maskfile import load_mask
     from ltvl.tickets.export import write_ticket
@@ -103,7 +102,8 @@ def register(client, name: str, run_id: str, rec: dict, facts: dict[str, Any], m
     except MlflowException as e:
         if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
             raise
-    source = RunsArtifactRepository.get_underlying_uri(f"runs:/{run_id}/{artifact}")
+    # the run's own artifact location (a runs:/ URI would be resolved against the default tracking URI)
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact}"
     tags = {"ltvl.arm": str(facts.get("arm")), "ltvl.task": str(facts.get("task")),
             "ltvl.sparsity": f"{rec['sparsity']:.6f}", "ltvl.metric": f"{rec['metrics']['metric']:.6f}",
             "ltvl.dense": str(facts.get("dense_sha256")), "ltvl.chain": str(facts.get("chain_sha256")),
