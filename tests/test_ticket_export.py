@@ -168,3 +168,13 @@ def test_registered_model_names_are_ascii_and_parse_as_models_uris():
     assert model_name("s", "nlvr2", "θ''0") == "s.nlvr2.theta0-shuffled"
     assert model_name("s", "vqa", "SparseGPT (one-shot) + fine-tune") == "s.vqa.SparseGPT-one-shot-plus-fine-tune"
     assert model_name("s", "vqa", "AT-IMP ε=0.01").isascii()
+
+
+def test_a_card_s_command_names_a_shipped_config_by_name_and_keeps_the_overrides():
+    from ltvl.plan.config import find_config, load_config
+    from ltvl.tickets.from_sweep import sweep_command
+
+    cfg = load_config("rewind_grid", find_config("rewind_grid"), ["params.steps=3"])
+    assert sweep_command(cfg.origin) == "ltvl sweep run rewind_grid --set params.steps=3"
+    other = load_config("rewind_grid", "tests/configs/tiny_rewind_grid.yaml", [], None)
+    assert sweep_command(other.origin) == "ltvl sweep run tests/configs/tiny_rewind_grid.yaml"

@@ -344,9 +344,18 @@ def load_config(kind: str, path: str | Path | None, overrides: list[str], scale:
                         fix=f"run sweeps/{cfg.kind}.py for a {cfg.kind} sweep")
     refuse_unfilled(cfg, scale)
     # how to run this config again (the model cards' command); not a config key, not in its identity
-    cfg.origin = [str(path) if path is not None else kind, *(["--scale", scale] if scale else []),
+    cfg.origin = [_config_ref(path, kind), *(["--scale", scale] if scale else []),
                   *[a for item in overrides for a in ("--set", item)]]
     return cfg
+
+
+def _config_ref(path: str | Path | None, kind: str) -> str:
+    """How a command names the config: a shipped one by its name (any checkout has it), else its path."""
+    if path is None:
+        return kind
+    shipped = shipped_config_dir()
+    p = Path(path).resolve()
+    return p.stem if shipped is not None and p.parent == shipped.resolve() else str(path)
 
 
 def _set(cfg: SweepConfig, parts: list[str], value: Any, key: str) -> None:
