@@ -178,3 +178,26 @@ def test_a_card_s_command_names_a_shipped_config_by_name_and_keeps_the_overrides
     assert sweep_command(cfg.origin) == "ltvl sweep run rewind_grid --set params.steps=3"
     other = load_config("rewind_grid", "tests/configs/tiny_rewind_grid.yaml", [], None)
     assert sweep_command(other.origin) == "ltvl sweep run tests/configs/tiny_rewind_grid.yaml"
+
+
+def test_an_mlflow_run_names_its_chain_and_round(tmp_path):
+    """`ltvl ticket export CONFIG --run ID`: a round's run names its chain and round, a chain's run its
+    chain only, any other run is refused by name (real MLflow, sqlite)."""
+    from mlflow import MlflowClient
+
+    from ltvl.tickets.from_sweep import run_ref
+    from ltvl.util.errors import LtvlError
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("s")
+    sha = "ab" * 32
+    chain = client.create_run(exp, tags={"ltvl.kind": "chain", "ltvl.key": f"chain:{sha}"}).info.run_id
+    rnd = client.create_run(exp, tags={"ltvl.kind": "round", "ltvl.chain_key": f"chain:{sha}", "ltvl.round": "2",
+                                       "ltvl.key": f"round:{sha}:2"}).info.run_id
+    dense = client.create_run(exp, tags={"ltvl.kind": "dense", "ltvl.key": "dense:" + "cd" * 32}).info.run_id
+    assert run_ref(uri, rnd) == (sha, 2) and run_ref(uri, chain) == (sha, None)
+    with pytest.raises(LtvlError, match="not a chain's or a round's run"):
+        run_ref(uri, dense)
+    with pytest.raises(LtvlError, match="has no run"):
+        run_ref(uri, "0" * 32)

@@ -25,24 +25,28 @@ def export(
     chain: Annotated[Optional[str], typer.Option(help="with CONFIG: the chain's hash (a prefix: `ltvl sweep "
                                                       "validate CONFIG` lists them)")] = None,
     round_: Annotated[Optional[int], typer.Option("--round", help="the round to export")] = None,
+    run: Annotated[Optional[str], typer.Option(help="with CONFIG, instead of --chain/--round: an MLflow run id "
+                                                    "of a chain or of one of its rounds")] = None,
     keep: Annotated[Optional[float], typer.Option(help="instead of --round: the sparsest round keeping this "
                                                        "fraction of dense, e.g. 0.99")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
                                                       help="the same overrides the sweep ran with")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="with models:/…: the MLflow that registered it "
+    tracking_uri: Annotated[Optional[str], typer.Option(help="with models:/… or --run: the MLflow that holds it "
                                                              "(default: the local sqlite store)")] = None,
 ) -> None:
     """Train a finished round of a sweep's chain again (held to its record) and write it as a directory:
     the backbone in its ecosystem's layout, head, tokenizer, mask, compact sparse weights, model card."""
-    from ltvl.tickets.from_sweep import export_from_registry, export_from_sweep
+    from ltvl.tickets.from_sweep import export_from_registry, export_from_sweep, run_ref
+    from ltvl.tracking.mlflow_lineage import default_tracking_uri
     from ltvl.util.errors import LtvlError
 
     say = lambda s: console.print(s, highlight=False)  # noqa: E731
     if config.startswith("models:/"):
-        from ltvl.tracking.mlflow_lineage import default_tracking_uri
-
         path = export_from_registry(tracking_uri or default_tracking_uri(), config, out, say)
     else:
+        if run:
+            chain, named = run_ref(tracking_uri or default_tracking_uri(), run)
+            round_ = round_ if named is None else named
         if not chain:
             raise LtvlError("which chain of the sweep?", where="--chain",
                             fix=f"`ltvl sweep validate {config}` lists every chain's hash")

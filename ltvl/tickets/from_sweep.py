@@ -235,3 +235,24 @@ def export_from_registry(uri: str, ref: str, out: Path, say=print) -> Path:
     facts = {k: v for k, v in m.items() if k not in GENERATED}
     say(f"{ref}: {m.get('name')} (chain store {m.get('store')})")
     return export_round(job, Path(m["store"]), int(m["round"]), facts, out, say)
+
+
+def run_ref(uri: str, run_id: str) -> tuple[str, int | None]:
+    """(chain hash, round) an MLflow run of a sweep names: a round's run its round, a chain's run none
+    (then --round or --keep says which)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient(uri).get_run(run_id)
+    except MlflowException as e:
+        raise LtvlError(f"MLflow at {uri} has no run {run_id} ({e.message})", where="--run",
+                        fix="copy the run id from the MLflow UI, and pass --tracking-uri for a server") from None
+    tags = run.data.tags
+    key = tags.get("ltvl.chain_key") or tags.get("ltvl.key", "")
+    if not key.startswith("chain:"):
+        raise LtvlError(f"run {run_id} is not a chain's or a round's run of an ltvl sweep (ltvl.kind: "
+                        f"{tags.get('ltvl.kind')!r})", where="--run", fix="pick an IMP, RP, … chain run or one of "
+                                                                         "its round runs")
+    r = tags.get("ltvl.round")
+    return key.removeprefix("chain:"), int(r) if r is not None and tags.get("ltvl.kind") == "round" else None
