@@ -216,6 +216,8 @@ def test_the_sweep_s_tickets_are_registered_listed_on_the_models_page_and_export
     imp = versions[("ui-sweep.vqa.IMP", "2")]
     assert imp.tags["ltvl.arm"] == "IMP" and float(imp.tags["ltvl.sparsity"]) == pytest.approx(0.75)
     assert {"ltvl.metric", "ltvl.dense", "ltvl.chain", "ltvl.mask_sha256", "ltvl.verdict"} <= set(imp.tags)
+    # this tiny sweep's dense run answers like the majority: registered, and said to be no evidence
+    assert imp.tags["ltvl.evidence"].startswith("none: its dense run") and "No evidence of a ticket" in imp.description
     assert "## Lineage" in imp.description
     arts = {a.path for a in client.list_artifacts(imp.run_id, "ticket-round-2")}
     assert {"ticket-round-2/README.md", "ticket-round-2/mask.safetensors", "ticket-round-2/ticket.json"} <= arts

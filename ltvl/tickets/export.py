@@ -134,6 +134,8 @@ def render_card(m: dict[str, Any]) -> str:
             lines.append(f"| {label} | {m[key]:.4f} |")
     if m.get("verdict"):
         lines += ["", f"Verdict: {m['verdict']}"]
+    if str(m.get("evidence", "")).startswith("none"):
+        lines += ["", f"**No evidence of a ticket**: {m['evidence']} (it learned nothing the controls do not)."]
     if m.get("eval_n"):
         lines += ["", f"Scored on {int(m['eval_n']):,} examples of `{m.get('eval_split', 'test')}`."]
     lines += ["", "## Lineage", "", "| | |", "|---|---|"]

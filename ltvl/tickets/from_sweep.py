@@ -98,7 +98,7 @@ def facts_of(c: Chosen, rec: dict, command: str) -> dict[str, Any]:
     from ltvl.core.dense import DenseSpec, DenseStore
     from ltvl.core.imp import ChainStore
     from ltvl.core.verdict import Estimate, verdict
-    from ltvl.tracking.records import arm
+    from ltvl.tracking.records import arm, dense_flag
 
     done = ChainStore(c.root, c.job.chain, writer=False).finished_rounds()
     dense_rec = DenseStore(c.root, DenseSpec.of(c.job.chain), writer=False).record()
@@ -121,7 +121,10 @@ def facts_of(c: Chosen, rec: dict, command: str) -> dict[str, Any]:
     v = verdict(s, Estimate.of([rec["metrics"]["metric"]], n), Estimate.of([m0["metric"]], n), c.keep,
                 None if random is None else Estimate.of([random], n), controls)
     p = c.job.params
+    why = dense_flag(m0["metric"], n, majority=m0.get("majority_metric"), sparse100=sparse100)
     return {
+        # a dense run that does not beat a control learned nothing: its rounds are no evidence of a ticket
+        "evidence": f"none: its dense run ({m0['metric']:.4f}) is {why}" if why else "its dense run beats the controls",
         "name": f"{c.label} — round {c.round}", "arm": arm(c.job), "task": p.task, "preset": p.preset,
         "params": c.point, "round": c.round, "metric": rec["metrics"]["metric"], "metrics": rec["metrics"],
         "dense_metric": m0["metric"], "majority_metric": m0.get("majority_metric"), "random_metric": random,

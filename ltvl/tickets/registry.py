@@ -108,7 +108,7 @@ def register(client, name: str, run_id: str, rec: dict, facts: dict[str, Any], m
             "ltvl.sparsity": f"{rec['sparsity']:.6f}", "ltvl.metric": f"{rec['metrics']['metric']:.6f}",
             "ltvl.dense": str(facts.get("dense_sha256")), "ltvl.chain": str(facts.get("chain_sha256")),
             "ltvl.round": str(rec["round"]), "ltvl.mask_sha256": rec["mask_sha256"],
-            "ltvl.verdict": str(facts.get("verdict") or "")}
+            "ltvl.verdict": str(facts.get("verdict") or ""), "ltvl.evidence": str(facts.get("evidence") or "")}
     return client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
 
 
