@@ -199,8 +199,8 @@ def test_the_sweep_s_tickets_are_registered_listed_on_the_models_page_and_export
     from mlflow import MlflowClient
 
     from ltvl.plan.config import load_config
-    from ltvl.tickets.from_sweep import eval_ticket, export_from_registry
-    from ltvl.tickets.registry import register_sweep
+    from ltvl.tickets.from_sweep import eval_ticket
+    from ltvl.tickets.registry import export_from_registry, register_sweep
 
     server, log, tmp = swept
     monkeypatch.setenv("LTVL_HOME", str(tmp / "home"))

@@ -36,7 +36,8 @@ def export(
 ) -> None:
     """Train a finished round of a sweep's chain again (held to its record) and write it as a directory:
     the backbone in its ecosystem's layout, head, tokenizer, mask, compact sparse weights, model card."""
-    from ltvl.tickets.from_sweep import export_from_registry, export_from_sweep, run_ref
+    from ltvl.tickets.from_sweep import export_from_sweep, run_ref
+    from ltvl.tickets.registry import export_from_registry
     from ltvl.tracking.mlflow_lineage import default_tracking_uri
     from ltvl.util.errors import LtvlError
 

@@ -214,32 +214,6 @@ def state_sha(state) -> str:
     return state_sha256(state)
 
 
-GENERATED = ("format", "kind", "weights", "mask_sha256", "state_sha256", "sparsity", "sparsity_by_group", "files")
-
-
-def export_from_registry(uri: str, ref: str, out: Path, say=print) -> Path:
-    """``models:/NAME/VERSION``: its card (verified), its chain resolved again from the card's parameters
-    and held to the card's chain hash, the round trained again from the chain store the card names."""
-    import json
-    import tempfile
-
-    from ltvl.params.resolve import resolve_chain
-    from ltvl.tickets.export import MANIFEST
-    from ltvl.tickets.registry import fetch_card
-
-    with tempfile.TemporaryDirectory() as tmp:
-        card, _mv = fetch_card(uri, ref, Path(tmp))
-        m = json.loads((card / MANIFEST).read_text())
-    job = resolve_chain(m["params"], where=f"{ref} params")
-    if job.chain.sha256 != m.get("chain_sha256"):
-        raise LtvlError(f"{ref}'s parameters resolve to chain {job.chain.short_hash}, its card names "
-                        f"{str(m.get('chain_sha256'))[:16]}: this ltvl computes another chain from them",
-                        where=ref, fix="export with the ltvl version and commit the card names")
-    facts = {k: v for k, v in m.items() if k not in GENERATED}
-    say(f"{ref}: {m.get('name')} (chain store {m.get('store')})")
-    return export_round(job, Path(m["store"]), int(m["round"]), facts, out, say)
-
-
 def run_ref(uri: str, run_id: str) -> tuple[str, int | None]:
     """(chain hash, round) an MLflow run of a sweep names: a round's run its round, a chain's run none
     (then --round or --keep says which)."""
