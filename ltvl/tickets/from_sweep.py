@@ -184,6 +184,7 @@ def eval_ticket(directory: str | Path, data: str | None = None) -> tuple[dict, d
     from ltvl.params.resolve import data_for, resolve_chain
     from ltvl.tickets.export import MANIFEST
     from ltvl.tickets.sparse import load_sparse
+    from ltvl.util.weights import state_sha256
     from ltvl.vl.assemble import build_vl
     from ltvl.vl.datasets import resolve_dataset
 
@@ -200,18 +201,13 @@ def eval_ticket(directory: str | Path, data: str | None = None) -> tuple[dict, d
     job = job.with_data(str(resolve_dataset(data_for(job.params))))
     setup = build_vl(job.vl)
     state, mask = load_sparse(d / "weights.sparse.safetensors")
-    if mask.sha256 != m.get("mask_sha256") or state_sha(state) != m.get("state_sha256"):
+    if mask.sha256 != m.get("mask_sha256") or state_sha256(state) != m.get("state_sha256"):
         raise LtvlError("weights.sparse.safetensors is not the ticket ticket.json names", where=str(d),
                         fix="run `ltvl ticket verify` on it; export it again")
     model = setup.model_factory()
     model.load_state_dict(state, strict=True)
     metrics = Trainer(setup.data, job.chain.train).evaluate(model)
     return metrics, m.get("metrics") or {"metric": m.get("metric")}, setup.info.content_sha256 == m.get("data_sha256")
-
-
-def state_sha(state) -> str:
-    from ltvl.util.weights import state_sha256
-    return state_sha256(state)
 
 
 def run_ref(uri: str, run_id: str) -> tuple[str, int | None]:
